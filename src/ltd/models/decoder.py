@@ -1,0 +1,273 @@
+"""The target model re-implemented for decoding: llama, qwen2 and qwen3 families.
+
+One `forward` serves prefill (causal), single-token steps and verification of a draft tree (an
+explicit attention mask over the cache). The KV cache is preallocated; after verification the
+accepted path is compacted in place. Projections are fused (q|k|v, gate|up): fewer, larger matmuls
+mean less Python per token. On CPU they run through oneDNN rather than the default BLAS: on this
+project's machines (AMD EPYC, 2 cores) it verifies 16 tokens in 1.7x the time of one, the default
+path in 2.4x.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ltd.errors import LtdError
+
+# What distinguishes the families inside a decoder layer.
+FAMILIES = {
+    "llama": dict(qkv_bias=False, qk_norm=False),
+    "qwen2": dict(qkv_bias=True, qk_norm=False),
+    "qwen3": dict(qkv_bias=False, qk_norm=True),
+}
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_eps: float
+    qkv_bias: bool
+    qk_norm: bool
+
+    @classmethod
+    def from_hf_config(cls, config) -> "DecoderSpec":
+        family = config.model_type
+        if family not in FAMILIES:
+            raise LtdError(f"unsupported architecture {family!r}; ltd decodes {sorted(FAMILIES)}")
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return cls(
+            family=family,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=config.num_key_value_heads,
+            head_dim=head_dim,
+            rms_eps=config.rms_norm_eps,
+            **FAMILIES[family],
+        )
+
+
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+
+
+def pick_linear(device: torch.device, dtype: torch.dtype):
+    """oneDNN's linear on CPU where torch has it, else the default. Weights stay [out, in]."""
+    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        return cpu_linear
+    return F.linear
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, in the half-split convention transformers uses for these families."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def rope_tables(config, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin for positions 0..length-1, from transformers' own rotary class, so every rope
+    variant it knows (llama3 scaling, yarn, ...) is computed exactly as it computes it."""
+    import transformers
+
+    family = config.model_type
+    module = getattr(transformers.models, family)
+    rotary_cls = getattr(getattr(module, f"modeling_{family}"), f"{family.capitalize()}RotaryEmbedding")
+    rotary = rotary_cls(config)
+    positions = torch.arange(length)[None]
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)
+    return cos[0], sin[0]
+
+
+class KVCache:
+    """Keys and values of every layer for one sequence, preallocated to `capacity` positions."""
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
+                 device: torch.device):
+        shape = (num_layers, 1, num_kv_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.capacity = capacity
+        self.length = 0
+
+    def keep(self, start: int, positions: torch.Tensor) -> None:
+        """Keep the entries at `positions` (ascending, all >= start), moved to start, start+1, ...
+
+        Verification appends the whole draft tree; only the accepted path survives, compacted."""
+        n = positions.numel()
+        if n and not (positions[0] == start and positions[-1] == start + n - 1):
+            self.k[:, :, :, start : start + n] = self.k[:, :, :, positions]
+            self.v[:, :, :, start : start + n] = self.v[:, :, :, positions]
+        self.length = start + n
+
+    def attention_mask(self, T: int, tree_mask: torch.Tensor | None, tree_start: int | None) -> torch.Tensor | None:
+        """The [T, length + T] mask for T tokens about to be appended (None: attend to everything).
+
+        Without `tree_mask` the new tokens are causal. With it, they see every cached position before
+        `tree_start` (default: the current length) and, from there on, what `tree_mask` allows."""
+        start, device = self.length, self.k.device
+        end = start + T
+        if end > self.capacity:
+            raise LtdError(f"context of {end} tokens exceeds the limit of {self.capacity}")
+        if tree_mask is not None:
+            first = start if tree_start is None else tree_start
+            mask = torch.ones(T, end, dtype=torch.bool, device=device)
+            mask[:, first:] = tree_mask
+            return mask
+        if T > 1:
+            return torch.arange(end, device=device)[None, :] <= torch.arange(start, end, device=device)[:, None]
+        return None
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Store k, v ([kv_heads, T, d]) after the cached prefix and attend q ([heads, T, d]) to it all.
+
+        Returns [T, heads * d]. Does not advance `length`: the caller does once all layers ran."""
+        T = q.shape[1]
+        start, end = self.length, self.length + T
+        self.k[layer, 0, :, start:end] = k
+        self.v[layer, 0, :, start:end] = v
+        out = F.scaled_dot_product_attention(
+            q[None], self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
+            enable_gqa=q.shape[0] != k.shape[0],
+        )
+        return out[0].transpose(0, 1).reshape(T, -1)
+
+
+@dataclass
+class Layer:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor  # [(heads + 2 kv_heads) * head_dim, hidden]
+    qkv_bias: torch.Tensor | None
+    q_norm: torch.Tensor | None
+    k_norm: torch.Tensor | None
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor
+
+
+class Decoder:
+    """A causal LM with its own KV cache. `forward` appends tokens to the cache and returns logits."""
+
+    def __init__(self, spec: DecoderSpec, state: dict[str, torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+        self.spec = spec
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.linear = pick_linear(self.device, dtype)
+        self.max_positions = cos.shape[0]
+        self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
+
+        def w(*names):
+            return torch.cat([state[n] for n in names]).to(self.device, dtype).contiguous()
+
+        def matrix(*names):
+            # [out, in] in shape, [in, out] in memory: oneDNN's small-batch kernels run ~10 % faster.
+            return w(*names).t().contiguous().t()
+
+        self.embed = w("model.embed_tokens.weight")
+        self.lm_head = matrix("lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight")
+        self.final_norm = w("model.norm.weight")
+        self.layers = []
+        for i in range(spec.num_layers):
+            p = f"model.layers.{i}."
+            attn = [p + f"self_attn.{n}_proj" for n in "qkv"]
+            self.layers.append(Layer(
+                input_norm=w(p + "input_layernorm.weight"),
+                qkv=matrix(*[a + ".weight" for a in attn]),
+                qkv_bias=w(*[a + ".bias" for a in attn]) if spec.qkv_bias else None,
+                q_norm=w(p + "self_attn.q_norm.weight") if spec.qk_norm else None,
+                k_norm=w(p + "self_attn.k_norm.weight") if spec.qk_norm else None,
+                o=matrix(p + "self_attn.o_proj.weight"),
+                post_norm=w(p + "post_attention_layernorm.weight"),
+                gate_up=matrix(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
+                down=matrix(p + "mlp.down_proj.weight"),
+            ))
+        self.cache: KVCache | None = None
+
+    @classmethod
+    def from_hf(cls, config, state: dict[str, torch.Tensor], max_positions: int | None = None,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "Decoder":
+        spec = DecoderSpec.from_hf_config(config)
+        length = min(max_positions or config.max_position_embeddings, config.max_position_embeddings)
+        cos, sin = rope_tables(config, length)
+        return cls(spec, state, cos, sin, dtype, device)
+
+    # -- cache ---------------------------------------------------------------------------------
+    def reset(self, capacity: int | None = None) -> None:
+        capacity = capacity or self.max_positions
+        if self.cache is None or self.cache.capacity != capacity:
+            spec = self.spec
+            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.dtype, self.device)
+        self.cache.length = 0
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    # -- forward -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+                tree_mask: torch.Tensor | None = None, tree_start: int | None = None,
+                feature_layers: tuple[int, ...] = (), last_only: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Append `tokens` ([T] int64) to the cache and return (logits, features).
+
+        `logits` is [T, vocab], or [1, vocab] for the last token with `last_only` (prefill).
+        Without `tree_mask` the new tokens attend causally. With it ([T, length + T - tree_start]
+        bool, True = may attend), they see the cached prefix before `tree_start` and what the mask
+        allows after it; `positions` then gives their rotary positions (prefix + depth in the tree).
+        `features` concatenates, in the order asked, the hidden states entering `feature_layers`.
+        """
+        spec, cache, linear = self.spec, self.cache, self.linear
+        T = tokens.numel()
+        mask = cache.attention_mask(T, tree_mask, tree_start)
+        if positions is None:
+            positions = torch.arange(cache.length, cache.length + T, device=self.device)
+        cos, sin = self.cos[positions], self.sin[positions]
+
+        nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        x = self.embed[tokens]
+        captured = {}
+        for i, layer in enumerate(self.layers):
+            if i in feature_layers:
+                captured[i] = x
+            h = rms_norm(x, layer.input_norm, spec.rms_eps)
+            qkv = linear(h, layer.qkv)
+            if layer.qkv_bias is not None:
+                qkv = qkv + layer.qkv_bias
+            q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
+            q = q.view(T, nh, d).transpose(0, 1)
+            k = k.view(T, nkv, d).transpose(0, 1)
+            v = v.view(T, nkv, d).transpose(0, 1)
+            if layer.q_norm is not None:
+                q = rms_norm(q, layer.q_norm, spec.rms_eps)
+                k = rms_norm(k, layer.k_norm, spec.rms_eps)
+            attn = cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
+            x = x + linear(attn, layer.o)
+            h = rms_norm(x, layer.post_norm, spec.rms_eps)
+            gate, up = linear(h, layer.gate_up).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer.down)
+        cache.length += T
+
+        if last_only:
+            x = x[-1:]
+        logits = linear(rms_norm(x, self.final_norm, spec.rms_eps), self.lm_head)
+        features = torch.cat([captured[i] for i in feature_layers], dim=-1) if feature_layers else None
+        return logits, features
+
+    __call__ = forward

@@ -1,0 +1,42 @@
+"""An independent draft LM: a small causal LM with the target's tokenizer, drafting from tokens."""
+import torch
+
+from ltd.errors import LtdError
+from ltd.models.decoder import Decoder
+from ltd.models.drafter import TreeSlots, top_k
+
+
+class DraftLM:
+    feature_layers: tuple[int, ...] = ()  # it needs nothing from the target but tokens
+
+    def __init__(self, decoder: Decoder, target_vocab_size: int):
+        if decoder.spec.vocab_size < target_vocab_size:
+            raise LtdError(
+                f"draft LM vocabulary ({decoder.spec.vocab_size}) is smaller than the target's ({target_vocab_size})"
+            )
+        self.decoder = decoder
+        self.vocab = target_vocab_size
+        self.slots = TreeSlots(decoder.device)
+        self.context = 0
+
+    def reset(self, capacity: int) -> None:
+        self.decoder.reset(capacity)
+        self.slots.reset()
+        self.context = 0
+
+    def update(self, tokens: torch.Tensor, features: torch.Tensor | None, k: int):
+        """Absorb the new context tokens (the last one is the tree's root); return its top-k children."""
+        logits, _ = self.decoder(tokens, last_only=True)
+        self.context = self.decoder.length
+        return top_k(logits[:, : self.vocab], k)
+
+    def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int):
+        """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root)."""
+        mask = self.slots.add(parents)
+        positions = torch.full_like(tokens, self.context + depth - 1)
+        logits, _ = self.decoder(tokens, positions=positions, tree_mask=mask, tree_start=self.context)
+        return top_k(logits[:, : self.vocab], k)
+
+    def rollback(self) -> None:
+        self.decoder.cache.length = self.context
+        self.slots.reset()

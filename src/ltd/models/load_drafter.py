@@ -1,0 +1,29 @@
+"""Building the drafter a config names, over a loaded target."""
+import torch
+
+from ltd.errors import LtdError
+from ltd.models.draft_lm import DraftLM
+from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
+from ltd.models.loading import Target, load_target
+
+
+def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab_size: int = 8192,
+                 seed: int = 0, source: str | None = None):
+    """kind `eagle3`: the head at `path` (directory or hub id), or an untrained seeded head when
+    `path` is None. kind `draft_lm`: the causal LM at `source`, with the target's tokenizer."""
+    decoder = target.decoder
+    if kind == "eagle3":
+        if path is None:
+            torch.manual_seed(seed)
+            head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size)))
+        else:
+            head = Eagle3Head.load(path)
+        head = head.to(decoder.device, decoder.dtype)
+        return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
+    if kind == "draft_lm":
+        draft = load_target(f"{target.name}-draft", source, decoder.max_positions, str(decoder.dtype).split(".")[-1],
+                            str(decoder.device))
+        if len(draft.tokenizer) != len(target.tokenizer):
+            raise LtdError(f"draft LM {source!r} does not share the target's tokenizer")
+        return DraftLM(draft.decoder, decoder.spec.vocab_size)
+    raise LtdError(f"unknown drafter kind {kind!r}; expected 'eagle3' or 'draft_lm'")

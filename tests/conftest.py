@@ -1,0 +1,132 @@
+"""Tiny random target models shared by the fast suite.
+
+Everything is built in-process from transformers configs (no downloads) and seeded, so every test
+sees the same weights on every run. Weights are re-drawn with a larger spread than transformers'
+init (std 0.02): logits then vary by a few units, which makes greedy argmax ties (and thus
+float-noise flakiness) practically impossible and gives sampled distributions some shape.
+"""
+from dataclasses import dataclass
+
+import pytest
+import torch
+import transformers
+
+from ltd.decoding.engine import Engine
+from ltd.models.decoder import Decoder
+from ltd.models.draft_lm import DraftLM
+from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+
+CLASSES = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+}
+
+TINY = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, head_dim=16)
+
+# A smaller, different model over the same vocabulary: an independent draft LM.
+SMALL = dict(TINY, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+             num_key_value_heads=1)
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+
+def tiny_config(family: str, **overrides):
+    """A transformers config of `family`; eager attention makes the HF reference the plain math."""
+    config_cls, _ = CLASSES[family]
+    return config_cls(**{**TINY, **overrides}, attn_implementation="eager")
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
+    """Re-draw every weight. Norm weights and q/k/v biases init to 1 and 0 in transformers, which
+    would let a decoder that forgot them (or qwen3's q/k norms) pass; random values expose that."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=generator)
+        if "norm" in name:
+            p.copy_(1 + 0.1 * noise)
+        elif name.endswith("bias"):
+            p.copy_(0.1 * noise)
+        else:
+            p.copy_(std * noise)
+    return model
+
+
+def build_hf(config, seed: int = 0, std: float = 0.1):
+    _, model_cls = CLASSES[config.model_type]
+    torch.manual_seed(seed)
+    return randomize_(model_cls(config), seed, std).eval()
+
+
+def decoder_of(model, max_positions: int | None = None) -> Decoder:
+    """A fresh Decoder (with its own KV cache) over the weights of an HF model."""
+    return Decoder.from_hf(model.config, model.state_dict(), max_positions)
+
+
+@torch.no_grad()
+def hf_logits(model, tokens) -> torch.Tensor:
+    """[T, vocab] logits of one plain causal HF forward."""
+    ids = torch.as_tensor(tokens, dtype=torch.long)[None]
+    return model(ids).logits[0]
+
+
+def random_prompt(length: int, vocab: int = TINY["vocab_size"], seed: int = 0) -> list[int]:
+    return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@dataclass
+class Tiny:
+    """One tiny target family: its config and HF model (the reference), and builders of the ltd side."""
+
+    config: object
+    hf: object
+
+    def decoder(self, max_positions: int | None = None) -> Decoder:
+        return decoder_of(self.hf, max_positions)
+
+    def eagle3_drafter(self, target: Decoder, draft_vocab_size: int = 64, seed: int = 0) -> Eagle3Drafter:
+        torch.manual_seed(seed)
+        head = Eagle3Head(head_config(self.config, draft_vocab_size=draft_vocab_size))
+        return Eagle3Drafter(head, target.embed, self.config.num_hidden_layers, target.max_positions)
+
+    def self_drafter(self) -> DraftLM:
+        """The target drafting for itself (its own Decoder instance: drafter and target need two caches)."""
+        return DraftLM(self.decoder(), self.config.vocab_size)
+
+    def engine(self, drafter=None, stop_token_ids=(), max_context=None) -> tuple[Engine, Decoder]:
+        target = self.decoder()
+        if callable(drafter):
+            drafter = drafter(target)
+        return Engine(target, stop_token_ids, drafter, max_context), target
+
+
+_TINY_CACHE: dict[str, Tiny] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """tiny(family) -> Tiny, built once per session (seeded by family, so families differ)."""
+
+    def get(family: str) -> Tiny:
+        if family not in _TINY_CACHE:
+            config = tiny_config(family)
+            _TINY_CACHE[family] = Tiny(config, build_hf(config, seed=FAMILIES.index(family)))
+        return _TINY_CACHE[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def small_draft_hf():
+    """A smaller random llama over the target vocabulary, used as an independent DraftLM."""
+    return build_hf(tiny_config("llama", **SMALL), seed=100)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(1234)

@@ -1,0 +1,145 @@
+"""The re-implemented target decoder against transformers' own forward, used as the reference."""
+import pytest
+import torch
+from torch.testing import assert_close
+
+from conftest import FAMILIES, LLAMA3_ROPE, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
+from ltd.errors import LtdError
+from ltd.models.decoder import rope_tables
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+PREFIX = random_prompt(10, seed=1)
+
+# A hand-made draft tree, verify-input order (parents first). Index 0 is the root (the last
+# accepted token). Each entry: (token, parent index); parent -1 marks the root itself.
+#         0
+#       /   \
+#      1     2
+#     / \     \
+#    3   4     5
+#    |
+#    6
+TREE = [(7, -1), (11, 0), (13, 0), (17, 1), (19, 1), (23, 2), (29, 3)]
+
+
+def tree_tokens() -> torch.Tensor:
+    return torch.tensor([t for t, _ in TREE])
+
+
+def tree_path(node: int) -> list[int]:
+    """Verify-input indices from the root to `node`, both included."""
+    path = []
+    while node >= 0:
+        path.append(node)
+        node = TREE[node][1]
+    return path[::-1]
+
+
+def tree_mask_and_depths() -> tuple[torch.Tensor, torch.Tensor]:
+    n = len(TREE)
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    for node in range(n):
+        mask[node, tree_path(node)] = True
+    depths = torch.tensor([len(tree_path(node)) - 1 for node in range(n)])
+    return mask, depths
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def test_chunked_prefill_equals_hf_forward(tiny, family):
+    target = tiny(family)
+    tokens = random_prompt(20, seed=2)
+    decoder = target.decoder()
+    decoder.reset()
+    chunks = [decoder(torch.tensor(tokens[a:b]))[0] for a, b in ((0, 12), (12, 13), (13, 20))]
+    assert decoder.length == 20
+    assert_close(torch.cat(chunks), hf_logits(target.hf, tokens), **TOL)
+
+
+def test_last_only_returns_the_last_row(tiny):
+    target = tiny("llama")
+    tokens = random_prompt(9, seed=3)
+    decoder = target.decoder()
+    decoder.reset()
+    logits, features = decoder(torch.tensor(tokens), last_only=True)
+    assert logits.shape == (1, target.config.vocab_size) and features is None
+    assert_close(logits[0], hf_logits(target.hf, tokens)[-1], **TOL)
+
+
+def test_llama3_rope_scaling_matches_hf():
+    config = tiny_config("llama", rope_parameters=dict(LLAMA3_ROPE))
+    assert config.rope_parameters["rope_type"] == "llama3"
+    model = build_hf(config, seed=5)
+    # Past original_max_position_embeddings (64), where llama3 scaling matters most.
+    tokens = random_prompt(100, seed=4)
+    decoder = decoder_of(model)
+    decoder.reset()
+    got = torch.cat([decoder(torch.tensor(tokens[:70]))[0], decoder(torch.tensor(tokens[70:]))[0]])
+    assert_close(got, hf_logits(model, tokens), **TOL)
+
+
+def test_llama3_rope_tables_differ_from_default():
+    """Guards the test above: the scaled rope must actually change the tables."""
+    scaled, _ = rope_tables(tiny_config("llama", rope_parameters=dict(LLAMA3_ROPE)), 100)
+    plain, _ = rope_tables(tiny_config("llama", rope_parameters={"rope_type": "default", "rope_theta": 500000.0}), 100)
+    assert (scaled - plain).abs().max() > 1e-2
+
+
+def verify_tree(decoder) -> torch.Tensor:
+    """Prefill PREFIX then verify TREE in one pass; returns the tree's logits [nodes, vocab]."""
+    decoder.reset()
+    decoder(torch.tensor(PREFIX))
+    mask, depths = tree_mask_and_depths()
+    logits, _ = decoder(tree_tokens(), positions=len(PREFIX) + depths, tree_mask=mask)
+    return logits
+
+
+def test_tree_verify_equals_causal_forward_of_each_path(tiny, family):
+    target = tiny(family)
+    logits = verify_tree(target.decoder())
+    tokens = tree_tokens()
+    for node in range(len(TREE)):
+        path_tokens = tokens[tree_path(node)].tolist()
+        expected = hf_logits(target.hf, PREFIX + path_tokens)[-1]
+        assert_close(logits[node], expected, **TOL, msg=lambda m: f"node {node}: {m}")
+
+
+@pytest.mark.parametrize("kept", [[0, 1, 3, 6], [0, 2, 5], [0, 1], [0]],
+                         ids=["deep-gaps", "right-branch", "contiguous", "root-only"])
+def test_cache_keep_compacts_accepted_path(tiny, family, kept):
+    target = tiny(family)
+    decoder = target.decoder()
+    verify_tree(decoder)
+    start = len(PREFIX)
+    decoder.cache.keep(start, start + torch.tensor(kept))
+    assert decoder.length == start + len(kept)
+    next_token = 31
+    logits, _ = decoder(torch.tensor([next_token]))
+    path_tokens = tree_tokens()[kept].tolist()
+    assert_close(logits[0], hf_logits(target.hf, PREFIX + path_tokens + [next_token])[-1], **TOL)
+
+
+def test_features_are_layer_inputs_in_requested_order(tiny, family):
+    target = tiny(family)
+    tokens = random_prompt(8, seed=6)
+    decoder = target.decoder()
+    decoder.reset()
+    _, features = decoder(torch.tensor(tokens), feature_layers=(2, 2, 1), last_only=True)
+    with torch.no_grad():
+        hidden = target.hf(torch.tensor(tokens)[None], output_hidden_states=True).hidden_states
+    # hidden_states[i] is the input of layer i (hidden_states[0]: the embeddings).
+    expected = torch.cat([hidden[2][0], hidden[2][0], hidden[1][0]], dim=-1)
+    assert features.shape == (len(tokens), 3 * target.config.hidden_size)
+    assert_close(features, expected, **TOL)
+
+
+def test_context_overflow_raises(tiny):
+    decoder = tiny("llama").decoder()
+    decoder.reset(capacity=16)
+    decoder(torch.arange(10))
+    with pytest.raises(LtdError, match="exceeds the limit of 16"):
+        decoder(torch.arange(7))

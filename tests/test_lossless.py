@@ -1,0 +1,117 @@
+"""Greedy speculative decoding must reproduce greedy autoregressive decoding token for token."""
+import pytest
+
+from conftest import FAMILIES, decoder_of, random_prompt
+from ltd.decoding.controller import StaticTree
+from ltd.models.draft_lm import DraftLM
+
+PROMPT = random_prompt(10, seed=7)
+MAX_NEW = 40
+SHAPES = [(1, 1, 1), (3, 2, 4), (8, 10, 60), (5, 4, 100), (12, 3, 7)]
+
+
+def make_drafter(kind, tiny_target, small_draft_hf):
+    """A drafter factory (target Decoder -> drafter) for Tiny.engine."""
+    if kind == "eagle3":
+        return lambda target: tiny_target.eagle3_drafter(target, draft_vocab_size=64)
+    if kind == "draft_lm":
+        return lambda target: DraftLM(decoder_of(small_draft_hf), tiny_target.config.vocab_size)
+    return lambda target: tiny_target.self_drafter()
+
+
+_AR_CACHE = {}
+
+
+def autoregressive(tiny_target, family, prompt=PROMPT, max_new=MAX_NEW) -> list[int]:
+    key = (family, tuple(prompt), max_new)
+    if key not in _AR_CACHE:
+        engine, _ = tiny_target.engine()
+        _AR_CACHE[key] = engine.generate_autoregressive(prompt, max_new).tokens
+    return _AR_CACHE[key]
+
+
+def check_cycles(generation, controller):
+    for cycle in generation.cycles:
+        assert cycle.depth == controller.depth
+        assert 0 <= cycle.verify_size <= controller.verify
+        assert 0 <= cycle.accepted <= cycle.depth
+        assert min(cycle.draft_s, cycle.verify_s, cycle.policy_s) >= 0
+    # Every cycle emits its accepted tokens plus one; the prefill emits the first token.
+    assert 1 + sum(c.accepted + 1 for c in generation.cycles) >= len(generation.tokens)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_speculative_equals_autoregressive(tiny, small_draft_hf, family, drafter, shape):
+    target = tiny(family)
+    expected = autoregressive(target, family)
+    assert len(expected) == MAX_NEW
+
+    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf))
+    controller = StaticTree(*shape)
+    generation = engine.generate(PROMPT, controller, MAX_NEW)
+
+    assert generation.tokens == expected
+    check_cycles(generation, controller)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_self_drafting_accepts_every_single_draft(tiny, family):
+    """The target drafting for itself proposes exactly the greedy token: with one draft token per
+    cycle, every cycle accepts it, so tau is exactly 2."""
+    target = tiny(family)
+    engine, _ = target.engine(lambda t: target.self_drafter())
+    generation = engine.generate(PROMPT, StaticTree(depth=1, top_k=1, verify=1), MAX_NEW)
+    assert generation.tokens == autoregressive(target, family)
+    assert all(c.accepted == 1 for c in generation.cycles)
+    assert generation.acceptance_length == 2.0
+
+
+def test_self_drafting_deep_tree_accepts_full_depth(tiny):
+    """With a chain of depth 4, self-drafting accepts all 4 drafts in every full cycle."""
+    target = tiny("llama")
+    engine, _ = target.engine(lambda t: target.self_drafter())
+    generation = engine.generate(PROMPT, StaticTree(depth=4, top_k=1, verify=4), MAX_NEW)
+    assert generation.tokens == autoregressive(target, "llama")
+    assert all(c.accepted == 4 for c in generation.cycles)
+
+
+@pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])
+def test_stop_token_stops_both_identically(tiny, small_draft_hf, drafter):
+    target = tiny("qwen2")
+    full = autoregressive(target, "qwen2")
+    # A token AR first emits mid-way: both decoders must stop right after its first occurrence.
+    stop = next(t for t in full[15:] if t not in full[:15])
+    expected = full[: full.index(stop) + 1]
+
+    ar_engine, _ = target.engine(stop_token_ids=(stop,))
+    assert ar_engine.generate_autoregressive(PROMPT, MAX_NEW).tokens == expected
+
+    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf), stop_token_ids=(stop,))
+    assert engine.generate(PROMPT, StaticTree(4, 3, 10), MAX_NEW).tokens == expected
+
+
+@pytest.mark.parametrize("max_new", [1, 2, 7, 23])
+def test_max_new_tokens_is_respected_exactly(tiny, max_new):
+    target = tiny("llama")
+    expected = autoregressive(target, "llama")[:max_new]
+    ar_engine, _ = target.engine()
+    assert ar_engine.generate_autoregressive(PROMPT, max_new).tokens == expected
+    # Self-drafting accepts whole chains, so cycles overshoot max_new unless the engine trims.
+    engine, _ = target.engine(lambda t: target.self_drafter())
+    assert engine.generate(PROMPT, StaticTree(5, 2, 8), max_new).tokens == expected
+
+
+@pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])
+def test_context_limit_stops_both_identically(tiny, small_draft_hf, drafter):
+    """Near the context limit, speculative decoding must stop where AR does (the engine promises
+    comparable outputs when the context is full), not fail while drafting."""
+    target = tiny("llama")
+    max_context = 48
+    ar_engine, _ = target.engine(max_context=max_context)
+    expected = ar_engine.generate_autoregressive(PROMPT, 100).tokens
+    assert len(PROMPT) + len(expected) == max_context
+
+    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf), max_context=max_context)
+    assert engine.generate(PROMPT, StaticTree(4, 4, 8), 100).tokens == expected
