@@ -98,10 +98,10 @@ class Tiny:
         """The target drafting for itself (its own Decoder instance: drafter and target need two caches)."""
         return DraftLM(self.decoder(), self.config.vocab_size)
 
-    def engine(self, drafter=None, stop_token_ids=(), max_context=None) -> tuple[Engine, Decoder]:
+    def engine(self, make_drafter=None, stop_token_ids=(), max_context=None) -> tuple[Engine, Decoder]:
+        """An Engine over a fresh target Decoder; `make_drafter(target)` builds its drafter."""
         target = self.decoder()
-        if callable(drafter):
-            drafter = drafter(target)
+        drafter = make_drafter(target) if make_drafter else None
         return Engine(target, stop_token_ids, drafter, max_context), target
 
 
@@ -130,3 +130,17 @@ def small_draft_hf():
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """Tiny models gain nothing from intra-op threads, and OpenMP threads spinning against another
+    process on a 2-core machine slowed these tests down up to 100x: one thread keeps them fast.
+    Tests on the real model (marked `real`) keep torch's default."""
+    if request.node.get_closest_marker("real"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

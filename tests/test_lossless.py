@@ -3,6 +3,7 @@ import pytest
 
 from conftest import FAMILIES, decoder_of, random_prompt
 from ltd.decoding.controller import StaticTree
+from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 
 PROMPT = random_prompt(10, seed=7)
@@ -36,8 +37,10 @@ def check_cycles(generation, controller):
         assert 0 <= cycle.verify_size <= controller.verify
         assert 0 <= cycle.accepted <= cycle.depth
         assert min(cycle.draft_s, cycle.verify_s, cycle.policy_s) >= 0
-    # Every cycle emits its accepted tokens plus one; the prefill emits the first token.
-    assert 1 + sum(c.accepted + 1 for c in generation.cycles) >= len(generation.tokens)
+    # The prefill emits one token and each cycle its accepted drafts plus one; only the last
+    # cycle may be cut short by the token limit.
+    emitted = [c.accepted + 1 for c in generation.cycles]
+    assert 1 + sum(emitted[:-1]) < len(generation.tokens) <= 1 + sum(emitted)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -101,6 +104,21 @@ def test_max_new_tokens_is_respected_exactly(tiny, max_new):
     # Self-drafting accepts whole chains, so cycles overshoot max_new unless the engine trims.
     engine, _ = target.engine(lambda t: target.self_drafter())
     assert engine.generate(PROMPT, StaticTree(5, 2, 8), max_new).tokens == expected
+
+
+@pytest.mark.parametrize("speculative", [False, True], ids=["autoregressive", "speculative"])
+def test_zero_max_new_tokens_generates_nothing(tiny, speculative):
+    """Asking for no tokens must not return one (an empty result or an LtdError both do)."""
+    target = tiny("llama")
+    engine, _ = target.engine(lambda t: target.self_drafter())
+    try:
+        if speculative:
+            tokens = engine.generate(PROMPT, StaticTree(2, 2, 4), 0).tokens
+        else:
+            tokens = engine.generate_autoregressive(PROMPT, 0).tokens
+    except LtdError:
+        return
+    assert tokens == []
 
 
 @pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])

@@ -61,9 +61,11 @@ class Engine:
         self.capacity = min(max_context or target.max_positions, target.max_positions)
         self.clock = Clock(target.device)
 
-    def _start(self, prompt: list[int]) -> torch.Tensor:
+    def _start(self, prompt: list[int], max_new_tokens: int) -> torch.Tensor:
         if not prompt:
             raise LtdError("empty prompt")
+        if max_new_tokens < 1:
+            raise LtdError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if len(prompt) >= self.capacity:
             raise LtdError(f"prompt of {len(prompt)} tokens exceeds the context limit of {self.capacity}")
         self.target.reset(self.capacity)
@@ -87,7 +89,7 @@ class Engine:
     @torch.inference_mode()
     def generate_autoregressive(self, prompt: list[int], max_new_tokens: int, temperature: float = 0.0,
                                 generator: torch.Generator | None = None) -> Generation:
-        tokens = self._start(prompt)
+        tokens = self._start(prompt, max_new_tokens)
         clock = self.clock
         begin = clock()
         logits, _ = self.target(tokens, last_only=True)
@@ -108,7 +110,7 @@ class Engine:
             raise LtdError("speculative decoding needs a drafter")
         target, drafter, clock = self.target, self.drafter, self.clock
         device = target.device
-        tokens = self._start(prompt)
+        tokens = self._start(prompt, max_new_tokens)
         drafter.reset(self.capacity)
         begin = clock()
         logits, features = target(tokens, feature_layers=drafter.feature_layers, last_only=True)
@@ -123,7 +125,7 @@ class Engine:
             policy_s = 0.0
             tree = DraftTree(k, device)
             tree.add_root(*drafter.update(new_context, features, k))
-            while True:
+            while drafter.room() >= tree.frontier.numel():  # near the context limit the cache runs out first
                 p0 = time.perf_counter()
                 more = controller.keep_drafting(tree, context)
                 policy_s += time.perf_counter() - p0

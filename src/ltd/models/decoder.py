@@ -173,7 +173,8 @@ class Decoder:
         self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
 
         def w(*names):
-            return torch.cat([state[n] for n in names]).to(self.device, dtype).contiguous()
+            tensors = [state[n].to(self.device, dtype) for n in names]
+            return torch.cat(tensors) if len(tensors) > 1 else tensors[0].contiguous()
 
         def matrix(*names):
             # [out, in] in shape, [in, out] in memory: oneDNN's small-batch kernels run ~10 % faster.

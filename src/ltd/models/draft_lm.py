@@ -37,6 +37,10 @@ class DraftLM:
         logits, _ = self.decoder(tokens, positions=positions, tree_mask=mask, tree_start=self.context)
         return top_k(logits[:, : self.vocab], k)
 
+    def room(self) -> int:
+        """Free positions left in the cache for draft nodes."""
+        return self.decoder.cache.capacity - self.decoder.cache.length
+
     def rollback(self) -> None:
         self.decoder.cache.length = self.context
         self.slots.reset()

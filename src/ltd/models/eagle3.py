@@ -243,6 +243,10 @@ class Eagle3Drafter:
         self.slot_hidden = torch.cat((self.slot_hidden[:first_slot], out))
         return self.propose(out, k)
 
+    def room(self) -> int:
+        """Free positions left in the cache for draft nodes."""
+        return self.cache.capacity - self.cache.length
+
     def rollback(self) -> None:
         self.cache.length = self.context
         self.slots.reset()

@@ -1,0 +1,71 @@
+"""Configs compose, and a user's mistake in them or on the command line gets one clear line."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ltd.cli.app import CONFIG_PATH, build_controller, check_choices
+from ltd.errors import LtdError
+from ltd.models.decoder import FAMILIES
+from ltd.models.loading import load_target
+
+MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))
+PAPER_MODELS = ["deepseek-r1-distill-llama-8b", "llama-3.1-8b", "qwen3-14b", "qwen3-32b", "vicuna-13b"]
+
+
+def compose_job(name: str, overrides: list[str] = ()):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        return compose(name, overrides=list(overrides))
+
+
+def test_the_paper_models_and_the_default_exist():
+    assert MODELS == sorted(PAPER_MODELS + ["smollm2-135m"])
+
+
+@pytest.mark.parametrize("job", ["decode", "bench_decode"])
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_composes_with_every_job(job, model):
+    cfg = compose_job(job, [f"model={model}"])
+    assert cfg.model.name == model
+    assert cfg.model.family in FAMILIES
+    if model in PAPER_MODELS:
+        assert cfg.model.eagle3 and cfg.model.device == "cuda"
+    assert build_controller(cfg.controller).verify == 60
+
+
+@pytest.mark.parametrize("task", ["mt_bench", "humaneval", "gsm8k", "alpaca", "qa", "sum"])
+def test_tasks_point_at_shipped_data(task):
+    cfg = compose_job("decode", [f"task={task}"])
+    assert (Path(CONFIG_PATH).parent / cfg.task.path).is_file()
+
+
+def test_unknown_group_option_is_one_line():
+    with pytest.raises(LtdError, match=r"unknown model 'foo'; choose from: .*smollm2-135m"):
+        check_choices(["model=foo"])
+    with pytest.raises(LtdError, match="unknown task 'nope'"):
+        check_choices(["task=gsm8k,nope"])
+    check_choices(["model=smollm2-135m,qwen3-14b", "questions=2", "controller.depth=3"])
+
+
+def test_entry_point_reports_bad_input_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.decode", "model=foo"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown model 'foo'; choose from: " + ", ".join(MODELS)
+    ]
+
+
+def test_missing_sources_are_one_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail fast, no network retries
+    with pytest.raises(LtdError, match="GGUF file not found"):
+        load_target("x", str(tmp_path / "missing.gguf"))
+    with pytest.raises(LtdError, match="model package 'no_such_package' is not installed"):
+        load_target("x", "pypi:no_such_package/model.gguf")
+    with pytest.raises(LtdError, match="cannot load model 'no-such-org/no-such-model'"):
+        load_target("x", "no-such-org/no-such-model")
+    with pytest.raises(LtdError, match="configured for a CUDA GPU"):
+        load_target("x", "no-such-org/no-such-model", device="cuda")
