@@ -6,6 +6,7 @@ over repeats), and the median time to verify V tokens at a ~200-token context.
 """
 import platform
 import statistics
+import time
 
 import hydra
 import torch
@@ -54,7 +55,9 @@ def main(cfg) -> None:
 
     with user_errors():
         threads = set_threads(cfg.threads)
+        start = time.perf_counter()
         target, drafter = load_model(cfg)
+        load_s = time.perf_counter() - start
         controller = build_controller(cfg.controller)
         questions = load_questions(cfg.task.path, cfg.prompts)
         prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
@@ -97,6 +100,7 @@ def main(cfg) -> None:
             "verify_ms": verify_ms,
             "verify_16_over_1": verify_ms[16] / verify_ms[1] if {1, 16} <= set(verify_ms) else None,
             "threads": threads,
+            "load_s": load_s,
             "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "device": str(target.decoder.device)},
         }
@@ -113,7 +117,8 @@ def main(cfg) -> None:
         print(f"\nverify V tokens at a {cfg.verify_context}-token context")
         print(format_table([{"V": v, "ms": ms, f"x V={min(verify_ms)}": ms / base} for v, ms in verify_ms.items()],
                            ["V", "ms", f"x V={min(verify_ms)}"]))
-        print(f"\nwritten: {cfg.output}")
+        print(f"\nmodel and drafter loaded in {load_s:.2f} s (transformers' lazy imports included)")
+        print(f"written: {cfg.output}")
 
 
 if __name__ == "__main__":

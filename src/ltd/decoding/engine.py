@@ -96,10 +96,10 @@ class Engine:
         result = Generation([])
         token = self._pick(logits[-1], temperature, generator)
         while not self._finish(result.tokens, [token], max_new_tokens, len(prompt)):
-            t0 = clock()
+            context, t0 = self.target.length, clock()
             logits, _ = self.target(torch.tensor([token], device=tokens.device))
             token = self._pick(logits[-1], temperature, generator)
-            result.cycles.append(Cycle(0, 0, 0, 0.0, clock() - t0, 0.0, self.target.length))
+            result.cycles.append(Cycle(0, 0, 0, 0.0, clock() - t0, 0.0, context))
         result.seconds = clock() - begin
         return result
 

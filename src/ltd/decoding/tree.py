@@ -42,12 +42,8 @@ class DraftTree:
     def depth(self) -> int:
         return len(self.scores)
 
-    @property
-    def latest_scores(self) -> torch.Tensor:
-        """Cumulative log-probs of the latest expansion's candidates."""
-        return self.scores[-1]
-
     def all_scores(self) -> torch.Tensor:
+        """Cumulative log-probs of every candidate, in creation order."""
         return torch.cat(self.scores)
 
     def frontier_tokens(self) -> torch.Tensor:
@@ -77,13 +73,13 @@ class DraftTree:
         F, k = tokens.shape
         fed_slots = self.slots_used + torch.arange(F, device=self.device)
         self.slots_used += F
-        parent_scores = torch.cat(self.scores)[self.frontier]
+        parent_scores = self.all_scores()[self.frontier]
         scores = (parent_scores[:, None] + logp).reshape(-1)
         parents = self.frontier.repeat_interleave(k)
         self._add_level(tokens.reshape(-1), parents, scores, fed_slots.repeat_interleave(k))
 
     def select(self, size: int) -> Selection:
-        scores = torch.cat(self.scores)
+        scores = self.all_scores()
         size = max(0, min(size, scores.numel()))
         chosen = torch.argsort(-scores, stable=True)[:size].sort().values
         tokens = torch.cat(self.tokens)[chosen]

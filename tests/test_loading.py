@@ -1,0 +1,41 @@
+"""Loading a target from a local directory, as from a hub snapshot: weights, tokenizer, stop tokens."""
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from conftest import build_hf, hf_logits, random_prompt, tiny_config
+from ltd.models.loading import load_target
+
+CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
+        "{% if add_generation_prompt %}assistant{% endif %}")
+
+
+def save_tiny_checkpoint(directory, family: str):
+    words = ["<unk>", "</s>", "user", "assistant", "hello", "world"]
+    words += [f"w{i}" for i in range(101 - len(words))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
+    tokenizer.chat_template = CHAT
+    model = build_hf(tiny_config(family, eos_token_id=1))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model
+
+
+def test_local_directory_loads_with_equal_logits(tmp_path):
+    for family in ("llama", "qwen3"):
+        model = save_tiny_checkpoint(tmp_path / family, family)
+        target = load_target("tiny", str(tmp_path / family), family=family)
+        prompt = random_prompt(9)
+        target.decoder.reset(64)
+        logits, _ = target.decoder(torch.tensor(prompt))
+        torch.testing.assert_close(logits, hf_logits(model, prompt), atol=1e-5, rtol=1e-5)
+        assert target.stop_token_ids == (1,)
+
+
+def test_chat_template_override(tmp_path):
+    save_tiny_checkpoint(tmp_path, "llama")
+    target = load_target("tiny", str(tmp_path), chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert target.encode_chat([{"role": "user", "content": "hello world"}]) == [4, 5]
+    assert load_target("tiny", str(tmp_path)).encode_chat([{"role": "user", "content": "hello"}]) == [2, 4, 1, 3]
