@@ -100,7 +100,7 @@ def test_frontier_is_the_top_k_of_the_latest_level():
         first_slot = tree.slots_used
         tree.add_expansion(*proposals(k, k, generator))
         start = tree.count - k * k
-        latest = tree.latest_scores
+        latest = tree.scores[-1]
         assert tree.frontier.numel() == k
         assert bool((tree.frontier >= start).all())
         chosen = tree.frontier - start
