@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ltd.decoding.engine import Engine
 from ltd.models.decoder import Decoder
@@ -144,3 +145,21 @@ def _one_thread_for_tiny_models(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
+        "{% if add_generation_prompt %}assistant{% endif %}")
+
+
+def save_tiny_checkpoint(directory, family: str = "llama"):
+    """A tiny model with a word-level tokenizer and a chat template, saved as a hub snapshot is."""
+    words = ["<unk>", "</s>", "user", "assistant", "hello", "world"]
+    words += [f"w{i}" for i in range(101 - len(words))]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
+    tokenizer.chat_template = CHAT
+    model = build_hf(tiny_config(family, eos_token_id=1))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model

@@ -1,27 +1,8 @@
 """Loading a target from a local directory, as from a hub snapshot: weights, tokenizer, stop tokens."""
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
-from conftest import build_hf, hf_logits, random_prompt, tiny_config
+from conftest import hf_logits, random_prompt, save_tiny_checkpoint
 from ltd.models.loading import load_target
-
-CHAT = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} </s> {% endfor %}"
-        "{% if add_generation_prompt %}assistant{% endif %}")
-
-
-def save_tiny_checkpoint(directory, family: str):
-    words = ["<unk>", "</s>", "user", "assistant", "hello", "world"]
-    words += [f"w{i}" for i in range(101 - len(words))]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="</s>")
-    tokenizer.chat_template = CHAT
-    model = build_hf(tiny_config(family, eos_token_id=1))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return model
-
 
 def test_local_directory_loads_with_equal_logits(tmp_path):
     for family in ("llama", "qwen3"):

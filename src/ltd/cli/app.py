@@ -29,15 +29,51 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def load_target_of(cfg):
+    from ltd.models.loading import load_target
+
+    m = cfg.model
+    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template)
+
+
+def drafter_job(drafter_cfg):
+    """The plain settings of `make drafter` from the drafter config."""
+    from ltd.drafter_training.pipeline import DrafterJob
+    from ltd.drafter_training.train import TrainSettings
+
+    t = drafter_cfg.train
+    settings = TrainSettings(ttt_steps=t.ttt_steps, epochs=t.epochs, lr=t.lr, warmup=t.warmup,
+                             batch_tokens=t.batch_tokens, grad_clip=t.grad_clip,
+                             checkpoint_every=t.checkpoint_every, seed=drafter_cfg.seed)
+    return DrafterJob(corpus=list(t.corpus), max_tokens=t.max_tokens, max_length=t.max_length,
+                      held_out=t.held_out, target_top_k=t.target_top_k,
+                      draft_vocab_size=drafter_cfg.draft_vocab_size, teacher_batch=t.teacher_batch,
+                      shard_size=t.shard_size, eval_prompts=t.eval_prompts, eval_new_tokens=t.eval_new_tokens,
+                      eval_tree=tuple(t.eval_tree), train=settings)
+
+
+def eagle3_weights(cfg) -> str | None:
+    """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained."""
+    from ltd.drafter_training.pipeline import head_directory
+
+    d, m = cfg.drafter, cfg.model
+    if d.path or m.eagle3:
+        return d.path or m.eagle3
+    trained = head_directory(Path(d.root), m.name, m.source, drafter_job(d))
+    return str(trained) if (trained / "metrics.json").exists() else None
+
+
 def load_model(cfg):
     """The target and drafter a composed config names."""
     from ltd.models.load_drafter import load_drafter
-    from ltd.models.loading import load_target
 
-    m, d = cfg.model, cfg.drafter
-    target = load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template)
+    target, d = load_target_of(cfg), cfg.drafter
     if d.kind == "eagle3":
-        drafter = load_drafter(target, "eagle3", d.path or m.eagle3, d.draft_vocab_size, d.seed)
+        weights = eagle3_weights(cfg)
+        if weights is None:
+            print("note: no trained EAGLE-3 head for this model and drafter config (make drafter trains one); "
+                  "drafting with an untrained head", file=sys.stderr)
+        drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed)
     else:
         drafter = load_drafter(target, d.kind, source=d.get("source"))
     return target, drafter

@@ -53,6 +53,9 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
+    def forward(self, h: torch.Tensor, linear=F.linear) -> torch.Tensor:
+        return linear(F.silu(linear(h, self.gate_proj.weight)) * linear(h, self.up_proj.weight), self.down_proj.weight)
+
 
 class MidLayer(nn.Module):
     def __init__(self, config):
@@ -136,10 +139,7 @@ class Eagle3Head(nn.Module):
         v = linear(x, attn.v_proj.weight).view(T, -1, d).transpose(0, 1)
         out = cache.attend(0, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
         hidden = hidden + linear(out, attn.o_proj.weight)
-        h = layer.post_attention_layernorm(hidden)
-        mlp = layer.mlp
-        gate = F.silu(linear(h, mlp.gate_proj.weight)) * linear(h, mlp.up_proj.weight)
-        return hidden + linear(gate, mlp.down_proj.weight)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden), linear)
 
     # -- checkpoint layout ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

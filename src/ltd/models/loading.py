@@ -28,12 +28,14 @@ class Target:
     tokenizer: object  # transformers tokenizer
     decoder: Decoder
     stop_token_ids: tuple[int, ...]
+    source: str  # as configured
     hf_path: str  # where transformers itself can load this model from (for comparisons)
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        """Token ids of a conversation with the model's chat template, ready for the assistant."""
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=False))
+    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a conversation with the model's chat template, by default ready for the
+        assistant to answer."""
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                       tokenize=True, return_dict=False))
 
 
 def resolve_gguf(source: str) -> Path | None:
@@ -90,7 +92,7 @@ def write_dense_cache(directory: Path, config, tokenizer, state: dict, stops: tu
             shutil.rmtree(tmp)
 
 
-def load_gguf(name: str, gguf: Path, max_context: int | None, device: str) -> Target:
+def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, device: str) -> Target:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -108,7 +110,7 @@ def load_gguf(name: str, gguf: Path, max_context: int | None, device: str) -> Ta
     tokenizer = AutoTokenizer.from_pretrained(directory)
     stops = tuple(json.loads((directory / "ltd.json").read_text())["stop_token_ids"])
     decoder = Decoder.from_hf(config, load_file(directory / "model.safetensors"), max_context, device=device)
-    return Target(name, config, tokenizer, decoder, stops, str(directory))
+    return Target(name, config, tokenizer, decoder, stops, source, str(directory))
 
 
 def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str) -> Target:
@@ -121,7 +123,7 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
         raise LtdError(f"cannot load model {source!r}: {str(error).splitlines()[0]}") from None
     stops = stop_tokens(model.config, tokenizer, model.generation_config)
     decoder = Decoder.from_hf(model.config, model.state_dict(), max_context, dtype, device)
-    return Target(name, model.config, tokenizer, decoder, stops, source)
+    return Target(name, model.config, tokenizer, decoder, stops, source, source)
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",
@@ -134,7 +136,7 @@ def load_target(name: str, source: str, max_context: int | None = None, dtype: s
         raise LtdError(f"model {name!r} is configured for a CUDA GPU and none is available here")
     gguf = resolve_gguf(source)
     if gguf is not None:
-        target = load_gguf(name, gguf, max_context, device)
+        target = load_gguf(name, source, gguf, max_context, device)
     else:
         target = load_pretrained(name, source, max_context, getattr(torch, dtype), device)
     if family is not None and target.config.model_type != family:

@@ -1,0 +1,34 @@
+"""make drafter: train an EAGLE-3 head for the chosen target, or reuse the finished one.
+
+    python -m ltd.cli.train_drafter model=smollm2-135m drafter=eagle3 drafter.train.epochs=3
+"""
+import hydra
+
+from ltd.cli.app import CONFIG_PATH, drafter_job, launch, load_target_of, set_threads, user_errors
+from ltd.drafter_training.pipeline import train_drafter
+from ltd.errors import LtdError
+from ltd.eval.report import format_table
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        if cfg.drafter.kind != "eagle3":
+            raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one")
+        threads = set_threads(cfg.threads)
+        job = drafter_job(cfg.drafter)
+        target = load_target_of(cfg)
+        directory, metrics = train_drafter(target, job, cfg.drafter.root)
+        depth, top_k, verify = job.eval_tree
+        print(f"\n{target.name}: EAGLE-3 head in {directory}")
+        print(f"held-out corpus prompts: {metrics['prompts']}, {metrics['cycles']} cycles, tree depth {depth}, "
+              f"top-k {top_k}, V {verify}, greedy, {threads} threads")
+        rows = [{"depth": d, "acceptance": rate} for d, rate in enumerate(metrics["acceptance_by_depth"], start=1)]
+        print(format_table(rows, ["depth", "acceptance"]))
+        print(f"tau {metrics['tau']:.2f}; draft vocabulary covers {metrics['draft_vocab_coverage']:.1%} of the "
+              f"target's top-1; final loss {metrics['final_loss']:.3f}; {metrics['train_steps']} steps in "
+              f"{metrics['train_seconds'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    launch(main)

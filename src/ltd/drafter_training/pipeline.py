@@ -1,0 +1,158 @@
+"""make drafter, as data flows: corpus -> teacher-forced shards -> draft vocabulary -> training-time
+test training -> a head in the official EAGLE-3 layout -> acceptance on held-out prompts.
+
+Every stage is keyed by a fingerprint of what it depends on, so a finished stage is reused, an
+interrupted one resumes, and changing a training setting keeps the (costly) features.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ltd.atomic import write_json
+from ltd.decoding.controller import StaticTree
+from ltd.drafter_training.corpus import load_corpus, split
+from ltd.drafter_training.evaluate import evaluate_head
+from ltd.drafter_training.features import encode, load_shards, shard_path, teacher_force, write_shard
+from ltd.drafter_training.train import TrainSettings, train
+from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
+from ltd.errors import LtdError
+from ltd.models.eagle3 import Eagle3Head, eagle3_feature_layers, head_config
+
+
+@dataclass
+class DrafterJob:
+    corpus: list[str]
+    max_tokens: int = 400_000  # corpus tokens the target reads (prompts and responses)
+    max_length: int = 512  # tokens per conversation, longer ones truncated
+    held_out: int = 16  # corpus examples kept aside for the evaluation
+    target_top_k: int = 16  # the target's next-token distribution is kept as its top-k
+    draft_vocab_size: int = 8192
+    teacher_batch: int = 8
+    shard_size: int = 64  # sequences per shard
+    eval_prompts: int = 8
+    eval_new_tokens: int = 128
+    eval_tree: tuple[int, int, int] = (8, 10, 60)  # depth, top-k, V: EAGLE-3's default
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def validate(self, vocab_size: int) -> None:
+        if self.draft_vocab_size > vocab_size:
+            raise LtdError(f"draft vocabulary ({self.draft_vocab_size}) is larger than the target's ({vocab_size})")
+        for name in ("max_tokens", "max_length", "target_top_k", "draft_vocab_size", "teacher_batch", "shard_size"):
+            if getattr(self, name) < 1:
+                raise LtdError(f"drafter training {name} must be >= 1, got {getattr(self, name)}")
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def features_key(model_source: str, job: DrafterJob) -> str:
+    return fingerprint(model_source, job.corpus, job.max_tokens, job.max_length, job.held_out, job.target_top_k,
+                       job.train.seed)
+
+
+def head_directory(root: Path, model_name: str, model_source: str, job: DrafterJob) -> Path:
+    """Where the finished head for this model and job lives (whether or not it exists yet)."""
+    return Path(root) / model_name / f"eagle3-{fingerprint(features_key(model_source, job), asdict(job))}" / "head"
+
+
+@torch.no_grad()
+def warm_start(head: Eagle3Head, decoder) -> None:
+    """Start where the target already is: its output norm and the output rows of the draft
+    vocabulary, and an `fc` that passes the high-layer feature through. The head then begins
+    near the target's own late-layer prediction and learns the step ahead, instead of learning
+    the target's output space from scratch (it cannot, in minutes of CPU)."""
+    head.norm.weight.copy_(decoder.final_norm)
+    head.lm_head.weight.copy_(decoder.lm_head[head.draft_to_target(torch.arange(head.lm_head.out_features))])
+    hidden = head.fc.out_features
+    head.fc.weight.zero_()
+    head.fc.weight[:, 2 * hidden :].copy_(torch.eye(hidden))
+
+
+def select_sequences(target, examples, job: DrafterJob):
+    sequences, total = [], 0
+    for example in examples:
+        if total >= job.max_tokens:
+            break
+        sequence = encode(target, example, job.max_length)
+        if sequence.response_start < len(sequence.tokens) - 1:  # something left to learn from
+            sequences.append(sequence)
+            total += len(sequence.tokens)
+    return sequences
+
+
+def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -> int:
+    """Teacher-force every missing shard; returns the shard count."""
+    from transformers import AutoModelForCausalLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shards = (len(sequences) + job.shard_size - 1) // job.shard_size
+    missing = [i for i in range(shards) if not shard_path(directory, i).exists()]
+    if not missing:
+        return shards
+    log(f"teacher forcing {len(sequences)} conversations into {directory} ({shards - len(missing)} of {shards} "
+        f"shards already there)")
+    model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=torch.float32).eval()
+    layers = eagle3_feature_layers(target.config.num_hidden_layers)
+    size = lambda i: sum(len(s.tokens) for s in sequences[i * job.shard_size : (i + 1) * job.shard_size])
+    with tqdm(total=sum(map(size, missing)), desc="teacher forcing", unit="tok", unit_scale=True) as bar:
+        for i in missing:
+            chunk = sequences[i * job.shard_size : (i + 1) * job.shard_size]
+            write_shard(shard_path(directory, i), teacher_force(model, chunk, layers, job.target_top_k,
+                                                                job.teacher_batch))
+            bar.update(size(i))
+    return shards
+
+
+def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple[Path, dict]:
+    """Train (or reuse) the EAGLE-3 head for `target`; returns its directory and its metrics."""
+    job.validate(target.config.vocab_size)
+    final = head_directory(Path(root), target.name, target.source, job)
+    if (final / "metrics.json").exists():
+        log(f"reusing the finished drafter in {final}")
+        return final, json.loads((final / "metrics.json").read_text())
+    work = final.parent
+    work.mkdir(parents=True, exist_ok=True)
+
+    train_examples, held_out = split(load_corpus(job.corpus), job.held_out, job.train.seed)
+    sequences = select_sequences(target, train_examples, job)
+    features = Path(root) / target.name / f"features-{features_key(target.source, job)}"
+    shards = load_shards(features, prepare_features(target, sequences, features, job, log))
+
+    vocabulary = choose_vocabulary(shards, target.config.vocab_size, job.draft_vocab_size)
+    covered = coverage(shards, vocabulary, target.config.vocab_size)
+    log(f"draft vocabulary: {job.draft_vocab_size} tokens cover {covered:.1%} of the target's top-1 predictions")
+    torch.manual_seed(job.train.seed)
+    head = Eagle3Head(head_config(target.config, job.draft_vocab_size))
+    head.set_vocabulary(vocabulary)
+    warm_start(head, target.decoder)
+    embed = target.decoder.embed
+    history = train(head, embed, shards, job.train, work / "training.pt", log)
+
+    prompts = [target.encode_chat([{"role": "user", "content": e.prompt}]) for e in held_out[: job.eval_prompts]]
+    metrics = evaluate_head(target, head, prompts, job.eval_new_tokens, StaticTree(*job.eval_tree))
+    tail = history[-50:]
+    metrics.update(
+        draft_vocab_coverage=covered,
+        train_tokens=sum(int(s["predicts_response"].sum()) for s in shards),
+        train_steps=len(history),
+        final_loss=sum(r["loss"] for r in tail) / len(tail),
+        final_agreement_by_step=[sum(r["agreement"][j] for r in tail) / len(tail)
+                                 for j in range(min(len(r["agreement"]) for r in tail))],
+        train_seconds=sum(r["seconds"] for r in history),
+    )
+    tmp = Path(tempfile.mkdtemp(dir=work, prefix=".head-"))
+    try:
+        head.save(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, metrics

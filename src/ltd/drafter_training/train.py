@@ -1,0 +1,135 @@
+"""The training loop of an EAGLE-3 head over teacher-forced shards: AdamW, warm-up then cosine
+decay, periodic checkpoints, resume after a crash or Ctrl-C where the last checkpoint stood."""
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ltd.drafter_training.ttt import Batch, ttt_loss
+from ltd.models.decoder import rope_tables
+from ltd.models.eagle3 import Eagle3Head
+
+
+@dataclass
+class TrainSettings:
+    ttt_steps: int = 5  # unrolled steps of the training-time test
+    epochs: int = 2
+    lr: float = 1e-3
+    warmup: float = 0.03  # share of the steps
+    batch_tokens: int = 1024
+    grad_clip: float = 0.5
+    checkpoint_every: int = 50  # optimizer steps
+    seed: int = 0
+
+
+def batches_of(shards: list[dict], batch_tokens: int, seed: int) -> list[list[tuple[int, int]]]:
+    """(shard, sequence) pairs grouped into batches of similar lengths, in a seeded order."""
+    items = [(s, i, int(sh["offsets"][i + 1] - sh["offsets"][i]))
+             for s, sh in enumerate(shards) for i in range(len(sh["offsets"]) - 1)]
+    rng = random.Random(seed)
+    rng.shuffle(items)
+    batches = []
+    for start in range(0, len(items), 256):  # sort within windows: little padding, still shuffled
+        window = sorted(items[start : start + 256], key=lambda item: item[2])
+        batch, width = [], 0
+        for s, i, n in window:
+            if batch and max(width, n) * (len(batch) + 1) > batch_tokens:
+                batches.append(batch)
+                batch, width = [], 0
+            batch.append((s, i))
+            width = max(width, n)
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(shards: list[dict], members: list[tuple[int, int]]) -> Batch:
+    spans = [(shards[s], int(shards[s]["offsets"][i]), int(shards[s]["offsets"][i + 1])) for s, i in members]
+    width = max(end - start for _, start, end in spans)
+
+    def stack(key, dtype, fill=0):
+        first = spans[0][0][key]
+        out = torch.full((len(spans), width, *first.shape[1:]), fill, dtype=dtype)
+        for row, (shard, start, end) in enumerate(spans):
+            out[row, : end - start] = shard[key][start:end].to(dtype)
+        return out
+
+    return Batch(stack("features", torch.float32), stack("tokens", torch.long), stack("top_ids", torch.long),
+                 stack("top_probs", torch.float32), stack("predicts_response", torch.bool, False))
+
+
+def learning_rate(step: int, total: int, settings: TrainSettings) -> float:
+    warmup = max(1, int(settings.warmup * total))
+    if step < warmup:
+        return settings.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
+          state_path: Path, log=print) -> list[dict]:
+    """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists."""
+    torch.manual_seed(settings.seed)
+    plan = [b for epoch in range(settings.epochs) for b in batches_of(shards, settings.batch_tokens,
+                                                                      settings.seed + epoch)]
+    longest = max(int((sh["offsets"][1:] - sh["offsets"][:-1]).max()) for sh in shards)
+    cos, sin = rope_tables(head.config, longest + settings.ttt_steps + 1)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step, history = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        log(f"resuming drafter training at step {step} of {len(plan)}")
+
+    def checkpoint():
+        save_state(state_path, dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step,
+                                    history=history))
+
+    head.train()
+    bar = tqdm(total=len(plan), initial=step, desc="train drafter", unit="step")
+    try:
+        while step < len(plan):
+            start = time.perf_counter()
+            batch = collate(shards, plan[step])
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, len(plan), settings)
+            loss, agreement = ttt_loss(head, embed, batch, settings.ttt_steps, cos, sin)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            step += 1
+            tokens = int(batch.predicts_response.sum())
+            history.append(dict(step=step, loss=loss.item(), agreement=agreement, tokens=tokens,
+                                seconds=time.perf_counter() - start))
+            recent = history[-20:]
+            bar.set_postfix(loss=f"{sum(r['loss'] for r in recent) / len(recent):.3f}",
+                            top1=f"{sum(r['agreement'][0] for r in recent if r['agreement']) / len(recent):.2f}",
+                            tok_s=f"{sum(r['tokens'] for r in recent) / sum(r['seconds'] for r in recent):.0f}")
+            bar.update()
+            if step % settings.checkpoint_every == 0:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        log(f"interrupted: saved at step {step}; run again to resume")
+        raise
+    bar.close()
+    checkpoint()
+    head.eval()
+    return history

@@ -1,0 +1,92 @@
+"""EAGLE-3's training-time test: the head unrolled for several steps on its own predictions.
+
+Step 0 reads the target's fused features: index t pairs feature t with token t+1 at position t,
+exactly as `Eagle3Drafter.update` does at inference. Step j >= 1 feeds back the head's own output
+of step j-1 at the same index, paired with token t+j+1 at position t+j: a draft node of depth j.
+Like that node at inference, it attends to the true context (step-0 keys up to t) and to its own
+chain (keys of steps 1..j at index t). Step j at index t predicts token t+j+2; the loss is the
+cross-entropy to the target's distribution there, restricted to the draft vocabulary.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from ltd.models.decoder import rotate
+from ltd.models.eagle3 import Eagle3Head
+
+
+@dataclass
+class Batch:
+    features: torch.Tensor  # [B, T, 3H] float
+    tokens: torch.Tensor  # [B, T] long (padding: 0)
+    top_ids: torch.Tensor  # [B, T, K] long: the target's most likely next tokens at each position
+    top_probs: torch.Tensor  # [B, T, K] float
+    predicts_response: torch.Tensor  # [B, T] bool, False on padding
+
+
+def shift_left(x: torch.Tensor, by: int, fill=0) -> torch.Tensor:
+    """x[:, t + by] at index t, `fill` past the end."""
+    if by == 0:
+        return x
+    pad = torch.full_like(x[:, :by], fill)
+    return torch.cat((x[:, by:], pad), dim=1)
+
+
+def draft_targets(head: Eagle3Head, top_ids: torch.Tensor, top_probs: torch.Tensor):
+    """The target's distribution over the draft vocabulary: (draft ids, renormalised probs)."""
+    in_draft = head.t2d[top_ids]
+    draft_ids = torch.cumsum(head.t2d.long(), 0)[top_ids] - 1  # target id -> rank among draft ids
+    probs = torch.where(in_draft, top_probs, 0.0)
+    mass = probs.sum(-1, keepdim=True)
+    return draft_ids.clamp(min=0), probs / mass.clamp(min=1e-6), mass.squeeze(-1)
+
+
+def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor, steps: int,
+           cos: torch.Tensor, sin: torch.Tensor):
+    """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1."""
+    config, layer = head.config, head.midlayer
+    attn = layer.self_attn
+    B, T = tokens.shape
+    nh, nkv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    group = nh // nkv
+    scale = d ** -0.5
+    causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    hidden = head.fc(features)
+    keys, values = [], []
+    for j in range(steps):
+        x = torch.cat((layer.input_layernorm(embed[shift_left(tokens, j + 1)]), layer.hidden_norm(hidden)), dim=-1)
+        q = attn.q_proj(x).view(B, T, nh, d).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, nkv, d).transpose(1, 2)
+        v = attn.v_proj(x).view(B, T, nkv, d).transpose(1, 2)
+        q, k = rotate(q, cos[j : j + T], sin[j : j + T]), rotate(k, cos[j : j + T], sin[j : j + T])
+        keys.append(k.repeat_interleave(group, dim=1))
+        values.append(v.repeat_interleave(group, dim=1))
+        context = ((q @ keys[0].transpose(-1, -2)) * scale).masked_fill(~causal, float("-inf"))
+        chain = [(q * key).sum(-1, keepdim=True) * scale for key in keys[1:]]
+        weights = torch.cat([context, *chain], dim=-1).softmax(dim=-1)
+        out = weights[..., :T] @ values[0]
+        for i, value in enumerate(values[1:]):
+            out = out + weights[..., T + i : T + i + 1] * value
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(B, T, nh * d))
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        yield hidden
+
+
+def ttt_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, steps: int, cos: torch.Tensor,
+             sin: torch.Tensor, decay: float = 0.8) -> tuple[torch.Tensor, list[float]]:
+    """Weighted loss over `steps` unrolled steps, and each step's top-1 agreement with the target
+    (the share of positions where the head's first choice is the target's)."""
+    draft_ids, draft_probs, mass = draft_targets(head, batch.top_ids, batch.top_probs)
+    top1_in_draft = head.t2d[batch.top_ids[..., 0]]
+    total, agreements = 0.0, []
+    for j, hidden in enumerate(unroll(head, embed, batch.features, batch.tokens, steps, cos, sin)):
+        # index t predicts token t+j+2: the target's distribution at position t+j+1
+        weight = shift_left(batch.predicts_response, j + 1, False) & (shift_left(mass, j + 1) > 0)
+        if not weight.any():
+            break
+        logits = head.lm_head(head.norm(hidden[weight]))
+        ids, probs = shift_left(draft_ids, j + 1)[weight], shift_left(draft_probs, j + 1)[weight]
+        total = total + decay ** j * -(probs * logits.log_softmax(-1).gather(-1, ids)).sum(-1).mean()
+        hit = (logits.argmax(-1) == ids[:, 0]) & shift_left(top1_in_draft, j + 1, False)[weight]
+        agreements.append(hit.float().mean().item())
+    return total, agreements

@@ -1,0 +1,177 @@
+"""make drafter on a tiny model: features, training-time test, resume, the finished head."""
+import json
+import random
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import save_tiny_checkpoint
+from ltd.cli.app import CONFIG_PATH, drafter_job
+from ltd.decoding.controller import StaticTree
+from ltd.decoding.engine import Engine
+from ltd.drafter_training import pipeline, train as train_module
+from ltd.drafter_training.corpus import load_corpus
+from ltd.drafter_training.features import Sequence, load_shards, teacher_force
+from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
+from ltd.drafter_training.train import train
+from ltd.drafter_training.ttt import unroll
+from ltd.drafter_training.vocabulary import choose_vocabulary
+from ltd.errors import LtdError
+from ltd.models.decoder import rope_tables
+from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, eagle3_feature_layers, head_config
+from ltd.models.loading import load_target
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    save_tiny_checkpoint(directory)
+    return load_target("tiny", str(directory), max_context=256)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(0)
+    words = lambda n: " ".join(f"w{rng.randrange(6, 101)}" for _ in range(n))
+    rows = [{"instruction": words(6), "input": "", "response": words(rng.randrange(10, 30))} for _ in range(40)]
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def tiny_job(corpus: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        cfg = compose("train_drafter", overrides=["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]",
+                                                  *overrides])
+    return drafter_job(cfg.drafter)
+
+
+def shards_for(target, job, directory):
+    sequences = select_sequences(target, load_corpus(job.corpus), job)
+    return load_shards(directory, prepare_features(target, sequences, directory, job, print))
+
+
+def fresh_head(target, job, shards):
+    torch.manual_seed(0)
+    head = Eagle3Head(head_config(target.config, job.draft_vocab_size))
+    head.set_vocabulary(choose_vocabulary(shards, target.config.vocab_size, job.draft_vocab_size))
+    return head
+
+
+def test_loss_falls_within_a_few_steps(tiny_target, corpus, tmp_path):
+    job = tiny_job(corpus, "drafter.train.epochs=6", "drafter.train.lr=3e-3")
+    shards = shards_for(tiny_target, job, tmp_path / "features")
+    history = train(fresh_head(tiny_target, job, shards), tiny_target.decoder.embed, shards, job.train,
+                    tmp_path / "state.pt", print)
+    losses = [row["loss"] for row in history]
+    assert len(losses) >= 6
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5  # from ~10.1 (near uniform) down
+
+
+def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, monkeypatch):
+    job = tiny_job(corpus, "drafter.train.checkpoint_every=100")
+    shards = shards_for(tiny_target, job, tmp_path / "features")
+    embed = tiny_target.decoder.embed
+    uninterrupted = fresh_head(tiny_target, job, shards)
+    full = train(uninterrupted, embed, shards, job.train, tmp_path / "a.pt", print)
+
+    real_loss, calls = train_module.ttt_loss, []
+
+    def interrupted_at_step_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "ttt_loss", interrupted_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_head(tiny_target, job, shards), embed, shards, job.train, tmp_path / "b.pt", print)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(train_module, "ttt_loss", real_loss)
+
+    resumed = fresh_head(tiny_target, job, shards)
+    history = train(resumed, embed, shards, job.train, tmp_path / "b.pt", print)
+    assert [row["step"] for row in history] == [row["step"] for row in full]
+    for name, value in uninterrupted.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus, tmp_path, monkeypatch):
+    job = tiny_job(corpus)
+    directory, metrics = train_drafter(tiny_target, job, tmp_path)
+    assert 1.0 <= metrics["tau"] <= 1 + job.eval_tree[0]
+    assert len(metrics["acceptance_by_depth"]) == job.eval_tree[0]
+
+    head = Eagle3Head.load(directory)
+    features = next((tmp_path / "tiny").glob("features-*"))
+    shards = load_shards(features, len(list(features.glob("shard-*"))))
+    vocabulary = choose_vocabulary(shards, tiny_target.config.vocab_size, job.draft_vocab_size)
+    assert head.draft_to_target(torch.arange(job.draft_vocab_size)).tolist() == vocabulary.tolist()
+    assert head.t2d.nonzero().squeeze(-1).tolist() == vocabulary.tolist()
+
+    decoder = tiny_target.decoder
+    drafter = Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
+    engine = Engine(decoder, (), drafter)
+    prompt = tiny_target.encode_chat([{"role": "user", "content": "hello world w7 w8"}])
+    expected = engine.generate_autoregressive(prompt, 30).tokens
+    for shape in [(3, 4, 8), (6, 10, 40)]:
+        assert engine.generate(prompt, StaticTree(*shape), 30).tokens == expected
+
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("a finished head was retrained"))
+    assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
+
+
+def test_features_are_the_decoders(tiny_target):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_target.hf_path).eval()
+    layers = eagle3_feature_layers(tiny_target.config.num_hidden_layers)
+    sequences = [Sequence([2, 7, 9, 11, 1, 3, 40, 41], 6), Sequence([2, 5, 1, 3, 60, 61, 62, 63, 64, 65], 4)]
+    shard = teacher_force(model, sequences, layers, top_k=4, batch_size=2)
+    for i, sequence in enumerate(sequences):
+        start, end = int(shard["offsets"][i]), int(shard["offsets"][i + 1])
+        tiny_target.decoder.reset(64)
+        logits, features = tiny_target.decoder(torch.tensor(sequence.tokens), feature_layers=layers)
+        torch.testing.assert_close(shard["features"][start:end].float(), features, atol=2e-3, rtol=2e-3)
+        assert shard["top_ids"][start:end, 0].tolist() == logits.argmax(-1).tolist()
+        expected = [sequence.response_start - 1 <= p < len(sequence.tokens) - 1 for p in range(len(sequence.tokens))]
+        assert shard["predicts_response"][start:end].tolist() == expected
+
+
+def test_training_time_test_unrolls_like_the_drafter_drafts():
+    """Step 0 of the unrolled head equals `update` over the context; step j equals `expand` of
+    the depth-j node: training sees exactly what inference will do."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      head_dim=16)
+    head = Eagle3Head(head_config(config, 101))
+    for p in head.parameters():
+        p.data.normal_(0, 0.2)
+    embed, features, tokens = torch.randn(101, 64), torch.randn(1, 12, 192), torch.randint(0, 101, (1, 12))
+    cos, sin = rope_tables(head.config, 64)
+    with torch.no_grad():
+        steps = list(unroll(head, embed, features, tokens, 3, cos, sin))
+    drafter = Eagle3Drafter(head, embed, 4, 64)
+    for t in (3, 7):
+        drafter.reset(64)
+        drafter.update(tokens[0, : t + 2], features[0, : t + 1], 5)
+        torch.testing.assert_close(drafter.root_hidden[0], steps[0][0, t], atol=1e-5, rtol=1e-5)
+        drafter.expand(tokens[0, t + 2 : t + 3], torch.tensor([-1]), 1, 5)
+        drafter.expand(tokens[0, t + 3 : t + 4], torch.tensor([0]), 2, 5)
+        torch.testing.assert_close(drafter.slot_hidden[0], steps[1][0, t], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(drafter.slot_hidden[1], steps[2][0, t], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
+    with pytest.raises(LtdError, match="corpus file not found: .*missing.json"):
+        train_drafter(tiny_target, tiny_job(str(tmp_path / "missing.json")), tmp_path)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(LtdError, match="holds no instruction/response examples"):
+        train_drafter(tiny_target, tiny_job(str(empty)), tmp_path)
+    with pytest.raises(LtdError, match=r"draft vocabulary \(500\) is larger than the target's \(101\)"):
+        train_drafter(tiny_target, tiny_job(corpus, "drafter.draft_vocab_size=500"), tmp_path)
