@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run test test-fast bench-decode clean
+.PHONY: setup run test test-fast bench-decode drafter clean
 
 setup: $(VENV)/.installed
 
@@ -27,5 +27,8 @@ test-fast: setup  ## only the tests on tiny random models
 bench-decode: setup  ## decoder speed: prints a table, writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
 
-clean:
+drafter: setup  ## train (or reuse) the EAGLE-3 head for the model: prints per-depth acceptance and tau
+	$(PY) -m ltd.cli.train_drafter $(ARGS)
+
+clean:  ## keeps checkpoints/ (trained drafters and their features): delete it by hand
 	rm -rf $(VENV) outputs multirun results .pytest_cache

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from ltd.cli.app import CONFIG_PATH, build_controller, check_choices
+from ltd.cli.app import CONFIG_PATH, build_controller, check_choices, drafter_job
 from ltd.errors import LtdError
 from ltd.models.decoder import FAMILIES
 from ltd.models.loading import load_target
@@ -24,7 +24,7 @@ def test_the_paper_models_and_the_default_exist():
     assert MODELS == sorted(PAPER_MODELS + ["smollm2-135m"])
 
 
-@pytest.mark.parametrize("job", ["decode", "bench_decode"])
+@pytest.mark.parametrize("job", ["decode", "bench_decode", "train_drafter"])
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_composes_with_every_job(job, model):
     cfg = compose_job(job, [f"model={model}"])
@@ -32,7 +32,16 @@ def test_every_model_composes_with_every_job(job, model):
     assert cfg.model.family in FAMILIES
     if model in PAPER_MODELS:
         assert cfg.model.eagle3 and cfg.model.device == "cuda"
-    assert build_controller(cfg.controller).verify == 60
+    if "controller" in cfg:
+        assert build_controller(cfg.controller).verify == 60
+
+
+@pytest.mark.parametrize("drafter", ["eagle3", "eagle3_tiny"])
+def test_drafter_training_settings_compose(drafter):
+    job = drafter_job(compose_job("train_drafter", [f"drafter={drafter}"]).drafter)
+    assert all((Path(CONFIG_PATH).parent / path).is_file() for path in job.corpus)
+    assert not any("bench" in path for path in job.corpus)  # never train on an evaluation task
+    assert job.eval_tree == ((8, 10, 60) if drafter == "eagle3" else (3, 4, 8))
 
 
 @pytest.mark.parametrize("task", ["mt_bench", "humaneval", "gsm8k", "alpaca", "qa", "sum"])
