@@ -175,3 +175,16 @@ def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
         train_drafter(tiny_target, tiny_job(str(empty)), tmp_path)
     with pytest.raises(LtdError, match=r"draft vocabulary \(500\) is larger than the target's \(101\)"):
         train_drafter(tiny_target, tiny_job(corpus, "drafter.draft_vocab_size=500"), tmp_path)
+
+
+def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
+    from ltd.cli.app import eagle3_weights
+
+    directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
+    overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",
+                 "model.name=tiny", f"model.source={tiny_target.source}"]
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        cfg = compose("decode", overrides=overrides)
+        other = compose("decode", overrides=overrides + ["drafter.train.epochs=7"])
+    assert eagle3_weights(cfg) == str(directory)
+    assert eagle3_weights(other) is None  # other settings: that head is not the one asked for
