@@ -101,7 +101,7 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
                                     history=history))
 
     head.train()
-    bar = tqdm(total=len(plan), initial=step, desc="train drafter", unit="step")
+    bar = tqdm(total=len(plan), initial=step, desc="train drafter", unit="step", mininterval=1.0)
     try:
         while step < len(plan):
             start = time.perf_counter()
