@@ -5,13 +5,13 @@ and the target's own next-token distribution (its top-k, enough to hold nearly a
 Written as shards of a few dozen sequences, each atomic, so a killed run resumes at the first
 missing shard.
 """
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ltd.atomic import write_file
 from ltd.drafter_training.corpus import Example
 
 
@@ -65,9 +65,7 @@ def teacher_force(model, sequences: list[Sequence], feature_layers: tuple[int, .
 
 
 def write_shard(path: Path, shard: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in shard.items()}, tmp)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: save_file({k: v.contiguous() for k, v in shard.items()}, tmp))
 
 
 def load_shards(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:

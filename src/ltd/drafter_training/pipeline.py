@@ -6,16 +6,13 @@ interrupted one resumes, and changing a training setting keeps the (costly) feat
 """
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ltd.atomic import write_json
+from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
 from ltd.drafter_training.evaluate import evaluate_head
@@ -148,11 +145,9 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
                                  for j in range(min(len(r["agreement"]) for r in tail))],
         train_seconds=sum(r["seconds"] for r in history),
     )
-    tmp = Path(tempfile.mkdtemp(dir=work, prefix=".head-"))
-    try:
+    def write(tmp: Path) -> None:
         head.save(tmp)
         write_json(tmp / "metrics.json", metrics)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_directory(final, write)
     return final, metrics

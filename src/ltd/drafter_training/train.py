@@ -1,7 +1,6 @@
 """The training loop of an EAGLE-3 head over teacher-forced shards: AdamW, warm-up then cosine
 decay, periodic checkpoints, resume after a crash or Ctrl-C where the last checkpoint stood."""
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ltd.atomic import write_file
 from ltd.drafter_training.ttt import Batch, ttt_loss
 from ltd.models.decoder import rope_tables
 from ltd.models.eagle3 import Eagle3Head
@@ -72,12 +72,6 @@ def learning_rate(step: int, total: int, settings: TrainSettings) -> float:
     return settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
           state_path: Path, log=print) -> list[dict]:
     """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists."""
@@ -97,8 +91,8 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
         log(f"resuming drafter training at step {step} of {len(plan)}")
 
     def checkpoint():
-        save_state(state_path, dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step,
-                                    history=history))
+        state = dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step, history=history)
+        write_file(state_path, lambda tmp: torch.save(state, tmp))
 
     head.train()
     bar = tqdm(total=len(plan), initial=step, desc="train drafter", unit="step", mininterval=1.0)

@@ -103,6 +103,11 @@ class KVCache:
         self.capacity = capacity
         self.length = 0
 
+    @property
+    def room(self) -> int:
+        """Positions still free."""
+        return self.capacity - self.length
+
     def keep(self, start: int, positions: torch.Tensor) -> None:
         """Keep the entries at `positions` (ascending, all >= start), moved to start, start+1, ...
 

@@ -39,7 +39,7 @@ class DraftLM:
 
     def room(self) -> int:
         """Free positions left in the cache for draft nodes."""
-        return self.decoder.cache.capacity - self.decoder.cache.length
+        return self.decoder.cache.room
 
     def rollback(self) -> None:
         self.decoder.cache.length = self.context

@@ -245,7 +245,7 @@ class Eagle3Drafter:
 
     def room(self) -> int:
         """Free positions left in the cache for draft nodes."""
-        return self.cache.capacity - self.cache.length
+        return self.cache.room
 
     def rollback(self) -> None:
         self.cache.length = self.context

@@ -6,13 +6,12 @@ and tokenizer beside them, so later loads take about a second.
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ltd.atomic import write_directory
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
 
@@ -73,23 +72,18 @@ def dense_cache_dir(gguf: Path) -> Path:
 
 
 def write_dense_cache(directory: Path, config, tokenizer, state: dict, stops: tuple[int, ...]) -> None:
-    """Write atomically: into a temporary sibling, renamed into place when complete."""
     from safetensors.torch import save_file
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
-    try:
-        if getattr(config, "tie_word_embeddings", False):
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    if getattr(config, "tie_word_embeddings", False):
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+
+    def write(tmp: Path) -> None:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors")
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "ltd.json").write_text(json.dumps({"stop_token_ids": list(stops)}))
-        if not directory.exists():  # a concurrent run may have finished first; its copy is as good
-            os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    write_directory(directory, write)
 
 
 def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, device: str) -> Target:
