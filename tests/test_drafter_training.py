@@ -12,7 +12,7 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.drafter_training import pipeline, train as train_module
 from ltd.drafter_training.corpus import load_corpus
-from ltd.drafter_training.features import Sequence, load_shards, teacher_force
+from ltd.drafter_training.features import Sequence, load_shards, target_pass
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
 from ltd.drafter_training.train import train
 from ltd.drafter_training.ttt import unroll
@@ -122,21 +122,43 @@ def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus,
     assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
 
 
-def test_features_are_the_decoders(tiny_target):
-    from transformers import AutoModelForCausalLM
+SEQUENCES = [Sequence([2, 7, 9, 11, 1, 3, 40, 41], 6), Sequence([2, 5, 1, 3, 60, 61, 62, 63, 64, 65], 4),
+             Sequence([2, 8, 1, 3], 4)]
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_target.hf_path).eval()
+
+def test_teacher_forcing_in_a_batch_equals_the_decoder_one_sequence_at_a_time(tiny_target):
     layers = eagle3_feature_layers(tiny_target.config.num_hidden_layers)
-    sequences = [Sequence([2, 7, 9, 11, 1, 3, 40, 41], 6), Sequence([2, 5, 1, 3, 60, 61, 62, 63, 64, 65], 4)]
-    shard = teacher_force(model, sequences, layers, top_k=4, batch_size=2)
-    for i, sequence in enumerate(sequences):
+    shard = target_pass(tiny_target.decoder, SEQUENCES, layers, top_k=4, batch_size=3)  # left-padded together
+    for i, sequence in enumerate(SEQUENCES):
         start, end = int(shard["offsets"][i]), int(shard["offsets"][i + 1])
         tiny_target.decoder.reset(64)
         logits, features = tiny_target.decoder(torch.tensor(sequence.tokens), feature_layers=layers)
+        assert shard["tokens"][start:end].tolist() == sequence.tokens
         torch.testing.assert_close(shard["features"][start:end].float(), features, atol=2e-3, rtol=2e-3)
         assert shard["top_ids"][start:end, 0].tolist() == logits.argmax(-1).tolist()
         expected = [sequence.response_start - 1 <= p < len(sequence.tokens) - 1 for p in range(len(sequence.tokens))]
         assert shard["predicts_response"][start:end].tolist() == expected
+
+
+def test_the_target_answers_as_greedy_decoding_does(tiny_target):
+    """Self-distillation: each answer is the target's own greedy continuation, stopped at a stop
+    token or at the length limit, whatever else shares its batch."""
+    layers = eagle3_feature_layers(tiny_target.config.num_hidden_layers)
+    prompts = [Sequence(s.tokens[: s.response_start], s.response_start) for s in SEQUENCES]
+    engine = Engine(tiny_target.decoder, ())
+    answers = [engine.generate_autoregressive(p.tokens, 12).tokens for p in prompts]
+    stop = answers[0][5]  # the first answer stops there; the others run to the limit (or stop too)
+    shard = target_pass(tiny_target.decoder, prompts, layers, top_k=4, batch_size=3, new_tokens=12, stop_ids=(stop,))
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        answer = answer[: answer.index(stop) + 1] if stop in answer else answer
+        start, end = int(shard["offsets"][i]), int(shard["offsets"][i + 1])
+        fed = prompt.tokens + answer[:-1]  # the last answer token is predicted, never fed
+        assert shard["tokens"][start:end].tolist() == fed
+        assert shard["top_ids"][start:end, 0].tolist()[len(prompt.tokens) - 1 :] == answer
+        tiny_target.decoder.reset(64)
+        _, features = tiny_target.decoder(torch.tensor(fed), feature_layers=layers)
+        torch.testing.assert_close(shard["features"][start:end].float(), features, atol=2e-3, rtol=2e-3)
+        assert shard["predicts_response"][start:end].tolist() == [p >= len(prompt.tokens) - 1 for p in range(len(fed))]
 
 
 def test_training_time_test_unrolls_like_the_drafter_drafts():
@@ -175,6 +197,8 @@ def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
         train_drafter(tiny_target, tiny_job(str(empty)), tmp_path)
     with pytest.raises(LtdError, match=r"draft vocabulary \(500\) is larger than the target's \(101\)"):
         train_drafter(tiny_target, tiny_job(corpus, "drafter.draft_vocab_size=500"), tmp_path)
+    with pytest.raises(LtdError, match="responses must be one of target, corpus; got 'people'"):
+        train_drafter(tiny_target, tiny_job(corpus, "drafter.train.responses=people"), tmp_path)
 
 
 def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):

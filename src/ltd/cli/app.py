@@ -45,9 +45,10 @@ def drafter_job(drafter_cfg):
     settings = TrainSettings(ttt_steps=t.ttt_steps, epochs=t.epochs, lr=t.lr, warmup=t.warmup,
                              batch_tokens=t.batch_tokens, grad_clip=t.grad_clip,
                              checkpoint_every=t.checkpoint_every, seed=drafter_cfg.seed)
-    return DrafterJob(corpus=list(t.corpus), max_tokens=t.max_tokens, max_length=t.max_length,
-                      held_out=t.held_out, target_top_k=t.target_top_k,
-                      draft_vocab_size=drafter_cfg.draft_vocab_size, teacher_batch=t.teacher_batch,
+    return DrafterJob(corpus=list(t.corpus), responses=t.responses, answer_tokens=t.answer_tokens,
+                      max_tokens=t.max_tokens, max_length=t.max_length, held_out=t.held_out,
+                      target_top_k=t.target_top_k, draft_vocab_size=drafter_cfg.draft_vocab_size,
+                      target_batch=t.target_batch,
                       shard_size=t.shard_size, eval_prompts=t.eval_prompts, eval_new_tokens=t.eval_new_tokens,
                       eval_tree=tuple(t.eval_tree), train=settings)
 

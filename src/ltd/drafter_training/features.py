@@ -1,6 +1,12 @@
-"""Teacher forcing: the target reads the corpus in batches and leaves, for every position, what an
-EAGLE-3 head learns from: the fused features (inputs of the low, mid and high layers), the token,
-and the target's own next-token distribution (its top-k, enough to hold nearly all the mass).
+"""What an EAGLE-3 head learns from, produced by the target in batches through ltd's own decoder:
+for every position, the fused features (inputs of the low, mid and high layers), the token, and
+the target's own next-token distribution (its top-k, enough to hold nearly all the mass).
+
+Two sources of responses:
+- `target` (self-distillation, as EAGLE regenerates its data): the target answers each prompt
+  greedily itself. The head then trains on exactly the text and the features it will meet at
+  greedy decoding time.
+- `corpus` (teacher forcing): the target reads the corpus response.
 
 Written as shards of a few dozen sequences, each atomic, so a killed run resumes at the first
 missing shard.
@@ -13,18 +19,23 @@ from safetensors.torch import load_file, save_file
 
 from ltd.atomic import write_file
 from ltd.drafter_training.corpus import Example
+from ltd.errors import LtdError
+
+RESPONSE_SOURCES = ("target", "corpus")
 
 
 @dataclass
 class Sequence:
-    tokens: list[int]
+    tokens: list[int]  # the prompt, then the corpus response (teacher forcing) or nothing (generation)
     response_start: int  # index of the first response token
 
 
-def encode(target, example: Example, max_length: int) -> Sequence:
+def encode(target, example: Example, max_length: int, with_response: bool) -> Sequence:
     """The chat-templated conversation; the response starts after the prompt's generation header."""
     user = [{"role": "user", "content": example.prompt}]
     prompt = target.encode_chat(user)
+    if not with_response:
+        return Sequence(prompt[:max_length], min(len(prompt), max_length))
     tokens = target.encode_chat(user + [{"role": "assistant", "content": example.response}], add_generation_prompt=False)
     return Sequence(tokens[:max_length], min(len(prompt), max_length))
 
@@ -33,33 +44,80 @@ def shard_path(directory: Path, index: int) -> Path:
     return directory / f"shard-{index:05d}.safetensors"
 
 
+class BatchRun:
+    """B left-padded rows in the decoder's batched cache; collects what each fed position yields."""
+
+    def __init__(self, decoder, rows: list[list[int]], extra: int, feature_layers: tuple[int, ...], top_k: int):
+        self.decoder, self.layers, self.top_k = decoder, feature_layers, top_k
+        B, width = len(rows), max(map(len, rows))
+        decoder.reset(width + extra, batch=B)
+        self.valid = torch.zeros(B, width + extra, dtype=torch.bool)
+        ids = torch.zeros(B, width, dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, width - len(row):] = torch.tensor(row)
+            self.valid[b, width - len(row) : width] = True
+        self.positions = (self.valid[:, :width].cumsum(1) - 1).clamp(min=0)
+        self.fed = [ids]
+        self.outputs: list[tuple[torch.Tensor, ...]] = []
+        self.next_token = self._feed(ids, self.positions)
+
+    def _feed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        logits, features = self.decoder(ids, positions=positions, valid=self.valid, feature_layers=self.layers)
+        probs, top_ids = logits.softmax(-1).topk(self.top_k, dim=-1)
+        self.outputs.append((features.half(), top_ids.int(), probs.half()))
+        return top_ids[:, -1, 0].long()
+
+    def step(self, alive: torch.Tensor) -> None:
+        """Feed every row its greedy next token; rows not `alive` are fed but stay padding."""
+        column = self.decoder.length
+        self.valid[:, column] = alive
+        self.positions = self.positions[:, -1:] + 1
+        ids = self.next_token[:, None]
+        self.fed.append(ids)
+        self.next_token = self._feed(ids, self.positions)
+
+    def rows(self) -> list[dict[str, torch.Tensor]]:
+        """Per row, its real positions only: tokens, features, top_ids, top_probs."""
+        tokens = torch.cat(self.fed, dim=1)
+        features, top_ids, top_probs = (torch.cat(parts, dim=1) for parts in zip(*self.outputs))
+        real = self.valid[:, : tokens.shape[1]]
+        return [dict(tokens=tokens[b, real[b]].int(), features=features[b, real[b]], top_ids=top_ids[b, real[b]],
+                     top_probs=top_probs[b, real[b]]) for b in range(len(real))]
+
+
 @torch.inference_mode()
-def teacher_force(model, sequences: list[Sequence], feature_layers: tuple[int, ...], top_k: int,
-                  batch_size: int) -> dict[str, torch.Tensor]:
+def target_pass(decoder, sequences: list[Sequence], feature_layers: tuple[int, ...], top_k: int, batch_size: int,
+                new_tokens: int = 0, stop_ids: tuple[int, ...] = (), progress=None) -> dict[str, torch.Tensor]:
     """One shard: every sequence's positions concatenated, `offsets` marking where each starts.
 
-    `predicts_response[p]` is True where token p+1 belongs to the response: the positions whose
-    next token a drafter is trained to predict."""
+    With `new_tokens` > 0 the target first answers each sequence greedily, up to a stop token or
+    `new_tokens` tokens (self-distillation); otherwise it reads the sequences as they are.
+    `predicts_response[p]` is True where the token after position p belongs to the response: the
+    positions whose next token a drafter is trained to predict. `progress(sequences, tokens)` is
+    called after each batch."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].tokens))
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long)
     rows: dict[int, dict[str, torch.Tensor]] = {}
     for start in range(0, len(order), batch_size):
-        batch = [sequences[i] for i in order[start : start + batch_size]]
-        width = max(len(s.tokens) for s in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)  # right padding never reaches earlier positions
-        for row, s in enumerate(batch):
-            ids[row, : len(s.tokens)] = torch.tensor(s.tokens)
-        out = model.model(ids, output_hidden_states=True)
-        features = torch.cat([out.hidden_states[i] for i in feature_layers], dim=-1)
-        probs, top_ids = model.lm_head(out.last_hidden_state).softmax(-1).topk(top_k, dim=-1)
-        for row, (i, s) in enumerate(zip(order[start : start + batch_size], batch)):
-            n = len(s.tokens)
+        members = order[start : start + batch_size]
+        run = BatchRun(decoder, [sequences[i].tokens for i in members], new_tokens, feature_layers, top_k)
+        alive = torch.ones(len(members), dtype=torch.bool)
+        for _ in range(new_tokens - 1):  # the last answer token is predicted, never fed
+            alive &= ~torch.isin(run.next_token, stops)
+            if not alive.any():
+                break
+            run.step(alive)
+        for i, row in zip(members, run.rows()):
+            n, first = len(row["tokens"]), sequences[i].response_start
             predicts = torch.zeros(n, dtype=torch.bool)
-            predicts[max(0, s.response_start - 1) : n - 1] = True
-            rows[i] = dict(features=features[row, :n].half(), tokens=ids[row, :n].int(),
-                           top_ids=top_ids[row, :n].int(), top_probs=probs[row, :n].half(),
-                           predicts_response=predicts)
+            # Teacher forcing: the last position's next token lies past the response. Generation:
+            # the last fed position predicted the answer's last token.
+            predicts[max(0, first - 1) : n if new_tokens else n - 1] = True
+            rows[i] = dict(row, predicts_response=predicts)
+        if progress is not None:
+            progress(len(members), sum(len(rows[i]["tokens"]) for i in members))
     shard = {key: torch.cat([rows[i][key] for i in range(len(sequences))]) for key in rows[0]}
-    lengths = torch.tensor([len(s.tokens) for s in sequences])
+    lengths = torch.tensor([len(rows[i]["tokens"]) for i in range(len(sequences))])
     shard["offsets"] = torch.cat((torch.zeros(1, dtype=torch.long), lengths.cumsum(0)))
     return shard
 
@@ -70,3 +128,8 @@ def write_shard(path: Path, shard: dict[str, torch.Tensor]) -> None:
 
 def load_shards(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
     return [load_file(shard_path(directory, i)) for i in range(count)]
+
+
+def check_response_source(source: str) -> None:
+    if source not in RESPONSE_SOURCES:
+        raise LtdError(f"drafter training responses must be one of {', '.join(RESPONSE_SOURCES)}; got {source!r}")

@@ -1,5 +1,5 @@
-"""make drafter, as data flows: corpus -> teacher-forced shards -> draft vocabulary -> training-time
-test training -> a head in the official EAGLE-3 layout -> acceptance on held-out prompts.
+"""make drafter, as data flows: corpus prompts -> the target's answers and features (shards) -> draft
+vocabulary -> training-time test training -> a head in the official EAGLE-3 layout -> acceptance on held-out prompts.
 
 Every stage is keyed by a fingerprint of what it depends on, so a finished stage is reused, an
 interrupted one resumes, and changing a training setting keeps the (costly) features.
@@ -16,7 +16,8 @@ from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
 from ltd.drafter_training.evaluate import evaluate_head
-from ltd.drafter_training.features import encode, load_shards, shard_path, teacher_force, write_shard
+from ltd.drafter_training.features import (check_response_source, encode, load_shards, shard_path, target_pass,
+                                           write_shard)
 from ltd.drafter_training.train import TrainSettings, train
 from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
 from ltd.errors import LtdError
@@ -26,12 +27,14 @@ from ltd.models.eagle3 import Eagle3Head, eagle3_feature_layers, head_config
 @dataclass
 class DrafterJob:
     corpus: list[str]
-    max_tokens: int = 400_000  # corpus tokens the target reads (prompts and responses)
-    max_length: int = 512  # tokens per conversation, longer ones truncated
+    responses: str = "target"  # who writes the responses: the target itself (greedy) or the corpus
+    answer_tokens: int = 256  # longest answer the target writes (responses: target)
+    max_tokens: int = 400_000  # tokens the target produces features for (prompts and responses)
+    max_length: int = 512  # tokens per conversation (per prompt, when the target answers)
     held_out: int = 16  # corpus examples kept aside for the evaluation
     target_top_k: int = 16  # the target's next-token distribution is kept as its top-k
     draft_vocab_size: int = 8192
-    teacher_batch: int = 8
+    target_batch: int = 32  # sequences the target reads or answers at once
     shard_size: int = 64  # sequences per shard
     eval_prompts: int = 8
     eval_new_tokens: int = 128
@@ -41,7 +44,9 @@ class DrafterJob:
     def validate(self, vocab_size: int) -> None:
         if self.draft_vocab_size > vocab_size:
             raise LtdError(f"draft vocabulary ({self.draft_vocab_size}) is larger than the target's ({vocab_size})")
-        for name in ("max_tokens", "max_length", "target_top_k", "draft_vocab_size", "teacher_batch", "shard_size"):
+        check_response_source(self.responses)
+        for name in ("answer_tokens", "max_tokens", "max_length", "target_top_k", "draft_vocab_size", "target_batch",
+                     "shard_size"):
             if getattr(self, name) < 1:
                 raise LtdError(f"drafter training {name} must be >= 1, got {getattr(self, name)}")
 
@@ -51,8 +56,9 @@ def fingerprint(*parts) -> str:
 
 
 def features_key(model_source: str, job: DrafterJob) -> str:
-    return fingerprint(model_source, job.corpus, job.max_tokens, job.max_length, job.held_out, job.target_top_k,
-                       job.train.seed)
+    answers = job.answer_tokens if job.responses == "target" else 0
+    return fingerprint(model_source, job.corpus, job.responses, answers, job.max_tokens, job.max_length, job.held_out,
+                       job.target_top_k, job.train.seed)
 
 
 def head_directory(root: Path, model_name: str, model_source: str, job: DrafterJob) -> Path:
@@ -74,37 +80,48 @@ def warm_start(head: Eagle3Head, decoder) -> None:
 
 
 def select_sequences(target, examples, job: DrafterJob):
+    """Conversations until about `max_tokens` tokens (an answer counted at its longest)."""
+    with_response = job.responses == "corpus"
     sequences, total = [], 0
     for example in examples:
         if total >= job.max_tokens:
             break
-        sequence = encode(target, example, job.max_length)
-        if sequence.response_start < len(sequence.tokens) - 1:  # something left to learn from
+        sequence = encode(target, example, job.max_length, with_response)
+        if not with_response:
+            sequences.append(sequence)
+            total += len(sequence.tokens) + job.answer_tokens
+        elif sequence.response_start < len(sequence.tokens) - 1:  # something left to learn from
             sequences.append(sequence)
             total += len(sequence.tokens)
     return sequences
 
 
 def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -> int:
-    """Teacher-force every missing shard; returns the shard count."""
-    from transformers import AutoModelForCausalLM
-
+    """Run the target over every missing shard; returns the shard count."""
     directory.mkdir(parents=True, exist_ok=True)
     shards = (len(sequences) + job.shard_size - 1) // job.shard_size
     missing = [i for i in range(shards) if not shard_path(directory, i).exists()]
     if not missing:
         return shards
-    log(f"teacher forcing {len(sequences)} conversations into {directory} ({shards - len(missing)} of {shards} "
-        f"shards already there)")
-    model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=torch.float32).eval()
+    answering = job.responses == "target"
+    log(f"the target {'answers' if answering else 'reads'} {len(sequences)} conversations into {directory} "
+        f"({shards - len(missing)} of {shards} shards already there)")
     layers = eagle3_feature_layers(target.config.num_hidden_layers)
-    size = lambda i: sum(len(s.tokens) for s in sequences[i * job.shard_size : (i + 1) * job.shard_size])
-    with tqdm(total=sum(map(size, missing)), desc="teacher forcing", unit="tok", unit_scale=True) as bar:
+    chunk = lambda i: sequences[i * job.shard_size : (i + 1) * job.shard_size]
+    with tqdm(total=sum(len(chunk(i)) for i in missing), desc="target answers" if answering else "teacher forcing",
+              unit="seq", mininterval=1.0) as bar:
+        produced = 0
+
+        def progress(done: int, tokens: int) -> None:
+            nonlocal produced
+            produced += tokens
+            bar.set_postfix(tokens=produced, tok_s=f"{produced / max(bar.format_dict['elapsed'], 1e-6):.0f}", refresh=False)
+            bar.update(done)
+
         for i in missing:
-            chunk = sequences[i * job.shard_size : (i + 1) * job.shard_size]
-            write_shard(shard_path(directory, i), teacher_force(model, chunk, layers, job.target_top_k,
-                                                                job.teacher_batch))
-            bar.update(size(i))
+            shard = target_pass(target.decoder, chunk(i), layers, job.target_top_k, job.target_batch,
+                                job.answer_tokens if answering else 0, target.stop_token_ids, progress)
+            write_shard(shard_path(directory, i), shard)
     return shards
 
 

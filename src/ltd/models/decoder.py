@@ -93,11 +93,14 @@ def rope_tables(config, length: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class KVCache:
-    """Keys and values of every layer for one sequence, preallocated to `capacity` positions."""
+    """Keys and values of every layer for `batch` sequences (rows) of one shared length,
+    preallocated to `capacity` positions. Decoding uses one row; a batch of left-padded rows
+    serves bulk work such as drafter training data."""
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
-                 device: torch.device):
-        shape = (num_layers, 1, num_kv_heads, capacity, head_dim)
+                 device: torch.device, batch: int = 1):
+        shape = (num_layers, batch, num_kv_heads, capacity, head_dim)
+        self.batch = batch
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.capacity = capacity
@@ -138,18 +141,19 @@ class KVCache:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:
-        """Store k, v ([kv_heads, T, d]) after the cached prefix and attend q ([heads, T, d]) to it all.
+        """Store k, v ([B, kv_heads, T, d]) after the cached prefix and attend q ([B, heads, T, d]) to
+        it all; `mask` is [T, length + T] or, per row, [B, 1, T, length + T].
 
-        Returns [T, heads * d]. Does not advance `length`: the caller does once all layers ran."""
-        T = q.shape[1]
+        Returns [B, T, heads * d]. Does not advance `length`: the caller does once all layers ran."""
+        B, _, T, _ = q.shape
         start, end = self.length, self.length + T
-        self.k[layer, 0, :, start:end] = k
-        self.v[layer, 0, :, start:end] = v
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
         out = F.scaled_dot_product_attention(
-            q[None], self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
-            enable_gqa=q.shape[0] != k.shape[0],
+            q, self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
+            enable_gqa=q.shape[1] != k.shape[1],
         )
-        return out[0].transpose(0, 1).reshape(T, -1)
+        return out.transpose(1, 2).reshape(B, T, -1)
 
 
 @dataclass
@@ -186,7 +190,11 @@ class Decoder:
             return w(*names).t().contiguous().t()
 
         self.embed = w("model.embed_tokens.weight")
-        self.lm_head = matrix("lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight")
+        head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+        self.lm_head = matrix(head)
+        # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
+        # (half the time at 16 to 64 rows here): verification and batches get their own copy.
+        self.lm_head_rows = w(head) if self.linear is cpu_linear else self.lm_head
         self.final_norm = w("model.norm.weight")
         self.layers = []
         for i in range(spec.num_layers):
@@ -214,11 +222,12 @@ class Decoder:
         return cls(spec, state, cos, sin, dtype, device)
 
     # -- cache ---------------------------------------------------------------------------------
-    def reset(self, capacity: int | None = None) -> None:
+    def reset(self, capacity: int | None = None, batch: int = 1) -> None:
         capacity = capacity or self.max_positions
-        if self.cache is None or self.cache.capacity != capacity:
+        if self.cache is None or self.cache.capacity != capacity or self.cache.batch != batch:
             spec = self.spec
-            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.dtype, self.device)
+            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.dtype, self.device,
+                                 batch)
         self.cache.length = 0
 
     @property
@@ -230,7 +239,7 @@ class Decoder:
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
                 tree_mask: torch.Tensor | None = None, tree_start: int | None = None,
                 feature_layers: tuple[int, ...] = (), last_only: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Append `tokens` ([T] int64) to the cache and return (logits, features).
 
         `logits` is [T, vocab], or [1, vocab] for the last token with `last_only` (prefill).
@@ -238,16 +247,29 @@ class Decoder:
         bool, True = may attend), they see the cached prefix before `tree_start` and what the mask
         allows after it; `positions` then gives their rotary positions (prefix + depth in the tree).
         `features` concatenates, in the order asked, the hidden states entering `feature_layers`.
+
+        A batch: `tokens` [B, T] for the B rows of a cache made by `reset(capacity, batch=B)`, left-
+        padded to the shared length; `valid` ([B, length + T] bool) marks the real tokens, which
+        attend causally to their own row's real tokens; `positions` ([B, T]) are their rotary
+        positions. Logits and features then gain the leading batch dimension.
         """
         spec, cache, linear = self.spec, self.cache, self.linear
-        T = tokens.numel()
+        batched = tokens.dim() == 2
+        B, T = tokens.shape if batched else (1, tokens.numel())
         mask = cache.attention_mask(T, tree_mask, tree_start)
         if positions is None:
             positions = torch.arange(cache.length, cache.length + T, device=self.device)
         cos, sin = self.cos[positions], self.sin[positions]
+        if batched:
+            end = cache.length + T
+            causal = mask if mask is not None else torch.ones(T, end, dtype=torch.bool, device=self.device)
+            keys = valid[:, None, :end].expand(B, T, end).clone()
+            keys[:, :, cache.length :] |= torch.eye(T, dtype=torch.bool, device=self.device)  # padding sees itself: no NaN
+            mask = (causal & keys)[:, None]  # [B, 1, T, end]
+            cos, sin = cos[:, None], sin[:, None]
 
         nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
-        x = self.embed[tokens]
+        x = self.embed[tokens].view(B, T, -1)
         captured = {}
         for i, layer in enumerate(self.layers):
             if i in feature_layers:
@@ -257,9 +279,9 @@ class Decoder:
             if layer.qkv_bias is not None:
                 qkv = qkv + layer.qkv_bias
             q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
-            q = q.view(T, nh, d).transpose(0, 1)
-            k = k.view(T, nkv, d).transpose(0, 1)
-            v = v.view(T, nkv, d).transpose(0, 1)
+            q = q.view(B, T, nh, d).transpose(1, 2)
+            k = k.view(B, T, nkv, d).transpose(1, 2)
+            v = v.view(B, T, nkv, d).transpose(1, 2)
             if layer.q_norm is not None:
                 q = rms_norm(q, layer.q_norm, spec.rms_eps)
                 k = rms_norm(k, layer.k_norm, spec.rms_eps)
@@ -271,9 +293,12 @@ class Decoder:
         cache.length += T
 
         if last_only:
-            x = x[-1:]
-        logits = linear(rms_norm(x, self.final_norm, spec.rms_eps), self.lm_head)
+            x = x[:, -1:]
+        head = self.lm_head if x.shape[0] * x.shape[1] == 1 else self.lm_head_rows
+        logits = linear(rms_norm(x, self.final_norm, spec.rms_eps), head)
         features = torch.cat([captured[i] for i in feature_layers], dim=-1) if feature_layers else None
+        if not batched:
+            logits, features = logits[0], (features[0] if features is not None else None)
         return logits, features
 
     __call__ = forward

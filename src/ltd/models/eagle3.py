@@ -137,7 +137,7 @@ class Eagle3Head(nn.Module):
         q = linear(x, attn.q_proj.weight).view(T, -1, d).transpose(0, 1)
         k = linear(x, attn.k_proj.weight).view(T, -1, d).transpose(0, 1)
         v = linear(x, attn.v_proj.weight).view(T, -1, d).transpose(0, 1)
-        out = cache.attend(0, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
+        out = cache.attend(0, rotate(q, cos, sin)[None], rotate(k, cos, sin)[None], v[None], mask)[0]
         hidden = hidden + linear(out, attn.o_proj.weight)
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden), linear)
 
