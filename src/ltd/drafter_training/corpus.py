@@ -16,6 +16,7 @@ from ltd.errors import LtdError
 class Example:
     prompt: str
     response: str
+    source: str = ""  # the file it came from
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -48,16 +49,25 @@ def load_corpus(paths: list[str | Path]) -> list[Example]:
     for path in map(Path, paths):
         if not path.is_file():
             raise LtdError(f"corpus file not found: {path}")
-        examples += [e for row in rows_of(path) for e in examples_of(row) if e.prompt.strip() and e.response.strip()]
+        examples += [Example(e.prompt, e.response, str(path)) for row in rows_of(path) for e in examples_of(row)
+                     if e.prompt.strip() and e.response.strip()]
     if not examples:
         raise LtdError(f"the corpus ({', '.join(map(str, paths))}) holds no instruction/response examples")
     return examples
 
 
 def split(examples: list[Example], held_out: int, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded shuffle, then the last `held_out` examples kept aside for evaluation."""
-    shuffled = list(examples)
-    random.Random(seed).shuffle(shuffled)
-    if held_out >= len(shuffled):
-        raise LtdError(f"the corpus has {len(shuffled)} examples, too few to hold out {held_out}")
-    return shuffled[: len(shuffled) - held_out], shuffled[len(shuffled) - held_out :]
+    """Each source file shuffled (seeded), then one example of each file in turn, so that a small
+    file of general instructions weighs as much as a large one of a single kind until it runs
+    out. The first `held_out` examples of that order are kept aside for evaluation."""
+    by_source: dict[str, list[Example]] = {}
+    for example in examples:
+        by_source.setdefault(example.source, []).append(example)
+    rng = random.Random(seed)
+    for group in by_source.values():
+        rng.shuffle(group)
+    longest = max(map(len, by_source.values()))
+    ordered = [group[i] for i in range(longest) for group in by_source.values() if i < len(group)]
+    if held_out >= len(ordered):
+        raise LtdError(f"the corpus has {len(ordered)} examples, too few to hold out {held_out}")
+    return ordered[held_out:], ordered[:held_out]

@@ -31,11 +31,12 @@ class Sequence:
 
 
 def encode(target, example: Example, max_length: int, with_response: bool) -> Sequence:
-    """The chat-templated conversation; the response starts after the prompt's generation header."""
+    """The chat-templated conversation, cut at `max_length` tokens; the response starts after the
+    prompt's generation header. Without the response: the whole prompt, for the target to answer."""
     user = [{"role": "user", "content": example.prompt}]
     prompt = target.encode_chat(user)
     if not with_response:
-        return Sequence(prompt[:max_length], min(len(prompt), max_length))
+        return Sequence(prompt, len(prompt))
     tokens = target.encode_chat(user + [{"role": "assistant", "content": example.response}], add_generation_prompt=False)
     return Sequence(tokens[:max_length], min(len(prompt), max_length))
 

@@ -29,12 +29,12 @@ class DrafterJob:
     corpus: list[str]
     responses: str = "target"  # who writes the responses: the target itself (greedy) or the corpus
     answer_tokens: int = 256  # longest answer the target writes (responses: target)
-    max_tokens: int = 400_000  # tokens the target produces features for (prompts and responses)
-    max_length: int = 512  # tokens per conversation (per prompt, when the target answers)
+    max_tokens: int = 200_000  # tokens the target produces features for (prompts and responses)
+    max_length: int = 512  # longest prompt the target answers (responses: corpus, longest conversation)
     held_out: int = 16  # corpus examples kept aside for the evaluation
     target_top_k: int = 16  # the target's next-token distribution is kept as its top-k
     draft_vocab_size: int = 8192
-    target_batch: int = 32  # sequences the target reads or answers at once
+    target_batch: int = 64  # sequences the target reads or answers at once
     shard_size: int = 64  # sequences per shard
     eval_prompts: int = 8
     eval_new_tokens: int = 128
@@ -81,16 +81,16 @@ def warm_start(head: Eagle3Head, decoder) -> None:
 
 def select_sequences(target, examples, job: DrafterJob):
     """Conversations until about `max_tokens` tokens (an answer counted at its longest)."""
-    with_response = job.responses == "corpus"
+    answering = job.responses == "target"
     sequences, total = [], 0
     for example in examples:
         if total >= job.max_tokens:
             break
-        sequence = encode(target, example, job.max_length, with_response)
-        if not with_response:
+        sequence = encode(target, example, job.max_length, with_response=not answering)
+        if answering and len(sequence.tokens) <= job.max_length:  # a cut prompt would lose its answer header
             sequences.append(sequence)
             total += len(sequence.tokens) + job.answer_tokens
-        elif sequence.response_start < len(sequence.tokens) - 1:  # something left to learn from
+        elif not answering and sequence.response_start < len(sequence.tokens) - 1:  # something left to learn from
             sequences.append(sequence)
             total += len(sequence.tokens)
     return sequences
