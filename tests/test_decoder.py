@@ -143,3 +143,29 @@ def test_context_overflow_raises(tiny):
     decoder(torch.arange(10))
     with pytest.raises(LtdError, match="exceeds the limit of 16"):
         decoder(torch.arange(7))
+
+
+def test_left_padded_rows_decode_as_if_each_were_alone(tiny, family):
+    """A batch: rows of different lengths, left-padded into one cache, then one step each (one row
+    already finished and fed as padding): every real row's logits equal the row decoded alone."""
+    decoder = tiny(family).decoder()
+    rows = [random_prompt(n, seed=10 + n) for n in (9, 4, 7)]
+    width, capacity = max(map(len, rows)), 16
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    valid = torch.zeros(len(rows), capacity, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        tokens[b, width - len(row):] = torch.tensor(row)
+        valid[b, width - len(row) : width] = True
+    positions = (valid[:, :width].cumsum(1) - 1).clamp(min=0)
+    decoder.reset(capacity, batch=len(rows))
+    prefill, _ = decoder(tokens, positions=positions, valid=valid)
+    step = torch.tensor([[5], [6], [8]])
+    valid[:, width] = torch.tensor([True, False, True])
+    stepped, _ = decoder(step, positions=positions[:, -1:] + 1, valid=valid)
+    assert torch.isfinite(stepped).all()
+    for b, row in enumerate(rows):
+        decoder.reset(capacity)
+        alone, _ = decoder(torch.tensor(row + step[b].tolist()))
+        assert_close(prefill[b, width - len(row):], alone[:-1], **TOL)
+        if valid[b, width]:
+            assert_close(stepped[b, 0], alone[-1], **TOL)

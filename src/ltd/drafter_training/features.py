@@ -22,6 +22,7 @@ from ltd.drafter_training.corpus import Example
 from ltd.errors import LtdError
 
 RESPONSE_SOURCES = ("target", "corpus")
+MAX_READ_TOKENS = 4096  # per batch when reading (teacher forcing): its logits take 4096 x vocab floats
 
 
 @dataclass
@@ -46,13 +47,18 @@ def shard_path(directory: Path, index: int) -> Path:
 
 
 class BatchRun:
-    """B left-padded rows in the decoder's batched cache; collects what each fed position yields."""
+    """B left-padded rows in the decoder's batched cache; collects what each fed position yields.
 
-    def __init__(self, decoder, rows: list[list[int]], extra: int, feature_layers: tuple[int, ...], top_k: int):
+    When the rows are prompts to answer, the prompt positions' next-token distributions are not
+    kept (nothing is trained on them): only the last one's, computing logits at one position per
+    row instead of all."""
+
+    def __init__(self, decoder, rows: list[list[int]], answer_tokens: int, feature_layers: tuple[int, ...],
+                 top_k: int):
         self.decoder, self.layers, self.top_k = decoder, feature_layers, top_k
         B, width = len(rows), max(map(len, rows))
-        decoder.reset(width + extra, batch=B)
-        self.valid = torch.zeros(B, width + extra, dtype=torch.bool)
+        decoder.reset(width + answer_tokens, batch=B)
+        self.valid = torch.zeros(B, width + answer_tokens, dtype=torch.bool)
         ids = torch.zeros(B, width, dtype=torch.long)
         for b, row in enumerate(rows):
             ids[b, width - len(row):] = torch.tensor(row)
@@ -60,11 +66,15 @@ class BatchRun:
         self.positions = (self.valid[:, :width].cumsum(1) - 1).clamp(min=0)
         self.fed = [ids]
         self.outputs: list[tuple[torch.Tensor, ...]] = []
-        self.next_token = self._feed(ids, self.positions)
+        self.next_token = self._feed(ids, self.positions, last_only=answer_tokens > 0)
 
-    def _feed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        logits, features = self.decoder(ids, positions=positions, valid=self.valid, feature_layers=self.layers)
+    def _feed(self, ids: torch.Tensor, positions: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        logits, features = self.decoder(ids, positions=positions, valid=self.valid, feature_layers=self.layers,
+                                        last_only=last_only)
         probs, top_ids = logits.softmax(-1).topk(self.top_k, dim=-1)
+        if last_only:  # distributions of the earlier positions: unknown, never trained on
+            pad = torch.zeros(ids.shape[0], ids.shape[1] - 1, self.top_k)
+            probs, top_ids = torch.cat((pad, probs), dim=1), torch.cat((pad.long(), top_ids), dim=1)
         self.outputs.append((features.half(), top_ids.int(), probs.half()))
         return top_ids[:, -1, 0].long()
 
@@ -99,8 +109,13 @@ def target_pass(decoder, sequences: list[Sequence], feature_layers: tuple[int, .
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].tokens))
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long)
     rows: dict[int, dict[str, torch.Tensor]] = {}
-    for start in range(0, len(order), batch_size):
-        members = order[start : start + batch_size]
+    start = 0
+    while start < len(order):
+        # Reading whole conversations keeps logits at every position: a cap on tokens bounds memory.
+        longest = len(sequences[order[min(start + batch_size, len(order)) - 1]].tokens)
+        size = batch_size if new_tokens else max(1, min(batch_size, MAX_READ_TOKENS // longest))
+        members = order[start : start + size]
+        start += size
         run = BatchRun(decoder, [sequences[i].tokens for i in members], new_tokens, feature_layers, top_k)
         alive = torch.ones(len(members), dtype=torch.bool)
         for _ in range(new_tokens - 1):  # the last answer token is predicted, never fed

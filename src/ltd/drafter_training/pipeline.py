@@ -34,7 +34,7 @@ class DrafterJob:
     held_out: int = 16  # corpus examples kept aside for the evaluation
     target_top_k: int = 16  # the target's next-token distribution is kept as its top-k
     draft_vocab_size: int = 8192
-    target_batch: int = 64  # sequences the target reads or answers at once
+    target_batch: int = 32  # sequences the target reads or answers at once
     shard_size: int = 64  # sequences per shard
     eval_prompts: int = 8
     eval_new_tokens: int = 128
