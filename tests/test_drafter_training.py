@@ -59,8 +59,9 @@ def fresh_head(target, job, shards):
     return head
 
 
-def test_loss_falls_within_a_few_steps(tiny_target, corpus, tmp_path):
-    job = tiny_job(corpus, "drafter.train.epochs=6", "drafter.train.lr=3e-3")
+@pytest.mark.parametrize("responses", ["target", "corpus"])
+def test_loss_falls_within_a_few_steps(tiny_target, corpus, tmp_path, responses):
+    job = tiny_job(corpus, "drafter.train.epochs=6", "drafter.train.lr=3e-3", f"drafter.train.responses={responses}")
     shards = shards_for(tiny_target, job, tmp_path / "features")
     history = train(fresh_head(tiny_target, job, shards), tiny_target.decoder.embed, shards, job.train,
                     tmp_path / "state.pt", print)
