@@ -115,7 +115,8 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
         def progress(done: int, tokens: int) -> None:
             nonlocal produced
             produced += tokens
-            bar.set_postfix(tokens=produced, tok_s=f"{produced / max(bar.format_dict['elapsed'], 1e-6):.0f}", refresh=False)
+            rate = produced / max(bar.format_dict["elapsed"], 1e-6)
+            bar.set_postfix(tokens=produced, tok_s=f"{rate:.0f}", refresh=False)
             bar.update(done)
 
         for i in missing:

@@ -265,7 +265,8 @@ class Decoder:
             end = cache.length + T
             causal = mask if mask is not None else torch.ones(T, end, dtype=torch.bool, device=self.device)
             keys = valid[:, None, :end].expand(B, T, end).clone()
-            keys[:, :, cache.length :] |= torch.eye(T, dtype=torch.bool, device=self.device)  # padding sees itself: no NaN
+            # Padding attends to itself: no row without a key, no NaN to leak into real rows.
+            keys[:, :, cache.length :] |= torch.eye(T, dtype=torch.bool, device=self.device)
             mask = (causal & keys)[:, None]  # [B, 1, T, end]
             cos, sin = cos[:, None], sin[:, None]
 
