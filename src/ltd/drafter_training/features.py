@@ -19,9 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ltd.atomic import write_file
 from ltd.drafter_training.corpus import Example
-from ltd.errors import LtdError
 
-RESPONSE_SOURCES = ("target", "corpus")
 MAX_READ_TOKENS = 4096  # per batch when reading (teacher forcing): its logits take 4096 x vocab floats
 
 
@@ -145,7 +143,3 @@ def write_shard(path: Path, shard: dict[str, torch.Tensor]) -> None:
 def load_shards(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
     return [load_file(shard_path(directory, i)) for i in range(count)]
 
-
-def check_response_source(source: str) -> None:
-    if source not in RESPONSE_SOURCES:
-        raise LtdError(f"drafter training responses must be one of {', '.join(RESPONSE_SOURCES)}; got {source!r}")

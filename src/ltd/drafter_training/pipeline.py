@@ -16,8 +16,7 @@ from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
 from ltd.drafter_training.evaluate import evaluate_head
-from ltd.drafter_training.features import (check_response_source, encode, load_shards, shard_path, target_pass,
-                                           write_shard)
+from ltd.drafter_training.features import encode, load_shards, shard_path, target_pass, write_shard
 from ltd.drafter_training.train import TrainSettings, train
 from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
 from ltd.errors import LtdError
@@ -41,10 +40,21 @@ class DrafterJob:
     eval_tree: tuple[int, int, int] = (8, 10, 60)  # depth, top-k, V: EAGLE-3's default
     train: TrainSettings = field(default_factory=TrainSettings)
 
+    @property
+    def answering(self) -> bool:
+        """Whether the target writes the responses itself."""
+        return self.responses == "target"
+
+    @property
+    def answer_length(self) -> int:
+        """The longest answer the target writes; 0 when it reads the corpus responses."""
+        return self.answer_tokens if self.answering else 0
+
     def validate(self, vocab_size: int) -> None:
         if self.draft_vocab_size > vocab_size:
             raise LtdError(f"draft vocabulary ({self.draft_vocab_size}) is larger than the target's ({vocab_size})")
-        check_response_source(self.responses)
+        if self.responses not in ("target", "corpus"):
+            raise LtdError(f"drafter training responses must be one of target, corpus; got {self.responses!r}")
         for name in ("answer_tokens", "max_tokens", "max_length", "target_top_k", "draft_vocab_size", "target_batch",
                      "shard_size"):
             if getattr(self, name) < 1:
@@ -56,8 +66,7 @@ def fingerprint(*parts) -> str:
 
 
 def features_key(model_source: str, job: DrafterJob) -> str:
-    answers = job.answer_tokens if job.responses == "target" else 0
-    return fingerprint(model_source, job.corpus, job.responses, answers, job.max_tokens, job.max_length, job.held_out,
+    return fingerprint(model_source, job.corpus, job.responses, job.answer_length, job.max_tokens, job.max_length, job.held_out,
                        job.target_top_k, job.train.seed)
 
 
@@ -81,7 +90,7 @@ def warm_start(head: Eagle3Head, decoder) -> None:
 
 def select_sequences(target, examples, job: DrafterJob):
     """Conversations until about `max_tokens` tokens (an answer counted at its longest)."""
-    answering = job.responses == "target"
+    answering = job.answering
     sequences, total = [], 0
     for example in examples:
         if total >= job.max_tokens:
@@ -103,7 +112,7 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
     missing = [i for i in range(shards) if not shard_path(directory, i).exists()]
     if not missing:
         return shards
-    answering = job.responses == "target"
+    answering = job.answering
     log(f"the target {'answers' if answering else 'reads'} {len(sequences)} conversations into {directory} "
         f"({shards - len(missing)} of {shards} shards already there)")
     layers = eagle3_feature_layers(target.config.num_hidden_layers)
@@ -121,7 +130,7 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
 
         for i in missing:
             shard = target_pass(target.decoder, chunk(i), layers, job.target_top_k, job.target_batch,
-                                job.answer_tokens if answering else 0, target.stop_token_ids, progress)
+                                job.answer_length, target.stop_token_ids, progress)
             write_shard(shard_path(directory, i), shard)
     return shards
 
