@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run test test-fast bench-decode drafter clean
+.PHONY: setup run eval sweep-tree test test-fast bench-decode drafter clean
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup  ## the main job on the default model: decode questions, print the speed-up table
 	$(PY) -m ltd.cli.decode $(ARGS)
+
+eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>/
+	$(PY) -m ltd.cli.evaluate $(ARGS)
+
+sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
+	$(PY) -m ltd.cli.sweep_tree $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

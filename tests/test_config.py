@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from ltd.cli.app import CONFIG_PATH, build_controller, check_choices, drafter_job
 from ltd.errors import LtdError
+from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
 from ltd.models.loading import load_target
 
@@ -44,10 +45,13 @@ def test_drafter_training_settings_compose(drafter):
     assert job.eval_tree == ((8, 10, 60) if drafter == "eagle3" else (3, 4, 8))
 
 
-@pytest.mark.parametrize("task", ["mt_bench", "humaneval", "gsm8k", "alpaca", "qa", "sum"])
+@pytest.mark.parametrize("task", ["mt_bench", "humaneval", "gsm8k", "alpaca", "qa", "sum", "mmlu"])
 def test_tasks_point_at_shipped_data(task):
     cfg = compose_job("decode", [f"task={task}"])
-    assert (Path(CONFIG_PATH).parent / cfg.task.path).is_file()
+    assert set(cfg.task) == {"name", "path", "per_category"}  # every task config has the same keys
+    path = Path(CONFIG_PATH).parent / cfg.task.path
+    assert path.is_file()
+    assert load_questions(path, per_category=cfg.task.per_category)
 
 
 def test_unknown_group_option_is_one_line():

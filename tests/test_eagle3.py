@@ -147,7 +147,8 @@ def reference_proposals(drafter, features: torch.Tensor, path: list[int]):
 
 
 def assert_same_proposals(got, expected, what: str):
-    (got_logp, got_tokens), (expected_logp, expected_tokens) = got, expected
+    """Same top-k (log-probs, tokens); the drafter's entropy, when `got` carries it, is checked elsewhere."""
+    (got_logp, got_tokens), (expected_logp, expected_tokens) = got[:2], expected[:2]
     assert torch.equal(got_tokens, expected_tokens), what
     assert_close(got_logp, expected_logp, atol=1e-5, rtol=1e-5, msg=lambda m: f"{what}: {m}")
 
@@ -181,14 +182,14 @@ def test_cached_expansions_equal_recomputation(setup):
 
     for depth in (1, 2, 3):  # feeds the root's children, then grandchildren, then the level below
         frontier = tree.frontier.tolist()
-        logp, tokens = drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, K)
+        logp, tokens, entropy = drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, K)
         assert len(frontier) == K
         for row, node in enumerate(frontier):
             path = node_path(tree, node)
             assert len(path) == depth
             assert_same_proposals((logp[row], tokens[row]), reference_proposals(drafter, features, path),
                                   f"depth {depth} node {path}")
-        tree.add_expansion(logp, tokens)
+        tree.add_expansion(logp, tokens, entropy)
 
 
 def test_rollback_then_update_equals_fresh_drafter(setup):

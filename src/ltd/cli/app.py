@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from ltd.errors import LtdError
 
@@ -81,11 +82,37 @@ def load_model(cfg):
 
 
 def build_controller(cfg):
-    from ltd.decoding.controller import StaticTree
+    from ltd.decoding.controller import make_controller
 
-    if cfg.kind != "static":
-        raise LtdError(f"unknown controller kind {cfg.kind!r}")
-    return StaticTree(depth=cfg.depth, top_k=cfg.top_k, verify=cfg.verify)
+    return make_controller(OmegaConf.to_container(cfg, resolve=True))
+
+
+def controller_file(name: str, model_name: str) -> Path:
+    """The config of a method: `conf/controller/<name>.yaml`; `tuned` is the tree `make sweep-tree`
+    found for the model (`tuned-<model>.yaml`)."""
+    directory = Path(CONFIG_PATH) / "controller"
+    path = directory / f"{f'tuned-{model_name}' if name == 'tuned' else name}.yaml"
+    if not path.is_file():
+        if name == "tuned":
+            raise LtdError(f"no tuned tree for {model_name} ({path.name}): make sweep-tree finds one")
+        options = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise LtdError(f"unknown method {name!r}; choose from: tuned, {', '.join(options)}")
+    return path
+
+
+def build_methods(names: list[str], model_name: str):
+    """The methods an evaluation compares, by controller config name."""
+    from ltd.decoding.controller import make_controller
+    from ltd.eval.runner import AUTOREGRESSIVE, Method
+
+    methods = []
+    for name in names:
+        settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, model_name)), resolve=True)
+        if settings.get("kind") == AUTOREGRESSIVE:
+            methods.append(Method(name))
+        else:
+            methods.append(Method(name, make_controller(settings)))
+    return methods
 
 
 def check_choices(overrides: list[str]) -> None:

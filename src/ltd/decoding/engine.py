@@ -112,6 +112,7 @@ class Engine:
         device = target.device
         tokens = self._start(prompt, max_new_tokens)
         drafter.reset(self.capacity)
+        controller.start()
         begin = clock()
         logits, features = target(tokens, feature_layers=drafter.feature_layers, last_only=True)
         root = self._pick(logits[-1], temperature, generator)
@@ -154,6 +155,7 @@ class Engine:
             new_context = torch.cat((new_tokens, torch.tensor([root], device=device)))
             done = self._finish(result.tokens, new_context.tolist(), max_new_tokens, len(prompt))
             t2 = clock()
+            controller.observe(accepted.numel() - 1)
             result.cycles.append(Cycle(tree.depth, selection.size, accepted.numel() - 1, t1 - t0 - policy_s,
                                        t2 - t1, policy_s, context))
         result.seconds = clock() - begin

@@ -4,7 +4,8 @@ Expansion 1 (the root's) proposes top-k children of the root. Every later expans
 frontier nodes to the drafter, scores their top-k children by cumulative log-prob (k*k
 candidates) and keeps the k best as the next frontier. Every candidate of every level competes
 for the V verified slots by cumulative log-prob. A child never outscores its parent, and ties go
-to the older node, so the selected set is always a tree.
+to the older node, so the selected set is always a tree. Each level also keeps the entropy of
+every node fed to make it (the root for level 1), for controllers that read it.
 """
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class DraftTree:
         self.tokens: list[torch.Tensor] = []  # per level
         self.parents: list[torch.Tensor] = []  # global candidate index, -1 = root
         self.scores: list[torch.Tensor] = []
+        self.entropies: list[torch.Tensor | None] = []  # per level, of its fed nodes in order; None if not given
         self.count = 0
         self.frontier = torch.empty(0, dtype=torch.long)  # global candidate indices
         self.frontier_parent_slots = torch.empty(0, dtype=torch.long)
@@ -49,25 +51,27 @@ class DraftTree:
     def frontier_tokens(self) -> torch.Tensor:
         return torch.cat(self.tokens)[self.frontier]
 
-    def _add_level(self, tokens, parents, scores, parent_slots) -> None:
+    def _add_level(self, tokens, parents, scores, parent_slots, entropy) -> None:
         start = self.count
         self.tokens.append(tokens)
         self.parents.append(parents)
         self.scores.append(scores)
+        self.entropies.append(None if entropy is None else entropy.reshape(-1))
         self.count += tokens.numel()
         keep = min(self.k, scores.numel())
         best = scores.topk(keep).indices.sort().values
         self.frontier = start + best
         self.frontier_parent_slots = parent_slots[best]
 
-    def add_root(self, logp: torch.Tensor, tokens: torch.Tensor) -> None:
-        """The root expansion: [1, k] log-probs and target tokens."""
+    def add_root(self, logp: torch.Tensor, tokens: torch.Tensor, entropy: torch.Tensor | None = None) -> None:
+        """The root expansion: [1, k] log-probs and target tokens, and the root's entropy ([1])."""
         n = tokens.shape[-1]
         minus_one = torch.full((n,), -1, dtype=torch.long, device=self.device)
-        self._add_level(tokens.reshape(-1), minus_one, logp.reshape(-1), minus_one)
+        self._add_level(tokens.reshape(-1), minus_one, logp.reshape(-1), minus_one, entropy)
 
-    def add_expansion(self, logp: torch.Tensor, tokens: torch.Tensor) -> None:
-        """The children ([F, k]) of the frontier nodes just fed to the drafter, in frontier order.
+    def add_expansion(self, logp: torch.Tensor, tokens: torch.Tensor, entropy: torch.Tensor | None = None) -> None:
+        """The children ([F, k]) of the frontier nodes just fed to the drafter, in frontier order,
+        and the fed nodes' entropies ([F]).
 
         Fed nodes took the drafter's next F slots."""
         F, k = tokens.shape
@@ -76,7 +80,7 @@ class DraftTree:
         parent_scores = self.all_scores()[self.frontier]
         scores = (parent_scores[:, None] + logp).reshape(-1)
         parents = self.frontier.repeat_interleave(k)
-        self._add_level(tokens.reshape(-1), parents, scores, fed_slots.repeat_interleave(k))
+        self._add_level(tokens.reshape(-1), parents, scores, fed_slots.repeat_interleave(k), entropy)
 
     def select(self, size: int) -> Selection:
         scores = self.all_scores()

@@ -13,19 +13,31 @@ class Question:
     turns: list[str]
 
 
-def load_questions(path: str | Path, limit: int | None = None) -> list[Question]:
+def load_questions(path: str | Path, limit: int | None = None,
+                   per_category: int | None = None) -> list[Question]:
+    """The questions of a task file in file order: with `per_category`, the first N of each
+    category (MMLU: N per subject); then `limit` caps the total."""
+    for name, value in (("limit", limit), ("per_category", per_category)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise LtdError(f"{name} must be a whole number of at least 1 or null, not {value!r}")
     path = Path(path)
     if not path.is_file():
         raise LtdError(f"task file not found: {path}")
     questions = []
+    taken: dict[str, int] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            questions.append(Question(str(row["question_id"]), row.get("category", ""), list(row["turns"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            question = Question(str(row["question_id"]), row.get("category", ""), list(row["turns"]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise LtdError(f"{path}:{number}: not a question row ({error})") from None
+        if per_category is not None:
+            if taken.get(question.category, 0) >= per_category:
+                continue
+            taken[question.category] = taken.get(question.category, 0) + 1
+        questions.append(question)
         if limit is not None and len(questions) >= limit:
             break
     if not questions:

@@ -3,7 +3,7 @@ import torch
 
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
-from ltd.models.drafter import TreeSlots, top_k
+from ltd.models.drafter import Proposals, TreeSlots, top_k_entropy
 
 
 class DraftLM:
@@ -24,18 +24,19 @@ class DraftLM:
         self.slots.reset()
         self.context = 0
 
-    def update(self, tokens: torch.Tensor, features: torch.Tensor | None, k: int):
-        """Absorb the new context tokens (the last one is the tree's root); return its top-k children."""
+    def update(self, tokens: torch.Tensor, features: torch.Tensor | None, k: int) -> Proposals:
+        """Absorb the new context tokens (the last one is the tree's root); return its proposals."""
         logits, _ = self.decoder(tokens, last_only=True)
         self.context = self.decoder.length
-        return top_k(logits[:, : self.vocab], k)
+        return Proposals(*top_k_entropy(logits[:, : self.vocab], k))
 
-    def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int):
-        """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root)."""
+    def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int) -> Proposals:
+        """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root);
+        returns their proposals, one row per fed node."""
         mask = self.slots.add(parents)
         positions = torch.full_like(tokens, self.context + depth - 1)
         logits, _ = self.decoder(tokens, positions=positions, tree_mask=mask, tree_start=self.context)
-        return top_k(logits[:, : self.vocab], k)
+        return Proposals(*top_k_entropy(logits[:, : self.vocab], k))
 
     def room(self) -> int:
         """Free positions left in the cache for draft nodes."""

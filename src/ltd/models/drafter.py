@@ -2,9 +2,12 @@
 
 A drafter absorbs the accepted context (`update`), which yields the root expansion, then expands
 frontier nodes one level at a time (`expand`). Each expansion proposes the top-k (log-prob,
-target token) children of every fed node. Fed nodes occupy consecutive slots after the context in
-the drafter's own cache; `rollback` drops them once the cycle is verified.
+target token) children of every fed node, with the entropy of that node's whole next-token
+distribution (entropy-based controllers read it). Fed nodes occupy consecutive slots after the
+context in the drafter's own cache; `rollback` drops them once the cycle is verified.
 """
+from typing import NamedTuple
+
 import torch
 
 
@@ -38,7 +41,28 @@ class TreeSlots:
         return rows
 
 
+class Proposals(NamedTuple):
+    """What `update` and `expand` return: per fed node (one row each; the root for `update`)."""
+
+    logp: torch.Tensor  # [rows, k] log-probs of the k most likely children, best first
+    tokens: torch.Tensor  # [rows, k] their target token ids
+    entropy: torch.Tensor  # [rows] entropy (nats, float32) of the node's whole next-token distribution
+
+
 def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k most likely entries of each row: (log-probs, indices), both [rows, k]."""
+    logp, indices, _ = top_k_entropy(logits, k)
+    return logp, indices
+
+
+def top_k_entropy(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`top_k` plus each row's entropy in nats ([rows], float32): H = logsumexp(z) - sum(p * z)."""
     values, indices = logits.topk(k, dim=-1)
-    return values - logits.logsumexp(dim=-1, keepdim=True), indices
+    # Entropy sums a whole vocabulary of small terms: float32 even for half-precision logits (a no-op
+    # for float32 ones, where the log-probs come out exactly as before).
+    z = logits.float()
+    lse = z.logsumexp(dim=-1, keepdim=True)
+    p = (z - lse).exp()
+    # A -inf logit has p = 0 and adds nothing; clamping keeps 0 * -inf from turning the sum into nan.
+    entropy = lse.squeeze(-1) - (p * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
+    return (values.float() - lse).to(logits.dtype), indices, entropy

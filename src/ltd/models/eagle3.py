@@ -16,7 +16,7 @@ from torch import nn
 
 from ltd.errors import LtdError
 from ltd.models.decoder import KVCache, pick_linear, rms_norm, rope_tables, rotate
-from ltd.models.drafter import TreeSlots, top_k
+from ltd.models.drafter import Proposals, TreeSlots, top_k_entropy
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 
@@ -208,15 +208,16 @@ class Eagle3Drafter:
         self.slots.reset()
         self.context = 0
 
-    def propose(self, hidden: torch.Tensor, k: int):
+    def propose(self, hidden: torch.Tensor, k: int) -> Proposals:
+        """Top-k children and entropy, both over the draft vocabulary (the head's whole output)."""
         logits = self.linear(self.head.norm(hidden), self.head.lm_head.weight)
-        logp, draft_ids = top_k(logits, k)
-        return logp, self.head.draft_to_target(draft_ids)
+        logp, draft_ids, entropy = top_k_entropy(logits, k)
+        return Proposals(logp, self.head.draft_to_target(draft_ids), entropy)
 
     @torch.inference_mode()
-    def update(self, tokens: torch.Tensor, features: torch.Tensor, k: int):
+    def update(self, tokens: torch.Tensor, features: torch.Tensor, k: int) -> Proposals:
         """Absorb accepted context: `features[i]` is the target's fused feature at the position
-        before `tokens[-len(features) + i]`. Returns the root's top-k children."""
+        before `tokens[-len(features) + i]`. Returns the root's proposals (one row)."""
         tokens = tokens[-features.shape[0]:]
         T = tokens.numel()
         mask = self.cache.attention_mask(T, None, None)
@@ -230,8 +231,9 @@ class Eagle3Drafter:
         return self.propose(self.root_hidden, k)
 
     @torch.inference_mode()
-    def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int):
-        """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root)."""
+    def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int) -> Proposals:
+        """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root);
+        returns their proposals, one row per fed node."""
         first_slot = self.slots.count
         tree_mask = self.slots.add(parents)
         mask = self.cache.attention_mask(tokens.numel(), tree_mask, self.context)

@@ -1,0 +1,98 @@
+"""make eval: decode a task's questions with every method in `methods`, interleaved per question,
+check each against the autoregressive output, print the summary table and write the records.
+
+    python -m ltd.cli.evaluate task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
+"""
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from ltd.cli.app import CONFIG_PATH, build_methods, launch, load_model, set_threads, user_errors
+from ltd.cli.schema import check_config
+from ltd.decoding.engine import Engine
+from ltd.eval.records import Records
+from ltd.eval.report import format_table
+from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, check_methods, run_question
+from ltd.eval.tasks import load_questions
+from ltd.tracking import LoggerSettings, Tracker
+
+
+def summary_metrics(summary: dict) -> dict:
+    """The summary as flat W&B keys: `<method>/<column>` and the run's own numbers."""
+    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for row in summary["methods"]:
+        for column, value in row.items():
+            if column != "method" and value is not None:
+                flat[f"{row['method']}/{column}"] = value
+    return flat
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        cfg = check_config(cfg, "eval")
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        threads = set_threads(cfg.threads)
+        questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
+        methods = build_methods(list(cfg.methods), cfg.model.name)
+        check_methods(methods)
+        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger.validate()
+        target, drafter = load_model(cfg)
+        engine = Engine(target.decoder, target.stop_token_ids, drafter)
+        names = [m.name for m in methods]
+        tracker = Tracker(
+            logger, run_dir, job_type="eval",
+            name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}", group=cfg.experiment,
+            tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+        records = Records(run_dir, names)
+        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
+                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, questions_planned=len(questions),
+                   questions_done=0, decode_seconds=0.0, loop_seconds=0.0, harness_overhead=0.0)
+        try:
+            warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
+            for method in methods:
+                method.generate(engine, warm_up, cfg.warmup_tokens, cfg.temperature, cfg.seed)
+            start = time.perf_counter()
+            bar = tqdm(questions, desc=f"eval {cfg.task.name}", unit="question")
+            for number, question in enumerate(bar):
+                cycle_rows, question_rows = run_question(engine, target, methods, question, number,
+                                                         cfg.max_new_tokens, cfg.temperature, cfg.seed)
+                records.add(cycle_rows, question_rows)
+                run["questions_done"] += 1
+                run["decode_seconds"] += sum(r["seconds"] for r in question_rows)
+                run["loop_seconds"] = time.perf_counter() - start
+                # Everything in the loop that is not decoding: the harness's own cost, records included.
+                run["harness_overhead"] = 1 - run["decode_seconds"] / run["loop_seconds"]
+                summary = records.write(run)
+                by_method = {row["method"]: row for row in summary["methods"]}
+                shown = [n for n in names if n != AUTOREGRESSIVE][:3]
+                bar.set_postfix({n: f"{by_method[n]['speed-up']:.2f}x" for n in shown}, refresh=False)
+                tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
+            bar.close()
+        finally:  # also after Ctrl-C: what finished is summarised and mirrored
+            if records.questions:
+                summary = records.write(run)
+                tracker.summarise(summary_metrics(summary))
+                tracker.table("questions", records.frames()[1])
+            tracker.finish()
+
+        c = cfg
+        print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
+              f"turn, temperature {c.temperature}, {threads} threads")
+        print(format_table(summary["methods"], SUMMARY_COLUMNS))
+        print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; records in {run_dir}")
+        if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
+            print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,126 @@
+"""The structured schema of the configs: every group's keys and types, checked as soon as a job's
+config is composed, so a misspelt key or a wrong type stops the run with one line instead of
+failing deep inside (or, worse, being ignored).
+
+Controllers are checked by `make_controller` (each kind takes its own settings); the drafter's
+`train:` block by `drafter_job`.
+"""
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ltd.errors import LtdError
+
+
+@dataclass
+class ModelSchema:
+    name: str
+    source: str
+    family: str
+    dtype: str = "float32"
+    device: str = "cpu"
+    max_context: int = 2048
+    eagle3: str | None = None
+    chat_template: str | None = None
+
+
+@dataclass
+class DrafterSchema:
+    kind: str
+    path: str | None = None
+    source: str | None = None
+    draft_vocab_size: int = 8192
+    seed: int = 0
+    root: str = "checkpoints/drafters"
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskSchema:
+    name: str
+    path: str
+    per_category: int | None = None  # mmlu: questions per subject
+
+
+@dataclass
+class LoggerSchema:
+    kind: str = "wandb"
+    project: str = "ltd"
+    entity: str | None = None
+    mode: str = "offline"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    logger: LoggerSchema
+    methods: list[str]
+    experiment: str = "default"
+    questions: int | None = None
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+    threads: int | None = None
+    warmup_tokens: int = 32
+
+
+@dataclass
+class DecodeSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    controller: dict[str, Any]
+    questions: int = 3
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class TreeSpaceSchema:
+    depth: list[int]
+    top_k: list[int]
+    verify: list[int]
+
+
+@dataclass
+class SweepTreeSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    logger: LoggerSchema
+    space: TreeSpaceSchema
+    grid: TreeSpaceSchema
+    experiment: str = "sweep_tree"
+    mode: str = "optuna"
+    trials: int = 24
+    seed: int = 0
+    study: str | None = None
+    storage: str = "results/sweeps"
+    questions: int = 6
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    threads: int | None = None
+    warmup_tokens: int = 32
+    write_best: bool = True
+
+
+SCHEMAS = {"decode": DecodeSchema, "eval": EvalSchema, "sweep_tree": SweepTreeSchema}
+
+
+def check_config(cfg: DictConfig, job: str) -> DictConfig:
+    """`cfg` merged into the job's schema: unknown keys and wrong types raise one LtdError line.
+    Hydra's own `hydra` node is left out of the check."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        return OmegaConf.merge(OmegaConf.structured(SCHEMAS[job]), plain)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        message = str(error).splitlines()[0]
+        raise LtdError(f"bad config{f' at {key}' if key else ''}: {message}") from None

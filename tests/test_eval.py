@@ -1,0 +1,179 @@
+"""make eval and make sweep-tree: configs compose, records hold the documented columns, W&B mirrors
+the summary offline, an interrupted study resumes, and bad config values get one line."""
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import save_tiny_checkpoint
+from ltd.cli.app import CONFIG_PATH, build_methods
+from ltd.cli.schema import check_config
+from ltd.decoding.controller import StaticTree
+from ltd.errors import LtdError
+from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
+from ltd.eval.tree_search import TreeSpace, finished, open_study, run_study
+
+CONF = Path(CONFIG_PATH)
+options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_job(name: str, overrides=()):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        return compose(name, overrides=list(overrides))
+
+
+@pytest.mark.parametrize("job", ["decode", "eval", "sweep_tree"])
+def test_every_config_group_composes_with_the_others(job):
+    experiments = [None] + (options("experiment") if job == "eval" else [])
+    loggers = [None] if job == "decode" else options("logger")
+    for model, task, logger, experiment in itertools.product(options("model"), options("task"), loggers, experiments):
+        overrides = [f"model={model}", f"task={task}"]
+        overrides += [f"logger={logger}"] if logger else []
+        overrides += [f"+experiment={experiment}"] if experiment else []
+        cfg = check_config(compose_job(job, overrides), job)
+        assert (cfg.model.name, cfg.task.name) == (model, task)
+        assert (CONF.parent / cfg.task.path).is_file()
+    methods = build_methods(list(compose_job("eval").methods), "smollm2-135m")
+    assert methods[0].name == AUTOREGRESSIVE and methods[0].controller is None
+    assert all(m.controller.verify_size is not None for m in methods[1:])
+
+
+def test_every_controller_config_builds():
+    names = [n for n in options("controller") if not n.startswith("tuned-")]
+    methods = build_methods(names, "smollm2-135m")
+    assert {m.name for m in methods} == set(names)
+
+
+def test_experiment_files_list_only_deltas():
+    base = compose_job("eval")
+    smoke = compose_job("eval", ["+experiment=smoke"])
+    assert (smoke.questions, smoke.logger.kind, smoke.experiment) == (2, "none", "smoke")
+    assert smoke.methods == base.methods and smoke.task == base.task
+
+
+def test_summary_is_the_papers_speed_up():
+    rows = [dict(method=m, question_id=q, category="c", turns=1, tokens=t, seconds=s, throughput=t / s, cycles=c,
+                 tau=tau, draft_s=d, verify_s=v, policy_s=p, lossless=True)
+            for m, q, t, s, c, tau, d, v, p in [
+                (AUTOREGRESSIVE, "1", 10, 1.0, 10, 1.0, 0.0, 0.9, 0.0), (AUTOREGRESSIVE, "2", 10, 2.0, 10, 1.0, 0.0, 1.8, 0.0),
+                ("tree", "1", 10, 0.5, 4, 2.5, 0.1, 0.3, 0.05), ("tree", "2", 10, 1.0, 5, 2.0, 0.2, 0.7, 0.05)]]
+    summary = {r["method"]: r for r in summarise(pd.DataFrame(rows), [AUTOREGRESSIVE, "tree"])}
+    tree = summary["tree"]
+    assert tree["speed-up"] == pytest.approx((20 + 10) / (10 + 5))  # mean of per-question throughputs
+    assert tree["speed-up (total)"] == pytest.approx((20 / 1.5) / (20 / 3.0))
+    assert tree["tau"] == pytest.approx((4 * 2.5 + 5 * 2.0) / 9)
+    assert tree["draft share"] == pytest.approx(0.3 / 1.5) and tree["policy share"] == pytest.approx(0.1 / 1.5)
+    assert summary[AUTOREGRESSIVE]["speed-up"] == 1.0 and tree["lossless"] is True
+
+
+@pytest.fixture(scope="module")
+def tiny_eval_run(tmp_path_factory):
+    """One `make eval` on a tiny model: two questions (one with two turns), three methods."""
+    root = tmp_path_factory.mktemp("eval")
+    save_tiny_checkpoint(root / "model")
+    task = root / "task.jsonl"
+    task.write_text("\n".join(json.dumps(q) for q in [
+        {"question_id": 1, "category": "a", "turns": ["hello w7 w9 world", "w12 w13"]},
+        {"question_id": 2, "category": "b", "turns": ["w20 w21 hello"]},
+    ]) + "\n")
+    run_dir = root / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.evaluate", "model.name=tiny", f"model.source={root / 'model'}",
+         "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
+         f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
+         "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr
+    return run_dir, result.stdout
+
+
+def test_eval_writes_the_documented_records_and_a_true_lossless_flag(tiny_eval_run):
+    run_dir, stdout = tiny_eval_run
+    cycles = pd.read_parquet(run_dir / "cycles.parquet")
+    questions = pd.read_parquet(run_dir / "questions.parquet")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(cycles.columns) == CYCLE_COLUMNS and list(questions.columns) == QUESTION_COLUMNS
+    assert len(questions) == 2 * 3 and questions["lossless"].all()
+    assert set(cycles["turn"][cycles["question_id"] == "1"]) == {0, 1}
+    assert [row["method"] for row in summary["methods"]] == [AUTOREGRESSIVE, "eagle3_default", "gammatune"]
+    assert all(list(row) == SUMMARY_COLUMNS and row["lossless"] for row in summary["methods"])
+    assert summary["questions_done"] == 2 and 0 <= summary["harness_overhead"] < 1
+    tokens = questions.groupby("method")["tokens"].sum()
+    assert tokens.nunique() == 1  # every method wrote the same answers
+    assert "lossless" in stdout and "harness overhead" in stdout
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
+
+
+def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
+    run_dir, _ = tiny_eval_run
+    [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data = log.read_bytes()  # wandb's record log: the keys are stored as plain UTF-8
+    for key in ("eagle3_default/speed-up", "eagle3_default/tau", "gammatune/verify share", "harness_overhead"):
+        assert key.encode() in data, key
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+model.dtyp=float32", "error: bad config at model.dtyp: Key 'dtyp' not in 'ModelSchema'"),
+    ("questions=many", "error: bad config at questions: Value 'many' of type 'str' could not be converted to Integer"),
+    ("methods=[autoregressive,nope]", "error: unknown method 'nope'; choose from: tuned, "),
+    ("logger.mode=loud", "error: wandb mode must be one of offline, online, disabled, got 'loud'"),
+])
+def test_bad_config_values_are_one_line(override, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.evaluate", override, f"hydra.run.dir={tmp_path}",
+                             "drafter.draft_vocab_size=64", "task.name=x", f"task.path={CONF.parent / 'data/bench/qa/question.jsonl'}"],
+                            capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_methods_must_include_the_baseline():
+    from ltd.eval.runner import Method, check_methods
+
+    with pytest.raises(LtdError, match="must include autoregressive"):
+        check_methods([Method("tree", StaticTree())])
+    with pytest.raises(LtdError, match="no tuned tree for nobody"):
+        build_methods(["tuned"], "nobody")
+
+
+def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
+    space = TreeSpace(depth=[1, 6], top_k=[1, 4], verify=[2, 16])
+    measured = []
+
+    def measure(tree):
+        if len(measured) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third trial
+        measured.append(tree)
+        return tree.depth / tree.verify, {"tau": 1.0}
+
+    path = tmp_path / "study.journal"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(open_study("s", path, "optuna", space, seed=0), 4, "optuna", space, measure)
+    study = open_study("s", path, "optuna", space, seed=0)
+    kept = [(t.params["depth"], t.params["top_k"], t.params["verify"]) for t in finished(study)]
+    assert kept == [(t.depth, t.top_k, t.verify) for t in measured]
+    [cut_short] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert study.trials[-1].state == optuna.trial.TrialState.WAITING  # its shape, queued again
+
+    measured.append(None)  # no more interruptions
+    run_study(study, 4, "optuna", space, lambda tree: (tree.depth / tree.verify, {"tau": 1.0}))
+    assert len(finished(study)) == 4
+    assert [(t.params["depth"], t.params["top_k"], t.params["verify"]) for t in finished(study)][:2] == kept
+    assert finished(study)[2].params == cut_short.params
+
+
+def test_grid_mode_covers_the_grid_once(tmp_path):
+    grid = TreeSpace(depth=[2, 3], top_k=[4], verify=[8, 16, 24])
+    study = open_study("g", tmp_path / "grid.journal", "grid", grid, seed=0)
+    run_study(study, 100, "grid", grid, lambda tree: (1.0, {}))
+    shapes = sorted((t.params["depth"], t.params["verify"]) for t in finished(study))
+    assert shapes == [(d, v) for d in (2, 3) for v in (8, 16, 24)]
+    with pytest.raises(LtdError, match="sweep mode must be one of optuna, grid"):
+        open_study("x", tmp_path / "x.journal", "random", grid, seed=0)
