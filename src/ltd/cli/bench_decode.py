@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ltd.atomic import write_json
+from ltd.cli.schema import check_config
 from ltd.cli.app import CONFIG_PATH, build_controller, launch, load_model, set_threads, user_errors
 from ltd.decoding.engine import Clock, Engine
 from ltd.eval.report import format_table
@@ -54,6 +55,7 @@ def main(cfg) -> None:
     from transformers import AutoModelForCausalLM
 
     with user_errors():
+        cfg = check_config(cfg, "bench_decode")
         threads = set_threads(cfg.threads)
         start = time.perf_counter()
         target, drafter = load_model(cfg)

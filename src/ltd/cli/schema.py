@@ -2,8 +2,7 @@
 config is composed, so a misspelt key or a wrong type stops the run with one line instead of
 failing deep inside (or, worse, being ignored).
 
-Controllers are checked by `make_controller` (each kind takes its own settings); the drafter's
-`train:` block by `drafter_job`.
+Controllers are checked by `make_controller` (each kind takes its own settings).
 """
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,29 @@ class ModelSchema:
 
 
 @dataclass
+class DrafterTrainSchema:
+    corpus: list[str]
+    responses: str
+    answer_tokens: int
+    max_tokens: int
+    max_length: int
+    held_out: int
+    target_top_k: int
+    target_batch: int
+    shard_size: int
+    eval_prompts: int
+    eval_new_tokens: int
+    eval_tree: list[int]
+    ttt_steps: int
+    epochs: int
+    lr: float
+    warmup: float
+    batch_tokens: int
+    grad_clip: float
+    checkpoint_every: int
+
+
+@dataclass
 class DrafterSchema:
     kind: str
     path: str | None = None
@@ -34,7 +56,7 @@ class DrafterSchema:
     draft_vocab_size: int = 8192
     seed: int = 0
     root: str = "checkpoints/drafters"
-    train: dict[str, Any] = field(default_factory=dict)
+    train: DrafterTrainSchema | None = None  # what make drafter does (EAGLE-3 heads)
 
 
 @dataclass
@@ -83,6 +105,22 @@ class DecodeSchema:
 
 
 @dataclass
+class BenchDecodeSchema(DecodeSchema):
+    prompts: int = 4
+    repeats: int = 3
+    verify_sizes: list[int] = field(default_factory=list)
+    verify_context: int = 200
+    output: str = "results/bench-decode.json"
+
+
+@dataclass
+class TrainDrafterSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    threads: int | None = None
+
+
+@dataclass
 class TreeSpaceSchema:
     depth: list[int]
     top_k: list[int]
@@ -111,7 +149,8 @@ class SweepTreeSchema:
     write_best: bool = True
 
 
-SCHEMAS = {"decode": DecodeSchema, "eval": EvalSchema, "sweep_tree": SweepTreeSchema}
+SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
+           "eval": EvalSchema, "sweep_tree": SweepTreeSchema}
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:

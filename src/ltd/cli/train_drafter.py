@@ -4,6 +4,7 @@
 """
 import hydra
 
+from ltd.cli.schema import check_config
 from ltd.cli.app import CONFIG_PATH, drafter_job, launch, load_target_of, set_threads, user_errors
 from ltd.drafter_training.pipeline import train_drafter
 from ltd.errors import LtdError
@@ -13,6 +14,7 @@ from ltd.eval.report import format_table
 @hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)
 def main(cfg) -> None:
     with user_errors():
+        cfg = check_config(cfg, "train_drafter")
         if cfg.drafter.kind != "eagle3":
             raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one")
         threads = set_threads(cfg.threads)

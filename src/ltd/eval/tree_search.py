@@ -96,5 +96,8 @@ def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, mea
 
 
 def tuned_config(tree: StaticTree, note: str) -> str:
-    """The best tree as a controller config a later run names (`controller=tuned-<model>`)."""
-    return (f"# {note}\nkind: static\ndepth: {tree.depth}\ntop_k: {tree.top_k}\nverify: {tree.verify}\n")
+    """The best tree as a controller config a later run names (`controller=tuned-<model>`). V is
+    written as what the tree can hold: a shallow tree has fewer candidates than the V sampled."""
+    candidates = tree.top_k + (tree.depth - 1) * tree.top_k ** 2
+    verify = min(tree.verify, candidates)
+    return f"# {note}\nkind: static\ndepth: {tree.depth}\ntop_k: {tree.top_k}\nverify: {verify}\n"
