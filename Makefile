@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run eval sweep-tree test test-fast bench-decode drafter clean
+.PHONY: setup run eval sweep-tree profile test test-fast bench-decode drafter clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ eval: setup  ## every method on a task's questions, interleaved: summary table, 
 
 sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)
+
+profile: setup  ## the cost model: draft and verify latency at several contexts; writes results/profiles/<model>-<drafter>.json
+	$(PY) -m ltd.cli.profile $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

@@ -121,6 +121,19 @@ class TrainDrafterSchema:
 
 
 @dataclass
+class ProfileSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    contexts: list[int]
+    verify_sizes: list[int]
+    top_k: int = 10
+    max_depth: int = 12
+    repeats: int = 5
+    threads: int | None = None
+    output: str | None = None
+
+
+@dataclass
 class TreeSpaceSchema:
     depth: list[int]
     top_k: list[int]
@@ -150,7 +163,7 @@ class SweepTreeSchema:
 
 
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
-           "eval": EvalSchema, "sweep_tree": SweepTreeSchema}
+           "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema}
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:

@@ -1,0 +1,45 @@
+"""make profile: measure this machine's cost model for a target and drafter, print it, save it.
+
+    python -m ltd.cli.profile contexts=[256,1024] repeats=3
+"""
+from pathlib import Path
+
+import hydra
+from tqdm import tqdm
+
+from ltd.cli.app import CONFIG_PATH, launch, load_model, set_threads, user_errors
+from ltd.cli.schema import check_config
+from ltd.eval.report import format_table
+from ltd.traces.profiler import measure_cost_model
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="profile", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        cfg = check_config(cfg, "profile")
+        threads = set_threads(cfg.threads)
+        target, drafter = load_model(cfg)
+        output = Path(cfg.output or f"results/profiles/{cfg.model.name}-{cfg.drafter.kind}.json")
+        with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
+            costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(cfg.contexts),
+                                       list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats, bar.update)
+        costs.save(output)
+
+        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {costs.device}, {threads} threads: milliseconds "
+              f"(medians of {cfg.repeats})")
+        rows = []
+        for i, context in enumerate(costs.contexts):
+            expansions = costs.expand_s[i]
+            row = {"context": context, "update": 1000 * costs.update_s[i],
+                   "expansion": 1000 * sum(expansions) / max(1, len(expansions))}
+            row.update({f"V={v}": 1000 * s for v, s in zip(costs.verify_sizes, costs.verify_s[i])})
+            rows.append(row)
+        print(format_table(rows, list(rows[0])))
+        print("update: the drafter absorbs an accepted token and its bonus (the root expansion); expansion: one "
+              f"further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); V=n: the target "
+              "verifies the root and n draft tokens")
+        print(f"written: {output}")
+
+
+if __name__ == "__main__":
+    launch(main)

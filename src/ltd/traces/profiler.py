@@ -1,0 +1,76 @@
+"""Measuring the cost model: the real target and drafter, timed as the engine runs them.
+
+At each context length the target reads a random prompt (and the drafter its features); then,
+per repeat, the target verifies 1 + V tokens for every V, and the drafter absorbs two accepted
+tokens (the root expansion) and grows an EAGLE tree level by level with top-k fed nodes. Medians
+over the repeats, after one warm-up round.
+"""
+import statistics
+
+import torch
+
+from ltd.decoding.engine import Clock
+from ltd.decoding.tree import DraftTree
+from ltd.errors import LtdError
+from ltd.traces.cost_model import CostModel
+
+
+def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int,
+                  repeats: int, progress=None) -> dict:
+    """The measured fields of a CostModel (see there)."""
+    decoder = target.decoder
+    device, vocab = decoder.device, decoder.spec.vocab_size
+    contexts, verify_sizes = sorted(contexts), sorted(verify_sizes)
+    capacity = contexts[-1] + max(verify_sizes[-1] + 1, 2 * (repeats + 1) + top_k * max_depth) + 1
+    if capacity > decoder.max_positions:
+        raise LtdError(f"profiling needs {capacity} positions; {target.name} has {decoder.max_positions}: "
+                       f"use shorter contexts or fewer verify tokens")
+    if min(contexts) < 2 or min(verify_sizes) < 1 or max_depth < 1 or repeats < 1:
+        raise LtdError("profile contexts must be >= 2 and verify sizes, max_depth and repeats >= 1")
+    clock = Clock(device)
+    generator = torch.Generator().manual_seed(0)
+    random_tokens = lambda n: torch.randint(vocab, (n,), generator=generator).to(device)
+    verify_s, update_s, expand_s = [], [], []
+    for context in contexts:
+        prompt = random_tokens(context)
+        decoder.reset(capacity)
+        _, features = decoder(prompt, feature_layers=drafter.feature_layers, last_only=True)
+        drafter.reset(capacity)
+        drafter.update(torch.cat((prompt, random_tokens(1))), features, top_k)
+        verify = {v: [] for v in verify_sizes}
+        update, levels = [], [[] for _ in range(max_depth - 1)]
+        for _ in range(repeats + 1):
+            for v in verify_sizes:
+                decoder.cache.length = context
+                mask = torch.tril(torch.ones(v + 1, v + 1, dtype=torch.bool, device=device))
+                start = clock()
+                decoder(random_tokens(v + 1), positions=torch.arange(context, context + v + 1, device=device),
+                        tree_mask=mask, feature_layers=drafter.feature_layers)
+                verify[v].append(clock() - start)
+            accepted = features[-2:] if features is not None else None
+            tree = DraftTree(top_k, device)
+            start = clock()
+            tree.add_root(*drafter.update(random_tokens(2), accepted, top_k))
+            update.append(clock() - start)
+            for level in range(max_depth - 1):
+                start = clock()
+                tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth,
+                                                   top_k))
+                levels[level].append(clock() - start)
+            drafter.rollback()
+            if progress is not None:
+                progress()
+        median = lambda times: statistics.median(times[1:])  # the first round warms up
+        verify_s.append([median(verify[v]) for v in verify_sizes])
+        update_s.append(median(update))
+        expand_s.append([median(level) for level in levels])
+    return dict(contexts=contexts, verify_sizes=verify_sizes, verify_s=verify_s, update_s=update_s,
+                expand_s=expand_s)
+
+
+def measure_cost_model(target, drafter, drafter_name: str, threads: int, contexts: list[int],
+                       verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
+                       progress=None) -> CostModel:
+    measured = profile_costs(target, drafter, contexts, verify_sizes, top_k, max_depth, repeats, progress)
+    return CostModel(model=target.name, drafter=drafter_name, device=str(target.decoder.device), threads=threads,
+                     top_k=top_k, **measured)
