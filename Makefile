@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run eval sweep-tree profile test test-fast bench-decode drafter clean
+.PHONY: setup run eval sweep-tree profile record test test-fast bench-decode drafter clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf
 
 profile: setup  ## the cost model: draft and verify latency at several contexts; writes results/profiles/<model>-<drafter>.json
 	$(PY) -m ltd.cli.profile $(ARGS)
+
+record: setup  ## traces: greedy answers and the drafter's full expansion at every position; results/traces/<model>-<drafter>-<task>/
+	$(PY) -m ltd.cli.record $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

@@ -30,7 +30,8 @@ def compose_job(name: str, overrides=()):
 
 GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "drafter", "task"],
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
-          "sweep_tree": ["model", "drafter", "task", "logger"]}
+          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter"],
+          "record": ["model", "drafter", "task"]}
 
 
 @pytest.mark.parametrize("job", sorted(GROUPS))

@@ -134,6 +134,19 @@ class ProfileSchema:
 
 
 @dataclass
+class RecordSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    questions: int | None = None
+    max_new_tokens: int = 512
+    top_k: int = 10
+    max_depth: int = 12
+    threads: int | None = None
+    output: str | None = None
+
+
+@dataclass
 class TreeSpaceSchema:
     depth: list[int]
     top_k: list[int]
@@ -163,7 +176,8 @@ class SweepTreeSchema:
 
 
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
-           "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema}
+           "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
+           "record": RecordSchema}
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:
