@@ -16,6 +16,7 @@ import torch
 
 from ltd.atomic import write_file
 from ltd.decoding.tree import DraftTree
+from ltd.errors import LtdError
 
 
 @dataclass
@@ -82,9 +83,14 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
     device = decoder.device
     sequence = torch.tensor(prompt + answer, dtype=torch.long, device=device)
     n_prompt, positions = len(prompt), len(answer) - 1
-    decoder.reset(len(sequence) + 1)
+    # The engine's cache sizes: the same memory layout gives the same floats as decoding does.
+    capacity = decoder.max_positions
+    if len(sequence) + top_k * max_depth > capacity:
+        raise LtdError(f"a trace of {len(sequence)} tokens with {max_depth} levels of {top_k} does not fit the "
+                       f"context of {capacity}")
+    decoder.reset(capacity)
     _, features = decoder(sequence[:-1], feature_layers=drafter.feature_layers, last_only=True)
-    drafter.reset(len(sequence) + 1 + top_k * max_depth)
+    drafter.reset(capacity)
     feature = lambda i: features[i : i + 1] if features is not None else None
     proposals = drafter.update(sequence[: n_prompt + 1], features[:n_prompt] if features is not None else None,
                                top_k)

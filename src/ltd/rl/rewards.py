@@ -1,0 +1,22 @@
+"""What a cycle is worth to a policy (DESIGN.md): the paper trains on throughput; the ablations
+swap in acceptance length or time cost.
+
+    throughput   (accepted + 1) / (draft seconds + verify seconds)
+    acceptance   accepted + 1
+    time_cost    -(draft seconds + verify seconds)
+"""
+import torch
+
+from ltd.errors import LtdError
+
+REWARDS = ("throughput", "acceptance", "time_cost")
+
+
+def cycle_reward(kind: str, accepted: torch.Tensor, draft_s: torch.Tensor, verify_s: torch.Tensor) -> torch.Tensor:
+    if kind == "throughput":
+        return (accepted + 1) / (draft_s + verify_s)
+    if kind == "acceptance":
+        return (accepted + 1).to(draft_s.dtype)
+    if kind == "time_cost":
+        return -(draft_s + verify_s)
+    raise LtdError(f"unknown reward {kind!r}; choose from: {', '.join(REWARDS)}")
