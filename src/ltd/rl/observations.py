@@ -24,3 +24,16 @@ def size_observation(scores: torch.Tensor, depth: int, context_length: int, top_
     out[width] = depth / max_depth
     out[width + 1] = context_length / CONTEXT_SCALE
     return out
+
+
+def size_observations(scores: torch.Tensor, grown: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor,
+                      top_k: int, max_depth: int) -> torch.Tensor:
+    """`size_observation` for a batch: rows of full-tree scores ([B, tree_width]) of which the first
+    `grown` ([B]) are the tree drafted so far."""
+    width = tree_width(top_k, max_depth)
+    kept = torch.arange(width)[None, :] < grown[:, None]
+    out = torch.zeros(scores.shape[0], width + 2)
+    out[:, :width] = torch.where(kept, scores.float(), 0.0)
+    out[:, width] = depth / max_depth
+    out[:, width + 1] = context_length / CONTEXT_SCALE
+    return out

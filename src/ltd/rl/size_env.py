@@ -13,10 +13,10 @@ from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from ltd.errors import LtdError
-from ltd.rl.observations import size_observation, tree_width
+from ltd.rl.observations import size_observations, tree_width
 from ltd.rl.rewards import cycle_reward
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace, accepted_for
+from ltd.traces.record import Trace, accepted_in_rows
 
 
 class SizeReplayEnv(EnvBase):
@@ -29,6 +29,14 @@ class SizeReplayEnv(EnvBase):
             raise LtdError(f"depth {depth} is outside the traces' 1..{max_depth}")
         super().__init__(batch_size=torch.Size([batch]))
         self.traces, self.costs, self.reward_kind = traces, costs, reward
+        # Every trace's positions stacked into one table: a batch of rows is then a few gathers.
+        self.scores = torch.cat([t.scores for t in traces])
+        self.on_path = torch.cat([t.on_path for t in traces])
+        self.start = torch.tensor([0] + [t.positions for t in traces]).cumsum(0)[:-1]
+        self.length = torch.tensor([t.positions for t in traces])
+        self.prompt_length = torch.tensor([t.prompt_length for t in traces])
+        self.candidate_depth = traces[0].depths
+        self.grown_count = torch.tensor([int((self.candidate_depth <= d).sum()) for d in range(max_depth + 1)])
         self.sizes = torch.tensor(sizes)
         self.top_k, self.max_depth, self.fixed_depth = top_k, max_depth, depth
         self.trace_index = torch.zeros(batch, dtype=torch.long)
@@ -50,14 +58,14 @@ class SizeReplayEnv(EnvBase):
         else:
             self.depth[rows] = torch.randint(1, self.max_depth + 1, (int(rows.numel()),), generator=self.generator)
 
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The table row of each batch row's position, and its context length."""
+        return self.start[self.trace_index] + self.position, self.prompt_length[self.trace_index] + self.position
+
     def _observe(self) -> torch.Tensor:
-        rows = []
-        for i in range(self.batch_size[0]):
-            trace, p, d = self.traces[int(self.trace_index[i])], int(self.position[i]), int(self.depth[i])
-            grown = trace.depths <= d
-            rows.append(size_observation(trace.scores[p][grown], d, trace.prompt_length + p, self.top_k,
-                                         self.max_depth))
-        return torch.stack(rows)
+        rows, context = self._rows()
+        return size_observations(self.scores[rows], self.grown_count[self.depth], self.depth, context, self.top_k,
+                                 self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
@@ -71,20 +79,15 @@ class SizeReplayEnv(EnvBase):
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         verify = self.sizes[tensordict["action"].reshape(-1)]
-        batch = self.batch_size[0]
-        accepted, draft_s, verify_s = torch.zeros(batch), torch.zeros(batch), torch.zeros(batch)
-        for i in range(batch):
-            trace, p, d = self.traces[int(self.trace_index[i])], int(self.position[i]), int(self.depth[i])
-            context = trace.prompt_length + p
-            accepted[i] = accepted_for(trace, p, d, int(verify[i]))
-            draft_s[i] = self.costs.draft_seconds(d, context)
-            verify_s[i] = self.costs.verify_seconds(int(verify[i]), context)
-        reward = cycle_reward(self.reward_kind, accepted, draft_s, verify_s)
-        self.position += accepted.long() + 1
-        ended = torch.tensor([int(self.position[i]) >= self.traces[int(self.trace_index[i])].positions
-                              for i in range(batch)])
+        rows, context = self._rows()
+        accepted = accepted_in_rows(self.scores[rows], self.on_path[rows], self.candidate_depth, self.depth, verify)
+        draft_s = torch.tensor([self.costs.draft_seconds(int(d), int(c)) for d, c in zip(self.depth, context)])
+        verify_s = torch.tensor([self.costs.verify_seconds(int(v), int(c)) for v, c in zip(verify, context)])
+        reward = cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s)
+        self.position += accepted + 1
+        ended = self.position >= self.length[self.trace_index]
         self.position[ended] = 0  # an ended row is observed at a valid place until it is reset
-        self._draw_depths(torch.arange(batch))
+        self._draw_depths(torch.arange(self.batch_size[0]))
         done = ended[:, None]
         return TensorDict(dict(observation=self._observe(), reward=reward[:, None], done=done,
                                terminated=done.clone()), batch_size=self.batch_size)

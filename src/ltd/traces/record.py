@@ -129,3 +129,15 @@ def accepted_for(trace: Trace, position: int, depth: int, verify: int) -> int:
     chosen = torch.argsort(-scores, stable=True)[:verify]
     accepted = trace.on_path[position][grown][chosen]
     return int(depths[grown][chosen][accepted].max()) if accepted.any() else 0
+
+
+def accepted_in_rows(scores: torch.Tensor, on_path: torch.Tensor, candidate_depth: torch.Tensor,
+                     depth: torch.Tensor, verify: torch.Tensor) -> torch.Tensor:
+    """`accepted_for` over a batch of trace rows ([B, N] scores and on_path), each with its own
+    stop depth and V ([B]): one stable sort instead of a loop."""
+    grown = candidate_depth[None, :] <= depth[:, None]
+    # Candidates not drafted sort last; ties keep creation order, as DraftTree.select does.
+    order = torch.argsort(torch.where(grown, -scores, torch.inf), dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    chosen = grown & (rank < verify[:, None])
+    return torch.where(chosen & on_path, candidate_depth[None, :], 0).max(dim=1).values
