@@ -9,7 +9,7 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.decoder import KVCache
-from ltd.models.drafter import top_k
+from ltd.models.drafter import top_k_entropy
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
 
 DRAFT_VOCAB = 64
@@ -142,7 +142,7 @@ def reference_proposals(drafter, features: torch.Tensor, path: list[int]):
         mask = cache.attention_mask(n, None, None)
         out = head.layer(hidden, drafter.embed[tokens[:n]], cache, drafter.cos[:n], drafter.sin[:n], mask)
         hidden = torch.cat((hidden, out[-1:]))
-    logp, draft_ids = top_k(F.linear(head.norm(out[-1:]), head.lm_head.weight), K)
+    logp, draft_ids, _ = top_k_entropy(F.linear(head.norm(out[-1:]), head.lm_head.weight), K)
     return logp[0], head.draft_to_target(draft_ids)[0]
 
 

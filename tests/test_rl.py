@@ -114,15 +114,3 @@ def test_bad_settings_are_one_line(recorded):
         SizeReplayEnv(recorded[0], costs(), SIZES, depth=9)
 
 
-
-def test_batched_acceptance_equals_the_one_row_rule(recorded):
-    from ltd.traces.record import accepted_in_rows
-
-    trace = recorded[0][1]
-    generator = torch.Generator().manual_seed(0)
-    rows = torch.arange(trace.positions)
-    depth = torch.randint(1, MAX_DEPTH + 1, (rows.numel(),), generator=generator)
-    verify = torch.randint(1, 40, (rows.numel(),), generator=generator)
-    batched = accepted_in_rows(trace.scores[rows], trace.on_path[rows], trace.depths, depth, verify)
-    one_by_one = [accepted_for(trace, int(p), int(d), int(v)) for p, d, v in zip(rows, depth, verify)]
-    assert batched.tolist() == one_by_one and max(one_by_one) > 1

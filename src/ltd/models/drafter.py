@@ -49,14 +49,9 @@ class Proposals(NamedTuple):
     entropy: torch.Tensor  # [rows] entropy (nats, float32) of the node's whole next-token distribution
 
 
-def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k most likely entries of each row: (log-probs, indices), both [rows, k]."""
-    logp, indices, _ = top_k_entropy(logits, k)
-    return logp, indices
-
-
 def top_k_entropy(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`top_k` plus each row's entropy in nats ([rows], float32): H = logsumexp(z) - sum(p * z)."""
+    """The k most likely entries of each row (log-probs, indices: [rows, k]) and each row's
+    entropy in nats ([rows], float32): H = logsumexp(z) - sum(p * z)."""
     values, indices = logits.topk(k, dim=-1)
     # Entropy sums a whole vocabulary of small terms: float32 even for half-precision logits (a no-op
     # for float32 ones, where the log-probs come out exactly as before).

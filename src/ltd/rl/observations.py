@@ -17,13 +17,13 @@ def tree_width(top_k: int, max_depth: int) -> int:
 
 def size_observation(scores: torch.Tensor, depth: int, context_length: int, top_k: int,
                      max_depth: int) -> torch.Tensor:
-    """[tree_width + 2] float32 from the candidates' scores ([n], creation order)."""
+    """[tree_width + 2] float32 from the candidates' scores ([n], creation order): the engine's
+    tree, seen as a batch of one by the same code the replay environment runs."""
     width = tree_width(top_k, max_depth)
-    out = torch.zeros(width + 2)
-    out[: scores.numel()] = scores.float()
-    out[width] = depth / max_depth
-    out[width + 1] = context_length / CONTEXT_SCALE
-    return out
+    padded = torch.zeros(1, width)
+    padded[0, : scores.numel()] = scores
+    return size_observations(padded, torch.tensor([scores.numel()]), torch.tensor([depth]),
+                             torch.tensor([context_length]), top_k, max_depth)[0]
 
 
 def size_observations(scores: torch.Tensor, grown: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor,

@@ -123,18 +123,14 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
 def accepted_for(trace: Trace, position: int, depth: int, verify: int) -> int:
     """Draft tokens the target accepts at `position` when drafting stops after `depth` levels and
     the best `verify` candidates are verified, exactly as DraftTree.select picks them."""
-    depths = trace.depths
-    grown = depths <= depth
-    scores = trace.scores[position][grown]
-    chosen = torch.argsort(-scores, stable=True)[:verify]
-    accepted = trace.on_path[position][grown][chosen]
-    return int(depths[grown][chosen][accepted].max()) if accepted.any() else 0
+    return int(accepted_in_rows(trace.scores[position : position + 1], trace.on_path[position : position + 1],
+                                trace.depths, torch.tensor([depth]), torch.tensor([verify]))[0])
 
 
 def accepted_in_rows(scores: torch.Tensor, on_path: torch.Tensor, candidate_depth: torch.Tensor,
                      depth: torch.Tensor, verify: torch.Tensor) -> torch.Tensor:
-    """`accepted_for` over a batch of trace rows ([B, N] scores and on_path), each with its own
-    stop depth and V ([B]): one stable sort instead of a loop."""
+    """Accepted draft tokens for a batch of trace rows ([B, N] scores and on_path), each with its
+    own stop depth and V ([B]): the verified candidates are the best V drafted ones by score."""
     grown = candidate_depth[None, :] <= depth[:, None]
     # Candidates not drafted sort last; ties keep creation order, as DraftTree.select does.
     order = torch.argsort(torch.where(grown, -scores, torch.inf), dim=1, stable=True)
