@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run eval sweep-tree profile record test test-fast bench-decode drafter clean
+.PHONY: setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode drafter clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,16 @@ profile: setup  ## the cost model: draft and verify latency at several contexts;
 
 record: setup  ## traces: greedy answers and the drafter's full expansion at every position; results/traces/<model>-<drafter>-<task>/
 	$(PY) -m ltd.cli.record $(ARGS)
+
+baselines: setup  ## the learned baselines (DISCO, SpecDec++, C2T) from the traces: held-out accuracy table, results/baselines/<model>-<drafter>/
+	$(PY) -m ltd.cli.train_baselines $(ARGS)
+
+train: setup  ## the whole LTD pipeline (profile, record, baselines, PPO, evaluation on 4 tasks): prints the tables, appends to results/store.jsonl
+	$(PY) -m ltd.cli.train ltd=cpu $(ARGS)
+
+# make ablation reward=acceptance | reward=time_cost | component=depth_only | size_only | no_coadapt
+ablation: setup  ## retrain LTD with one change, evaluate it against autoregressive decoding, append to the store
+	$(PY) -m ltd.cli.train ltd=cpu +experiment=ablation $(if $(reward),reward=$(reward)) $(if $(component),component=$(component)) $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

@@ -9,7 +9,9 @@ from conftest import save_tiny_checkpoint
 from ltd.errors import LtdError
 from ltd.models.loading import load_target
 from ltd.models.load_drafter import load_drafter
-from ltd.traces.cost_model import CostModel, interpolate
+import torch
+
+from ltd.traces.cost_model import CostModel
 from ltd.traces.profiler import measure_cost_model
 
 
@@ -29,7 +31,20 @@ def test_prices_reproduce_the_measured_points_and_interpolate_between():
     assert costs.max_depth == 3
     with pytest.raises(LtdError, match="covers depths 1 to 3, not 4"):
         costs.draft_seconds(4, 100)
-    assert interpolate([1, 2], [5.0, 1.0], 10) == 0.0  # never a negative time
+    falling = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=4, contexts=[100],
+                        verify_sizes=[1, 2], verify_s=[[5.0, 1.0]], update_s=[0.1], expand_s=[[0.2]])
+    assert falling.verify_seconds(10, 100) == 0.0  # never a negative time
+
+
+def test_batched_prices_equal_one_at_a_time():
+    costs = hand_made()
+    sizes, depths = torch.tensor([0, 1, 2, 3, 7, 2]), torch.tensor([1, 2, 3, 1, 2, 3])
+    contexts = torch.tensor([50, 100, 200, 300, 400, 1000])
+    assert costs.verify_seconds_batch(sizes, contexts).tolist() == pytest.approx(
+        [costs.verify_seconds(int(v), int(c)) for v, c in zip(sizes, contexts)])
+    assert costs.draft_seconds_batch(depths, contexts).tolist() == pytest.approx(
+        [costs.draft_seconds(int(d), int(c)) for d, c in zip(depths, contexts)])
+    assert costs.verify_seconds_batch(torch.tensor([2]), torch.tensor([200])).item() == pytest.approx(2.75)
 
 
 def test_save_and_load_round_trip(tmp_path):

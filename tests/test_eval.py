@@ -18,6 +18,9 @@ from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
 from ltd.eval.tree_search import TreeSpace, finished, open_study, run_study, tuned_config
+from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
+from ltd.learned.features import CANDIDATE_FEATURES, DEPTH_FEATURES
+from ltd.rl.policies import Policy, PolicySpec
 
 CONF = Path(CONFIG_PATH)
 options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -31,7 +34,9 @@ def compose_job(name: str, overrides=()):
 GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "drafter", "task"],
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
           "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter"],
-          "record": ["model", "drafter", "task"]}
+          "record": ["model", "drafter", "task"], "train": ["model", "drafter", "reward", "ltd", "logger", "experiment"],
+          "train_baselines": ["model", "drafter"]}
+EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
 
 
 @pytest.mark.parametrize("job", sorted(GROUPS))
@@ -39,20 +44,32 @@ def test_every_config_group_composes_with_the_others(job):
     """Each option of each group the job uses, beside the defaults of the others, passes the schema."""
     for group in GROUPS[job]:
         for option in options(group):
+            if group == "experiment" and EXPERIMENTS[option] != job:
+                continue
             override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
             cfg = check_config(compose_job(job, [override]), job)
             if group in ("model", "task"):
                 assert cfg[group].name == option
             if "task" in cfg:
                 assert (CONF.parent / cfg.task.path).is_file()
-    methods = build_methods(list(compose_job("eval").methods), "smollm2-135m")
+    methods = build_methods(list(compose_job("eval").methods), "smollm2-135m", "eagle3")
     assert methods[0].name == AUTOREGRESSIVE and methods[0].controller is None
     assert all(m.controller.verify_size is not None for m in methods[1:])
 
 
-def test_every_controller_config_builds():
+def test_every_controller_config_builds(tmp_path, monkeypatch):
+    """Trained controllers read their weights from `{model}-{drafter}` paths under results/: with
+    weights of the right shapes there, every config builds."""
+    monkeypatch.chdir(tmp_path)
+    policies = Path("results/policies/smollm2-135m-eagle3-throughput-full")
+    Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
+    Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
+    for kind, depth, features in [("disco", 12, DEPTH_FEATURES), ("specdec_pp", 12, DEPTH_FEATURES),
+                                  ("c2t", 8, CANDIDATE_FEATURES)]:
+        save_classifier(Path(f"results/baselines/smollm2-135m-eagle3/{kind}.pt"),
+                        TrainedClassifier(kind, 10, depth, Classifier(features, 4)))
     names = [n for n in options("controller") if not n.startswith("tuned-")]
-    methods = build_methods(names, "smollm2-135m")
+    methods = build_methods(names, "smollm2-135m", "eagle3")
     assert {m.name for m in methods} == set(names)
 
 
@@ -145,7 +162,7 @@ def test_methods_must_include_the_baseline():
     with pytest.raises(LtdError, match="must include autoregressive"):
         check_methods([Method("tree", StaticTree())])
     with pytest.raises(LtdError, match="no tuned tree for nobody"):
-        build_methods(["tuned"], "nobody")
+        build_methods(["tuned"], "nobody", "eagle3")
 
 
 def test_an_interrupted_study_resumes_with_its_trials(tmp_path):

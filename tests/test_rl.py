@@ -1,21 +1,30 @@
-"""The size environment's replay backend: TorchRL's spec check, determinism, rewards priced from the
-trace and the cost model, and the observation the engine's tree would give."""
+"""The policies' environments, rewards, PPO and the LTD controller, on traces of a tiny target
+drafting for itself: TorchRL's spec checks, determinism, rewards priced from the trace and the cost
+model, observations equal to the engine's, PPO learning, resumption, save and load."""
 import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
 from conftest import random_prompt
 from ltd.decoding.engine import Engine
+from ltd.decoding.ltd_controller import LTD
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.rl.observations import size_observation
+from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.observations import depth_observation, size_observation
+from ltd.rl.policies import CONTINUE, STOP, Policy, PolicySpec, policy_depths
+from ltd.rl.ppo import PPOTrainer, learning_rate_factor
 from ltd.rl.rewards import cycle_reward
-from ltd.rl.size_env import SizeReplayEnv
+from ltd.rl.settings import LtdSettings, PPOSettings
+from ltd.rl.size_env import SizeOnlineEnv, SizeReplayEnv
+from ltd.rl.trace_table import TraceTable
+from ltd.rl.train_ltd import schedule, train_ltd
+from ltd.rl.validation import replay_speedup
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import accepted_for, record_answer
 
 TOP_K, MAX_DEPTH = 3, 4
-SIZES = [1, 2, 4, 8, 16]
+SIZES = [0, 1, 2, 4, 8]
 
 
 class Bare:
@@ -25,44 +34,72 @@ class Bare:
 
 @pytest.fixture(scope="module")
 def recorded(tiny):
-    """Traces of two greedy answers of a tiny target drafting for itself, and the pieces that made them."""
+    """Traces of three greedy answers of a tiny target drafting for itself, and the pieces that made them."""
     tiny_target = tiny("llama")
     target = tiny_target.decoder()
     drafter = tiny_target.self_drafter()
     engine = Engine(target, (), drafter)
-    prompts = [random_prompt(8, seed=s) for s in (1, 2)]
+    prompts = [random_prompt(8, seed=s) for s in (1, 2, 3)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the tests that use it run: another thread count sums floats in another order
     traces = [record_answer(Bare(target), drafter, p, engine.generate_autoregressive(p, 20).tokens, TOP_K, MAX_DEPTH)
               for p in prompts]
     torch.set_num_threads(threads)
-    return traces, prompts, target, drafter
+    return traces, prompts, target, drafter, engine
 
 
-def costs() -> CostModel:
+def costs(verify_per_token: float = 0.01) -> CostModel:
     return CostModel(model="tiny", drafter="self", device="cpu", threads=1, top_k=TOP_K, contexts=[8, 64],
-                     verify_sizes=[1, 16], verify_s=[[0.01, 0.03], [0.02, 0.05]], update_s=[0.001, 0.002],
-                     expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)])
+                     verify_sizes=[0, 1, 16], verify_s=[[0.01, 0.01 + verify_per_token, 0.01 + 16 * verify_per_token],
+                                                        [0.02, 0.02 + verify_per_token, 0.02 + 16 * verify_per_token]],
+                     update_s=[0.001, 0.002], expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)])
 
 
-def test_specs_pass_torchrls_check(recorded):
-    check_env_specs(SizeReplayEnv(recorded[0], costs(), SIZES, batch=4, seed=0))
+def small_ppo(frames: int, **changes) -> PPOSettings:
+    return PPOSettings(**dict(dict(frames=frames, rollout=256, minibatch=64, epochs=4, critic_hidden=(32,),
+                                   validate_every=2, gamma=0.9), **changes))
+
+
+def replay_envs(traces, batch=4, seed=0):
+    return [SizeReplayEnv(traces, costs(), SIZES, batch=batch, seed=seed),
+            DepthReplayEnv(traces, costs(), batch=batch, verify=4, seed=seed)]
+
+
+def test_replay_specs_pass_torchrls_check(recorded):
+    for env in replay_envs(recorded[0]):
+        check_env_specs(env)
+
+
+def test_online_specs_pass_torchrls_check(recorded):
+    _, prompts, _, _, engine = recorded
+    check_env_specs(SizeOnlineEnv(engine, prompts, SIZES, TOP_K, MAX_DEPTH, max_new_tokens=12))
+    check_env_specs(DepthOnlineEnv(engine, prompts, TOP_K, MAX_DEPTH, verify=2, max_new_tokens=12))
 
 
 def test_same_seed_same_rollout(recorded):
-    def roll(seed):
-        env = SizeReplayEnv(recorded[0], costs(), SIZES, batch=3, seed=seed)
+    def roll(index, seed):
+        env = replay_envs(recorded[0], batch=3, seed=seed)[index]
         torch.manual_seed(0)  # the random policy's actions
         return env.rollout(30, break_when_any_done=False)
 
-    first, second, other = roll(5), roll(5), roll(6)
-    assert torch.equal(first["next", "reward"], second["next", "reward"])
-    assert torch.equal(first["observation"], second["observation"])
-    assert not torch.equal(first["observation"], other["observation"])
+    for index in (0, 1):
+        first, second, other = roll(index, 5), roll(index, 5), roll(index, 6)
+        assert torch.equal(first["next", "reward"], second["next", "reward"])
+        assert torch.equal(first["observation"], second["observation"])
+        assert not torch.equal(first["observation"], other["observation"])
+
+
+def test_reward_functions():
+    accepted, draft, verify = torch.tensor([3.0]), torch.tensor([0.1]), torch.tensor([0.3])
+    assert cycle_reward("throughput", accepted, draft, verify).item() == pytest.approx(4 / 0.4)
+    assert cycle_reward("acceptance", accepted, draft, verify).item() == 4.0
+    assert cycle_reward("time_cost", accepted, draft, verify).item() == pytest.approx(-0.4)
+    with pytest.raises(LtdError, match="unknown reward 'speed'"):
+        cycle_reward("speed", accepted, draft, verify)
 
 
 @pytest.mark.parametrize("reward", ["throughput", "acceptance", "time_cost"])
-def test_rewards_price_the_trace_with_the_cost_model(recorded, reward):
+def test_size_rewards_price_the_trace_with_the_cost_model(recorded, reward):
     traces = recorded[0]
     model = costs()
     env = SizeReplayEnv(traces, model, SIZES, batch=2, depth=3, reward=reward, seed=0)
@@ -77,25 +114,62 @@ def test_rewards_price_the_trace_with_the_cost_model(recorded, reward):
         draft_s, verify_s = model.draft_seconds(3, context), model.verify_seconds(verify, context)
         expected = cycle_reward(reward, torch.tensor(float(accepted)), torch.tensor(draft_s), torch.tensor(verify_s))
         assert float(out["reward"][i]) == pytest.approx(float(expected))
+        assert int(out["cycle_accepted"][i]) == accepted and int(out["cycle_verify"][i]) == verify
         assert int(env.position[i]) == p + accepted + 1 or bool(out["done"][i])
 
 
-def test_episodes_end_with_the_answer(recorded):
-    env = SizeReplayEnv(recorded[0][:1], costs(), SIZES, batch=1, depth=MAX_DEPTH, seed=0)
-    largest = lambda td: td.set("action", torch.tensor([len(SIZES) - 1]))
-    td = env.rollout(100, policy=largest, break_when_any_done=True)
-    assert bool(td["next", "done"][0, -1]) and not td["next", "done"][0, :-1].any()
-    trace, position, cycles = recorded[0][0], 0, 0
-    while position < trace.positions:  # the engine's walk over the same answer
-        position += accepted_for(trace, position, MAX_DEPTH, SIZES[-1]) + 1
+def test_size_episodes_walk_the_answer_to_its_end(recorded):
+    traces = recorded[0]
+    env = SizeReplayEnv(traces, costs(), SIZES, batch=1, depth=MAX_DEPTH, seed=3)
+    td = env.reset()
+    trace, position = traces[int(env.trace_index[0])], int(env.position[0])
+    cycles = 0
+    while True:  # the environment's walk with the largest V ...
+        td["action"] = torch.tensor([len(SIZES) - 1])
+        td = env.step(td)["next"]
         cycles += 1
-    assert td.shape[1] == cycles < trace.positions  # drafts were accepted: fewer cycles than tokens
+        if bool(td["done"][0]):
+            break
+    walked = 0
+    while position < trace.positions:  # ... is the engine's walk over the same answer
+        position += accepted_for(trace, position, MAX_DEPTH, SIZES[-1]) + 1
+        walked += 1
+    assert cycles == walked
 
 
-def test_the_engines_tree_gives_the_environments_observation(recorded):
-    traces, prompts, target, drafter = recorded
-    env = SizeReplayEnv(traces[:1], costs(), SIZES, batch=1, depth=2, seed=0)
-    observed = env.reset()["observation"][0]
+def test_depth_episode_is_one_cycle_paid_at_the_stop(recorded):
+    traces = recorded[0]
+    model = costs()
+    env = DepthReplayEnv(traces, model, batch=1, verify=2, seed=1)
+    td = env.reset()
+    assert td["observation"][0, -2] == pytest.approx(1 / MAX_DEPTH)  # the root expansion is forced: depth 1
+    trace, position = traces[int(env.trace_index[0])], int(env.position[0])
+    rewards = []
+    for _ in range(MAX_DEPTH - 1):  # always continue: the tree stops by itself at MAX_DEPTH
+        td["action"] = torch.tensor([CONTINUE])
+        td = env.step(td)["next"]
+        rewards.append(float(td["reward"][0]))
+        if bool(td["done"][0]):
+            break
+    assert len(rewards) == MAX_DEPTH - 1 and rewards[:-1] == [0.0] * (MAX_DEPTH - 2)
+    context = trace.prompt_length + position
+    accepted = accepted_for(trace, position, MAX_DEPTH, 2)
+    expected = (accepted + 1) / (model.draft_seconds(MAX_DEPTH, context) + model.verify_seconds(2, context))
+    assert rewards[-1] == pytest.approx(expected, rel=1e-5)
+    td = env.reset()
+    td["action"] = torch.tensor([STOP])  # stopping at once verifies the one-level tree
+    out = env.step(td)["next"]
+    assert bool(out["done"][0]) and int(out["cycle_depth"][0]) == 1
+
+
+def test_the_engines_tree_gives_the_environments_observations(recorded):
+    traces, prompts, target, drafter, _ = recorded
+    size_env = SizeReplayEnv(traces[:1], costs(), SIZES, batch=1, depth=2, seed=0)
+    depth_env = DepthReplayEnv(traces[:1], costs(), batch=1, verify=2, seed=0)
+    for env in (size_env, depth_env):
+        env.reset()
+        env.trace_index[0], env.position[0] = 0, 0  # the answer's first cycle
+    size_observed, depth_observed = size_env._observe()[0], depth_env._observe()[0]
     # The engine's first cycle on the same prompt: prefill, then the drafter grows two levels.
     tokens = torch.tensor(prompts[0])
     target.reset(target.max_positions)  # as the engine does: the same cache layout, the same floats
@@ -103,14 +177,128 @@ def test_the_engines_tree_gives_the_environments_observation(recorded):
     drafter.reset(target.max_positions)
     tree = DraftTree(TOP_K)
     tree.add_root(*drafter.update(torch.cat((tokens, logits[-1].argmax()[None])), features, TOP_K))
+    assert torch.equal(depth_observation(tree, target.length, MAX_DEPTH), depth_observed)
     tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, TOP_K))
-    assert torch.equal(size_observation(tree.all_scores(), 2, target.length, TOP_K, MAX_DEPTH), observed)
+    assert torch.equal(size_observation(tree, target.length, MAX_DEPTH), size_observed)
+
+
+def test_policy_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    policy = Policy(PolicySpec("size", TOP_K, MAX_DEPTH, (16, 8), tuple(SIZES)))
+    policy.save(tmp_path / "size.pt")
+    loaded = Policy.load(tmp_path / "size.pt", "size")
+    observation = torch.randn(5, policy.spec.observation_width)
+    assert loaded.spec == policy.spec and torch.equal(loaded(observation), policy(observation))
+    with pytest.raises(LtdError, match="is a size policy, not a depth policy"):
+        Policy.load(tmp_path / "size.pt", "depth")
+    with pytest.raises(LtdError, match="no policy at .*missing.pt: make train trains one"):
+        Policy.load(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_text("not a policy")
+    with pytest.raises(LtdError, match="is not a policy"):
+        Policy.load(tmp_path / "bad.pt")
+
+
+def test_ppo_learns_the_best_size_on_a_replay_problem(recorded, tmp_path):
+    """Verifying is cheap here and the drafter is the target itself: the most tokens win. PPO must
+    go from its initial choice to the best fixed V's speed-up."""
+    traces = recorded[0]
+    model = costs(verify_per_token=0.0005)
+    table = TraceTable(traces, model)
+    spec = PolicySpec("size", TOP_K, MAX_DEPTH, (32,), tuple(SIZES))
+    best_fixed = max(replay_speedup(table, MAX_DEPTH, v)["speedup"] for v in SIZES)
+    trainer = PPOTrainer(lambda: SizeReplayEnv(traces, model, SIZES, batch=16, depth=MAX_DEPTH, seed=0), spec,
+                         small_ppo(4096, lr=3e-3), tmp_path / "ppo.pt")
+    before = replay_speedup(table, MAX_DEPTH, trainer.policy)["speedup"]
+    rewards = []
+    policy = trainer.train(log=lambda m: rewards.append(m["reward_per_step"]))
+    after = replay_speedup(table, MAX_DEPTH, policy)["speedup"]
+    assert before < best_fixed - 0.05
+    assert after == pytest.approx(best_fixed)
+    assert sum(rewards[-3:]) > sum(rewards[:3])
+
+
+def test_interrupted_training_resumes_as_if_never_stopped(recorded, tmp_path):
+    traces = recorded[0]
+    spec = PolicySpec("depth", TOP_K, MAX_DEPTH, (16,))
+    make_env = lambda: DepthReplayEnv(traces, costs(), batch=8, verify=2, seed=0)
+    settings = small_ppo(256 * 4)
+    whole = PPOTrainer(make_env, spec, settings, tmp_path / "whole.pt").train()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_two(metrics):
+        if metrics["batch"] == 3:  # a checkpoint was written after batch 2
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        PPOTrainer(make_env, spec, settings, tmp_path / "cut.pt").train(log=stop_after_two)
+    resumed = PPOTrainer(make_env, spec, settings, tmp_path / "cut.pt")
+    assert resumed.batch == 2
+    resumed = resumed.train()
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_learning_rate_warms_up_then_decays():
+    factors = [learning_rate_factor(u, 100, 0.1) for u in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0
+    assert factors[10] > factors[50] > factors[99] > 0
+
+
+def test_ltd_schedule_and_its_components():
+    s = LtdSettings(sizes=(0, 1), size_ppo=small_ppo(512), depth_ppo=small_ppo(1024), rounds=3, round_scale=0.5)
+    assert [st.name for st in schedule(s, "full")] == ["stage1-size", "stage1-depth", "round1-size", "round2-depth",
+                                                       "round3-size"]
+    assert [st.settings.frames for st in schedule(s, "full")][2:] == [256, 512, 256]
+    assert [st.name for st in schedule(s, "no_coadapt")] == ["stage1-size", "stage1-depth"]
+    assert [st.name for st in schedule(s, "size_only")] == ["stage1-size"]
+    assert [st.name for st in schedule(s, "depth_only")] == ["stage1-depth"]
+    with pytest.raises(LtdError, match="unknown component 'both'"):
+        schedule(s, "both")
+
+
+def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly(recorded, tmp_path):
+    traces, prompts, _, _, engine = recorded
+    s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=1,
+                    depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,), size_envs=8, depth_envs=8)
+    trained = train_ltd(traces[:2], traces[2:], costs(), s, "throughput", "full", tmp_path)
+    assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth", "round1-size"]
+    assert all((tmp_path / f"{st['stage']}.pt").is_file() for st in trained.stages)
+    logged = []
+    again = train_ltd(traces[:2], traces[2:], costs(), s, "throughput", "full", tmp_path,
+                      log=lambda stage, metrics: logged.append(stage))
+    assert logged == [] and again.stages == trained.stages  # nothing trained twice
+
+    controller = LTD(depth_policy=str(trained.depth), size_policy=str(trained.size))
+    assert (controller.top_k, controller.max_depth) == (TOP_K, MAX_DEPTH)
+    for prompt in prompts:
+        out = engine.generate(prompt, controller, 16)
+        assert out.tokens == engine.generate_autoregressive(prompt, 16).tokens
+        assert all(c.policy_s > 0 for c in out.cycles)  # the policies' time is counted
+        assert {c.verify_size for c in out.cycles} <= set(SIZES)
+    # The controller decides as the replay environment's partner would on the same tree.
+    table = TraceTable(traces[:1], costs())
+    rows, context = table.rows(torch.tensor([0]), torch.tensor([0]))
+    assert int(policy_depths(controller.depth_net, table.scores[rows], context)[0]) >= 1
+
+
+def test_ltd_controller_errors_are_one_line(tmp_path):
+    with pytest.raises(LtdError, match="needs a depth policy, a size policy, or both"):
+        LTD()
+    with pytest.raises(LtdError, match="no policy at"):
+        LTD(depth_policy=str(tmp_path / "none.pt"))
+    Policy(PolicySpec("depth", TOP_K, MAX_DEPTH, (4,))).save(tmp_path / "depth.pt")
+    Policy(PolicySpec("size", 5, MAX_DEPTH, (4,), (1, 2))).save(tmp_path / "size.pt")
+    with pytest.raises(LtdError, match="trained on different trees"):
+        LTD(depth_policy=str(tmp_path / "depth.pt"), size_policy=str(tmp_path / "size.pt"))
 
 
 def test_bad_settings_are_one_line(recorded):
+    traces = recorded[0]
+    with pytest.raises(LtdError, match="depth 9 is outside 1..4"):
+        SizeReplayEnv(traces, costs(), SIZES, depth=9)
     with pytest.raises(LtdError, match="unknown reward 'speed'"):
-        cycle_reward("speed", torch.zeros(1), torch.ones(1), torch.ones(1))
-    with pytest.raises(LtdError, match="depth 9 is outside the traces' 1..4"):
-        SizeReplayEnv(recorded[0], costs(), SIZES, depth=9)
-
-
+        DepthReplayEnv(traces, costs(), reward="speed")
+    with pytest.raises(LtdError, match="frames >= rollout"):
+        small_ppo(100).validate()

@@ -55,8 +55,13 @@ class Tracker:
         return Path(self.run.dir).parent if self.run is not None else None
 
     def log(self, values: dict, step: int | None = None) -> None:
+        """Numbers as they are; tensors and lists (a distribution, e.g. the depths a policy chose) as
+        histograms."""
         if self.run is not None:
-            self.run.log(values, step=step)
+            import wandb
+
+            self.run.log({key: wandb.Histogram(value.tolist() if hasattr(value, "tolist") else value)
+                          if hasattr(value, "__len__") else value for key, value in values.items()}, step=step)
 
     def summarise(self, values: dict) -> None:
         if self.run is not None:

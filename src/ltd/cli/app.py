@@ -100,14 +100,17 @@ def controller_file(name: str, model_name: str) -> Path:
     return path
 
 
-def build_methods(names: list[str], model_name: str):
-    """The methods an evaluation compares, by controller config name."""
+def build_methods(names: list[str], model_name: str, drafter_name: str):
+    """The methods an evaluation compares, by controller config name. `{model}` and `{drafter}` in
+    a config's string settings (the paths of trained weights) name the model and drafter in use."""
     from ltd.decoding.controller import make_controller
     from ltd.eval.runner import AUTOREGRESSIVE, Method
 
     methods = []
     for name in names:
         settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, model_name)), resolve=True)
+        settings = {key: value.format(model=model_name, drafter=drafter_name) if isinstance(value, str) else value
+                    for key, value in settings.items()}
         if settings.get("kind") == AUTOREGRESSIVE:
             methods.append(Method(name))
         else:

@@ -4,7 +4,6 @@ check each against the autoregressive output, print the summary table and write 
     python -m ltd.cli.evaluate task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
 """
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -15,9 +14,10 @@ from tqdm import tqdm
 from ltd.cli.app import CONFIG_PATH, build_methods, launch, load_model, set_threads, user_errors
 from ltd.cli.schema import check_config
 from ltd.decoding.engine import Engine
+from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
 from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, check_methods, run_question
+from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, check_methods
 from ltd.eval.tasks import load_questions
 from ltd.tracking import LoggerSettings, Tracker
 
@@ -39,7 +39,7 @@ def main(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
-        methods = build_methods(list(cfg.methods), cfg.model.name)
+        methods = build_methods(list(cfg.methods), cfg.model.name, cfg.drafter.kind)
         check_methods(methods)
         logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
         logger.validate()
@@ -54,28 +54,19 @@ def main(cfg) -> None:
         )
         records = Records(run_dir, names)
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
-                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, questions_planned=len(questions),
-                   questions_done=0, decode_seconds=0.0, loop_seconds=0.0, harness_overhead=0.0)
+                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens)
+        shown = [n for n in names if n != AUTOREGRESSIVE][:3]
+        bar = tqdm(total=len(questions), desc=f"eval {cfg.task.name}", unit="question")
+
+        def on_question(number: int, question_rows: list[dict], summary: dict) -> None:
+            by_method = {row["method"]: row for row in summary["methods"]}
+            bar.set_postfix({n: f"{by_method[n]['speed-up']:.2f}x" for n in shown}, refresh=False)
+            bar.update()
+            tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
+
         try:
-            warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
-            for method in methods:
-                method.generate(engine, warm_up, cfg.warmup_tokens, cfg.temperature, cfg.seed)
-            start = time.perf_counter()
-            bar = tqdm(questions, desc=f"eval {cfg.task.name}", unit="question")
-            for number, question in enumerate(bar):
-                cycle_rows, question_rows = run_question(engine, target, methods, question, number,
-                                                         cfg.max_new_tokens, cfg.temperature, cfg.seed)
-                records.add(cycle_rows, question_rows)
-                run["questions_done"] += 1
-                run["decode_seconds"] += sum(r["seconds"] for r in question_rows)
-                run["loop_seconds"] = time.perf_counter() - start
-                # Everything in the loop that is not decoding: the harness's own cost, records included.
-                run["harness_overhead"] = 1 - run["decode_seconds"] / run["loop_seconds"]
-                summary = records.write(run)
-                by_method = {row["method"]: row for row in summary["methods"]}
-                shown = [n for n in names if n != AUTOREGRESSIVE][:3]
-                bar.set_postfix({n: f"{by_method[n]['speed-up']:.2f}x" for n in shown}, refresh=False)
-                tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
+            summary = evaluate_task(engine, target, methods, questions, settings, records, run, on_question)
             bar.close()
         finally:  # also after Ctrl-C: what finished (already on disk) is mirrored
             if records.questions:

@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from ltd.cli.app import CONFIG_PATH, launch, load_model, set_threads, user_errors
 from ltd.cli.schema import check_config
-from ltd.decoding.engine import Engine
 from ltd.eval.tasks import load_questions
-from ltd.traces.record import Trace, record_answer
+from ltd.traces.record import Trace
+from ltd.traces.record_task import record_questions
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="record", version_base=None)
@@ -23,23 +23,10 @@ def main(cfg) -> None:
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         output = Path(cfg.output or f"results/traces/{cfg.model.name}-{cfg.drafter.kind}-{cfg.task.name}")
         target, drafter = load_model(cfg)
-        engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        recorded = reused = 0
-        for question in tqdm(questions, desc=f"record {cfg.task.name}", unit="question"):
-            messages = []
-            for turn, text in enumerate(question.turns):
-                messages.append({"role": "user", "content": text})
-                path = output / f"{question.id}-{turn}.safetensors"
-                if path.exists():  # recorded by an earlier run: its answer continues the conversation
-                    answer = Trace.load(path).answer.tolist()
-                    reused += 1
-                else:
-                    prompt = target.encode_chat(messages)
-                    answer = engine.generate_autoregressive(prompt, cfg.max_new_tokens).tokens
-                    record_answer(target, drafter, prompt, answer, cfg.top_k, cfg.max_depth).save(path)
-                    recorded += 1
-                messages.append({"role": "assistant",
-                                 "content": target.tokenizer.decode(answer, skip_special_tokens=True)})
+        with tqdm(total=len(questions), desc=f"record {cfg.task.name}", unit="question") as bar:
+            paths, recorded = record_questions(target, drafter, questions, output, cfg.max_new_tokens, cfg.top_k,
+                                               cfg.max_depth, bar.update)
+        reused = len(paths) - recorded
         files = sorted(output.glob("*.safetensors"))
         positions = sum(Trace.load(f).positions for f in files)
         size = sum(f.stat().st_size for f in files)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
+from ltd.rl.settings import LtdSettings
 
 
 @dataclass
@@ -147,6 +148,30 @@ class RecordSchema:
 
 
 @dataclass
+class LearnedHiddenSchema:
+    disco: int = 128
+    specdec_pp: int = 1024
+    c2t: int = 64
+
+
+@dataclass
+class TrainBaselinesSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    hidden: LearnedHiddenSchema = field(default_factory=LearnedHiddenSchema)
+    traces: str | None = None
+    output: str | None = None
+    c2t_depth: int = 8
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    held_out: float = 0.1
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
 class TreeSpaceSchema:
     depth: list[int]
     top_k: list[int]
@@ -175,9 +200,58 @@ class SweepTreeSchema:
     write_best: bool = True
 
 
+@dataclass
+class RewardSchema:
+    kind: str
+
+
+@dataclass
+class TrainProfileSchema:
+    contexts: list[int]
+    verify_sizes: list[int]
+    repeats: int = 5
+
+
+@dataclass
+class TrainRecordSchema:
+    task: str
+    questions: int
+    max_new_tokens: int = 256
+    top_k: int = 10
+    max_depth: int = 12
+    validation: int = 4
+
+
+@dataclass
+class TrainEvaluateSchema:
+    tasks: list[str]
+    methods: list[str]
+    questions: int | None = None
+    max_new_tokens: int = 128
+    warmup_tokens: int = 32
+    seed: int = 0
+
+
+@dataclass
+class TrainSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    reward: RewardSchema
+    ltd: LtdSettings
+    logger: LoggerSchema
+    profile: TrainProfileSchema
+    record: TrainRecordSchema
+    evaluate: TrainEvaluateSchema
+    experiment: str = "default"
+    component: str = "full"
+    name: str | None = None
+    threads: int | None = None
+    results: str = "results"
+
+
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
            "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
-           "record": RecordSchema}
+           "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema}
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:

@@ -56,8 +56,10 @@ def controller_kinds() -> dict[str, type[Controller]]:
     """Every controller `make_controller` builds, by kind."""
     # The baselines subclass Controller, so importing them at the top of this module would be circular.
     from ltd.decoding.baselines import BASELINES
+    from ltd.decoding.ltd_controller import LTD
+    from ltd.learned.controllers import LEARNED_BASELINES
 
-    return {c.kind: c for c in (StaticTree, *BASELINES)}
+    return {c.kind: c for c in (StaticTree, *BASELINES, *LEARNED_BASELINES, LTD)}
 
 
 def make_controller(settings: Mapping) -> Controller:

@@ -106,57 +106,105 @@ class Engine:
     @torch.inference_mode()
     def generate(self, prompt: list[int], controller: Controller, max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None) -> Generation:
-        if self.drafter is None:
-            raise LtdError("speculative decoding needs a drafter")
-        target, drafter, clock = self.target, self.drafter, self.clock
-        device = target.device
-        tokens = self._start(prompt, max_new_tokens)
-        drafter.reset(self.capacity)
+        run = SpeculativeRun(self, prompt, controller.top_k, max_new_tokens, temperature, generator)
         controller.start()
-        begin = clock()
-        logits, features = target(tokens, feature_layers=drafter.feature_layers, last_only=True)
-        root = self._pick(logits[-1], temperature, generator)
-        result = Generation([])
-        new_context = torch.cat((tokens, torch.tensor([root], device=device)))
-        done = self._finish(result.tokens, [root], max_new_tokens, len(prompt))
-        k = controller.top_k
-        while not done:
-            context = target.length
-            t0 = clock()
+        while not run.done:
+            context = run.context
+            tree = run.draft_root()
             policy_s = 0.0
-            tree = DraftTree(k, device)
-            tree.add_root(*drafter.update(new_context, features, k))
-            while drafter.room() >= tree.frontier.numel():  # near the context limit the cache runs out first
+            while run.can_expand(tree):
                 p0 = time.perf_counter()
                 more = controller.keep_drafting(tree, context)
                 policy_s += time.perf_counter() - p0
                 if not more:
                     break
-                expansion = drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, k)
-                tree.add_expansion(*expansion)
+                run.expand(tree)
             p0 = time.perf_counter()
             size = controller.verify_size(tree, context)
             policy_s += time.perf_counter() - p0
-            selection = tree.select(min(size, self.capacity - context - 1))
-            drafter.rollback()
-            t1 = clock()
+            controller.observe(run.verify(tree, size, policy_s).accepted)
+        return run.finish()
 
-            verify_input = torch.cat((torch.tensor([root], device=device), selection.tokens))
-            positions = context + torch.cat((torch.zeros(1, dtype=torch.long, device=device), selection.depths))
-            logits, features = target(verify_input, positions=positions, tree_mask=selection.mask,
-                                      feature_layers=drafter.feature_layers)
-            if temperature == 0:
-                accepted, root = accept_greedy(selection, logits)
-            else:
-                accepted, root = accept_sampling(selection, logits, temperature, generator)
-            target.cache.keep(context, context + accepted)
-            features = features[accepted] if features is not None else None
-            new_tokens = verify_input[accepted[1:]]
-            new_context = torch.cat((new_tokens, torch.tensor([root], device=device)))
-            done = self._finish(result.tokens, new_context.tolist(), max_new_tokens, len(prompt))
-            t2 = clock()
-            controller.observe(accepted.numel() - 1)
-            result.cycles.append(Cycle(tree.depth, selection.size, accepted.numel() - 1, t1 - t0 - policy_s,
-                                       t2 - t1, policy_s, context))
-        result.seconds = clock() - begin
-        return result
+
+class SpeculativeRun:
+    """One answer decoded speculatively, a step at a time: the engine's loop drives it with a
+    controller, an online environment drives it with a policy under training. A cycle is
+    `draft_root`, any number of `expand`, then `verify`. Its Cycle record's draft time is the
+    time spent inside these calls up to the verify pass, so whatever the caller does between them
+    (deciding, or a trainer's bookkeeping) is not counted as drafting."""
+
+    @torch.inference_mode()
+    def __init__(self, engine: Engine, prompt: list[int], top_k: int, max_new_tokens: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None):
+        if engine.drafter is None:
+            raise LtdError("speculative decoding needs a drafter")
+        self.engine, self.top_k, self.max_new_tokens = engine, top_k, max_new_tokens
+        self.temperature, self.generator, self.prompt_length = temperature, generator, len(prompt)
+        target, drafter, clock = engine.target, engine.drafter, engine.clock
+        tokens = engine._start(prompt, max_new_tokens)
+        drafter.reset(engine.capacity)
+        self.begin = clock()
+        logits, self.features = target(tokens, feature_layers=drafter.feature_layers, last_only=True)
+        self.root = engine._pick(logits[-1], temperature, generator)
+        self.result = Generation([])
+        self.new_context = torch.cat((tokens, torch.tensor([self.root], device=target.device)))
+        self.done = engine._finish(self.result.tokens, [self.root], max_new_tokens, len(prompt))
+        self.draft_s = 0.0
+
+    @property
+    def context(self) -> int:
+        """Tokens in the target's cache: the context length of the cycle about to be drafted."""
+        return self.engine.target.length
+
+    @torch.inference_mode()
+    def draft_root(self) -> DraftTree:
+        """Start a cycle: the drafter absorbs the accepted tokens and proposes the root's children."""
+        t0 = self.engine.clock()
+        tree = DraftTree(self.top_k, self.engine.target.device)
+        tree.add_root(*self.engine.drafter.update(self.new_context, self.features, self.top_k))
+        self.draft_s = self.engine.clock() - t0
+        return tree
+
+    def can_expand(self, tree: DraftTree) -> bool:
+        """Near the context limit the drafter's cache runs out before the depth limit."""
+        return self.engine.drafter.room() >= tree.frontier.numel()
+
+    @torch.inference_mode()
+    def expand(self, tree: DraftTree) -> None:
+        t0, drafter = self.engine.clock(), self.engine.drafter
+        tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, self.top_k))
+        self.draft_s += self.engine.clock() - t0
+
+    @torch.inference_mode()
+    def verify(self, tree: DraftTree, size: int, policy_s: float = 0.0) -> Cycle:
+        """End the cycle: the target verifies the best `size` candidates in one pass. `policy_s`
+        is the time the caller spent deciding this cycle, for the record."""
+        engine, target, drafter = self.engine, self.engine.target, self.engine.drafter
+        device, context = target.device, self.context
+        t0 = engine.clock()
+        selection = tree.select(min(size, engine.capacity - context - 1))
+        drafter.rollback()
+        t1 = engine.clock()
+        verify_input = torch.cat((torch.tensor([self.root], device=device), selection.tokens))
+        positions = context + torch.cat((torch.zeros(1, dtype=torch.long, device=device), selection.depths))
+        logits, features = target(verify_input, positions=positions, tree_mask=selection.mask,
+                                  feature_layers=drafter.feature_layers)
+        if self.temperature == 0:
+            accepted, self.root = accept_greedy(selection, logits)
+        else:
+            accepted, self.root = accept_sampling(selection, logits, self.temperature, self.generator)
+        target.cache.keep(context, context + accepted)
+        self.features = features[accepted] if features is not None else None
+        new_tokens = verify_input[accepted[1:]]
+        self.new_context = torch.cat((new_tokens, torch.tensor([self.root], device=device)))
+        self.done = engine._finish(self.result.tokens, self.new_context.tolist(), self.max_new_tokens,
+                                   self.prompt_length)
+        t2 = engine.clock()
+        cycle = Cycle(tree.depth, selection.size, accepted.numel() - 1, self.draft_s + t1 - t0, t2 - t1,
+                      policy_s, context)
+        self.result.cycles.append(cycle)
+        return cycle
+
+    def finish(self) -> Generation:
+        self.result.seconds = self.engine.clock() - self.begin
+        return self.result

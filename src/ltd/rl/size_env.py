@@ -1,93 +1,171 @@
-"""The size environment, replay backend: one action per cycle, how many draft tokens to verify.
+"""The size environment: one action per cycle, how many draft tokens to verify (V from `sizes`).
 
-Each of the `batch` rows walks one recorded answer (a trace) cycle by cycle. A cycle's tree has a
-depth given by the depth source (stage 1: uniform over 1..max_depth, as the paper trains the size
-policy on random depths; or a fixed depth); the policy picks V from `sizes`; the trace says how
-many draft tokens the target accepts, the cost model what the cycle cost, and the reward is
-computed from both. An episode is one answer. Exact for greedy decoding, and deterministic: the
-same seed gives the same traces, depths and rewards.
+The tree's depth comes from the depth partner: None draws it uniformly from 1..max_depth (stage
+1: the paper trains the size policy on random depths), an int fixes it, a depth Policy (frozen,
+greedy) decides it as it would in the engine (co-adaptive rounds). An episode is one answer; the
+reward is the cycle's (conf/reward). Two backends:
+
+- SizeReplayEnv: batched over recorded traces and the cost model; exact for greedy decoding and
+  deterministic for a seed. Episodes start at a random position of a random answer, so short
+  rollouts still cover whole answers.
+- SizeOnlineEnv: the real engine and the wall clock on prompts, one answer at a time (the paper's
+  setting; slow, and what the replay backend stands in for).
 """
+import time
+
 import torch
 from tensordict import TensorDict
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
-from ltd.rl.observations import size_observations, tree_width
+from ltd.rl.observations import depth_observation, size_observation, size_observations, size_width
+from ltd.rl.policies import STOP, Policy, policy_depths
 from ltd.rl.rewards import cycle_reward
+from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace, accepted_in_rows
+from ltd.traces.record import Trace
+
+DepthPartner = int | Policy | None
+
+
+def _check_depth(depth: DepthPartner, max_depth: int) -> None:
+    if isinstance(depth, int) and not 1 <= depth <= max_depth:
+        raise LtdError(f"depth {depth} is outside 1..{max_depth}")
+    if isinstance(depth, Policy) and depth.spec.role != "depth":
+        raise LtdError("the size environment's depth partner must be a depth policy")
+
+
+def _specs(env: EnvBase, batch: int, width: int, actions: int) -> None:
+    """The observation, plus what the step's cycle did (for the trainer's curves; zero on steps
+    that verified nothing): cycle_end, cycle_depth, cycle_verify, cycle_accepted."""
+    cycle = {key: Unbounded(shape=(batch,), dtype=torch.long) for key in CYCLE_KEYS[1:]}
+    env.observation_spec = Composite(observation=Unbounded(shape=(batch, width)),
+                                     cycle_end=Categorical(n=2, shape=(batch,), dtype=torch.bool), **cycle,
+                                     shape=(batch,))
+    env.action_spec = Categorical(n=actions, shape=(batch,))
+    env.reward_spec = Unbounded(shape=(batch, 1))
+
+
+CYCLE_KEYS = ("cycle_end", "cycle_depth", "cycle_verify", "cycle_accepted")
+
+
+def _out(batch: int, observation: torch.Tensor, done: torch.Tensor, reward: torch.Tensor | None = None,
+         cycle: tuple[torch.Tensor, ...] | None = None) -> TensorDict:
+    """A step's (or, without reward, a reset's) output; `cycle`: end, depth, verify, accepted."""
+    values = dict(observation=observation, done=done[:, None], terminated=done[:, None].clone())
+    if cycle is None:
+        cycle = (torch.zeros(batch, dtype=torch.bool), *(torch.zeros(batch, dtype=torch.long),) * 3)
+    values.update(zip(CYCLE_KEYS, cycle))
+    if reward is not None:
+        values["reward"] = reward[:, None].float()
+    return TensorDict(values, batch_size=[batch])
 
 
 class SizeReplayEnv(EnvBase):
     def __init__(self, traces: list[Trace], costs: CostModel, sizes: list[int], batch: int = 1,
-                 depth: int | None = None, reward: str = "throughput", seed: int = 0):
-        if not traces or any(t.positions == 0 for t in traces):
-            raise LtdError("the size environment needs traces with at least one position each")
-        top_k, max_depth = traces[0].top_k, int(traces[0].depths.max())
-        if depth is not None and not 1 <= depth <= max_depth:
-            raise LtdError(f"depth {depth} is outside the traces' 1..{max_depth}")
+                 depth: DepthPartner = None, reward: str = "throughput", seed: int = 0):
+        self.table = TraceTable(traces, costs)
+        _check_depth(depth, self.table.max_depth)
+        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))  # an unknown reward fails here
         super().__init__(batch_size=torch.Size([batch]))
-        self.traces, self.costs, self.reward_kind = traces, costs, reward
-        # Every trace's positions stacked into one table: a batch of rows is then a few gathers.
-        self.scores = torch.cat([t.scores for t in traces])
-        self.on_path = torch.cat([t.on_path for t in traces])
-        self.start = torch.tensor([0] + [t.positions for t in traces]).cumsum(0)[:-1]
-        self.length = torch.tensor([t.positions for t in traces])
-        self.prompt_length = torch.tensor([t.prompt_length for t in traces])
-        self.candidate_depth = traces[0].depths
-        self.grown_count = torch.tensor([int((self.candidate_depth <= d).sum()) for d in range(max_depth + 1)])
-        self.sizes = torch.tensor(sizes)
-        self.top_k, self.max_depth, self.fixed_depth = top_k, max_depth, depth
+        self.sizes, self.partner, self.reward_kind = torch.tensor(sizes), depth, reward
+        self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
-        width = tree_width(top_k, max_depth) + 2
-        self.observation_spec = Composite(observation=Unbounded(shape=(batch, width)), shape=(batch,))
-        self.action_spec = Categorical(n=len(sizes), shape=(batch,))
-        self.reward_spec = Unbounded(shape=(batch, 1))
+        _specs(self, batch, size_width(self.top_k, self.max_depth), len(sizes))
         self.generator = torch.Generator()
         self._set_seed(seed)
 
     def _set_seed(self, seed: int | None) -> None:
         self.generator.manual_seed(0 if seed is None else seed)
 
-    def _draw_depths(self, rows: torch.Tensor) -> None:
-        if self.fixed_depth is not None:
-            self.depth[rows] = self.fixed_depth
-        else:
-            self.depth[rows] = torch.randint(1, self.max_depth + 1, (int(rows.numel()),), generator=self.generator)
-
-    def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The table row of each batch row's position, and its context length."""
-        return self.start[self.trace_index] + self.position, self.prompt_length[self.trace_index] + self.position
-
     def _observe(self) -> torch.Tensor:
-        rows, context = self._rows()
-        return size_observations(self.scores[rows], self.grown_count[self.depth], self.depth, context, self.top_k,
-                                 self.max_depth)
+        rows, context = self.table.rows(self.trace_index, self.position)
+        scores = self.table.scores[rows]
+        if self.partner is None:
+            self.depth = torch.randint(1, self.max_depth + 1, self.batch_size, generator=self.generator)
+        elif isinstance(self.partner, int):
+            self.depth = torch.full(self.batch_size, self.partner)
+        else:
+            self.depth = policy_depths(self.partner, scores, context)
+        return size_observations(scores, self.depth, context, self.top_k, self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
-        self.trace_index[rows] = torch.randint(len(self.traces), (int(rows.numel()),), generator=self.generator)
-        self.position[rows] = 0
-        self._draw_depths(rows)
-        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
-        return TensorDict(dict(observation=self._observe(), done=done, terminated=done.clone()),
-                          batch_size=self.batch_size)
+        self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
+        return _out(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         verify = self.sizes[tensordict["action"].reshape(-1)]
-        rows, context = self._rows()
-        accepted = accepted_in_rows(self.scores[rows], self.on_path[rows], self.candidate_depth, self.depth, verify)
-        draft_s = torch.tensor([self.costs.draft_seconds(int(d), int(c)) for d, c in zip(self.depth, context)])
-        verify_s = torch.tensor([self.costs.verify_seconds(int(v), int(c)) for v, c in zip(verify, context)])
+        rows, context = self.table.rows(self.trace_index, self.position)
+        accepted = self.table.accepted(rows, self.depth, verify)
+        draft_s, verify_s = self.table.seconds(self.depth, verify, context)
         reward = cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s)
         self.position += accepted + 1
-        ended = self.position >= self.length[self.trace_index]
+        ended = self.position >= self.table.length[self.trace_index]
         self.position[ended] = 0  # an ended row is observed at a valid place until it is reset
-        self._draw_depths(torch.arange(self.batch_size[0]))
-        done = ended[:, None]
-        return TensorDict(dict(observation=self._observe(), reward=reward[:, None], done=done,
-                               terminated=done.clone()), batch_size=self.batch_size)
+        cycle = (torch.ones(self.batch_size, dtype=torch.bool), self.depth, verify, accepted)
+        return _out(self.batch_size[0], self._observe(), ended, reward, cycle)
+
+
+class SizeOnlineEnv(EnvBase):
+    """Batch 1: each step verifies one real cycle; the reward uses its wall-clock times."""
+
+    def __init__(self, engine: Engine, prompts: list[list[int]], sizes: list[int], top_k: int, max_depth: int,
+                 depth: DepthPartner = None, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
+        if not prompts:
+            raise LtdError("the online environment needs at least one prompt")
+        _check_depth(depth, max_depth)
+        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))
+        super().__init__(batch_size=torch.Size([1]))
+        self.engine, self.prompts, self.sizes, self.partner = engine, prompts, list(sizes), depth
+        self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
+        self.run: SpeculativeRun | None = None
+        _specs(self, 1, size_width(top_k, max_depth), len(sizes))
+        self.generator = torch.Generator()
+        self._set_seed(seed)
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(0 if seed is None else seed)
+
+    def _draft(self) -> torch.Tensor:
+        """Draft the next cycle's tree to the partner's depth; its size observation."""
+        run = self.run
+        self.context, self.tree, self.partner_s = run.context, run.draft_root(), 0.0
+        target = (int(torch.randint(1, self.max_depth + 1, (1,), generator=self.generator))
+                  if self.partner is None else self.partner if isinstance(self.partner, int) else self.max_depth)
+        while self.tree.depth < target and run.can_expand(self.tree):
+            if isinstance(self.partner, Policy):
+                p0 = time.perf_counter()
+                stop = int(self.partner.act(depth_observation(self.tree, self.context, self.max_depth)[None])) == STOP
+                self.partner_s += time.perf_counter() - p0
+                if stop:
+                    break
+            run.expand(self.tree)
+        return size_observation(self.tree, self.context, self.max_depth)[None]
+
+    def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
+        prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
+        self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
+        done = torch.tensor([self.run.done])
+        observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if self.run.done else self._draft()
+        return _out(1, observation, done)
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        verify = self.sizes[int(tensordict["action"].reshape(-1)[0])]
+        cycle = self.run.verify(self.tree, verify, self.partner_s)
+        reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
+                              torch.tensor([cycle.verify_s]))
+        done = self.run.done
+        observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if done else self._draft()
+        return _out(1, observation, torch.tensor([done]), reward, _record(cycle))
+
+
+def _record(cycle) -> tuple[torch.Tensor, ...]:
+    """An engine Cycle as the environments' cycle keys."""
+    return (torch.tensor([True]), torch.tensor([cycle.depth]), torch.tensor([cycle.verify_size]),
+            torch.tensor([cycle.accepted]))

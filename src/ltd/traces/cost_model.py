@@ -6,22 +6,14 @@ root and V draft tokens. Both grow with the context. Times were measured at a fe
 and sizes; in between they are interpolated linearly, and beyond the last point extrapolated from
 the last two, so a replay environment can price any (depth, V, context).
 """
-import bisect
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from ltd.atomic import write_json
 from ltd.errors import LtdError
-
-
-def interpolate(xs: list[float], ys: list[float], x: float) -> float:
-    """Piecewise-linear through (xs, ys) (xs ascending), extended linearly past both ends."""
-    if len(xs) == 1:
-        return ys[0]
-    i = min(max(bisect.bisect_right(xs, x), 1), len(xs) - 1)
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return max(0.0, y0 + (y1 - y0) * (x - x0) / (x1 - x0))
 
 
 @dataclass
@@ -45,20 +37,44 @@ class CostModel:
     def max_depth(self) -> int:
         return 1 + len(self.expand_s[0])
 
-    def _at_context(self, rows: list[float], context: int) -> float:
-        return interpolate(self.contexts, rows, context)
+    def _along_contexts(self, per_context: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] from [len(contexts), B] values measured at each profiled context, at each row's context."""
+        xs = torch.tensor(self.contexts, dtype=torch.float64)
+        if len(xs) == 1:
+            return per_context[0].clamp(min=0)
+        i = torch.searchsorted(xs, contexts.double(), right=True).clamp(1, len(xs) - 1)
+        rows = torch.arange(per_context.shape[1])
+        x0, x1, y0, y1 = xs[i - 1], xs[i], per_context[i - 1, rows], per_context[i, rows]
+        return (y0 + (y1 - y0) * (contexts - x0) / (x1 - x0)).clamp(min=0)
+
+    def verify_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of verifying sizes[b] draft tokens at contexts[b] (what replay
+        environments price a batch with)."""
+        table = torch.tensor(self.verify_s, dtype=torch.float64)  # [contexts, sizes]
+        xs = torch.tensor(self.verify_sizes, dtype=torch.float64)
+        if len(xs) == 1:
+            per_context = table[:, :1].expand(-1, sizes.numel())
+        else:
+            i = torch.searchsorted(xs, sizes.double(), right=True).clamp(1, len(xs) - 1)
+            x0, x1 = xs[i - 1], xs[i]
+            per_context = table[:, i - 1] + (table[:, i] - table[:, i - 1]) * (sizes - x0) / (x1 - x0)
+        return self._along_contexts(per_context.clamp(min=0), contexts)
+
+    def draft_seconds_batch(self, depths: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of drafting depths[b] levels (the root expansion included) at contexts[b]."""
+        if int(depths.min()) < 1 or int(depths.max()) > self.max_depth:
+            raise LtdError(f"the cost model covers depths 1 to {self.max_depth}, not {int(depths.max())}")
+        update = torch.tensor(self.update_s, dtype=torch.float64)[:, None]
+        levels = torch.tensor(self.expand_s, dtype=torch.float64).cumsum(1)
+        cumulative = torch.cat((update, update + levels), dim=1)  # [contexts, depth]: drafting 1..max_depth levels
+        return self._along_contexts(cumulative[:, depths - 1], contexts)
 
     def verify_seconds(self, size: int, context: int) -> float:
-        per_context = [interpolate(self.verify_sizes, row, size) for row in self.verify_s]
-        return self._at_context(per_context, context)
+        return float(self.verify_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
 
     def draft_seconds(self, depth: int, context: int) -> float:
         """Seconds to draft a tree of `depth` levels (the root expansion included)."""
-        if not 1 <= depth <= self.max_depth:
-            raise LtdError(f"the cost model covers depths 1 to {self.max_depth}, not {depth}")
-        update = self._at_context(self.update_s, context)
-        levels = [self._at_context([row[level] for row in self.expand_s], context) for level in range(depth - 1)]
-        return update + sum(levels)
+        return float(self.draft_seconds_batch(torch.tensor([depth]), torch.tensor([context]))[0])
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))

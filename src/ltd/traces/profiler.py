@@ -25,8 +25,8 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
     if capacity > decoder.max_positions:
         raise LtdError(f"profiling needs {capacity} positions; {target.name} has {decoder.max_positions}: "
                        f"use shorter contexts or fewer verify tokens")
-    if min(contexts) < 2 or min(verify_sizes) < 1 or max_depth < 1 or repeats < 1:
-        raise LtdError("profile contexts must be >= 2 and verify sizes, max_depth and repeats >= 1")
+    if min(contexts) < 2 or min(verify_sizes) < 0 or max_depth < 1 or repeats < 1:
+        raise LtdError("profile contexts must be >= 2, verify sizes >= 0 (0: the root alone), max_depth and repeats >= 1")
     clock = Clock(device)
     generator = torch.Generator().manual_seed(0)
     random_tokens = lambda n: torch.randint(vocab, (n,), generator=generator).to(device)

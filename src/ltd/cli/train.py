@@ -1,0 +1,231 @@
+"""make train: the whole LTD pipeline on one model (conf/train.yaml).
+
+    1. the cost model of this machine (make profile), measured once and reused
+    2. traces of HumanEval answers (make record), recorded once and reused
+    3. the learned baselines (DISCO, SpecDec++, C2T) from the same traces, trained once
+    4. PPO: stage 1, then co-adaptive rounds, each stage resumable
+    5. evaluation of LTD against every baseline on the four tasks, with the real engine
+    6. the tables, printed and appended to the results store
+
+    python -m ltd.cli.train ltd=cpu                          # what `make train` runs
+    python -m ltd.cli.train ltd=cpu reward=acceptance         # `make ablation reward=acceptance`
+"""
+import datetime
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from ltd.cli.app import CONFIG_PATH, build_methods, controller_file, launch, load_model, set_threads, user_errors
+from ltd.cli.schema import TaskSchema, check_config
+from ltd.errors import LtdError
+from ltd.eval.report import format_table
+from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
+from ltd.rl.settings import COMPONENTS, LtdSettings
+from ltd.tracking import LoggerSettings, Tracker
+
+
+def task_config(name: str) -> TaskSchema:
+    path = Path(CONFIG_PATH) / "task" / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise LtdError(f"unknown task {name!r}; choose from: {', '.join(options)}")
+    return TaskSchema(**OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def ltd_settings(cfg) -> LtdSettings:
+    s = OmegaConf.to_object(cfg.ltd)
+    tuples = lambda ppo: replace(ppo, critic_hidden=tuple(ppo.critic_hidden))
+    s = replace(s, sizes=tuple(s.sizes), size_hidden=tuple(s.size_hidden), depth_hidden=tuple(s.depth_hidden),
+                size_ppo=tuples(s.size_ppo), depth_ppo=tuples(s.depth_ppo))
+    s.validate()
+    if cfg.component not in COMPONENTS:
+        raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
+    if not 0 < cfg.record.validation < cfg.record.questions:
+        raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
+    return s
+
+
+def cost_model(cfg, target, drafter, threads: int, sizes: tuple[int, ...]):
+    """The saved profile when it covers the sizes and depths to be priced, else a new one."""
+    from ltd.traces.cost_model import CostModel
+    from ltd.traces.profiler import measure_cost_model
+
+    path = Path(cfg.results) / "profiles" / f"{cfg.model.name}-{cfg.drafter.kind}.json"
+    if path.is_file():
+        costs = CostModel.load(path)
+        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                and costs.max_depth >= cfg.record.max_depth and costs.top_k == cfg.record.top_k):
+            print(f"cost model: {path} (measured before; delete it to measure again)")
+            return costs
+    p = cfg.profile
+    with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
+        costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(p.contexts),
+                                   sorted(set(p.verify_sizes) | {min(sizes), max(sizes)}), cfg.record.top_k,
+                                   cfg.record.max_depth, p.repeats, bar.update)
+    costs.save(path)
+    print(f"cost model: measured, {path}")
+    return costs
+
+
+def traces(cfg, target, drafter) -> tuple[list, list, Path]:
+    """(training traces, held-out traces, their directory): the last `validation` questions are held out."""
+    from ltd.eval.tasks import load_questions
+    from ltd.traces.record import Trace
+    from ltd.traces.record_task import record_questions
+
+    r = cfg.record
+    task = task_config(r.task)
+    questions = load_questions(task.path, r.questions, task.per_category)
+    directory = Path(cfg.results) / "traces" / f"{cfg.model.name}-{cfg.drafter.kind}-{task.name}"
+    split = len(questions) - r.validation
+    with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
+        train_paths, _ = record_questions(target, drafter, questions[:split], directory, r.max_new_tokens, r.top_k,
+                                          r.max_depth, bar.update)
+        held_paths, _ = record_questions(target, drafter, questions[split:], directory, r.max_new_tokens, r.top_k,
+                                         r.max_depth, bar.update)
+    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
+    return load(train_paths), load(held_paths), directory
+
+
+def learned_baselines(cfg, train: list) -> None:
+    """Train the learned baselines among the evaluated methods whose weights are not there yet,
+    on the training traces, with conf/train_baselines.yaml's settings."""
+    from hydra import compose
+
+    from ltd.cli.train_baselines import fit_baselines
+    from ltd.learned.train import KINDS
+
+    output = Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}"
+    kinds = []
+    for method in cfg.evaluate.methods:
+        settings = OmegaConf.load(controller_file(method, cfg.model.name))
+        weights = str(settings.get("weights", "")).format(model=cfg.model.name, drafter=cfg.drafter.kind)
+        if settings.kind in KINDS and not Path(weights).is_file():
+            if Path(weights).parent != output:
+                raise LtdError(f"{method} reads its weights from {weights}, not from {output}/, where make train "
+                               f"writes them: point its config there, or train it with make baselines")
+            kinds.append(settings.kind)
+    if kinds:
+        print(f"learned baselines: training {', '.join(kinds)} on the training traces")
+        print(fit_baselines(check_config(compose("train_baselines"), "train_baselines"), train, output, tuple(kinds)))
+
+
+def overall_rows(summaries: dict[str, dict]) -> list[dict]:
+    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
+    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
+    rows = []
+    for method in methods:
+        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
+        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
+        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
+        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
+        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
+        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
+        rows.append(row)
+    return rows
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        from ltd.decoding.engine import Engine
+        from ltd.decoding.ltd_controller import LTD
+        from ltd.eval.evaluate_task import EvalSettings, evaluate_task
+        from ltd.eval.records import Records
+        from ltd.eval.store import append_rows
+        from ltd.eval.tasks import load_questions
+        from ltd.rl.train_ltd import train_ltd
+
+        cfg = check_config(cfg, "train")
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        threads = set_threads(cfg.threads)
+        settings = ltd_settings(cfg)
+        tasks = [task_config(name) for name in cfg.evaluate.tasks]
+        name = cfg.name or f"{cfg.reward.kind}-{cfg.component}"
+        policy_dir = Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{name}"
+        for method in cfg.evaluate.methods:  # a misspelt method fails now, not after the training
+            controller_file(method, cfg.model.name)
+        check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
+        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger.validate()
+        target, drafter = load_model(cfg)
+
+        costs = cost_model(cfg, target, drafter, threads, settings.sizes)
+        train, held_out, trace_dir = traces(cfg, target, drafter)
+        print(f"traces: {len(train)} answers to train on ({sum(t.positions for t in train)} positions), "
+              f"{len(held_out)} held out, in {trace_dir}")
+        learned_baselines(cfg, train)
+
+        tracker = Tracker(logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{name}-{run_dir.name}",
+                          group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
+                          config=OmegaConf.to_container(cfg, resolve=True))
+        try:
+            step = [0]
+
+            def log(stage: str, metrics: dict) -> None:
+                step[0] += 1
+                tracker.log({f"{stage}/{k}": v for k, v in metrics.items()}, step=step[0])
+
+            bars: dict[str, tqdm] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                bar = bars.setdefault(stage, tqdm(total=total, desc=f"ppo {stage}", unit="step", initial=0))
+                bar.n = done
+                bar.refresh()
+
+            trained = train_ltd(train, held_out, costs, settings, cfg.reward.kind, cfg.component, policy_dir, log,
+                                progress)
+            for bar in bars.values():
+                bar.close()
+            print(f"\npolicies in {policy_dir} (replay on the {len(held_out)} held-out answers, by stage):")
+            print(format_table(trained.stages, ["stage", "speedup", "tau", "depth", "verify"]))
+
+            ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
+                      size_policy=str(trained.size) if trained.size else None,
+                      depth=settings.fixed_depth, verify=settings.depth_verify)
+            methods = build_methods(list(cfg.evaluate.methods), cfg.model.name, cfg.drafter.kind) + [Method("ltd", ltd)]
+            engine = Engine(target.decoder, target.stop_token_ids, drafter)
+            e = cfg.evaluate
+            eval_settings = EvalSettings(e.max_new_tokens, 0.0, e.seed, e.warmup_tokens)
+            summaries = {}
+            for task in tasks:
+                questions = load_questions(task.path, e.questions, task.per_category)
+                records = Records(run_dir / task.name, [m.name for m in methods])
+                run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=threads,
+                           max_new_tokens=e.max_new_tokens, temperature=0.0)
+                with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
+                    summaries[task.name] = evaluate_task(engine, target, methods, questions, eval_settings, records,
+                                                         run, lambda *_: bar.update())
+                print(f"\n{task.name}: {len(questions)} questions, up to {e.max_new_tokens} new tokens per turn")
+                print(format_table(summaries[task.name]["methods"], SUMMARY_COLUMNS))
+            rows = overall_rows(summaries)
+            print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
+                  f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {threads} threads")
+            print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau", "policy share", "lossless"]))
+            by_method = {row["method"]: row["mean speed-up"] for row in rows}
+            for reference in ("tuned", "eagle3_default"):
+                if reference in by_method:
+                    print(f"ltd / {reference}: {by_method['ltd'] / by_method[reference]:.3f}")
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            stored = [dict(time=stamp, run_dir=str(run_dir), experiment=cfg.experiment, model=cfg.model.name,
+                           drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component, policies=name,
+                           task=task, max_new_tokens=e.max_new_tokens, **row)
+                      for task, s in summaries.items() for row in s["methods"]]
+            store = Path(cfg.results) / "store.jsonl"
+            append_rows(store, stored)
+            tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
+            print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
+        finally:
+            tracker.finish()
+        if not all(row["lossless"] for row in rows):
+            print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,131 @@
+"""The depth environment: after each draft expansion, stop (0) or draft one more level (1).
+
+The root expansion is forced (every episode starts with a tree of one level), and a tree that
+reaches `max_depth` levels stops by itself. When drafting stops, the verify partner picks V (an
+int: stage 1 verifies a fixed V, the paper's 60; a size Policy, frozen and greedy, in co-adaptive
+rounds), the cycle is verified, and its reward (conf/reward) is paid at that step; steps that
+continue earn 0. An episode is one cycle, so the return is that cycle's reward. Two backends:
+
+- DepthReplayEnv: batched over recorded traces and the cost model; exact for greedy decoding and
+  deterministic for a seed. Each episode is a random position of a random answer.
+- DepthOnlineEnv: the real engine and the wall clock, walking answers cycle after cycle.
+"""
+import time
+
+import torch
+from tensordict import TensorDict
+from torchrl.envs import EnvBase
+
+from ltd.decoding.engine import Engine, SpeculativeRun
+from ltd.errors import LtdError
+from ltd.rl.observations import depth_observation, depth_observations, depth_width, size_observation
+from ltd.rl.policies import CONTINUE, Policy, policy_sizes
+from ltd.rl.rewards import cycle_reward
+from ltd.rl.size_env import _out, _record, _specs
+from ltd.rl.trace_table import TraceTable
+from ltd.traces.cost_model import CostModel
+from ltd.traces.record import Trace
+
+VerifyPartner = int | Policy
+
+
+def _check_verify(verify: VerifyPartner) -> None:
+    if isinstance(verify, int) and verify < 0:
+        raise LtdError(f"the depth environment verifies V >= 0 tokens, not {verify}")
+    if isinstance(verify, Policy) and verify.spec.role != "size":
+        raise LtdError("the depth environment's verify partner must be a size policy")
+
+
+class DepthReplayEnv(EnvBase):
+    def __init__(self, traces: list[Trace], costs: CostModel, batch: int = 1, verify: VerifyPartner = 60,
+                 reward: str = "throughput", seed: int = 0):
+        self.table = TraceTable(traces, costs)
+        _check_verify(verify)
+        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))  # an unknown reward fails here
+        super().__init__(batch_size=torch.Size([batch]))
+        self.partner, self.reward_kind = verify, reward
+        self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
+        self.trace_index = torch.zeros(batch, dtype=torch.long)
+        self.position = torch.zeros(batch, dtype=torch.long)
+        self.depth = torch.ones(batch, dtype=torch.long)
+        _specs(self, batch, depth_width(self.top_k), 2)
+        self.generator = torch.Generator()
+        self._set_seed(seed)
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(0 if seed is None else seed)
+
+    def _observe(self) -> torch.Tensor:
+        rows, context = self.table.rows(self.trace_index, self.position)
+        return depth_observations(self.table.scores[rows], self.depth, context, self.top_k, self.max_depth)
+
+    def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
+        mask = tensordict.get("_reset", None) if tensordict is not None else None
+        rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
+        self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
+        self.depth[rows] = 1
+        return _out(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        more = tensordict["action"].reshape(-1) == CONTINUE
+        self.depth = torch.where(more, self.depth + 1, self.depth)
+        stops = ~more | (self.depth >= self.max_depth)
+        rows, context = self.table.rows(self.trace_index, self.position)
+        if isinstance(self.partner, int):
+            verify = torch.full(self.batch_size, self.partner)
+        else:
+            verify = policy_sizes(self.partner, self.table.scores[rows], self.depth, context)
+        accepted = self.table.accepted(rows, self.depth, verify)
+        draft_s, verify_s = self.table.seconds(self.depth, verify, context)
+        reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
+        cycle = (stops, self.depth.clone(), torch.where(stops, verify, 0), torch.where(stops, accepted, 0))
+        return _out(self.batch_size[0], self._observe(), stops, reward, cycle)
+
+
+class DepthOnlineEnv(EnvBase):
+    """Batch 1: continuing expands the real tree; stopping verifies it, timed by the wall clock."""
+
+    def __init__(self, engine: Engine, prompts: list[list[int]], top_k: int, max_depth: int,
+                 verify: VerifyPartner = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
+        if not prompts:
+            raise LtdError("the online environment needs at least one prompt")
+        _check_verify(verify)
+        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))
+        super().__init__(batch_size=torch.Size([1]))
+        self.engine, self.prompts, self.partner = engine, prompts, verify
+        self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
+        self.run: SpeculativeRun | None = None
+        _specs(self, 1, depth_width(top_k), 2)
+        self.generator = torch.Generator()
+        self._set_seed(seed)
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(0 if seed is None else seed)
+
+    def _observe(self) -> torch.Tensor:
+        return depth_observation(self.tree, self.context, self.max_depth)[None]
+
+    def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
+        """The next cycle of the answer being decoded, or the first of a new answer."""
+        if self.run is None or self.run.done:
+            prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
+            self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
+        self.context, self.tree = self.run.context, self.run.draft_root()
+        return _out(1, self._observe(), torch.tensor([False]))
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        run, tree = self.run, self.tree
+        if int(tensordict["action"].reshape(-1)[0]) == CONTINUE and run.can_expand(tree):
+            run.expand(tree)
+            if tree.depth < self.max_depth and run.can_expand(tree):
+                return _out(1, self._observe(), torch.tensor([False]), torch.zeros(1))
+        p0 = time.perf_counter()
+        if isinstance(self.partner, int):
+            verify = self.partner
+        else:
+            observation = size_observation(tree, self.context, self.max_depth)[None]
+            verify = self.partner.spec.sizes[int(self.partner.act(observation))]
+        cycle = run.verify(tree, verify, time.perf_counter() - p0)
+        reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
+                              torch.tensor([cycle.verify_s]))
+        return _out(1, self._observe(), torch.tensor([True]), reward, _record(cycle))

@@ -1,0 +1,107 @@
+"""The two policies: small MLPs from an observation to action logits, saved with what they were
+trained for, and run greedily (argmax) wherever they are a fixed part of the decoding: in the
+engine, and as the frozen partner of the policy being trained.
+
+Depth policy: actions 0 = stop drafting, 1 = draft one more level. Size policy: action i = verify
+`sizes[i]` draft tokens. Hidden layers as the paper: depth actor [1024], size actor [1024, 256].
+"""
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ltd.atomic import write_file
+from ltd.errors import LtdError
+from ltd.rl.observations import depth_observations, depth_width, size_observations, size_width
+
+STOP, CONTINUE = 0, 1
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    role: str  # "depth" or "size"
+    top_k: int
+    max_depth: int
+    hidden: tuple[int, ...]
+    sizes: tuple[int, ...] = ()  # the size policy's choices of V
+
+    def __post_init__(self):
+        if self.role not in ("depth", "size"):
+            raise LtdError(f"a policy's role is depth or size, not {self.role!r}")
+        if self.role == "size" and (not self.sizes or min(self.sizes) < 0):
+            raise LtdError(f"the size policy needs a list of sizes >= 0, got {list(self.sizes)}")
+
+    @property
+    def observation_width(self) -> int:
+        return depth_width(self.top_k) if self.role == "depth" else size_width(self.top_k, self.max_depth)
+
+    @property
+    def actions(self) -> int:
+        return 2 if self.role == "depth" else len(self.sizes)
+
+
+def mlp(inputs: int, hidden: tuple[int, ...], outputs: int) -> nn.Sequential:
+    layers, width = [], inputs
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.Tanh()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
+class Policy(nn.Module):
+    def __init__(self, spec: PolicySpec):
+        super().__init__()
+        self.spec = spec
+        self.net = mlp(spec.observation_width, spec.hidden, spec.actions)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.net(observation)
+
+    @torch.no_grad()
+    def act(self, observation: torch.Tensor) -> torch.Tensor:
+        """The greedy action of each row ([B, width] -> [B])."""
+        return self.net(observation).argmax(-1)
+
+    def save(self, path: str | Path) -> None:
+        state = dict(spec=asdict(self.spec), weights=self.net.state_dict())
+        write_file(path, lambda tmp: torch.save(state, tmp))
+
+    @classmethod
+    def load(cls, path: str | Path, role: str | None = None) -> "Policy":
+        path = Path(path)
+        if not path.is_file():
+            raise LtdError(f"no policy at {path}: make train trains one")
+        try:
+            state = torch.load(path, weights_only=True)
+            spec = state["spec"]
+            policy = cls(PolicySpec(**{**spec, "hidden": tuple(spec["hidden"]), "sizes": tuple(spec["sizes"])}))
+            policy.net.load_state_dict(state["weights"])
+        except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
+            raise LtdError(f"{path} is not a policy ({str(error).splitlines()[0]})") from None
+        if role is not None and policy.spec.role != role:
+            raise LtdError(f"{path} is a {policy.spec.role} policy, not a {role} policy")
+        return policy.eval()
+
+
+def policy_depths(policy: Policy, scores: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
+    """[B] the depth the depth policy drafts to on each full-tree row ([B, N] scores): it is asked
+    after every level from the first and stops at its first STOP, or at max_depth."""
+    spec = policy.spec
+    B, levels = scores.shape[0], spec.max_depth - 1
+    if levels == 0:
+        return torch.ones(B, dtype=torch.long)
+    depth = torch.arange(1, levels + 1).repeat(B)
+    observations = depth_observations(scores.repeat_interleave(levels, 0), depth,
+                                      context_length.repeat_interleave(levels), spec.top_k, spec.max_depth)
+    stops = policy.act(observations).reshape(B, levels) == STOP
+    first_stop = torch.where(stops.any(1), stops.float().argmax(1) + 1, spec.max_depth)
+    return first_stop.long()
+
+
+def policy_sizes(policy: Policy, scores: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor) -> torch.Tensor:
+    """[B] the V the size policy picks for each row's tree of `depth` levels."""
+    spec = policy.spec
+    observations = size_observations(scores, depth, context_length, spec.top_k, spec.max_depth)
+    return torch.tensor(spec.sizes)[policy.act(observations)]

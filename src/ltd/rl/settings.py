@@ -1,0 +1,58 @@
+"""The settings of LTD's training, plain dataclasses (what conf/ltd/ holds), free of torch so
+configs can be checked before anything heavy is imported."""
+from dataclasses import dataclass
+
+from ltd.errors import LtdError
+
+COMPONENTS = ("full", "no_coadapt", "size_only", "depth_only")
+
+
+@dataclass
+class PPOSettings:
+    frames: int  # environment steps in all
+    rollout: int = 2048  # frames per collected batch
+    minibatch: int = 256
+    epochs: int = 20
+    lr: float = 1e-3
+    warmup: float = 0.01  # fraction of the updates spent warming the learning rate up
+    entropy_coeff: float = 0.01
+    critic_coeff: float = 0.5
+    clip_epsilon: float = 0.2
+    gamma: float = 0.99
+    lmbda: float = 0.95
+    max_grad_norm: float = 0.5
+    critic_hidden: tuple[int, ...] = (1024, 256)
+    validate_every: int = 5  # batches between validations (and checkpoints)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.frames < self.rollout or self.rollout % self.minibatch:
+            raise LtdError(f"ppo needs frames >= rollout and rollout a multiple of minibatch, got frames "
+                           f"{self.frames}, rollout {self.rollout}, minibatch {self.minibatch}")
+        if not 0 < self.gamma <= 1 or not 0 <= self.lmbda <= 1 or not 0 <= self.warmup < 1:
+            raise LtdError("ppo gamma must be in (0, 1], lmbda in [0, 1] and warmup in [0, 1)")
+
+    @property
+    def batches(self) -> int:
+        return self.frames // self.rollout
+
+
+@dataclass
+class LtdSettings:
+    sizes: tuple[int, ...]  # the size policy's choices of V
+    size_ppo: PPOSettings
+    depth_ppo: PPOSettings
+    rounds: int = 3  # co-adaptive rounds after stage 1: size, depth, size, ...
+    round_scale: float = 0.5  # a round trains this fraction of its policy's stage-1 frames
+    depth_verify: int = 60  # V while the depth policy trains alone, and wherever there is no size policy
+    fixed_depth: int = 8  # depth wherever there is no depth policy
+    size_hidden: tuple[int, ...] = (1024, 256)
+    depth_hidden: tuple[int, ...] = (1024,)
+    size_envs: int = 64  # replay rows stepped at once
+    depth_envs: int = 256
+
+    def validate(self) -> None:
+        if self.rounds < 0 or not 0 < self.round_scale:
+            raise LtdError("rounds must be >= 0 and round_scale > 0")
+        self.size_ppo.validate()
+        self.depth_ppo.validate()

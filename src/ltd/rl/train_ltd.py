@@ -1,0 +1,114 @@
+"""LTD's training schedule (the paper): stage 1 trains the size policy on random depths and the
+depth policy with a fixed V; then co-adaptive rounds alternate (size, depth, size, ...), each
+training one policy with the other frozen as its partner in the environment. Every stage keeps
+the checkpoint that validates best (replay speed-up on held-out answers).
+
+The component ablations drop parts: `size_only` trains the size policy at a fixed depth, `depth_only`
+the depth policy at a fixed V, `no_coadapt` stops after stage 1.
+
+A stage that finished is kept on disk and skipped when the run is started again; a stage that was
+interrupted resumes from its PPO checkpoint.
+"""
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ltd.atomic import write_json
+from ltd.errors import LtdError
+from ltd.rl.depth_env import DepthReplayEnv
+from ltd.rl.policies import Policy, PolicySpec
+from ltd.rl.ppo import PPOTrainer
+from ltd.rl.settings import COMPONENTS, LtdSettings, PPOSettings
+from ltd.rl.size_env import SizeReplayEnv
+from ltd.rl.trace_table import TraceTable
+from ltd.rl.validation import replay_speedup
+from ltd.traces.cost_model import CostModel
+from ltd.traces.record import Trace
+
+@dataclass
+class Stage:
+    name: str
+    role: str  # the policy trained
+    settings: PPOSettings
+
+
+def schedule(s: LtdSettings, component: str) -> list[Stage]:
+    if component not in COMPONENTS:
+        raise LtdError(f"unknown component {component!r}; choose from: {', '.join(COMPONENTS)}")
+    size, depth = Stage("stage1-size", "size", s.size_ppo), Stage("stage1-depth", "depth", s.depth_ppo)
+    if component == "size_only":
+        return [size]
+    if component == "depth_only":
+        return [depth]
+    stages = [size, depth]
+    if component == "full":
+        for r in range(1, s.rounds + 1):
+            ppo = s.size_ppo if r % 2 else s.depth_ppo
+            frames = max(ppo.rollout, round(ppo.frames * s.round_scale / ppo.rollout) * ppo.rollout)
+            stages.append(Stage(f"round{r}-{'size' if r % 2 else 'depth'}", "size" if r % 2 else "depth",
+                                replace(ppo, frames=frames, seed=ppo.seed + r)))
+    return stages
+
+
+@dataclass
+class TrainedPolicies:
+    directory: Path
+    depth: Path | None
+    size: Path | None
+    stages: list[dict] = field(default_factory=list)
+
+
+def train_ltd(train: list[Trace], validation: list[Trace], costs: CostModel, s: LtdSettings, reward: str,
+              component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
+              progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
+    """Run (or resume) every stage of the schedule; policies land in `directory`."""
+    s.validate()
+    stages = schedule(s, component)
+    directory = Path(directory)
+    held_out = TraceTable(validation, costs)
+    top_k, max_depth = held_out.top_k, held_out.max_depth
+    if not 1 <= s.fixed_depth <= max_depth:
+        raise LtdError(f"fixed_depth {s.fixed_depth} is outside the traces' 1..{max_depth}")
+    current: dict[str, Policy | None] = dict(size=None, depth=None)
+    summary = []
+    for stage in stages:
+        final = directory / f"{stage.name}.pt"
+        depth_partner = current["depth"] if current["depth"] is not None else s.fixed_depth
+        verify_partner = current["size"] if current["size"] is not None else s.depth_verify
+        if final.is_file():
+            policy = Policy.load(final, stage.role)
+        else:
+            if stage.role == "size":
+                spec = PolicySpec("size", top_k, max_depth, s.size_hidden, tuple(s.sizes))
+                # Stage 1 draws random depths, unless no depth policy will ever decide them.
+                train_depth = None if stage.name == "stage1-size" and component != "size_only" else depth_partner
+                make_env = lambda: SizeReplayEnv(train, costs, list(s.sizes), s.size_envs, train_depth, reward,
+                                                 stage.settings.seed)
+                validate = lambda p: replay_speedup(held_out, depth_partner, p)["speedup"]
+            else:
+                spec = PolicySpec("depth", top_k, max_depth, s.depth_hidden)
+                make_env = lambda: DepthReplayEnv(train, costs, s.depth_envs, verify_partner, reward,
+                                                  stage.settings.seed)
+                validate = lambda p: replay_speedup(held_out, p, verify_partner)["speedup"]
+            trainer = PPOTrainer(make_env, spec, stage.settings, directory / "checkpoints" / f"{stage.name}.pt",
+                                 initial=current[stage.role])
+            done = [trainer.batch * stage.settings.rollout]
+            total = stage.settings.batches * stage.settings.rollout
+
+            def advance(frames, stage=stage, done=done, total=total):
+                done[0] += frames
+                progress(stage.name, done[0], total)
+
+            policy = trainer.train(validate, lambda m, stage=stage: log(stage.name, m), advance)
+            policy.save(final)
+        current[stage.role] = policy
+        depth = current["depth"] if current["depth"] is not None else s.fixed_depth
+        verify = current["size"] if current["size"] is not None else s.depth_verify
+        summary.append(dict(stage=stage.name, **replay_speedup(held_out, depth, verify)))
+    paths = {}
+    for role in ("depth", "size"):
+        if current[role] is not None:
+            paths[role] = directory / f"{role}.pt"
+            current[role].save(paths[role])
+    write_json(directory / "training.json", dict(stages=summary, reward=reward, component=component, settings=asdict(s)))
+    return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary)

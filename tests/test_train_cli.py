@@ -1,0 +1,65 @@
+"""make train end to end on a tiny model: every step runs through the command a user types, the
+tables are printed, the store is appended, and a second run reuses everything already done."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import save_tiny_checkpoint
+
+PPO = ["frames=128", "rollout=64", "minibatch=32", "epochs=1", "critic_hidden=[8]", "validate_every=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    save_tiny_checkpoint(directory)
+    return directory
+
+
+def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]"):
+    args = [
+        sys.executable, "-m", "ltd.cli.train", "model.name=tiny", f"model.source={tiny_model_dir}",
+        "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", "logger=none",
+        f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
+        "profile.repeats=1", "record.task=mt_bench", "record.questions=3", "record.validation=1",
+        "record.max_new_tokens=10", "record.top_k=3", "record.max_depth=3", "ltd.sizes=[0,1,2,4]", "ltd.fixed_depth=2",
+        "ltd.depth_verify=2", "ltd.size_hidden=[8]", "ltd.depth_hidden=[8]", "ltd.size_envs=4", "ltd.depth_envs=8",
+        "ltd.rounds=1", *(f"ltd.size_ppo.{o}" for o in PPO), *(f"ltd.depth_ppo.{o}" for o in PPO),
+        "evaluate.tasks=[mt_bench,gsm8k]", "evaluate.questions=1", "evaluate.max_new_tokens=8",
+        *([f"evaluate.methods={methods}"] if methods else []), f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
+    first = train(tiny_model_dir, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout
+    assert "cost model: measured" in out and "traces: " in out
+    assert "stage1-size" in out and "round1-size" in out
+    assert "mt_bench" in out and "gsm8k" in out and "mean speed-up" in out
+    policies = tmp_path / "results" / "policies" / "tiny-eagle3-throughput-full"
+    assert (policies / "depth.pt").is_file() and (policies / "size.pt").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("mt_bench", "gsm8k")
+                                                       for m in ("autoregressive", "eagle3_default", "ltd")}
+    assert all(r["lossless"] for r in rows) and {r["reward"] for r in rows} == {"throughput"}
+
+    # what make ablation runs: LTD retrained with one change, against autoregressive decoding alone
+    again = train(tiny_model_dir, tmp_path, "reward=acceptance", "component=size_only", "+experiment=ablation",
+                  methods=None)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "measured before" in again.stdout and "stage1-depth" not in again.stdout
+    rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
+    ablation = [r for r in rows if r["experiment"] == "ablation"]
+    assert {(r["reward"], r["component"], r["method"]) for r in ablation} == {
+        ("acceptance", "size_only", "autoregressive"), ("acceptance", "size_only", "ltd")}
+
+
+def test_bad_choices_are_one_line(tiny_model_dir, tmp_path):
+    result = train(tiny_model_dir, tmp_path, "component=both")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: unknown component 'both'; choose from: full, no_coadapt, size_only, depth_only")
+    result = train(tiny_model_dir, tmp_path, "reward=speed")
+    assert result.returncode == 2 and "unknown reward 'speed'" in result.stderr
