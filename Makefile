@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode drafter clean
+.PHONY: setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env drafter clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ test-fast: setup  ## only the tests on tiny random models
 
 bench-decode: setup  ## decoder speed: prints a table, writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
+
+bench-env: setup  ## replay environments' speed: steps/s of the size and depth environments at batch 1, 64, 256
+	$(PY) -m ltd.cli.bench_env $(ARGS)
 
 drafter: setup  ## train (or reuse) the EAGLE-3 head for the model: prints per-depth acceptance and tau
 	$(PY) -m ltd.cli.train_drafter $(ARGS)

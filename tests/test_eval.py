@@ -35,7 +35,7 @@ GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "dra
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
           "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter"],
           "record": ["model", "drafter", "task"], "train": ["model", "drafter", "reward", "ltd", "logger", "experiment"],
-          "train_baselines": ["model", "drafter"]}
+          "train_baselines": ["model", "drafter"], "bench_env": ["model", "drafter", "ltd"]}
 EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
 
 

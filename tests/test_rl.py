@@ -10,6 +10,7 @@ from ltd.decoding.engine import Engine
 from ltd.decoding.ltd_controller import LTD
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
+from ltd.rl.backends import ReplayBackend
 from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv
 from ltd.rl.observations import depth_observation, size_observation
 from ltd.rl.policies import CONTINUE, STOP, Policy, PolicySpec, policy_depths
@@ -261,13 +262,13 @@ def test_ltd_schedule_and_its_components():
 def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly(recorded, tmp_path):
     traces, prompts, _, _, engine = recorded
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=1,
-                    depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,), size_envs=8, depth_envs=8)
-    trained = train_ltd(traces[:2], traces[2:], costs(), s, "throughput", "full", tmp_path)
+                    depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
+    trained = train_ltd(backend, traces[2:], costs(), s, "full", tmp_path)
     assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth", "round1-size"]
     assert all((tmp_path / f"{st['stage']}.pt").is_file() for st in trained.stages)
     logged = []
-    again = train_ltd(traces[:2], traces[2:], costs(), s, "throughput", "full", tmp_path,
-                      log=lambda stage, metrics: logged.append(stage))
+    again = train_ltd(backend, traces[2:], costs(), s, "full", tmp_path, log=lambda stage, metrics: logged.append(stage))
     assert logged == [] and again.stages == trained.stages  # nothing trained twice
 
     controller = LTD(depth_policy=str(trained.depth), size_policy=str(trained.size))
@@ -302,3 +303,14 @@ def test_bad_settings_are_one_line(recorded):
         DepthReplayEnv(traces, costs(), reward="speed")
     with pytest.raises(LtdError, match="frames >= rollout"):
         small_ppo(100).validate()
+
+
+def test_acting_on_a_prefix_gives_the_full_observations_action():
+    torch.manual_seed(0)
+    policy = Policy(PolicySpec("size", TOP_K, MAX_DEPTH, (16, 8), tuple(SIZES)))
+    width = policy.spec.observation_width
+    for used in (TOP_K, TOP_K + TOP_K * TOP_K, width - 2):
+        for _ in range(20):
+            observation = torch.randn(width)
+            observation[used:-2] = 0
+            assert policy.act_on_prefix(observation, used) == int(policy.act(observation[None])[0])

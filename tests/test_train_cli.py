@@ -46,6 +46,13 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
                                                        for m in ("autoregressive", "eagle3_default", "ltd")}
     assert all(r["lossless"] for r in rows) and {r["reward"] for r in rows} == {"throughput"}
 
+    bench = subprocess.run([sys.executable, "-m", "ltd.cli.bench_env", "model.name=tiny", "traces=mt_bench",
+                            f"results={tmp_path / 'results'}", "ltd.sizes=[0,1,2,4]", "ltd.depth_verify=2",
+                            "batches=[1,4]", "steps=5", f"hydra.run.dir={tmp_path / 'bench'}"],
+                           capture_output=True, text=True)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert bench.stdout.count("size") >= 2 and bench.stdout.count("depth") >= 2 and "steps/s" in bench.stdout
+
     # what make ablation runs: LTD retrained with one change, against autoregressive decoding alone
     again = train(tiny_model_dir, tmp_path, "reward=acceptance", "component=size_only", "+experiment=ablation",
                   methods=None)
@@ -63,3 +70,12 @@ def test_bad_choices_are_one_line(tiny_model_dir, tmp_path):
         "error: unknown component 'both'; choose from: full, no_coadapt, size_only, depth_only")
     result = train(tiny_model_dir, tmp_path, "reward=speed")
     assert result.returncode == 2 and "unknown reward 'speed'" in result.stderr
+
+
+def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path):
+    result = train(tiny_model_dir, tmp_path, "env=online", "env.task=mt_bench", "env.questions=2",
+                   "env.max_new_tokens=12", "component=size_only", "evaluate.tasks=[mt_bench]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = json.loads((tmp_path / "results" / "policies" / "tiny-eagle3-throughput-size_only" /
+                           "training.json").read_text())
+    assert training["backend"] == "OnlineBackend" and [s["stage"] for s in training["stages"]] == ["stage1-size"]

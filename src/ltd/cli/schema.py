@@ -233,11 +233,20 @@ class TrainEvaluateSchema:
 
 
 @dataclass
+class EnvSchema:
+    backend: str
+    task: str = "humaneval"
+    questions: int = 16
+    max_new_tokens: int = 256
+
+
+@dataclass
 class TrainSchema:
     model: ModelSchema
     drafter: DrafterSchema
     reward: RewardSchema
     ltd: LtdSettings
+    env: EnvSchema
     logger: LoggerSchema
     profile: TrainProfileSchema
     record: TrainRecordSchema
@@ -249,9 +258,21 @@ class TrainSchema:
     results: str = "results"
 
 
+@dataclass
+class BenchEnvSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    ltd: LtdSettings
+    traces: str = "humaneval"
+    batches: list[int] = field(default_factory=lambda: [1, 64, 256])
+    steps: int = 200
+    threads: int | None = 1
+    results: str = "results"
+
+
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
            "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
-           "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema}
+           "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema}
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:

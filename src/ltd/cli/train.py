@@ -45,6 +45,8 @@ def ltd_settings(cfg) -> LtdSettings:
     s.validate()
     if cfg.component not in COMPONENTS:
         raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
+    if cfg.env.backend not in ("replay", "online"):
+        raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
     if not 0 < cfg.record.validation < cfg.record.questions:
         raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
     return s
@@ -90,6 +92,22 @@ def traces(cfg, target, drafter) -> tuple[list, list, Path]:
                                          r.max_depth, bar.update)
     load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
     return load(train_paths), load(held_paths), directory
+
+
+def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
+    """The environments PPO runs in (conf/env)."""
+    from ltd.decoding.engine import Engine
+    from ltd.eval.tasks import load_questions
+    from ltd.rl.backends import OnlineBackend, ReplayBackend
+
+    if cfg.env.backend == "replay":
+        return ReplayBackend(train, costs, settings.sizes, cfg.reward.kind, settings.size_envs, settings.depth_envs)
+    task = task_config(cfg.env.task)
+    questions = load_questions(task.path, cfg.env.questions, task.per_category)
+    prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
+    engine = Engine(target.decoder, target.stop_token_ids, drafter)
+    return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
+                         cfg.env.max_new_tokens)
 
 
 def learned_baselines(cfg, train: list) -> None:
@@ -146,7 +164,7 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         settings = ltd_settings(cfg)
         tasks = [task_config(name) for name in cfg.evaluate.tasks]
-        name = cfg.name or f"{cfg.reward.kind}-{cfg.component}"
+        name = cfg.name or f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
         policy_dir = Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{name}"
         for method in cfg.evaluate.methods:  # a misspelt method fails now, not after the training
             controller_file(method, cfg.model.name)
@@ -174,12 +192,15 @@ def main(cfg) -> None:
             bars: dict[str, tqdm] = {}
 
             def progress(stage: str, done: int, total: int) -> None:
-                bar = bars.setdefault(stage, tqdm(total=total, desc=f"ppo {stage}", unit="step", initial=0))
-                bar.n = done
-                bar.refresh()
+                if stage not in bars:
+                    for bar in bars.values():
+                        bar.close()
+                    bars[stage] = tqdm(total=total, desc=f"ppo {stage}", unit="step")
+                bars[stage].n = done
+                bars[stage].refresh()
 
-            trained = train_ltd(train, held_out, costs, settings, cfg.reward.kind, cfg.component, policy_dir, log,
-                                progress)
+            trained = train_ltd(backend(cfg, settings, train, costs, target, drafter), held_out, costs, settings,
+                                cfg.component, policy_dir, log, progress)
             for bar in bars.values():
                 bar.close()
             print(f"\npolicies in {policy_dir} (replay on the {len(held_out)} held-out answers, by stage):")

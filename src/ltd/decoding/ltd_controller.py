@@ -50,5 +50,5 @@ class LTD(Controller):
     def verify_size(self, tree: DraftTree, context_length: int) -> int:
         if self.size_net is None:
             return self.verify
-        action = int(self.size_net.act(size_observation(tree, context_length, self.max_depth)[None]))
-        return self.size_net.spec.sizes[action]
+        observation = size_observation(tree, context_length, self.max_depth)
+        return self.size_net.spec.sizes[self.size_net.act_on_prefix(observation, tree.count)]

@@ -18,10 +18,11 @@ from torchrl.envs import EnvBase
 
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
-from ltd.rl.observations import depth_observation, depth_observations, depth_width, size_observation
+from ltd.rl.env_io import cycle_of, set_specs, step_output
+from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level,
+                                 size_observation)
 from ltd.rl.policies import CONTINUE, Policy, policy_sizes
-from ltd.rl.rewards import cycle_reward
-from ltd.rl.size_env import _out, _record, _specs
+from ltd.rl.rewards import check_reward, cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
@@ -41,14 +42,14 @@ class DepthReplayEnv(EnvBase):
                  reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         _check_verify(verify)
-        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))  # an unknown reward fails here
+        check_reward(reward)
         super().__init__(batch_size=torch.Size([batch]))
         self.partner, self.reward_kind = verify, reward
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
-        _specs(self, batch, depth_width(self.top_k), 2)
+        set_specs(self, batch, depth_width(self.top_k), 2)
         self.generator = torch.Generator()
         self._set_seed(seed)
 
@@ -57,14 +58,15 @@ class DepthReplayEnv(EnvBase):
 
     def _observe(self) -> torch.Tensor:
         rows, context = self.table.rows(self.trace_index, self.position)
-        return depth_observations(self.table.scores[rows], self.depth, context, self.top_k, self.max_depth)
+        latest = latest_level(self.table.scores[rows], self.depth, self.top_k)
+        return depth_observations(latest, self.depth, context, self.top_k, self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
         self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
         self.depth[rows] = 1
-        return _out(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
+        return step_output(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         more = tensordict["action"].reshape(-1) == CONTINUE
@@ -79,7 +81,7 @@ class DepthReplayEnv(EnvBase):
         draft_s, verify_s = self.table.seconds(self.depth, verify, context)
         reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
         cycle = (stops, self.depth.clone(), torch.where(stops, verify, 0), torch.where(stops, accepted, 0))
-        return _out(self.batch_size[0], self._observe(), stops, reward, cycle)
+        return step_output(self.batch_size[0], self._observe(), stops, reward, cycle)
 
 
 class DepthOnlineEnv(EnvBase):
@@ -90,12 +92,12 @@ class DepthOnlineEnv(EnvBase):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         _check_verify(verify)
-        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))
+        check_reward(reward)
         super().__init__(batch_size=torch.Size([1]))
         self.engine, self.prompts, self.partner = engine, prompts, verify
         self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
         self.run: SpeculativeRun | None = None
-        _specs(self, 1, depth_width(top_k), 2)
+        set_specs(self, 1, depth_width(top_k), 2)
         self.generator = torch.Generator()
         self._set_seed(seed)
 
@@ -111,14 +113,14 @@ class DepthOnlineEnv(EnvBase):
             prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
             self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
         self.context, self.tree = self.run.context, self.run.draft_root()
-        return _out(1, self._observe(), torch.tensor([False]))
+        return step_output(1, self._observe(), torch.tensor([False]))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         run, tree = self.run, self.tree
         if int(tensordict["action"].reshape(-1)[0]) == CONTINUE and run.can_expand(tree):
             run.expand(tree)
             if tree.depth < self.max_depth and run.can_expand(tree):
-                return _out(1, self._observe(), torch.tensor([False]), torch.zeros(1))
+                return step_output(1, self._observe(), torch.tensor([False]), torch.zeros(1))
         p0 = time.perf_counter()
         if isinstance(self.partner, int):
             verify = self.partner
@@ -128,4 +130,4 @@ class DepthOnlineEnv(EnvBase):
         cycle = run.verify(tree, verify, time.perf_counter() - p0)
         reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
                               torch.tensor([cycle.verify_s]))
-        return _out(1, self._observe(), torch.tensor([True]), reward, _record(cycle))
+        return step_output(1, self._observe(), torch.tensor([True]), reward, cycle_of(cycle))

@@ -40,45 +40,41 @@ def _tail(out: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor, 
 
 def size_observations(scores: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor,
                       top_k: int, max_depth: int) -> torch.Tensor:
-    """[B, size_width] from rows of full-tree scores ([B, >= the grown candidates]) of trees grown
-    to `depth` ([B]) levels: the candidates past each row's depth are zeroed."""
+    """[B, size_width] from rows of scores in creation order ([B, n], n up to the full tree) of
+    trees grown to `depth` ([B]) levels: the candidates past each row's depth are zeroed."""
     width = tree_width(top_k, max_depth)
-    kept = torch.arange(width)[None, :] < grown_candidates(depth, top_k)[:, None]
+    n = min(scores.shape[1], width)
+    kept = torch.arange(n) < grown_candidates(depth, top_k)[:, None]
     out = torch.zeros(scores.shape[0], width + 2)
-    out[:, :width] = torch.where(kept, scores[:, :width].float(), 0.0)
+    out[:, :n] = scores[:, :n].float() * kept
     return _tail(out, depth, context_length, max_depth)
 
 
-def depth_observations(scores: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor,
-                       top_k: int, max_depth: int) -> torch.Tensor:
-    """[B, depth_width] from rows of full-tree scores ([B, >= the grown candidates]): the scores
-    of each row's level `depth` ([B]), the latest expansion."""
+def latest_level(scores: torch.Tensor, depth: torch.Tensor, top_k: int) -> torch.Tensor:
+    """[B, top_k * top_k] the scores of level `depth` ([B]) of full-tree rows ([B, N]), zero past
+    the level's end (the root's level has top_k)."""
     k = top_k
     start = torch.where(depth == 1, 0, k + (depth - 2) * k * k)
-    size = torch.where(depth == 1, k, k * k)
     offsets = torch.arange(k * k)[None, :]
-    kept = offsets < size[:, None]
-    index = (start[:, None] + offsets).where(kept, 0)
-    out = torch.zeros(scores.shape[0], k * k + 2)
-    out[:, : k * k] = torch.where(kept, scores.gather(1, index).float(), 0.0)
+    kept = offsets < torch.where(depth == 1, k, k * k)[:, None]
+    return torch.where(kept, scores.gather(1, (start[:, None] + offsets).where(kept, 0)), 0.0)
+
+
+def depth_observations(latest: torch.Tensor, depth: torch.Tensor, context_length: torch.Tensor,
+                       top_k: int, max_depth: int) -> torch.Tensor:
+    """[B, depth_width] from the scores of each row's latest level ([B, n <= top_k * top_k])."""
+    out = torch.zeros(latest.shape[0], top_k * top_k + 2)
+    out[:, : latest.shape[1]] = latest.float()
     return _tail(out, depth, context_length, max_depth)
-
-
-def _tree_row(tree: DraftTree, max_depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The live tree as a trace row: its scores in creation order, zero-padded to the full tree."""
-    scores = torch.zeros(1, tree_width(tree.k, max_depth))
-    grown = tree.all_scores()
-    scores[0, : grown.numel()] = grown.float().cpu()
-    return scores, torch.tensor([tree.depth])
 
 
 def size_observation(tree: DraftTree, context_length: int, max_depth: int) -> torch.Tensor:
     """The size observation of the engine's live tree: a batch of one through the same code."""
-    scores, depth = _tree_row(tree, max_depth)
-    return size_observations(scores, depth, torch.tensor([context_length]), tree.k, max_depth)[0]
+    return size_observations(tree.all_scores().cpu()[None], torch.tensor([tree.depth]),
+                             torch.tensor([context_length]), tree.k, max_depth)[0]
 
 
 def depth_observation(tree: DraftTree, context_length: int, max_depth: int) -> torch.Tensor:
     """The depth observation of the engine's live tree, after its latest expansion."""
-    scores, depth = _tree_row(tree, max_depth)
-    return depth_observations(scores, depth, torch.tensor([context_length]), tree.k, max_depth)[0]
+    return depth_observations(tree.scores[-1].cpu()[None], torch.tensor([tree.depth]),
+                              torch.tensor([context_length]), tree.k, max_depth)[0]

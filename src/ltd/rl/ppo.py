@@ -103,12 +103,13 @@ class PPOTrainer:
         self.env.set_seed(seed)
 
     def train(self, validate: Callable[[Policy], float] | None = None, log: Callable[[dict], None] = lambda m: None,
-              progress: Callable[[int], None] = lambda frames: None) -> Policy:
-        """Run the remaining batches; returns the policy that validated best (the last one without
-        `validate`), in eval mode."""
+              progress: Callable[[int, int], None] = lambda done, total: None, keep_best: bool = True) -> Policy:
+        """Run the remaining batches; returns, in eval mode, the policy that validated best (with
+        `keep_best`, the initial one included) or else the last one. `validate` is logged either way."""
         s = self.settings
-        if validate is not None and self.batch == 0 and self.best_weights is None:
-            self._keep_if_best(validate)  # a round must not end worse than the policy it started from
+        self.keep_best = keep_best and validate is not None
+        if self.keep_best and self.batch == 0 and self.best_weights is None:
+            self._validate(validate)  # a round must not end worse than the policy it started from
         remaining = (s.batches - self.batch) * s.rollout
         if remaining > 0:
             collector = Collector(self.env, self.actor, frames_per_batch=s.rollout, total_frames=remaining,
@@ -122,20 +123,20 @@ class PPOTrainer:
                 metrics = batch_metrics(data, losses)
                 metrics["lr"] = self.scheduler.get_last_lr()[0]
                 if validate is not None and (self.batch % s.validate_every == 0 or self.batch == s.batches):
-                    metrics["validation"] = self._keep_if_best(validate)
+                    metrics["validation"] = self._validate(validate)
                 if self.batch % s.validate_every == 0 or self.batch == s.batches:
                     self._save()
                 log(dict(batch=self.batch, frames=self.batch * s.rollout, **metrics))
-                progress(s.rollout)
+                progress(self.batch * s.rollout, s.batches * s.rollout)
             collector.shutdown()
         if self.best_weights is not None:
             self.policy.load_state_dict(self.best_weights)
         return self.policy.eval()
 
-    def _keep_if_best(self, validate: Callable[[Policy], float]) -> float:
+    def _validate(self, validate: Callable[[Policy], float]) -> float:
         score = validate(self.policy.eval())
         self.policy.train()
-        if score > self.best_score:
+        if self.keep_best and score > self.best_score:
             self.best_score = score
             self.best_weights = {k: v.clone() for k, v in self.policy.state_dict().items()}
         return score

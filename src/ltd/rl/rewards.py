@@ -12,11 +12,15 @@ from ltd.errors import LtdError
 REWARDS = ("throughput", "acceptance", "time_cost")
 
 
+def check_reward(kind: str) -> None:
+    if kind not in REWARDS:
+        raise LtdError(f"unknown reward {kind!r}; choose from: {', '.join(REWARDS)}")
+
+
 def cycle_reward(kind: str, accepted: torch.Tensor, draft_s: torch.Tensor, verify_s: torch.Tensor) -> torch.Tensor:
+    check_reward(kind)
     if kind == "throughput":
         return (accepted + 1) / (draft_s + verify_s)
     if kind == "acceptance":
         return (accepted + 1).to(draft_s.dtype)
-    if kind == "time_cost":
-        return -(draft_s + verify_s)
-    raise LtdError(f"unknown reward {kind!r}; choose from: {', '.join(REWARDS)}")
+    return -(draft_s + verify_s)  # time_cost

@@ -50,9 +50,12 @@ class LtdSettings:
     depth_hidden: tuple[int, ...] = (1024,)
     size_envs: int = 64  # replay rows stepped at once
     depth_envs: int = 256
+    select: str = "validation"  # each stage keeps its best checkpoint by validation, or its "last"
 
     def validate(self) -> None:
         if self.rounds < 0 or not 0 < self.round_scale:
             raise LtdError("rounds must be >= 0 and round_scale > 0")
+        if self.select not in ("validation", "last"):
+            raise LtdError(f"ltd.select must be validation or last, got {self.select!r}")
         self.size_ppo.validate()
         self.depth_ppo.validate()

@@ -15,14 +15,14 @@ import time
 
 import torch
 from tensordict import TensorDict
-from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
+from ltd.rl.env_io import cycle_of, set_specs, step_output
 from ltd.rl.observations import depth_observation, size_observation, size_observations, size_width
 from ltd.rl.policies import STOP, Policy, policy_depths
-from ltd.rl.rewards import cycle_reward
+from ltd.rl.rewards import check_reward, cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
@@ -37,45 +37,19 @@ def _check_depth(depth: DepthPartner, max_depth: int) -> None:
         raise LtdError("the size environment's depth partner must be a depth policy")
 
 
-def _specs(env: EnvBase, batch: int, width: int, actions: int) -> None:
-    """The observation, plus what the step's cycle did (for the trainer's curves; zero on steps
-    that verified nothing): cycle_end, cycle_depth, cycle_verify, cycle_accepted."""
-    cycle = {key: Unbounded(shape=(batch,), dtype=torch.long) for key in CYCLE_KEYS[1:]}
-    env.observation_spec = Composite(observation=Unbounded(shape=(batch, width)),
-                                     cycle_end=Categorical(n=2, shape=(batch,), dtype=torch.bool), **cycle,
-                                     shape=(batch,))
-    env.action_spec = Categorical(n=actions, shape=(batch,))
-    env.reward_spec = Unbounded(shape=(batch, 1))
-
-
-CYCLE_KEYS = ("cycle_end", "cycle_depth", "cycle_verify", "cycle_accepted")
-
-
-def _out(batch: int, observation: torch.Tensor, done: torch.Tensor, reward: torch.Tensor | None = None,
-         cycle: tuple[torch.Tensor, ...] | None = None) -> TensorDict:
-    """A step's (or, without reward, a reset's) output; `cycle`: end, depth, verify, accepted."""
-    values = dict(observation=observation, done=done[:, None], terminated=done[:, None].clone())
-    if cycle is None:
-        cycle = (torch.zeros(batch, dtype=torch.bool), *(torch.zeros(batch, dtype=torch.long),) * 3)
-    values.update(zip(CYCLE_KEYS, cycle))
-    if reward is not None:
-        values["reward"] = reward[:, None].float()
-    return TensorDict(values, batch_size=[batch])
-
-
 class SizeReplayEnv(EnvBase):
     def __init__(self, traces: list[Trace], costs: CostModel, sizes: list[int], batch: int = 1,
                  depth: DepthPartner = None, reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         _check_depth(depth, self.table.max_depth)
-        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))  # an unknown reward fails here
+        check_reward(reward)
         super().__init__(batch_size=torch.Size([batch]))
         self.sizes, self.partner, self.reward_kind = torch.tensor(sizes), depth, reward
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
-        _specs(self, batch, size_width(self.top_k, self.max_depth), len(sizes))
+        set_specs(self, batch, size_width(self.top_k, self.max_depth), len(sizes))
         self.generator = torch.Generator()
         self._set_seed(seed)
 
@@ -97,7 +71,7 @@ class SizeReplayEnv(EnvBase):
         mask = tensordict.get("_reset", None) if tensordict is not None else None
         rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
         self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
-        return _out(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
+        return step_output(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         verify = self.sizes[tensordict["action"].reshape(-1)]
@@ -109,7 +83,7 @@ class SizeReplayEnv(EnvBase):
         ended = self.position >= self.table.length[self.trace_index]
         self.position[ended] = 0  # an ended row is observed at a valid place until it is reset
         cycle = (torch.ones(self.batch_size, dtype=torch.bool), self.depth, verify, accepted)
-        return _out(self.batch_size[0], self._observe(), ended, reward, cycle)
+        return step_output(self.batch_size[0], self._observe(), ended, reward, cycle)
 
 
 class SizeOnlineEnv(EnvBase):
@@ -120,12 +94,12 @@ class SizeOnlineEnv(EnvBase):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         _check_depth(depth, max_depth)
-        cycle_reward(reward, torch.zeros(1), torch.ones(1), torch.ones(1))
+        check_reward(reward)
         super().__init__(batch_size=torch.Size([1]))
         self.engine, self.prompts, self.sizes, self.partner = engine, prompts, list(sizes), depth
         self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
         self.run: SpeculativeRun | None = None
-        _specs(self, 1, size_width(top_k, max_depth), len(sizes))
+        set_specs(self, 1, size_width(top_k, max_depth), len(sizes))
         self.generator = torch.Generator()
         self._set_seed(seed)
 
@@ -153,7 +127,7 @@ class SizeOnlineEnv(EnvBase):
         self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
         done = torch.tensor([self.run.done])
         observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if self.run.done else self._draft()
-        return _out(1, observation, done)
+        return step_output(1, observation, done)
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         verify = self.sizes[int(tensordict["action"].reshape(-1)[0])]
@@ -162,10 +136,5 @@ class SizeOnlineEnv(EnvBase):
                               torch.tensor([cycle.verify_s]))
         done = self.run.done
         observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if done else self._draft()
-        return _out(1, observation, torch.tensor([done]), reward, _record(cycle))
+        return step_output(1, observation, torch.tensor([done]), reward, cycle_of(cycle))
 
-
-def _record(cycle) -> tuple[torch.Tensor, ...]:
-    """An engine Cycle as the environments' cycle keys."""
-    return (torch.tensor([True]), torch.tensor([cycle.depth]), torch.tensor([cycle.verify_size]),
-            torch.tensor([cycle.accepted]))

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from ltd.atomic import write_json
 from ltd.errors import LtdError
-from ltd.rl.depth_env import DepthReplayEnv
+from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.policies import Policy, PolicySpec
 from ltd.rl.ppo import PPOTrainer
 from ltd.rl.settings import COMPONENTS, LtdSettings, PPOSettings
-from ltd.rl.size_env import SizeReplayEnv
 from ltd.rl.trace_table import TraceTable
 from ltd.rl.validation import replay_speedup
 from ltd.traces.cost_model import CostModel
@@ -58,10 +57,11 @@ class TrainedPolicies:
     stages: list[dict] = field(default_factory=list)
 
 
-def train_ltd(train: list[Trace], validation: list[Trace], costs: CostModel, s: LtdSettings, reward: str,
+def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
               component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
-    """Run (or resume) every stage of the schedule; policies land in `directory`."""
+    """Run (or resume) every stage of the schedule in `backend`'s environments; policies land in
+    `directory`. Checkpoints are chosen by replay on the `validation` traces."""
     s.validate()
     stages = schedule(s, component)
     directory = Path(directory)
@@ -75,6 +75,7 @@ def train_ltd(train: list[Trace], validation: list[Trace], costs: CostModel, s: 
         final = directory / f"{stage.name}.pt"
         depth_partner = current["depth"] if current["depth"] is not None else s.fixed_depth
         verify_partner = current["size"] if current["size"] is not None else s.depth_verify
+        seed = stage.settings.seed
         if final.is_file():
             policy = Policy.load(final, stage.role)
         else:
@@ -82,24 +83,17 @@ def train_ltd(train: list[Trace], validation: list[Trace], costs: CostModel, s: 
                 spec = PolicySpec("size", top_k, max_depth, s.size_hidden, tuple(s.sizes))
                 # Stage 1 draws random depths, unless no depth policy will ever decide them.
                 train_depth = None if stage.name == "stage1-size" and component != "size_only" else depth_partner
-                make_env = lambda: SizeReplayEnv(train, costs, list(s.sizes), s.size_envs, train_depth, reward,
-                                                 stage.settings.seed)
+                make_env = lambda: backend.size_env(train_depth, seed)
                 validate = lambda p: replay_speedup(held_out, depth_partner, p)["speedup"]
             else:
                 spec = PolicySpec("depth", top_k, max_depth, s.depth_hidden)
-                make_env = lambda: DepthReplayEnv(train, costs, s.depth_envs, verify_partner, reward,
-                                                  stage.settings.seed)
+                make_env = lambda: backend.depth_env(verify_partner, seed)
                 validate = lambda p: replay_speedup(held_out, p, verify_partner)["speedup"]
             trainer = PPOTrainer(make_env, spec, stage.settings, directory / "checkpoints" / f"{stage.name}.pt",
                                  initial=current[stage.role])
-            done = [trainer.batch * stage.settings.rollout]
-            total = stage.settings.batches * stage.settings.rollout
-
-            def advance(frames, stage=stage, done=done, total=total):
-                done[0] += frames
-                progress(stage.name, done[0], total)
-
-            policy = trainer.train(validate, lambda m, stage=stage: log(stage.name, m), advance)
+            policy = trainer.train(validate, lambda m, name=stage.name: log(name, m),
+                                   lambda done, total, name=stage.name: progress(name, done, total),
+                                   keep_best=s.select == "validation")
             policy.save(final)
         current[stage.role] = policy
         depth = current["depth"] if current["depth"] is not None else s.fixed_depth
@@ -110,5 +104,6 @@ def train_ltd(train: list[Trace], validation: list[Trace], costs: CostModel, s: 
         if current[role] is not None:
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
-    write_json(directory / "training.json", dict(stages=summary, reward=reward, component=component, settings=asdict(s)))
+    write_json(directory / "training.json", dict(stages=summary, reward=backend.reward, component=component,
+                                                 backend=type(backend).__name__, settings=asdict(s)))
     return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary)

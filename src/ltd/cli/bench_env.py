@@ -1,0 +1,59 @@
+"""make bench-env: environment steps per second of the replay backends (the size and the depth
+environment), random actions, on this machine's traces and cost model.
+
+    python -m ltd.cli.bench_env batches=[256] steps=500
+"""
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import OmegaConf
+
+from ltd.cli.app import CONFIG_PATH, launch, set_threads, user_errors
+from ltd.cli.schema import check_config
+from ltd.errors import LtdError
+from ltd.eval.report import format_table
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="bench_env", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        cfg = check_config(cfg, "bench_env")
+        threads = set_threads(cfg.threads)
+        import torch
+
+        from ltd.rl.depth_env import DepthReplayEnv
+        from ltd.rl.size_env import SizeReplayEnv
+        from ltd.traces.cost_model import CostModel
+        from ltd.traces.record import Trace
+
+        results = Path(cfg.results)
+        costs = CostModel.load(results / "profiles" / f"{cfg.model.name}-{cfg.drafter.kind}.json")
+        directory = results / "traces" / f"{cfg.model.name}-{cfg.drafter.kind}-{cfg.traces}"
+        traces = [t for t in map(Trace.load, sorted(directory.glob("*.safetensors"))) if t.positions]
+        if not traces:
+            raise LtdError(f"no traces in {directory}: make record (or make train) records them")
+        sizes = list(OmegaConf.to_container(cfg.ltd.sizes))
+        envs = {"size": lambda b: SizeReplayEnv(traces, costs, sizes, batch=b),
+                "depth": lambda b: DepthReplayEnv(traces, costs, batch=b, verify=cfg.ltd.depth_verify)}
+        rows = []
+        for name, make in envs.items():
+            for batch in cfg.batches:
+                env = make(batch)
+                generator = torch.Generator().manual_seed(0)
+                td = env.reset()
+                for step in range(20 + cfg.steps):
+                    if step == 20:
+                        start = time.perf_counter()
+                    td["action"] = torch.randint(env.action_spec.n, (batch,), generator=generator)
+                    td = env.step_and_maybe_reset(td)[1]
+                seconds = time.perf_counter() - start
+                rows.append({"environment": name, "batch": batch, "steps/s": batch * cfg.steps / seconds,
+                             "ms per call": 1000 * seconds / cfg.steps})
+        print(f"replay environments on {len(traces)} traces ({sum(t.positions for t in traces)} positions), "
+              f"{threads} threads, random actions")
+        print(format_table(rows, ["environment", "batch", "steps/s", "ms per call"]))
+
+
+if __name__ == "__main__":
+    launch(main)

@@ -1,0 +1,46 @@
+"""Where the policies train (conf/env): the replay backend (recorded traces priced by the cost
+model; batched, exact for greedy decoding, thousands of steps per second) or the online backend
+(the real engine on real prompts, timed by the wall clock, as the paper trains). Each builds
+either environment around the partner policy of the current stage."""
+from dataclasses import dataclass
+
+from ltd.decoding.engine import Engine
+from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv, VerifyPartner
+from ltd.rl.size_env import DepthPartner, SizeOnlineEnv, SizeReplayEnv
+from ltd.traces.cost_model import CostModel
+from ltd.traces.record import Trace
+
+
+@dataclass
+class ReplayBackend:
+    traces: list[Trace]
+    costs: CostModel
+    sizes: tuple[int, ...]
+    reward: str
+    size_envs: int  # replay rows stepped at once
+    depth_envs: int
+
+    def size_env(self, depth: DepthPartner, seed: int) -> SizeReplayEnv:
+        return SizeReplayEnv(self.traces, self.costs, list(self.sizes), self.size_envs, depth, self.reward, seed)
+
+    def depth_env(self, verify: VerifyPartner, seed: int) -> DepthReplayEnv:
+        return DepthReplayEnv(self.traces, self.costs, self.depth_envs, verify, self.reward, seed)
+
+
+@dataclass
+class OnlineBackend:
+    engine: Engine
+    prompts: list[list[int]]
+    sizes: tuple[int, ...]
+    reward: str
+    top_k: int
+    max_depth: int
+    max_new_tokens: int
+
+    def size_env(self, depth: DepthPartner, seed: int) -> SizeOnlineEnv:
+        return SizeOnlineEnv(self.engine, self.prompts, list(self.sizes), self.top_k, self.max_depth, depth,
+                             self.reward, self.max_new_tokens, seed)
+
+    def depth_env(self, verify: VerifyPartner, seed: int) -> DepthOnlineEnv:
+        return DepthOnlineEnv(self.engine, self.prompts, self.top_k, self.max_depth, verify, self.reward,
+                              self.max_new_tokens, seed)
