@@ -14,15 +14,14 @@ import time
 
 import torch
 from tensordict import TensorDict
-from torchrl.envs import EnvBase
 
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
-from ltd.rl.env_io import cycle_of, set_specs, step_output
+from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level,
                                  size_observation)
 from ltd.rl.policies import CONTINUE, Policy, policy_sizes
-from ltd.rl.rewards import check_reward, cycle_reward
+from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
@@ -37,24 +36,17 @@ def _check_verify(verify: VerifyPartner) -> None:
         raise LtdError("the depth environment's verify partner must be a size policy")
 
 
-class DepthReplayEnv(EnvBase):
+class DepthReplayEnv(PolicyEnv):
     def __init__(self, traces: list[Trace], costs: CostModel, batch: int = 1, verify: VerifyPartner = 60,
                  reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
-        _check_verify(verify)
-        check_reward(reward)
-        super().__init__(batch_size=torch.Size([batch]))
-        self.partner, self.reward_kind = verify, reward
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
+        _check_verify(verify)
+        super().__init__(batch, depth_width(self.top_k), 2, reward, seed)
+        self.partner = verify
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
-        set_specs(self, batch, depth_width(self.top_k), 2)
-        self.generator = torch.Generator()
-        self._set_seed(seed)
-
-    def _set_seed(self, seed: int | None) -> None:
-        self.generator.manual_seed(0 if seed is None else seed)
 
     def _observe(self) -> torch.Tensor:
         rows, context = self.table.rows(self.trace_index, self.position)
@@ -62,8 +54,7 @@ class DepthReplayEnv(EnvBase):
         return depth_observations(latest, self.depth, context, self.top_k, self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
-        mask = tensordict.get("_reset", None) if tensordict is not None else None
-        rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
+        rows = self.rows_to_reset(tensordict)
         self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
         self.depth[rows] = 1
         return step_output(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
@@ -84,7 +75,7 @@ class DepthReplayEnv(EnvBase):
         return step_output(self.batch_size[0], self._observe(), stops, reward, cycle)
 
 
-class DepthOnlineEnv(EnvBase):
+class DepthOnlineEnv(PolicyEnv):
     """Batch 1: continuing expands the real tree; stopping verifies it, timed by the wall clock."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], top_k: int, max_depth: int,
@@ -92,17 +83,10 @@ class DepthOnlineEnv(EnvBase):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         _check_verify(verify)
-        check_reward(reward)
-        super().__init__(batch_size=torch.Size([1]))
+        super().__init__(1, depth_width(top_k), 2, reward, seed)
         self.engine, self.prompts, self.partner = engine, prompts, verify
-        self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
+        self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.run: SpeculativeRun | None = None
-        set_specs(self, 1, depth_width(top_k), 2)
-        self.generator = torch.Generator()
-        self._set_seed(seed)
-
-    def _set_seed(self, seed: int | None) -> None:
-        self.generator.manual_seed(0 if seed is None else seed)
 
     def _observe(self) -> torch.Tensor:
         return depth_observation(self.tree, self.context, self.max_depth)[None]

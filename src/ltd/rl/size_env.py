@@ -15,14 +15,13 @@ import time
 
 import torch
 from tensordict import TensorDict
-from torchrl.envs import EnvBase
 
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
-from ltd.rl.env_io import cycle_of, set_specs, step_output
+from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import depth_observation, size_observation, size_observations, size_width
 from ltd.rl.policies import STOP, Policy, policy_depths
-from ltd.rl.rewards import check_reward, cycle_reward
+from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
@@ -37,24 +36,17 @@ def _check_depth(depth: DepthPartner, max_depth: int) -> None:
         raise LtdError("the size environment's depth partner must be a depth policy")
 
 
-class SizeReplayEnv(EnvBase):
+class SizeReplayEnv(PolicyEnv):
     def __init__(self, traces: list[Trace], costs: CostModel, sizes: list[int], batch: int = 1,
                  depth: DepthPartner = None, reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
-        _check_depth(depth, self.table.max_depth)
-        check_reward(reward)
-        super().__init__(batch_size=torch.Size([batch]))
-        self.sizes, self.partner, self.reward_kind = torch.tensor(sizes), depth, reward
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
+        _check_depth(depth, self.max_depth)
+        super().__init__(batch, size_width(self.top_k, self.max_depth), len(sizes), reward, seed)
+        self.sizes, self.partner = torch.tensor(sizes), depth
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
-        set_specs(self, batch, size_width(self.top_k, self.max_depth), len(sizes))
-        self.generator = torch.Generator()
-        self._set_seed(seed)
-
-    def _set_seed(self, seed: int | None) -> None:
-        self.generator.manual_seed(0 if seed is None else seed)
 
     def _observe(self) -> torch.Tensor:
         rows, context = self.table.rows(self.trace_index, self.position)
@@ -68,8 +60,7 @@ class SizeReplayEnv(EnvBase):
         return size_observations(scores, self.depth, context, self.top_k, self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
-        mask = tensordict.get("_reset", None) if tensordict is not None else None
-        rows = torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
+        rows = self.rows_to_reset(tensordict)
         self.trace_index[rows], self.position[rows] = self.table.draw(int(rows.numel()), self.generator)
         return step_output(self.batch_size[0], self._observe(), torch.zeros(self.batch_size, dtype=torch.bool))
 
@@ -86,7 +77,7 @@ class SizeReplayEnv(EnvBase):
         return step_output(self.batch_size[0], self._observe(), ended, reward, cycle)
 
 
-class SizeOnlineEnv(EnvBase):
+class SizeOnlineEnv(PolicyEnv):
     """Batch 1: each step verifies one real cycle; the reward uses its wall-clock times."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], sizes: list[int], top_k: int, max_depth: int,
@@ -94,17 +85,10 @@ class SizeOnlineEnv(EnvBase):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         _check_depth(depth, max_depth)
-        check_reward(reward)
-        super().__init__(batch_size=torch.Size([1]))
+        super().__init__(1, size_width(top_k, max_depth), len(sizes), reward, seed)
         self.engine, self.prompts, self.sizes, self.partner = engine, prompts, list(sizes), depth
-        self.top_k, self.max_depth, self.reward_kind, self.max_new_tokens = top_k, max_depth, reward, max_new_tokens
+        self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.run: SpeculativeRun | None = None
-        set_specs(self, 1, size_width(top_k, max_depth), len(sizes))
-        self.generator = torch.Generator()
-        self._set_seed(seed)
-
-    def _set_seed(self, seed: int | None) -> None:
-        self.generator.manual_seed(0 if seed is None else seed)
 
     def _draft(self) -> torch.Tensor:
         """Draft the next cycle's tree to the partner's depth; its size observation."""

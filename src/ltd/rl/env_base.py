@@ -1,11 +1,31 @@
-"""What both environments' steps carry, in one place: the specs, a step's (or reset's) output, and
-what the step's cycle did (for the trainer's curves)."""
+"""What the depth and size environments share: a batch of rows, a seeded generator, the specs, a
+step's (or reset's) output, and what the step's cycle did (for the trainer's curves)."""
 import torch
 from tensordict import TensorDict
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ltd.rl.rewards import check_reward
+
 CYCLE_KEYS = ("cycle_end", "cycle_depth", "cycle_verify", "cycle_accepted")
+
+
+class PolicyEnv(EnvBase):
+    def __init__(self, batch: int, width: int, actions: int, reward: str, seed: int):
+        check_reward(reward)
+        super().__init__(batch_size=torch.Size([batch]))
+        self.reward_kind = reward
+        set_specs(self, batch, width, actions)
+        self.generator = torch.Generator()
+        self._set_seed(seed)
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(0 if seed is None else seed)
+
+    def rows_to_reset(self, tensordict: TensorDict | None) -> torch.Tensor:
+        """The batch rows a reset is for: those TorchRL marks in `_reset`, else all."""
+        mask = tensordict.get("_reset", None) if tensordict is not None else None
+        return torch.arange(self.batch_size[0]) if mask is None else mask.reshape(-1).nonzero().squeeze(-1)
 
 
 def set_specs(env: EnvBase, batch: int, width: int, actions: int) -> None:
