@@ -314,3 +314,18 @@ def test_acting_on_a_prefix_gives_the_full_observations_action():
             observation = torch.randn(width)
             observation[used:-2] = 0
             assert policy.act_on_prefix(observation, used) == int(policy.act(observation[None])[0])
+
+
+def test_frozen_policy_partners_in_every_environment(recorded):
+    traces, prompts, _, _, engine = recorded
+    torch.manual_seed(0)
+    depth_policy = Policy(PolicySpec("depth", TOP_K, MAX_DEPTH, (8,))).eval()
+    size_policy = Policy(PolicySpec("size", TOP_K, MAX_DEPTH, (8,), tuple(SIZES))).eval()
+    for env in (SizeReplayEnv(traces, costs(), SIZES, batch=4, depth=depth_policy),
+                DepthReplayEnv(traces, costs(), batch=4, verify=size_policy),
+                SizeOnlineEnv(engine, prompts, SIZES, TOP_K, MAX_DEPTH, depth=depth_policy, max_new_tokens=12),
+                DepthOnlineEnv(engine, prompts, TOP_K, MAX_DEPTH, verify=size_policy, max_new_tokens=12)):
+        check_env_specs(env)
+        rollout = env.rollout(20, break_when_any_done=False)
+        ended = rollout["next", "cycle_end"]
+        assert ended.any() and set(rollout["next", "cycle_verify"][ended].tolist()) <= set(SIZES)

@@ -15,8 +15,7 @@ import torch
 from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.rl.observations import depth_observation, size_observation
-from ltd.rl.policies import STOP, Policy
+from ltd.rl.policies import Policy, keeps_drafting, size_for
 
 
 @dataclass
@@ -49,14 +48,13 @@ class LTD(Controller):
         if self.depth_net is None:
             return tree.depth < self.depth
         with one_thread():
-            return int(self.depth_net.act(depth_observation(tree, context_length, self.max_depth)[None])) != STOP
+            return keeps_drafting(self.depth_net, tree, context_length)
 
     def verify_size(self, tree: DraftTree, context_length: int) -> int:
         if self.size_net is None:
             return self.verify
         with one_thread():
-            observation = size_observation(tree, context_length, self.max_depth)
-            return self.size_net.spec.sizes[self.size_net.act_on_prefix(observation, tree.count)]
+            return size_for(self.size_net, tree, context_length)
 
 
 @contextmanager

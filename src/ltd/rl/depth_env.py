@@ -18,9 +18,8 @@ from tensordict import TensorDict
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
 from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
-from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level,
-                                 size_observation)
-from ltd.rl.policies import CONTINUE, Policy, policy_sizes
+from ltd.rl.observations import depth_observation, depth_observations, depth_width, latest_level
+from ltd.rl.policies import CONTINUE, Policy, policy_sizes, size_for
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
@@ -66,8 +65,11 @@ class DepthReplayEnv(PolicyEnv):
         rows, context = self.table.rows(self.trace_index, self.position)
         if isinstance(self.partner, int):
             verify = torch.full(self.batch_size, self.partner)
-        else:
-            verify = policy_sizes(self.partner, self.table.scores[rows], self.depth, context)
+        else:  # the size partner only decides for the rows that stop drafting now
+            verify = torch.zeros(self.batch_size, dtype=torch.long)
+            if stops.any():
+                verify[stops] = policy_sizes(self.partner, self.table.scores[rows[stops]], self.depth[stops],
+                                             context[stops])
         accepted = self.table.accepted(rows, self.depth, verify)
         draft_s, verify_s = self.table.seconds(self.depth, verify, context)
         reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
@@ -109,8 +111,7 @@ class DepthOnlineEnv(PolicyEnv):
         if isinstance(self.partner, int):
             verify = self.partner
         else:
-            observation = size_observation(tree, self.context, self.max_depth)[None]
-            verify = self.partner.spec.sizes[int(self.partner.act(observation))]
+            verify = size_for(self.partner, tree, self.context)
         cycle = run.verify(tree, verify, time.perf_counter() - p0)
         reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
                               torch.tensor([cycle.verify_s]))

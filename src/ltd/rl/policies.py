@@ -14,7 +14,9 @@ from torch import nn
 
 from ltd.atomic import write_file
 from ltd.errors import LtdError
-from ltd.rl.observations import depth_observations, depth_width, latest_level, size_observations, size_width
+from ltd.decoding.tree import DraftTree
+from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level, size_observation,
+                                 size_observations, size_width)
 
 STOP, CONTINUE = 0, 1
 
@@ -122,3 +124,14 @@ def policy_sizes(policy: Policy, scores: torch.Tensor, depth: torch.Tensor, cont
     spec = policy.spec
     observations = size_observations(scores, depth, context_length, spec.top_k, spec.max_depth)
     return torch.tensor(spec.sizes)[policy.act(observations)]
+
+
+def keeps_drafting(policy: Policy, tree: DraftTree, context_length: int) -> bool:
+    """The depth policy's greedy decision on the engine's live tree, after its latest expansion."""
+    return int(policy.act(depth_observation(tree, context_length, policy.spec.max_depth)[None])[0]) != STOP
+
+
+def size_for(policy: Policy, tree: DraftTree, context_length: int) -> int:
+    """The size policy's greedy V for the engine's live tree."""
+    observation = size_observation(tree, context_length, policy.spec.max_depth)
+    return policy.spec.sizes[policy.act_on_prefix(observation, tree.count)]

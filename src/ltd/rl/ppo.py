@@ -76,6 +76,7 @@ class PPOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda u: learning_rate_factor(u, updates, settings.warmup))
         self.batch, self.best_score, self.best_weights = 0, -float("inf"), None
+        self.keep_best = True
         if self.checkpoint.is_file():
             self._load()
 

@@ -19,8 +19,8 @@ from tensordict import TensorDict
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
 from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
-from ltd.rl.observations import depth_observation, size_observation, size_observations, size_width
-from ltd.rl.policies import STOP, Policy, policy_depths
+from ltd.rl.observations import size_observation, size_observations, size_width
+from ltd.rl.policies import Policy, keeps_drafting, policy_depths
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
@@ -94,14 +94,16 @@ class SizeOnlineEnv(PolicyEnv):
         """Draft the next cycle's tree to the partner's depth; its size observation."""
         run = self.run
         self.context, self.tree, self.partner_s = run.context, run.draft_root(), 0.0
-        target = (int(torch.randint(1, self.max_depth + 1, (1,), generator=self.generator))
-                  if self.partner is None else self.partner if isinstance(self.partner, int) else self.max_depth)
+        if isinstance(self.partner, Policy):
+            target = self.max_depth
+        else:
+            target = self.partner or int(torch.randint(1, self.max_depth + 1, (1,), generator=self.generator))
         while self.tree.depth < target and run.can_expand(self.tree):
             if isinstance(self.partner, Policy):
                 p0 = time.perf_counter()
-                stop = int(self.partner.act(depth_observation(self.tree, self.context, self.max_depth)[None])) == STOP
+                more = keeps_drafting(self.partner, self.tree, self.context)
                 self.partner_s += time.perf_counter() - p0
-                if stop:
+                if not more:
                     break
             run.expand(self.tree)
         return size_observation(self.tree, self.context, self.max_depth)[None]
