@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from ltd.cli.app import CONFIG_PATH, build_controller, check_choices, drafter_job
 from ltd.errors import LtdError
@@ -34,7 +35,7 @@ def test_every_model_composes_with_every_job(job, model):
     if model in PAPER_MODELS:
         assert cfg.model.eagle3 and cfg.model.device == "cuda"
     if "controller" in cfg:
-        assert build_controller(cfg.controller).verify == 60
+        assert build_controller(OmegaConf.to_container(cfg.controller), cfg).verify == 60
 
 
 @pytest.mark.parametrize("drafter", ["eagle3", "eagle3_tiny"])

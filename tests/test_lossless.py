@@ -8,7 +8,7 @@ from ltd.models.draft_lm import DraftLM
 
 PROMPT = random_prompt(10, seed=7)
 MAX_NEW = 40
-SHAPES = [(1, 1, 1), (3, 2, 4), (8, 10, 60), (5, 4, 100), (12, 3, 7)]
+SHAPES = [(1, 1, 1), (3, 2, 4), (8, 10, 60), (5, 4, 68), (12, 3, 7)]  # (5, 4, 68): the whole tree
 
 
 def make_drafter(kind, tiny_target, small_draft_hf):

@@ -195,7 +195,7 @@ def test_policy_save_and_load_round_trip(tmp_path):
     with pytest.raises(LtdError, match="no policy at .*missing.pt: make train trains one"):
         Policy.load(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_text("not a policy")
-    with pytest.raises(LtdError, match="is not a policy"):
+    with pytest.raises(LtdError, match="cannot read policy .*bad.pt: "):
         Policy.load(tmp_path / "bad.pt")
 
 
@@ -282,6 +282,30 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     table = TraceTable(traces[:1], costs())
     rows, context = table.rows(torch.tensor([0]), torch.tensor([0]))
     assert int(policy_depths(controller.depth_net, table.scores[rows], context)[0]) >= 1
+
+
+def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, capsys):
+    traces = recorded[0]
+    s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
+                    depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
+    train_ltd(backend, traces[2:], costs(), s, "no_coadapt", tmp_path)
+    stage = tmp_path / "stage1-depth.pt"
+    stage.write_bytes(stage.read_bytes()[:100])  # cut short
+    logged = []
+    # Its PPO checkpoint holds the finished training: the stage's policy is made again from it.
+    trained = train_ltd(backend, traces[2:], costs(), s, "no_coadapt", tmp_path)
+    assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth"] and Policy.load(stage, "depth")
+    assert f"note: {stage} is damaged (PytorchStreamReader failed reading zip archive" in capsys.readouterr().err
+
+    checkpoint = tmp_path / "checkpoints" / "cut.pt"
+    checkpoint.parent.mkdir(exist_ok=True)
+    checkpoint.write_text("not a checkpoint")
+    make_env = lambda: DepthReplayEnv(traces, costs(), batch=8, verify=2, seed=0)
+    trainer = PPOTrainer(make_env, PolicySpec("depth", TOP_K, MAX_DEPTH, (16,)), small_ppo(512), checkpoint)
+    err = capsys.readouterr().err
+    assert trainer.batch == 0 and not checkpoint.exists()
+    assert f"note: {checkpoint} is damaged (" in err and "); starting the stage over" in err
 
 
 def test_ltd_controller_errors_are_one_line(tmp_path):

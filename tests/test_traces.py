@@ -12,7 +12,7 @@ from ltd.decoding.engine import Engine
 from ltd.models.draft_lm import DraftLM
 from ltd.traces.record import Trace, accepted_for, on_target_path, record_answer
 
-DECISIONS = [(1, 1), (2, 3), (3, 4), (4, 12), (6, 30), (6, 200)]
+DECISIONS = [(1, 1), (2, 3), (3, 4), (4, 12), (6, 30), (6, 48)]  # (6, 48): every candidate
 
 
 class Bare:
@@ -96,11 +96,19 @@ def test_make_record_resumes(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "3 turns recorded, 0 already there; 3 traces, " in first.stdout
-    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "traces").glob("*.safetensors")) == [
         "1-0.safetensors", "1-1.safetensors", "2-0.safetensors"]
     (tmp_path / "traces" / "1-1.safetensors").unlink()  # as if the first run had stopped there
     second = subprocess.run(command, capture_output=True, text=True)
     assert "1 turns recorded, 2 already there; 3 traces" in second.stdout, second.stderr
+    damaged = tmp_path / "traces" / "2-0.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:200])  # cut short by a full disk, say
+    third = subprocess.run(command, capture_output=True, text=True)
+    assert "1 turns recorded, 2 already there; 3 traces" in third.stdout, third.stderr
+    assert f"note: {damaged} is damaged (" in third.stderr and "); recording it again" in third.stderr
+    other = subprocess.run([*command, "max_new_tokens=9"], capture_output=True, text=True)
+    assert "made under other settings (max_new_tokens 8 -> 9); making them again" in other.stderr
+    assert "3 turns recorded, 0 already there; 3 traces" in other.stdout
 
 
 @pytest.mark.real

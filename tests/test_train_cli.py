@@ -3,6 +3,7 @@ tables are printed, the store is appended, and a second run reuses everything al
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,10 +19,15 @@ def tiny_model_dir(tmp_path_factory):
     return directory
 
 
+def tiny_model(tiny_model_dir, tmp_path):
+    """The tiny model and its untrained head, as every job here names them."""
+    return ["model.name=tiny", f"model.source={tiny_model_dir}", "model.max_context=256", "drafter.draft_vocab_size=64",
+            f"drafter.root={tmp_path}"]
+
+
 def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]"):
     args = [
-        sys.executable, "-m", "ltd.cli.train", "model.name=tiny", f"model.source={tiny_model_dir}",
-        "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", "logger=none",
+        sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), "logger=none",
         f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
         "profile.repeats=1", "record.task=mt_bench", "record.questions=3", "record.validation=1",
         "record.max_new_tokens=10", "record.top_k=3", "record.max_depth=3", "ltd.sizes=[0,1,2,4]", "ltd.fixed_depth=2",
@@ -46,9 +52,9 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
                                                        for m in ("autoregressive", "eagle3_default", "ltd")}
     assert all(r["lossless"] for r in rows) and {r["reward"] for r in rows} == {"throughput"}
 
-    bench = subprocess.run([sys.executable, "-m", "ltd.cli.bench_env", "model.name=tiny", "traces=mt_bench",
-                            f"results={tmp_path / 'results'}", "ltd.sizes=[0,1,2,4]", "ltd.depth_verify=2",
-                            "batches=[1,4]", "steps=5", f"hydra.run.dir={tmp_path / 'bench'}"],
+    bench = subprocess.run([sys.executable, "-m", "ltd.cli.bench_env", *tiny_model(tiny_model_dir, tmp_path),
+                            "traces=mt_bench", f"results={tmp_path / 'results'}", "ltd.sizes=[0,1,2,4]",
+                            "ltd.depth_verify=2", "batches=[1,4]", "steps=5", f"hydra.run.dir={tmp_path / 'bench'}"],
                            capture_output=True, text=True)
     assert bench.returncode == 0, bench.stderr[-3000:]
     assert bench.stdout.count("size") >= 2 and bench.stdout.count("depth") >= 2 and "steps/s" in bench.stdout
@@ -62,6 +68,35 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
     ablation = [r for r in rows if r["experiment"] == "ablation"]
     assert {(r["reward"], r["component"], r["method"]) for r in ablation} == {
         ("acceptance", "size_only", "autoregressive"), ("acceptance", "size_only", "ltd")}
+
+
+def test_another_drafter_or_setting_is_never_served_what_was_made_before(tiny_model_dir, tmp_path):
+    """The profile, the traces and the policies are keyed by the drafter's weights and the settings
+    that shape them: a run with another drafter or another answer length makes them again, and the
+    policies of one drafter are refused to another."""
+    assert train(tiny_model_dir, tmp_path, methods="[autoregressive]").returncode == 0
+    traces = lambda: sorted(p.name for p in (tmp_path / "results" / "traces").iterdir())
+    first = traces()
+
+    other_drafter = train(tiny_model_dir, tmp_path, "drafter.seed=1", methods="[autoregressive]")  # another untrained head
+    assert other_drafter.returncode == 0, other_drafter.stderr[-3000:]
+    assert "cost model: measured" in other_drafter.stdout and len(traces()) == 2
+    assert "holds ltd policies made under other settings (" in other_drafter.stderr
+    assert "drafter.seed 0 -> 1" in other_drafter.stderr and "stage1-size" in other_drafter.stdout
+
+    longer = train(tiny_model_dir, tmp_path, "drafter.seed=1", "record.max_new_tokens=12", methods="[autoregressive]")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "measured before" in longer.stdout and len(traces()) == 3 and first[0] in traces()
+    assert "holds ltd policies made under other settings (" in longer.stderr and "stage1-size" in longer.stdout
+
+    policies = tmp_path / "results" / "policies" / "tiny-eagle3-throughput-full"
+    decode = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.decode", *tiny_model(tiny_model_dir, tmp_path), "controller=ltd",
+         f"controller.depth_policy={policies / 'depth.pt'}", f"controller.size_policy={policies / 'size.pt'}",
+         "task.name=tiny", f"task.path={Path(__file__).parents[1] / 'data/bench/mt_bench/question.jsonl'}",
+         "questions=1", "max_new_tokens=4", f"hydra.run.dir={tmp_path / 'decode'}"], capture_output=True, text=True)
+    assert decode.returncode == 2 and decode.stderr.strip().splitlines()[-1] == (
+        f"error: {policies / 'depth.pt'} was trained for another drafter (seed 1 -> 0): train it again for this one")
 
 
 def test_bad_choices_are_one_line(tiny_model_dir, tmp_path):

@@ -1,10 +1,22 @@
-"""Files written whole or not at all: a crash or Ctrl-C never leaves half a file behind."""
+"""Files written whole or not at all: a crash or Ctrl-C never leaves half a file behind. They get
+the modes any file the user writes gets (their umask), not the owner-only ones of temporary files,
+so result directories can be shared."""
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+FILE_MODE, DIRECTORY_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
 def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -15,6 +27,7 @@ def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -33,6 +46,7 @@ def write_directory(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         write(tmp)
+        os.chmod(tmp, DIRECTORY_MODE)
         if not path.exists():
             os.replace(tmp, path)
     finally:

@@ -1,2 +1,11 @@
 class LtdError(Exception):
     """A mistake in the user's input or config: entry points print it as one line, no traceback."""
+
+
+def reason(error: BaseException) -> str:
+    """What went wrong, short enough for one line: the first sentence of the error's first line
+    (readers of damaged files go on for a paragraph)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".")

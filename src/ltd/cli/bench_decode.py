@@ -10,12 +10,14 @@ import time
 
 import hydra
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.atomic import write_json
 from ltd.cli.schema import check_config
-from ltd.cli.app import CONFIG_PATH, build_controller, launch, load_model, set_threads, user_errors
+from ltd.cli.app import CONFIG_PATH, build_controller, eagle3_weights, launch, load_model, set_threads, user_errors
 from ltd.decoding.engine import Clock, Engine
+from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.tasks import load_questions
 
@@ -56,12 +58,14 @@ def main(cfg) -> None:
 
     with user_errors():
         cfg = check_config(cfg, "bench_decode")
+        if min(cfg.verify_sizes, default=0) < 1:
+            raise LtdError(f"verify_sizes must be whole numbers >= 1 (draft tokens verified), got {list(cfg.verify_sizes)}")
         threads = set_threads(cfg.threads)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg)
+        questions = load_questions(cfg.task.path, cfg.prompts)
         start = time.perf_counter()
         target, drafter = load_model(cfg)
         load_s = time.perf_counter() - start
-        controller = build_controller(cfg.controller)
-        questions = load_questions(cfg.task.path, cfg.prompts)
         prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
         hf_model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=target.decoder.dtype)
         hf_model = hf_model.to(target.decoder.device).eval()
@@ -91,7 +95,7 @@ def main(cfg) -> None:
         c = cfg.controller
         result = {
             "model": target.name,
-            "drafter": cfg.drafter.kind + ("" if (cfg.drafter.get("path") or cfg.model.eagle3) else " (untrained)"),
+            "drafter": cfg.drafter.kind + ("" if cfg.drafter.kind != "eagle3" or eagle3_weights(cfg) else " (untrained)"),
             "tree": {"depth": c.depth, "top_k": c.top_k, "verify": c.verify},
             "prompts": len(prompts), "max_new_tokens": n, "repeats": cfg.repeats,
             "hf_generate_tok_s": tok_s["hf_generate"],
@@ -124,4 +128,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "bench_decode")

@@ -1,5 +1,6 @@
 """make bench-env: environment steps per second of the replay backends (the size and the depth
-environment), random actions, on this machine's traces and cost model.
+environment), random actions, on the newest traces and cost model recorded for this model and
+drafter (their weights included).
 
     python -m ltd.cli.bench_env batches=[256] steps=500
 """
@@ -9,7 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from ltd.cli.app import CONFIG_PATH, launch, set_threads, user_errors
+from ltd.artefacts import find
+from ltd.cli.app import CONFIG_PATH, identities, launch, set_threads, user_errors
 from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
@@ -25,14 +27,20 @@ def main(cfg) -> None:
         from ltd.rl.depth_env import DepthReplayEnv
         from ltd.rl.size_env import SizeReplayEnv
         from ltd.traces.cost_model import CostModel
-        from ltd.traces.record import Trace
 
-        results = Path(cfg.results)
-        costs = CostModel.load(results / "profiles" / f"{cfg.model.name}-{cfg.drafter.kind}.json")
-        directory = results / "traces" / f"{cfg.model.name}-{cfg.drafter.kind}-{cfg.traces}"
-        traces = [t for t in map(Trace.load, sorted(directory.glob("*.safetensors"))) if t.positions]
-        if not traces:
-            raise LtdError(f"no traces in {directory}: make record (or make train) records them")
+        from ltd.traces.record_task import read_traces, recorded_traces
+
+        results, (model, drafter) = Path(cfg.results), identities(cfg)
+        profiles = find(results.glob("profiles/*.json"), {"model": model, "drafter": drafter}, directory=False)
+        if not profiles:
+            raise LtdError(f"no cost model of {cfg.model.name} with this {cfg.drafter.kind} drafter in {results}/profiles: "
+                           f"make profile (or make train) measures one")
+        costs = CostModel.load(profiles[0])
+        directories = recorded_traces(results, model, drafter, cfg.traces)
+        if not directories:
+            raise LtdError(f"no {cfg.traces} traces of {cfg.model.name} with this {cfg.drafter.kind} drafter in "
+                           f"{results}/traces: make record (or make train) records them")
+        traces = [t for t in read_traces(sorted(directories[0].glob("*.safetensors"))) if t.positions]
         sizes = list(OmegaConf.to_container(cfg.ltd.sizes))
         envs = {"size": lambda b: SizeReplayEnv(traces, costs, sizes, batch=b),
                 "depth": lambda b: DepthReplayEnv(traces, costs, batch=b, verify=cfg.ltd.depth_verify)}
@@ -56,4 +64,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "bench_env")

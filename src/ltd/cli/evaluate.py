@@ -2,24 +2,34 @@
 check each against the autoregressive output, print the summary table and write the records.
 
     python -m ltd.cli.evaluate task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
+    python -m ltd.cli.evaluate resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
+
+A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
+methods and settings (its key.json says which); it decodes the questions not yet finished.
 """
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ltd.cli.app import CONFIG_PATH, build_methods, launch, load_model, set_threads, user_errors
+from ltd.artefacts import Artefact
+from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, identities, launch, load_model,
+                         method_identity, run_directory, set_threads, task_identity, user_errors)
 from ltd.cli.schema import check_config
 from ltd.decoding.engine import Engine
+from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, check_methods
 from ltd.eval.tasks import load_questions
+from ltd.fingerprints import describe_machine, machine
 from ltd.tracking import LoggerSettings, Tracker
+
+EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
 
 
 def summary_metrics(summary: dict) -> dict:
@@ -32,32 +42,61 @@ def summary_metrics(summary: dict) -> dict:
     return flat
 
 
+def open_records(cfg, key: dict, names: list[str]) -> Records:
+    """The run directory's records: new, or (resume=) those of the interrupted evaluation there."""
+    run_dir = run_directory("an evaluation")
+    evaluation = Artefact(run_dir, key, "an evaluation", directory=True)
+    stored = evaluation.stored_key()
+    if cfg.resume is None:
+        if stored is not None:
+            raise LtdError(f"{run_dir} already holds an evaluation: resume={run_dir} goes on with it")
+        evaluation.seal()
+        return Records(run_dir, names)
+    if stored is None:
+        raise LtdError(f"{run_dir} holds no evaluation to resume (no key.json): resume= names a make eval run "
+                       f"directory")
+    if stored != evaluation.key:
+        raise LtdError(f"cannot resume {run_dir}: it ran under other settings ({evaluation.changes()})")
+    return Records.resume(run_dir, names)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "eval")
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        if cfg.resume is not None and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise LtdError("resume= goes on with one run directory: not with -m")
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
-        methods = build_methods(list(cfg.methods), cfg.model.name, cfg.drafter.kind)
+        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
+        methods = build_methods(list(cfg.methods), cfg, (model, drafter))
         check_methods(methods)
+        check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
         logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
         logger.validate()
+        names = [m.name for m in methods]
+        key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
+               "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
+               "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+               "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens}
+        records = open_records(cfg, key, names)
+        run_dir = records.directory
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        names = [m.name for m in methods]
         tracker = Tracker(
             logger, run_dir, job_type="eval",
             name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}", group=cfg.experiment,
             tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
             config=OmegaConf.to_container(cfg, resolve=True),
         )
-        records = Records(run_dir, names)
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
-                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+                   machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens)
         shown = [n for n in names if n != AUTOREGRESSIVE][:3]
-        bar = tqdm(total=len(questions), desc=f"eval {cfg.task.name}", unit="question")
+        done = len(records.question_ids)
+        if done:
+            print(f"resuming {run_dir}: {done} of {len(questions)} questions already decoded")
+        bar = tqdm(total=len(questions), initial=done, desc=f"eval {cfg.task.name}", unit="question")
 
         def on_question(number: int, question_rows: list[dict], summary: dict) -> None:
             by_method = {row["method"]: row for row in summary["methods"]}
@@ -77,7 +116,7 @@ def main(cfg) -> None:
 
         c = cfg
         print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
-              f"turn, temperature {c.temperature}, {threads} threads")
+              f"turn, temperature {c.temperature}, {describe_machine(here)}")
         print(format_table(summary["methods"], SUMMARY_COLUMNS))
         print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; records in {run_dir}")
         if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
@@ -86,4 +125,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "eval")

@@ -1,16 +1,22 @@
 """make profile: measure this machine's cost model for a target and drafter, print it, save it.
 
     python -m ltd.cli.profile contexts=[256,1024] repeats=3
+
+The profile goes to results/profiles/<model>-<drafter>-<digest>.json with its key beside it (the
+model and drafter with their weights, this machine and thread count, top_k): make train reuses it
+only where all of these are the same.
 """
-from pathlib import Path
 
 import hydra
 from tqdm import tqdm
 
-from ltd.cli.app import CONFIG_PATH, launch, load_model, set_threads, user_errors
+from ltd.artefacts import Artefact
+from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, user_errors
 from ltd.cli.schema import check_config
 from ltd.eval.report import format_table
-from ltd.traces.profiler import measure_cost_model
+from ltd.fingerprints import describe_machine, machine
+from ltd.traces.cost_model import cost_model_file, cost_model_key
+from ltd.traces.profiler import check_profile, measure_cost_model
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="profile", version_base=None)
@@ -18,14 +24,20 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "profile")
         threads = set_threads(cfg.threads)
+        check_profile(list(cfg.contexts), list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats,
+                      cfg.model.max_context, cfg.model.name)
+        here = machine(threads, cfg.model.device)
+        key = cost_model_key(*identities(cfg), here, cfg.top_k)
+        output = Artefact(cfg.output, key, "cost model") if cfg.output else cost_model_file(cfg.results, key)
         target, drafter = load_model(cfg)
-        output = Path(cfg.output or f"results/profiles/{cfg.model.name}-{cfg.drafter.kind}.json")
         with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
             costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(cfg.contexts),
                                        list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats, bar.update)
-        costs.save(output)
+        output.unseal()
+        costs.save(output.path)
+        output.seal()
 
-        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {costs.device}, {threads} threads: milliseconds "
+        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {describe_machine(here)}: milliseconds "
               f"(medians of {cfg.repeats})")
         rows = []
         for i, context in enumerate(costs.contexts):
@@ -38,8 +50,8 @@ def main(cfg) -> None:
         print("update: the drafter absorbs an accepted token and its bonus (the root expansion); expansion: one "
               f"further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); V=n: the target "
               "verifies the root and n draft tokens")
-        print(f"written: {output}")
+        print(f"written: {output.path}")
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "profile")

@@ -2,17 +2,22 @@
 expansion, one file per turn; a run again skips the turns already recorded.
 
     python -m ltd.cli.record questions=20 max_new_tokens=256
+
+The traces go to results/traces/<model>-<drafter>-<task>-<digest>/, the digest of their key (the
+model and drafter with their weights, the task's questions, max_new_tokens, top_k, max_depth): other
+settings or another drafter record into another directory, never onto these.
 """
 from pathlib import Path
 
 import hydra
 from tqdm import tqdm
 
-from ltd.cli.app import CONFIG_PATH, launch, load_model, set_threads, user_errors
+from ltd.artefacts import Artefact
+from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, task_identity, user_errors
 from ltd.cli.schema import check_config
 from ltd.eval.tasks import load_questions
 from ltd.traces.record import Trace
-from ltd.traces.record_task import record_questions
+from ltd.traces.record_task import record_questions, traces_directory, traces_key
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="record", version_base=None)
@@ -21,19 +26,23 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "record")
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
-        output = Path(cfg.output or f"results/traces/{cfg.model.name}-{cfg.drafter.kind}-{cfg.task.name}")
+        key = traces_key(*identities(cfg), task_identity(cfg.task), cfg.max_new_tokens, cfg.top_k, cfg.max_depth)
+        traces = traces_directory(Path(cfg.results), key)
+        if cfg.output:
+            traces = Artefact(cfg.output, key, "traces", directory=True)
         target, drafter = load_model(cfg)
+        traces.open(owned=("*.safetensors",))
         with tqdm(total=len(questions), desc=f"record {cfg.task.name}", unit="question") as bar:
-            paths, recorded = record_questions(target, drafter, questions, output, cfg.max_new_tokens, cfg.top_k,
+            paths, recorded = record_questions(target, drafter, questions, traces.path, cfg.max_new_tokens, cfg.top_k,
                                                cfg.max_depth, bar.update)
         reused = len(paths) - recorded
-        files = sorted(output.glob("*.safetensors"))
+        files = sorted(traces.path.glob("*.safetensors"))
         positions = sum(Trace.load(f).positions for f in files)
         size = sum(f.stat().st_size for f in files)
-        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {cfg.task.name}, {threads} threads: {recorded} turns "
-              f"recorded, {reused} already there; {len(files)} traces, {positions} positions, {size / 2**20:.1f} MiB "
-              f"in {output} (top-k {cfg.top_k}, depth {cfg.max_depth})")
+        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {cfg.task.name}, {threads} threads: {recorded} "
+              f"turns recorded, {reused} already there; {len(files)} traces, {positions} positions, "
+              f"{size / 2**20:.1f} MiB in {traces.path} (top-k {cfg.top_k}, depth {cfg.max_depth})")
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "record")

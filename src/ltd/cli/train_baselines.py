@@ -1,20 +1,33 @@
 """Train the paper's learned baselines (DISCO, SpecDec++, C2T) on a model's HumanEval traces
-(`make record` first; `make train` calls it too) and write their weights where conf/controller/{disco,specdec_pp,c2t}.yaml
-look for them; prints each one's held-out balanced accuracy.
+(`make record` first; `make train` calls it too) and write their weights where
+conf/controller/{disco,specdec_pp,c2t}.yaml look for them; prints each one's held-out balanced accuracy.
 
     python -m ltd.cli.train_baselines epochs=5
+
+The traces are the newest recorded for this model and drafter (their weights included) unless
+`traces=` names a directory. The weights' directory holds their key: evaluations refuse them for
+another model or drafter.
 """
 from pathlib import Path
 
 import hydra
+from omegaconf import OmegaConf
 
-from ltd.cli.app import CONFIG_PATH, launch, set_threads, user_errors
+from ltd.artefacts import Artefact, note, read_key
+from ltd.cli.app import CONFIG_PATH, identities, launch, set_threads, user_errors
 from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.learned.classifiers import save_classifier
-from ltd.learned.train import KINDS, TrainSettings, train_baseline
+from ltd.learned.train import KINDS, TrainSettings, baselines_key, train_baseline
 from ltd.traces.record import Trace
+from ltd.traces.record_task import read_traces, recorded_traces, trace_set
+
+
+def baselines_settings(cfg) -> dict:
+    """The settings of a train_baselines config that shape the weights (not where things go)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+            if k not in ("model", "drafter", "traces", "output", "results", "threads")}
 
 
 def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...] = KINDS) -> str:
@@ -33,23 +46,47 @@ def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...]
     return format_table(table, list(table[0]))
 
 
+def chosen_traces(cfg, model: dict, drafter: dict) -> Path:
+    if cfg.traces:
+        return Path(cfg.traces)
+    found = recorded_traces(Path(cfg.results), model, drafter, "humaneval")
+    if not found:
+        raise LtdError(f"no traces of {cfg.model.name} with this {cfg.drafter.kind} drafter on humaneval in "
+                       f"{cfg.results}/traces: make record ARGS='model={cfg.model.name} drafter={cfg.drafter.kind}' "
+                       f"records them")
+    if len(found) > 1:
+        note(f"{len(found)} trace directories fit this model and drafter; taking the newest, {found[0]} "
+             f"(traces= names another)")
+    return found[0]
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="train_baselines", version_base=None)
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "train_baselines")
+        if not 0 < cfg.held_out < 1:
+            raise LtdError(f"held_out must be a fraction between 0 and 1, got {cfg.held_out}")
         threads = set_threads(cfg.threads)
-        name = f"{cfg.model.name}-{cfg.drafter.kind}"
-        source = Path(cfg.traces or f"results/traces/{name}-humaneval")
+        model, drafter = identities(cfg)
+        source = chosen_traces(cfg, model, drafter)
         files = sorted(source.glob("*.safetensors"))
         if not files:
             raise LtdError(f"no traces in {source}: make record ARGS='model={cfg.model.name} "
                            f"drafter={cfg.drafter.kind}' records them")
-        traces = [Trace.load(f) for f in files]
-        output = Path(cfg.output or f"results/baselines/{name}")
+        recorded = read_key(source, directory=True)
+        if recorded is None:
+            note(f"{source} has no key: its traces are taken as this model's and drafter's")
+        else:
+            model, drafter = recorded["model"], recorded["drafter"]
+        traces = read_traces(files)
+        key = baselines_key(model, drafter, trace_set(files), baselines_settings(cfg))
+        output = Artefact(cfg.output or Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}",
+                          key, "learned baselines", directory=True)
+        output.open(owned=("*.pt",))
         print(f"{len(traces)} traces, {sum(t.positions for t in traces)} positions from {source}; {threads} threads")
-        print(fit_baselines(cfg, traces, output))
-        print(f"\nweights in {output}/{{{','.join(KINDS)}}}.pt")
+        print(fit_baselines(cfg, traces, output.path))
+        print(f"\nweights in {output.path}/{{{','.join(KINDS)}}}.pt")
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "train_baselines")

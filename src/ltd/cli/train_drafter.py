@@ -14,11 +14,12 @@ from ltd.eval.report import format_table
 @hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)
 def main(cfg) -> None:
     with user_errors():
-        cfg = check_config(cfg, "train_drafter")
         if cfg.drafter.kind != "eagle3":
             raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one")
+        cfg = check_config(cfg, "train_drafter")
         threads = set_threads(cfg.threads)
         job = drafter_job(cfg.drafter)
+        job.validate()
         target = load_target_of(cfg)
         directory, metrics = train_drafter(target, job, cfg.drafter.root)
         depth, top_k, verify = job.eval_tree
@@ -33,4 +34,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, "train_drafter")

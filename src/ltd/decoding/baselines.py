@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from ltd.decoding.controller import Controller
+from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 
@@ -37,6 +37,7 @@ class DepthRule(Controller):
         for name in ("top_k", "verify", "max_depth"):
             self._require(name, _is_integer(getattr(self, name)) and getattr(self, name) >= 1,
                           "an integer >= 1")
+        check_verify(self.kind, self.verify, self.max_depth, self.top_k)
 
     def _require(self, name: str, ok: bool, what: str) -> None:
         if not ok:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from ltd.decoding.tree import DraftTree
+from ltd.decoding.tree import DraftTree, tree_capacity
 from ltd.errors import LtdError
 
 
@@ -44,12 +44,21 @@ class StaticTree(Controller):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise LtdError(f"static tree {name} must be an integer >= 1, got {value!r}")
+        check_verify("static tree", self.verify, self.depth, self.top_k)
 
     def keep_drafting(self, tree: DraftTree, context_length: int) -> bool:
         return tree.depth < self.depth
 
     def verify_size(self, tree: DraftTree, context_length: int) -> int:
         return self.verify
+
+
+def check_verify(who: str, verify: int, depth: int, top_k: int) -> None:
+    """V can be no more than the candidates the deepest tree holds: a larger one is a mistake."""
+    most = tree_capacity(depth, top_k)
+    if verify > most:
+        raise LtdError(f"{who} verify must be at most {most}, what a tree of depth {depth} and top-k {top_k} "
+                       f"holds; got {verify}")
 
 
 def controller_kinds() -> dict[str, type[Controller]]:

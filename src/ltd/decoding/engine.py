@@ -14,6 +14,7 @@ from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
+from ltd.models.drafter import check_top_k
 
 
 @dataclass
@@ -138,6 +139,7 @@ class SpeculativeRun:
                  generator: torch.Generator | None = None):
         if engine.drafter is None:
             raise LtdError("speculative decoding needs a drafter")
+        check_top_k(engine.drafter, top_k)
         self.engine, self.top_k, self.max_new_tokens = engine, top_k, max_new_tokens
         self.temperature, self.generator, self.prompt_length = temperature, generator, len(prompt)
         target, drafter, clock = engine.target, engine.drafter, engine.clock

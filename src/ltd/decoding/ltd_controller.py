@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from ltd.decoding.controller import Controller
+from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.rl.policies import Policy, keeps_drafting, size_for
@@ -41,6 +41,8 @@ class LTD(Controller):
             raise LtdError(f"ltd depth must be in 1..{self.max_depth}, got {self.depth}")
         if self.size_net is None and self.verify < 0:
             raise LtdError(f"ltd verify must be >= 0, got {self.verify}")
+        if self.size_net is None:
+            check_verify("ltd", self.verify, self.max_depth, self.top_k)
 
     def keep_drafting(self, tree: DraftTree, context_length: int) -> bool:
         if tree.depth >= self.max_depth:

@@ -27,6 +27,12 @@ class Selection:
         return self.tokens.numel()
 
 
+def tree_capacity(depth: int, top_k: int) -> int:
+    """Candidates a tree of `depth` levels holds: k children of the root, then k children of each
+    of the k frontier nodes per further level."""
+    return top_k + (depth - 1) * top_k * top_k
+
+
 class DraftTree:
     def __init__(self, top_k: int, device: torch.device | str = "cpu"):
         self.k = top_k

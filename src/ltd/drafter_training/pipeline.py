@@ -1,17 +1,19 @@
 """make drafter, as data flows: corpus prompts -> the target's answers and features (shards) -> draft
 vocabulary -> training-time test training -> a head in the official EAGLE-3 layout -> acceptance on held-out prompts.
 
-Every stage is keyed by a fingerprint of what it depends on, so a finished stage is reused, an
-interrupted one resumes, and changing a training setting keeps the (costly) features.
+Every stage is keyed by what it depends on (the target and its weights, the settings), so a
+finished stage is reused, an interrupted one resumes, changing a training setting keeps the (costly)
+features, and a damaged file is made again.
 """
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from tqdm import tqdm
 
+from ltd.artefacts import Artefact, damaged, hold, remove
 from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
@@ -20,7 +22,10 @@ from ltd.drafter_training.features import encode, load_shards, shard_path, targe
 from ltd.drafter_training.train import TrainSettings, train
 from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
 from ltd.errors import LtdError
+from ltd.fingerprints import digest
 from ltd.models.eagle3 import Eagle3Head, eagle3_feature_layers, head_config
+
+FEATURES, HEAD = 1, 1  # formats: a change to what these stages write makes earlier copies stale
 
 
 @dataclass
@@ -50,29 +55,39 @@ class DrafterJob:
         """The longest answer the target writes; 0 when it reads the corpus responses."""
         return self.answer_tokens if self.answering else 0
 
-    def validate(self, vocab_size: int) -> None:
-        if self.draft_vocab_size > vocab_size:
+    def validate(self, vocab_size: int | None = None) -> None:
+        """One LtdError line for settings no head can be trained with (the vocabulary's size once the
+        target is loaded)."""
+        if vocab_size is not None and self.draft_vocab_size > vocab_size:
             raise LtdError(f"draft vocabulary ({self.draft_vocab_size}) is larger than the target's ({vocab_size})")
         if self.responses not in ("target", "corpus"):
             raise LtdError(f"drafter training responses must be one of target, corpus; got {self.responses!r}")
         for name in ("answer_tokens", "max_tokens", "max_length", "target_top_k", "draft_vocab_size", "target_batch",
-                     "shard_size"):
+                     "shard_size", "eval_prompts", "eval_new_tokens"):
             if getattr(self, name) < 1:
                 raise LtdError(f"drafter training {name} must be >= 1, got {getattr(self, name)}")
+        StaticTree(*self.eval_tree)  # the evaluation's tree: checked now, not after the training
 
 
-def fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def features_key(model: dict, job: DrafterJob) -> dict:
+    """What the target's answers and features depend on (`model`: the target's identity)."""
+    return {"artefact": "drafter features", "format": FEATURES, "model": model, "corpus": job.corpus,
+            "responses": job.responses, "answer_length": job.answer_length, "max_tokens": job.max_tokens,
+            "max_length": job.max_length, "held_out": job.held_out, "target_top_k": job.target_top_k,
+            "seed": job.train.seed}
 
 
-def features_key(model_source: str, job: DrafterJob) -> str:
-    return fingerprint(model_source, job.corpus, job.responses, job.answer_length, job.max_tokens, job.max_length, job.held_out,
-                       job.target_top_k, job.train.seed)
+def head_key(model: dict, job: DrafterJob) -> dict:
+    return {"artefact": "eagle3 head", "format": HEAD, "features": features_key(model, job), "job": asdict(job)}
 
 
-def head_directory(root: Path, model_name: str, model_source: str, job: DrafterJob) -> Path:
+def head_directory(root: Path, model_name: str, model: dict, job: DrafterJob) -> Path:
     """Where the finished head for this model and job lives (whether or not it exists yet)."""
-    return Path(root) / model_name / f"eagle3-{fingerprint(features_key(model_source, job), asdict(job))}" / "head"
+    return Path(root) / model_name / f"eagle3-{digest(head_key(model, job), 10)}" / "head"
+
+
+def finished_head(root: Path, model_name: str, model: dict, job: DrafterJob) -> Artefact:
+    return Artefact(head_directory(root, model_name, model, job), head_key(model, job), "drafter head", directory=True)
 
 
 @torch.no_grad()
@@ -109,7 +124,7 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
     """Run the target over every missing shard; returns the shard count."""
     directory.mkdir(parents=True, exist_ok=True)
     shards = (len(sequences) + job.shard_size - 1) // job.shard_size
-    missing = [i for i in range(shards) if not shard_path(directory, i).exists()]
+    missing = [i for i in range(shards) if not readable_shard(shard_path(directory, i))]
     if not missing:
         return shards
     answering = job.answering
@@ -135,20 +150,53 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
     return shards
 
 
+def readable_shard(path: Path) -> bool:
+    """Whether a shard is there and whole (its header matches its size); a damaged one is deleted."""
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except Exception as error:  # safetensors' own error type, raised for a cut or garbled file
+        damaged(path, error, "the target produces it again")
+        return False
+
+
+def reusable_head(final: Artefact, log) -> dict | None:
+    """The metrics of the finished head when it is there, this job's, and loads; else None (and a
+    damaged head is deleted, to be made again from the training state)."""
+    if not final.path.exists():
+        return None
+    if not final.fresh:
+        log(f"{final.path} was made under other settings ({final.changes()}); making it again")
+        remove(final.path)
+        return None
+    try:
+        Eagle3Head.load(final.path)
+        return json.loads((final.path / "metrics.json").read_text())
+    except (LtdError, OSError, ValueError) as error:
+        damaged(final.path, error, "evaluating the trained head again")
+        return None
+
+
 def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple[Path, dict]:
     """Train (or reuse) the EAGLE-3 head for `target`; returns its directory and its metrics."""
     job.validate(target.config.vocab_size)
-    final = head_directory(Path(root), target.name, target.source, job)
-    if (final / "metrics.json").exists():
-        log(f"reusing the finished drafter in {final}")
-        return final, json.loads((final / "metrics.json").read_text())
-    work = final.parent
-    work.mkdir(parents=True, exist_ok=True)
+    final = finished_head(Path(root), target.name, target.identity, job)
+    metrics = reusable_head(final, log)
+    if metrics is not None:
+        log(f"reusing the finished drafter in {final.path}")
+        return final.path, metrics
+    work = final.path.parent
+    hold(work, "drafter training")
 
     train_examples, held_out = split(load_corpus(job.corpus), job.held_out, job.train.seed)
     sequences = select_sequences(target, train_examples, job)
-    features = Path(root) / target.name / f"features-{features_key(target.source, job)}"
-    shards = load_shards(features, prepare_features(target, sequences, features, job, log))
+    key = features_key(target.identity, job)
+    features = Artefact(Path(root) / target.name / f"features-{digest(key, 10)}", key, "drafter features",
+                        directory=True)
+    features.open(owned=("shard-*.safetensors",))
+    shards = load_shards(features.path, prepare_features(target, sequences, features.path, job, log))
 
     vocabulary = choose_vocabulary(shards, target.config.vocab_size, job.draft_vocab_size)
     covered = coverage(shards, vocabulary, target.config.vocab_size)
@@ -175,6 +223,7 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
     def write(tmp: Path) -> None:
         head.save(tmp)
         write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "key.json", final.key)
 
-    write_directory(final, write)
-    return final, metrics
+    write_directory(final.path, write)
+    return final.path, metrics

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ltd.artefacts import damaged
 from ltd.atomic import write_file
 from ltd.drafter_training.ttt import Batch, ttt_loss
 from ltd.models.decoder import rope_tables
@@ -84,11 +85,17 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, history = 0, []
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        log(f"resuming drafter training at step {step} of {len(plan)}")
+        initial_state = {k: v.clone() for k, v in head.state_dict().items()}
+        try:
+            state = torch.load(state_path, weights_only=False)
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, history = state["step"], state["history"]
+            log(f"resuming drafter training at step {step} of {len(plan)}")
+        except Exception as error:  # torch.load fails in many ways on a cut file; all mean the same here
+            damaged(state_path, error, "training from the start")
+            head.load_state_dict(initial_state)
+            optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     def checkpoint():
         state = dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step, history=history)

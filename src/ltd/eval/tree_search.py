@@ -4,7 +4,8 @@ A trial decodes the same questions with autoregressive decoding and the candidat
 interleaved (the evaluation harness), and scores the tree by its speed-up: relative to the
 autoregressive run beside it, so drift of the machine between trials cancels. The study lives in
 a journal file: an interrupted search resumes with every finished trial, and a trial cut short is
-tried again first.
+tried again first. A shape already measured (the sampler proposes one again, as it does after a
+resume) is not measured twice: the trial is closed with the earlier value and does not count.
 """
 import itertools
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 import optuna
 
 from ltd.decoding.controller import StaticTree
+from ltd.decoding.tree import tree_capacity
 from ltd.errors import LtdError
 
 
@@ -29,10 +31,7 @@ MODES = ("optuna", "grid")
 KEYS = ("depth", "top_k", "verify")
 
 
-def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) -> optuna.Study:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
+def check_space(mode: str, space: TreeSpace) -> None:
     if mode not in MODES:
         raise LtdError(f"sweep mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "optuna":
@@ -42,13 +41,20 @@ def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) ->
                 raise LtdError(f"sweep space {key} must be [low, high] with 1 <= low <= high, got {bounds}")
     elif any(not getattr(space, key) or min(getattr(space, key)) < 1 for key in KEYS):
         raise LtdError(f"sweep grid values must be non-empty lists of integers >= 1, got {space}")
-    # Grid mode queues its points itself (Optuna's GridSampler stops only inside study.optimize).
-    sampler = optuna.samplers.TPESampler(seed=seed)
+
+
+def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    check_space(mode, space)
     path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(path)))
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
-                                load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    # Seeded by how far the study got: a resumed search draws new shapes, not the first ones again.
+    # Grid mode queues its points itself (Optuna's GridSampler stops only inside study.optimize).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         # Cut short by Ctrl-C or a crash: closed as failed, its shape queued to be measured again.
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -56,23 +62,41 @@ def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) ->
     return study
 
 
+SAME_AS = "same_as"  # user attribute of a trial that repeated a measured shape: that trial's number
+
+
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    """The trials that measured a shape (repeats of a measured shape left out)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if SAME_AS not in t.user_attrs]
 
 
 def suggest_tree(trial: optuna.Trial, mode: str, space: TreeSpace) -> StaticTree:
+    """The trial's tree, with V cut to what the tree holds (a shallow tree has fewer candidates
+    than the V sampled: every larger V is the same tree)."""
     if mode == "grid":  # the trial was queued with its grid point
         values = {key: trial.suggest_categorical(key, list(getattr(space, key))) for key in KEYS}
     else:
         values = {key: trial.suggest_int(key, *getattr(space, key)) for key in KEYS}
+    values["verify"] = min(values["verify"], tree_capacity(values["depth"], values["top_k"]))
     return StaticTree(**values)
+
+
+def shape(tree: StaticTree) -> tuple[int, int, int]:
+    return tree.depth, tree.top_k, tree.verify
+
+
+def measured_shape(trial: optuna.trial.FrozenTrial) -> tuple[int, int, int]:
+    p = trial.params
+    return p["depth"], p["top_k"], min(p["verify"], tree_capacity(p["depth"], p["top_k"]))
 
 
 def queue_grid_point(study: optuna.Study, space: TreeSpace) -> bool:
     """Queue the next grid point not measured yet, unless one is queued; False when none is left."""
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         return True
-    done = {tuple(t.params[key] for key in KEYS) for t in finished(study)}
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = {tuple(t.params[key] for key in KEYS) for t in complete}
     for point in itertools.product(*(getattr(space, key) for key in KEYS)):
         if point not in done:
             study.enqueue_trial(dict(zip(KEYS, point)))
@@ -80,13 +104,26 @@ def queue_grid_point(study: optuna.Study, space: TreeSpace) -> bool:
     return False
 
 
+MAX_REPEATS = 200  # proposals in a row of shapes already measured before the search counts as exhausted
+
+
 def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, on_trial=None) -> None:
-    """Run trials until `trials` have finished; `measure(tree)` returns (speed-up, details)."""
-    while len(finished(study)) < trials:
+    """Run trials until `trials` shapes have been measured; `measure(tree)` returns (speed-up, details)."""
+    if trials < 1:
+        raise LtdError(f"trials must be at least 1, got {trials}")
+    repeats = 0
+    while len(finished(study)) < trials and repeats < MAX_REPEATS:
         if mode == "grid" and not queue_grid_point(study, space):
             break
         trial = study.ask()
         tree = suggest_tree(trial, mode, space)
+        earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
+        if earlier is not None:
+            trial.set_user_attr(SAME_AS, earlier.number)
+            study.tell(trial, earlier.value)
+            repeats += 1
+            continue
+        repeats = 0
         value, details = measure(tree)
         for key, detail in details.items():
             trial.set_user_attr(key, detail)
@@ -95,9 +132,14 @@ def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, mea
             on_trial(trial.number, tree, value, details)
 
 
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    return max(finished(study), key=lambda t: t.value)
+
+
+def best_tree(study: optuna.Study) -> StaticTree:
+    return StaticTree(*measured_shape(best_trial(study)))
+
+
 def tuned_config(tree: StaticTree, note: str) -> str:
-    """The best tree as a controller config a later run names (`controller=tuned-<model>`). V is
-    written as what the tree can hold: a shallow tree has fewer candidates than the V sampled."""
-    candidates = tree.top_k + (tree.depth - 1) * tree.top_k ** 2
-    verify = min(tree.verify, candidates)
-    return f"# {note}\nkind: static\ndepth: {tree.depth}\ntop_k: {tree.top_k}\nverify: {verify}\n"
+    """The best tree as a controller config a later run names (`controller=tuned-<model>`)."""
+    return f"# {note}\nkind: static\ndepth: {tree.depth}\ntop_k: {tree.top_k}\nverify: {tree.verify}\n"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ltd.atomic import write_file
-from ltd.errors import LtdError
+from ltd.errors import LtdError, reason
 
 
 class Classifier(nn.Module):
@@ -70,8 +70,7 @@ def load_classifier(path: str | Path, kind: str) -> TrainedClassifier:
         classifier.load_state_dict(payload["state"])
         trained = TrainedClassifier(payload["kind"], payload["top_k"], payload["max_depth"], classifier.eval())
     except Exception as error:  # torch.load fails in many ways on a damaged file; all mean the same here
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise LtdError(f"cannot read {kind} weights {path}: {reason}") from None
+        raise LtdError(f"cannot read {kind} weights {path}: {reason(error)}") from None
     if trained.kind != kind:
         raise LtdError(f"{path} holds {trained.kind} weights, not {kind}")
     return trained

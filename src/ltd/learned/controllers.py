@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ltd.decoding.baselines import DepthRule
-from ltd.decoding.controller import Controller
+from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.learned.classifiers import TrainedClassifier, load_classifier
@@ -95,6 +95,7 @@ class C2T(Controller):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise LtdError(f"c2t {name} must be an integer >= 1, got {value!r}")
+        check_verify("c2t", self.verify, self.depth, self.top_k)
         if not _is_probability(self.threshold):
             raise LtdError(f"c2t threshold must be a probability from 0 to 1, got {self.threshold!r}")
         self.trained = _load(self, self.depth)

@@ -22,6 +22,7 @@ from ltd.learned.features import (CANDIDATE_FEATURES, DEPTH_FEATURES, best_candi
 from ltd.traces.record import Trace
 
 KINDS = ("disco", "specdec_pp", "c2t")
+BASELINES = 1  # format: a change to the features or training makes earlier weights stale
 
 
 @dataclass
@@ -32,6 +33,13 @@ class TrainSettings:
     weight_decay: float = 0.01
     held_out: float = 0.1  # fraction of the rows kept aside to measure accuracy
     seed: int = 0
+
+
+def baselines_key(model: dict, drafter: dict, traces: dict, settings: dict) -> dict:
+    """What trained weights depend on: the model and drafter whose trees they read, the traces
+    (ltd.traces.record_task.trace_set) and the training settings."""
+    return {"artefact": "learned baselines", "format": BASELINES, "model": model, "drafter": drafter,
+            "traces": traces, "settings": settings}
 
 
 def trace_shape(traces: list[Trace]) -> tuple[int, int]:

@@ -15,7 +15,7 @@ class DraftLM:
                 f"draft LM vocabulary ({decoder.spec.vocab_size}) is smaller than the target's ({target_vocab_size})"
             )
         self.decoder = decoder
-        self.vocab = target_vocab_size
+        self.vocab_size = target_vocab_size  # what it proposes from: the target's ids
         self.slots = TreeSlots(decoder.device)
         self.context = 0
 
@@ -28,7 +28,7 @@ class DraftLM:
         """Absorb the new context tokens (the last one is the tree's root); return its proposals."""
         logits, _ = self.decoder(tokens, last_only=True)
         self.context = self.decoder.length
-        return Proposals(*top_k_entropy(logits[:, : self.vocab], k))
+        return Proposals(*top_k_entropy(logits[:, : self.vocab_size], k))
 
     def expand(self, tokens: torch.Tensor, parents: torch.Tensor, depth: int, k: int) -> Proposals:
         """Feed frontier nodes at `depth` (>= 1) whose parents are `parents` (slots, -1 = root);
@@ -36,7 +36,7 @@ class DraftLM:
         mask = self.slots.add(parents)
         positions = torch.full_like(tokens, self.context + depth - 1)
         logits, _ = self.decoder(tokens, positions=positions, tree_mask=mask, tree_start=self.context)
-        return Proposals(*top_k_entropy(logits[:, : self.vocab], k))
+        return Proposals(*top_k_entropy(logits[:, : self.vocab_size], k))
 
     def room(self) -> int:
         """Free positions left in the cache for draft nodes."""

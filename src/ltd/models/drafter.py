@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import torch
 
+from ltd.errors import LtdError
+
 
 class TreeSlots:
     """Which fed draft nodes each fed node may attend to: its ancestors and itself."""
@@ -39,6 +41,12 @@ class TreeSlots:
         rows[torch.arange(F, device=self.device), n + torch.arange(F, device=self.device)] = True
         self.count = n + F
         return rows
+
+
+def check_top_k(drafter, top_k: int) -> None:
+    """A drafter proposes the top-k of its vocabulary: k cannot be larger."""
+    if top_k > drafter.vocab_size:
+        raise LtdError(f"top-k {top_k} is more than the {drafter.vocab_size} tokens the drafter proposes from")
 
 
 class Proposals(NamedTuple):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltd.errors import LtdError
+from ltd.errors import LtdError, reason
 from ltd.models.decoder import KVCache, pick_linear, rms_norm, rope_tables, rotate
 from ltd.models.drafter import Proposals, TreeSlots, top_k_entropy
 
@@ -154,17 +154,32 @@ class Eagle3Head(nn.Module):
     @classmethod
     def load(cls, source: str | Path) -> "Eagle3Head":
         """Load from a directory (or hub id) holding config.json and model.safetensors or
-        pytorch_model.bin, as the official EAGLE-3 releases do."""
-        from transformers import LlamaConfig
+        pytorch_model.bin, as the official EAGLE-3 releases do. A missing, cut or garbled checkpoint
+        is one LtdError line naming it."""
+        from ltd.models.loading import is_path
 
         directory = Path(source).expanduser()
         if not directory.is_dir():
+            if is_path(str(source)):
+                raise LtdError(f"no EAGLE-3 head at {source} (not a directory)")
             try:
                 from huggingface_hub import snapshot_download
 
                 directory = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
             except Exception as error:  # offline, unknown id, no access: all one message to the user
-                raise LtdError(f"cannot load EAGLE-3 head {str(source)!r}: {str(error).splitlines()[0]}") from None
+                raise LtdError(f"cannot load EAGLE-3 head {str(source)!r}: {reason(error)}") from None
+        try:
+            head = cls._read(directory)
+        except LtdError:
+            raise
+        except Exception as error:  # a cut or garbled file fails in as many ways as there are readers
+            raise LtdError(f"cannot load EAGLE-3 head {directory}: {reason(error)}") from None
+        return head
+
+    @classmethod
+    def _read(cls, directory: Path) -> "Eagle3Head":
+        from transformers import LlamaConfig
+
         raw = json.loads((directory / "config.json").read_text())
         config = LlamaConfig.from_pretrained(directory)
         config.draft_vocab_size = raw.get("draft_vocab_size", config.vocab_size)
@@ -188,6 +203,7 @@ class Eagle3Drafter:
     def __init__(self, head: Eagle3Head, target_embed: torch.Tensor, target_num_layers: int, max_positions: int):
         config = head.config
         self.head = head.eval().requires_grad_(False)
+        self.vocab_size = config.draft_vocab_size  # what it proposes from
         self.embed = target_embed
         self.feature_layers = eagle3_feature_layers(target_num_layers)
         self.cos, self.sin = rope_tables(config, max_positions)

@@ -1,10 +1,22 @@
 """Building the drafter a config names, over a loaded target."""
+from pathlib import Path
+
 import torch
 
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
-from ltd.models.loading import Target, load_target
+from ltd.models.loading import Target, is_path, load_target, source_identity
+
+
+def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_size: int | None = None) -> dict:
+    """Who a drafter is, for the keys of what ltd derives from it. `weights`: the EAGLE-3 head's
+    directory or hub id (None: an untrained head drawn from `seed`), or the draft LM's source."""
+    if kind == "eagle3" and weights is None:
+        return {"kind": kind, "weights": "untrained", "seed": seed, "draft_vocab_size": draft_vocab_size}
+    if kind == "eagle3" and is_path(weights) and not Path(weights).expanduser().is_dir():
+        raise LtdError(f"no EAGLE-3 head at {weights} (not a directory)")
+    return {"kind": kind, "weights": source_identity(weights)}
 
 
 def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab_size: int = 8192,

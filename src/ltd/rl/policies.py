@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ltd.atomic import write_file
-from ltd.errors import LtdError
+from ltd.errors import LtdError, reason
 from ltd.decoding.tree import DraftTree
 from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level, size_observation,
                                  size_observations, size_width)
@@ -97,7 +97,7 @@ class Policy(nn.Module):
             policy = cls(PolicySpec(**{**spec, "hidden": tuple(spec["hidden"]), "sizes": tuple(spec["sizes"])}))
             policy.net.load_state_dict(state["weights"])
         except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
-            raise LtdError(f"{path} is not a policy ({str(error).splitlines()[0]})") from None
+            raise LtdError(f"cannot read policy {path}: {reason(error)}") from None
         if role is not None and policy.spec.role != role:
             raise LtdError(f"{path} is a {policy.spec.role} policy, not a {role} policy")
         return policy.eval()

@@ -7,7 +7,6 @@ Checkpoints hold everything a run needs to go on (networks, optimizer, schedule,
 best validation so far); each batch seeds the environment and the sampler from (seed, batch), so
 a resumed run continues exactly as an uninterrupted one would have.
 """
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
+from ltd.artefacts import damaged
 from ltd.atomic import write_file
-from ltd.errors import LtdError
 from ltd.rl.policies import Policy, PolicySpec, mlp
 from ltd.rl.settings import PPOSettings
 
@@ -78,7 +77,12 @@ class PPOTrainer:
         self.batch, self.best_score, self.best_weights = 0, -float("inf"), None
         self.keep_best = True
         if self.checkpoint.is_file():
-            self._load()
+            try:
+                state = torch.load(self.checkpoint, weights_only=True)
+            except Exception as error:  # torch.load fails in many ways on a cut file; all mean the same here
+                damaged(self.checkpoint, error, "starting the stage over")
+            else:
+                self._load(state)
 
     def _save(self) -> None:
         state = dict(batch=self.batch, best_score=self.best_score, best_weights=self.best_weights,
@@ -86,15 +90,10 @@ class PPOTrainer:
                      scheduler=self.scheduler.state_dict())
         write_file(self.checkpoint, lambda tmp: torch.save(state, tmp))
 
-    def _load(self) -> None:
-        try:
-            state = torch.load(self.checkpoint, weights_only=True)
-            self.loss.load_state_dict(state["loss"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as error:
-            raise LtdError(f"{self.checkpoint} is not a checkpoint of this training "
-                           f"({str(error).splitlines()[0]}); delete it to start over") from None
+    def _load(self, state: dict) -> None:
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.batch, self.best_score, self.best_weights = state["batch"], state["best_score"], state["best_weights"]
 
     def _seed_batch(self) -> None:

@@ -7,12 +7,15 @@ The component ablations drop parts: `size_only` trains the size policy at a fixe
 the depth policy at a fixed V, `no_coadapt` stops after stage 1.
 
 A stage that finished is kept on disk and skipped when the run is started again; a stage that was
-interrupted resumes from its PPO checkpoint.
+interrupted resumes from its PPO checkpoint; a damaged stage file is trained again. (Whether the
+directory's policies are of these traces, costs and settings at all is its key's business: see
+make train.)
 """
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ltd.artefacts import damaged
 from ltd.atomic import write_json
 from ltd.errors import LtdError
 from ltd.rl.backends import OnlineBackend, ReplayBackend
@@ -57,6 +60,17 @@ class TrainedPolicies:
     stages: list[dict] = field(default_factory=list)
 
 
+def finished_stage(path: Path, role: str) -> Policy | None:
+    """The policy a finished stage left, or None (not there, or damaged and deleted)."""
+    if not path.is_file():
+        return None
+    try:
+        return Policy.load(path, role)
+    except LtdError as error:
+        damaged(path, error, "training the stage again")
+        return None
+
+
 def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
               component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
@@ -76,9 +90,8 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
         depth_partner = current["depth"] if current["depth"] is not None else s.fixed_depth
         verify_partner = current["size"] if current["size"] is not None else s.depth_verify
         seed = stage.settings.seed
-        if final.is_file():
-            policy = Policy.load(final, stage.role)
-        else:
+        policy = finished_stage(final, stage.role)
+        if policy is None:
             if stage.role == "size":
                 spec = PolicySpec("size", top_k, max_depth, s.size_hidden, tuple(s.sizes))
                 # Stage 1 draws random depths, unless no depth policy will ever decide them.

@@ -12,8 +12,26 @@ from pathlib import Path
 
 import torch
 
+from ltd.artefacts import Artefact
 from ltd.atomic import write_json
 from ltd.errors import LtdError
+from ltd.fingerprints import digest
+
+COST_MODEL = 1  # format: a change to what a profile measures makes earlier ones stale
+
+
+def cost_model_key(model: dict, drafter: dict, machine: dict, top_k: int) -> dict:
+    """What a profile's times depend on: the model and drafter with their weights, the machine
+    (threads included) and the width of the tree drafted. Contexts, sizes and depth measured only
+    say how much of the table there is (make train checks it covers what it prices)."""
+    return {"artefact": "cost model", "format": COST_MODEL, "model": model, "drafter": drafter, "machine": machine,
+            "top_k": top_k}
+
+
+def cost_model_file(results: str | Path, key: dict) -> Artefact:
+    """results/profiles/<model>-<drafter>-<digest of the key>.json"""
+    name = f"{key['model']['name']}-{key['drafter']['kind']}-{digest(key, 10)}.json"
+    return Artefact(Path(results) / "profiles" / name, key, "cost model")
 
 
 @dataclass

@@ -12,7 +12,21 @@ import torch
 from ltd.decoding.engine import Clock
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
+from ltd.models.drafter import check_top_k
 from ltd.traces.cost_model import CostModel
+
+
+def check_profile(contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
+                  max_positions: int, model_name: str) -> int:
+    """One LtdError line for settings no profile can be measured with; else the positions it needs."""
+    if not contexts or not verify_sizes or min(contexts) < 2 or min(verify_sizes) < 0 or max_depth < 1 or repeats < 1:
+        raise LtdError("profile contexts must be >= 2, verify sizes >= 0 (0: the root alone), max_depth and repeats "
+                       ">= 1")
+    capacity = max(contexts) + max(max(verify_sizes) + 1, 2 * (repeats + 1) + top_k * max_depth) + 1
+    if capacity > max_positions:
+        raise LtdError(f"profiling needs {capacity} positions; {model_name} has {max_positions}: use shorter "
+                       f"contexts or fewer verify tokens")
+    return capacity
 
 
 def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int,
@@ -21,12 +35,8 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
     decoder = target.decoder
     device, vocab = decoder.device, decoder.spec.vocab_size
     contexts, verify_sizes = sorted(contexts), sorted(verify_sizes)
-    capacity = contexts[-1] + max(verify_sizes[-1] + 1, 2 * (repeats + 1) + top_k * max_depth) + 1
-    if capacity > decoder.max_positions:
-        raise LtdError(f"profiling needs {capacity} positions; {target.name} has {decoder.max_positions}: "
-                       f"use shorter contexts or fewer verify tokens")
-    if min(contexts) < 2 or min(verify_sizes) < 0 or max_depth < 1 or repeats < 1:
-        raise LtdError("profile contexts must be >= 2, verify sizes >= 0 (0: the root alone), max_depth and repeats >= 1")
+    capacity = check_profile(contexts, verify_sizes, top_k, max_depth, repeats, decoder.max_positions, target.name)
+    check_top_k(drafter, top_k)
     clock = Clock(device)
     generator = torch.Generator().manual_seed(0)
     random_tokens = lambda n: torch.randint(vocab, (n,), generator=generator).to(device)

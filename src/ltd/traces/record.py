@@ -17,6 +17,7 @@ import torch
 from ltd.atomic import write_file
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
+from ltd.models.drafter import check_top_k
 
 
 @dataclass
@@ -85,6 +86,7 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
     n_prompt, positions = len(prompt), len(answer) - 1
     # The engine's cache sizes: the same memory layout gives the same floats as decoding does.
     capacity = decoder.max_positions
+    check_top_k(drafter, top_k)
     if len(sequence) + top_k * max_depth > capacity:
         raise LtdError(f"a trace of {len(sequence)} tokens with {max_depth} levels of {top_k} does not fit the "
                        f"context of {capacity}")

@@ -1,17 +1,72 @@
 """Recording a task: greedy answers to its questions (every turn, each continuing the
-conversation with the previous answer) and their traces, one file per turn. A turn already on
-disk is reused, so an interrupted recording goes on where it stopped."""
+conversation with the previous answer) and their traces, one file per turn, in a directory keyed by
+what they depend on (model, drafter, task, answer length, tree). A turn already on disk is reused,
+so an interrupted recording goes on where it stopped; a damaged one is recorded again."""
 from collections.abc import Callable
 from pathlib import Path
 
+from ltd.artefacts import Artefact, damaged, find, read_key
 from ltd.decoding.engine import Engine
+from ltd.errors import LtdError, reason
 from ltd.eval.tasks import Question
+from ltd.fingerprints import digest
+from ltd.models.drafter import check_top_k
 from ltd.traces.record import Trace, record_answer
+
+TRACES = 1  # format: a change to what a trace holds makes earlier ones stale
+
+
+def traces_key(model: dict, drafter: dict, task: dict, max_new_tokens: int, top_k: int, max_depth: int) -> dict:
+    return {"artefact": "traces", "format": TRACES, "model": model, "drafter": drafter, "task": task,
+            "max_new_tokens": max_new_tokens, "top_k": top_k, "max_depth": max_depth}
+
+
+def traces_directory(results: Path, key: dict) -> Artefact:
+    """results/traces/<model>-<drafter>-<task>-<digest of the key>."""
+    name = f"{key['model']['name']}-{key['drafter']['kind']}-{key['task']['name']}-{digest(key, 10)}"
+    return Artefact(Path(results) / "traces" / name, key, "traces", directory=True)
+
+
+def recorded_traces(results: Path, model: dict, drafter: dict, task: str) -> list[Path]:
+    """The trace directories recorded for this model and drafter (their weights included) on
+    `task`, newest first."""
+    return find(Path(results, "traces").glob("*"), {"model": model, "drafter": drafter, "task": {"name": task}})
+
+
+def trace_set(paths: list[Path]) -> dict:
+    """Which traces something was made from, for its key: their directory's key and the files."""
+    directory = Path(paths[0]).parent if paths else None
+    key = read_key(directory, directory=True) if directory else None
+    return {"traces": None if key is None else digest(key), "files": [Path(p).name for p in paths]}
+
+
+def read_traces(paths: list[Path]) -> list[Trace]:
+    """Traces a job only reads: a damaged one is one LtdError line naming it."""
+    traces = []
+    for path in paths:
+        try:
+            traces.append(Trace.load(path))
+        except Exception as error:  # safetensors' and our own readers fail in many ways on a cut file
+            raise LtdError(f"{path} is damaged ({reason(error)}): make record records it again "
+                           f"(delete it first)") from None
+    return traces
+
+
+def load_trace(path: Path) -> Trace | None:
+    """The trace at `path`, or None when it is missing or damaged (then deleted)."""
+    if not path.exists():
+        return None
+    try:
+        return Trace.load(path)
+    except Exception as error:  # safetensors' and our own readers fail in many ways on a cut file
+        damaged(path, error, "recording it again")
+        return None
 
 
 def record_questions(target, drafter, questions: list[Question], directory: Path, max_new_tokens: int, top_k: int,
                      max_depth: int, progress: Callable[[], None] = lambda: None) -> tuple[list[Path], int]:
     """The trace files of `questions` in question and turn order, and how many were recorded now."""
+    check_top_k(drafter, top_k)
     engine = Engine(target.decoder, target.stop_token_ids, drafter)
     paths, recorded = [], 0
     for question in questions:
@@ -19,8 +74,9 @@ def record_questions(target, drafter, questions: list[Question], directory: Path
         for turn, text in enumerate(question.turns):
             messages.append({"role": "user", "content": text})
             path = Path(directory) / f"{question.id}-{turn}.safetensors"
-            if path.exists():  # its answer continues the conversation
-                answer = Trace.load(path).answer.tolist()
+            trace = load_trace(path)
+            if trace is not None:  # its answer continues the conversation
+                answer = trace.answer.tolist()
             else:
                 prompt = target.encode_chat(messages)
                 answer = engine.generate_autoregressive(prompt, max_new_tokens).tokens

@@ -1,0 +1,83 @@
+"""Every job answers a bad value with one line on stderr and exit code 2, and leaves nothing on
+disk: no run directory, no results, no empty study journal. Each case runs the job as a user would,
+in an empty working directory, on a tiny model."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import save_tiny_checkpoint
+from ltd.cli.app import CONFIG_PATH
+
+TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
+
+CASES = [
+    ("decode", "threads=-1", "threads must be a whole number >= 1, or null (every core), got -1"),
+    ("decode", "temperature=nan", "temperature must be a number >= 0 (0: greedy), got nan"),
+    ("decode", "temperature=-1", "temperature must be a number >= 0 (0: greedy), got -1.0"),
+    ("decode", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
+    ("decode", "questions=0", "questions must be a whole number >= 1 (null: all), got 0"),
+    ("decode", "model.dtype=float33", "model.dtype must be one of float32, bfloat16, float16, got 'float33'"),
+    ("decode", "drafter=draft_lm", "drafter draft_lm needs its model: drafter.source="),
+    ("decode", "controller.dpeth=4", "Could not override 'controller.dpeth'. To append to your config use +controller."),
+    ("decode", "controller.depth=[1", "no viable alternative at input '[1'"),
+    ("decode", "drafter.path=/nonexistent", "no EAGLE-3 head at /nonexistent (not a directory)"),
+    ("decode", "controller.verify=100000", "static tree verify must be at most 710, what a tree of depth 8 and top-k 10"),
+    ("decode", "controller.top_k=100000", "top-k 100000 is more than the 64 tokens the drafter proposes from"),
+    ("decode", "controller=ltd", "no policy at results/policies/tiny-eagle3-throughput-full/depth.pt"),
+    ("evaluate", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
+    ("evaluate", "warmup_tokens=0", "warmup_tokens must be a whole number >= 1, got 0"),
+    ("evaluate", "temperature=-1", "temperature must be a number >= 0 (0: greedy), got -1.0"),
+    ("evaluate", "resume=no/such/run", "nothing to resume at no/such/run (not a directory)"),
+    ("evaluate", "methods=[autoregressive,nope]", "unknown method 'nope'; choose from: tuned, "),
+    ("sweep_tree", "trials=0", "trials must be a whole number >= 1, got 0"),
+    ("sweep_tree", "space.depth=[0,3]", "sweep space depth must be [low, high] with 1 <= low <= high, got [0, 3]"),
+    ("profile", "repeats=0", "repeats must be a whole number >= 1, got 0"),
+    ("profile", "contexts=[1,64]", "contexts must be whole numbers >= 2, got [1, 64]"),
+    ("profile", "verify_sizes=[-1]", "verify_sizes must be whole numbers >= 0, got [-1]"),
+    ("profile", "contexts=[4096]", "profiling needs 4338 positions; tiny has 256"),
+    ("record", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
+    ("record", "top_k=0", "top_k must be a whole number >= 1, got 0"),
+    ("record", "max_depth=0", "max_depth must be a whole number >= 1, got 0"),
+    ("train_baselines", "epochs=0", "epochs must be a whole number >= 1, got 0"),
+    ("train_baselines", "lr=-1", "lr must be a number > 0, got -1.0"),
+    ("train_baselines", "held_out=1.5", "held_out must be a fraction between 0 and 1, got 1.5"),
+    ("train", "threads=-1", "threads must be a whole number >= 1, or null (every core), got -1"),
+    ("train", "record.validation=0", "record.validation must be between 1 and record.questions - 1, got 0"),
+    ("train", "evaluate.max_new_tokens=0", "evaluate.max_new_tokens must be a whole number >= 1, got 0"),
+    ("train", "ltd.size_ppo.frames=0", "ppo needs frames >= rollout and rollout a multiple of minibatch"),
+    ("train_drafter", "drafter=draft_lm", "make drafter trains EAGLE-3 heads; drafter 'draft_lm' is not one"),
+    ("train_drafter", "drafter.train.epochs=0", "drafter.train.epochs must be a whole number >= 1, got 0"),
+    ("train_drafter", "drafter.train.eval_tree=[1,2,50]", "static tree verify must be at most 2"),
+    ("bench_decode", "repeats=0", "repeats must be a whole number >= 1, got 0"),
+    ("bench_decode", "verify_sizes=[0,1]", "verify_sizes must be whole numbers >= 1 (draft tokens verified)"),
+    ("bench_env", "batches=[0]", "batches must be whole numbers >= 1, got [0]"),
+    ("bench_env", "steps=0", "steps must be a whole number >= 1, got 0"),
+]
+
+LOGGED = {"evaluate", "sweep_tree", "train"}  # jobs with a logger group: W&B off in these runs
+WITH_TASK = {"decode", "evaluate", "sweep_tree", "record", "bench_decode"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("model")
+    save_tiny_checkpoint(directory)
+    return directory
+
+
+@pytest.mark.parametrize("job, override, message", CASES, ids=[f"{job}-{o}" for job, o, _ in CASES])
+def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny_model_dir, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    vocab = [] if override == "drafter=draft_lm" else ["drafter.draft_vocab_size=64"]
+    args = [sys.executable, "-m", f"ltd.cli.{job}", "model.name=tiny", f"model.source={tiny_model_dir}",
+            "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
+            *([f"task.path={TASK}"] if job in WITH_TASK else []), override]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=work)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines[-1].startswith(f"error: {message}"), result.stderr[-2000:]
+    assert not [line for line in lines if line.startswith("error") or "Traceback" in line][:-1]
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == []
