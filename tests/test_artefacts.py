@@ -62,7 +62,8 @@ def test_a_file_artefact_is_fresh_only_when_sealed_with_its_key(tmp_path):
 
 def test_a_held_directory_refuses_another_live_job_until_it_ends(tmp_path):
     held = tmp_path / "run"
-    code = f"import time; from ltd.artefacts import hold; hold({str(held)!r}, 'a test'); print('held', flush=True); time.sleep(60)"
+    code = (f"import time; from ltd.artefacts import hold; hold({str(held)!r}, 'a test'); print('held', flush=True); "
+            f"time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -21,8 +21,8 @@ def tiny_model_dir(tmp_path_factory):
 
 def tiny_model(tiny_model_dir, tmp_path):
     """The tiny model and its untrained head, as every job here names them."""
-    return ["model.name=tiny", f"model.source={tiny_model_dir}", "model.max_context=256", "drafter.draft_vocab_size=64",
-            f"drafter.root={tmp_path}"]
+    return ["model.name=tiny", f"model.source={tiny_model_dir}", "model.max_context=256",
+            "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}"]
 
 
 def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]"):
@@ -78,7 +78,8 @@ def test_another_drafter_or_setting_is_never_served_what_was_made_before(tiny_mo
     traces = lambda: sorted(p.name for p in (tmp_path / "results" / "traces").iterdir())
     first = traces()
 
-    other_drafter = train(tiny_model_dir, tmp_path, "drafter.seed=1", methods="[autoregressive]")  # another untrained head
+    # another untrained head: another drafter
+    other_drafter = train(tiny_model_dir, tmp_path, "drafter.seed=1", methods="[autoregressive]")
     assert other_drafter.returncode == 0, other_drafter.stderr[-3000:]
     assert "cost model: measured" in other_drafter.stdout and len(traces()) == 2
     assert "holds ltd policies made under other settings (" in other_drafter.stderr

@@ -59,7 +59,8 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "bench_decode")
         if min(cfg.verify_sizes, default=0) < 1:
-            raise LtdError(f"verify_sizes must be whole numbers >= 1 (draft tokens verified), got {list(cfg.verify_sizes)}")
+            raise LtdError(f"verify_sizes must be whole numbers >= 1 (draft tokens verified), got "
+                           f"{list(cfg.verify_sizes)}")
         threads = set_threads(cfg.threads)
         controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg)
         questions = load_questions(cfg.task.path, cfg.prompts)
@@ -95,7 +96,8 @@ def main(cfg) -> None:
         c = cfg.controller
         result = {
             "model": target.name,
-            "drafter": cfg.drafter.kind + ("" if cfg.drafter.kind != "eagle3" or eagle3_weights(cfg) else " (untrained)"),
+            "drafter": cfg.drafter.kind + (" (untrained)" if cfg.drafter.kind == "eagle3" and not eagle3_weights(cfg)
+                                           else ""),
             "tree": {"depth": c.depth, "top_k": c.top_k, "verify": c.verify},
             "prompts": len(prompts), "max_new_tokens": n, "repeats": cfg.repeats,
             "hf_generate_tok_s": tok_s["hf_generate"],

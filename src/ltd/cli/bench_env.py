@@ -33,8 +33,8 @@ def main(cfg) -> None:
         results, (model, drafter) = Path(cfg.results), identities(cfg)
         profiles = find(results.glob("profiles/*.json"), {"model": model, "drafter": drafter}, directory=False)
         if not profiles:
-            raise LtdError(f"no cost model of {cfg.model.name} with this {cfg.drafter.kind} drafter in {results}/profiles: "
-                           f"make profile (or make train) measures one")
+            raise LtdError(f"no cost model of {cfg.model.name} with this {cfg.drafter.kind} drafter in "
+                           f"{results}/profiles: make profile (or make train) measures one")
         costs = CostModel.load(profiles[0])
         directories = recorded_traces(results, model, drafter, cfg.traces)
         if not directories:
