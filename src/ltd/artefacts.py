@@ -30,7 +30,9 @@ def note(message: str) -> None:
 
 
 def flatten(value, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}: keys compared entry by entry."""
+    """{'a': {'b': 1}, 'c': [{'d': 2}]} -> {'a.b': 1, 'c.0.d': 2}: keys compared entry by entry."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        value = dict(enumerate(value))
     if isinstance(value, dict) and value:
         out = {}
         for k, v in value.items():
