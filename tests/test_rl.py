@@ -292,7 +292,6 @@ def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, caps
     train_ltd(backend, traces[2:], costs(), s, "no_coadapt", tmp_path)
     stage = tmp_path / "stage1-depth.pt"
     stage.write_bytes(stage.read_bytes()[:100])  # cut short
-    logged = []
     # Its PPO checkpoint holds the finished training: the stage's policy is made again from it.
     trained = train_ltd(backend, traces[2:], costs(), s, "no_coadapt", tmp_path)
     assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth"] and Policy.load(stage, "depth")

@@ -41,7 +41,8 @@ def file_digest(path: str | Path) -> str:
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 sha.update(block)
-        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
+        # Older versions of this file, and files gone since, are forgotten.
+        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|") and Path(k.split("|")[0]).exists()}
         memo[entry] = sha.hexdigest()
         try:
             write_json(memo_path, memo)

@@ -278,13 +278,14 @@ def check_resume(overrides: list[str]) -> None:
 
 def check_overrides(config_name: str, args: list[str]) -> None:
     """A misspelt key or a value the override grammar cannot read is one line here, not Hydra's
-    report of it (a dozen lines). Sweeps (-m) are left to Hydra, which composes each job itself."""
+    report of it (a dozen lines). Command lines with Hydra's own flags (-m sweeps, --cfg, ...) are
+    left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    if any(arg in ("-m", "--multirun") for arg in args):
+    if any(arg.startswith("-") for arg in args):
         return
-    overrides = [arg for arg in args if not arg.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
+    overrides = [arg for arg in args if not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
             compose(config_name, overrides=overrides)
