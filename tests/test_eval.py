@@ -256,6 +256,20 @@ def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_pa
         StaticTree(depth=1, top_k=2, verify=51)
 
 
+def test_a_journal_cut_in_the_middle_of_a_line_loses_that_line(tmp_path, capsys):
+    space = TreeSpace(depth=[1, 4], top_k=[1, 4], verify=[1, 16])
+    path = tmp_path / "study.journal"
+    run_study(open_study("s", path, "optuna", space, seed=0), 2, "optuna", space, lambda tree: (1.0, {}))
+    path.write_bytes(path.read_bytes()[:-30])  # killed while writing the last entry
+    study = open_study("s", path, "optuna", space, seed=0)
+    assert f"note: {path} ends in a line cut short; dropping it" in capsys.readouterr().err
+    run_study(study, 3, "optuna", space, lambda tree: (1.0, {}))
+    assert len(finished(open_study("s", path, "optuna", space, seed=0))) == 3
+    path.write_text("not json\n" + path.read_text())
+    with pytest.raises(LtdError, match=f"the study journal {path} is damaged"):
+        open_study("s", path, "optuna", space, seed=0)
+
+
 def test_a_resumed_study_measures_no_shape_twice(tmp_path):
     space = TreeSpace(depth=[1, 2], top_k=[1, 2], verify=[1, 4])  # 9 distinct trees
     measured = []

@@ -163,10 +163,24 @@ def learned_baselines(cfg, train: list, train_paths: list[Path], model: dict, dr
     if not kinds:
         return
     output.open(owned=("*.pt",))
-    missing = [kind for kind in kinds if not (output.path / f"{kind}.pt").is_file()]
+    missing = [kind for kind in kinds if not readable_classifier(output.path / f"{kind}.pt", kind)]
     if missing:
         print(f"learned baselines: training {', '.join(missing)} on the training traces")
         print(fit_baselines(settings, train, output.path, tuple(missing)))
+
+
+def readable_classifier(path: Path, kind: str) -> bool:
+    """Whether trained weights are there and whole; damaged ones are deleted (to be trained again)."""
+    from ltd.learned.classifiers import load_classifier
+
+    if not path.is_file():
+        return False
+    try:
+        load_classifier(path, kind)
+        return True
+    except LtdError as error:
+        damaged(path, error, "training it again")
+        return False
 
 
 def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,

@@ -15,7 +15,9 @@ import optuna
 
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import tree_capacity
-from ltd.errors import LtdError
+from ltd.artefacts import note
+from ltd.atomic import write_file
+from ltd.errors import LtdError, reason
 
 
 @dataclass
@@ -50,8 +52,15 @@ def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) ->
     check_space(mode, space)
     path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    load = lambda: optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
+                                       direction="maximize", load_if_exists=True)
+    if path.exists():
+        drop_cut_line(path)
+    try:
+        study = load()
+    except ValueError as error:  # a line of the journal that is not JSON
+        raise LtdError(f"the study journal {path} is damaged ({reason(error)}): delete it to start the search over, "
+                       f"or name another study=") from None
     # Seeded by how far the study got: a resumed search draws new shapes, not the first ones again.
     # Grid mode queues its points itself (Optuna's GridSampler stops only inside study.optimize).
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
@@ -60,6 +69,15 @@ def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) ->
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)
     return study
+
+
+def drop_cut_line(path: Path) -> None:
+    """A journal whose last line was cut short (a kill in the middle of a write) loses that line,
+    with a note: Optuna would append the next entry to it."""
+    text = path.read_bytes()
+    if text and not text.endswith(b"\n"):
+        note(f"{path} ends in a line cut short; dropping it")
+        write_file(path, lambda tmp: tmp.write_bytes(text[: text.rfind(b"\n") + 1]))
 
 
 SAME_AS = "same_as"  # user attribute of a trial that repeated a measured shape: that trial's number
