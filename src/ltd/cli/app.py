@@ -147,7 +147,12 @@ def load_model(cfg):
         if weights is None:
             print("note: no trained EAGLE-3 head for this model and drafter config (make drafter trains one); "
                   "drafting with an untrained head", file=sys.stderr)
-        drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed)
+        try:
+            drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed)
+        except LtdError as error:
+            if d.path or cfg.model.eagle3:
+                raise
+            raise LtdError(f"{error} (make drafter makes it again)") from None
     else:
         drafter = load_drafter(target, d.kind, source=d.get("source"))
     return target, drafter
