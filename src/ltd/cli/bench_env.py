@@ -58,8 +58,8 @@ def main(cfg) -> None:
                 seconds = time.perf_counter() - start
                 rows.append({"environment": name, "batch": batch, "steps/s": batch * cfg.steps / seconds,
                              "ms per call": 1000 * seconds / cfg.steps})
-        print(f"replay environments on {len(traces)} traces ({sum(t.positions for t in traces)} positions), "
-              f"{threads} threads, random actions")
+        print(f"replay environments on {len(traces)} traces ({sum(t.positions for t in traces)} positions) in "
+              f"{directories[0]}, priced by {profiles[0]}; {threads} threads, random actions")
         print(format_table(rows, ["environment", "batch", "steps/s", "ms per call"]))
 
 
