@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ltd.atomic import write_json
 from ltd.errors import LtdError, reason
-from ltd.fingerprints import digest
 
 
 def note(message: str) -> None:
@@ -108,10 +107,6 @@ class Artefact:
     @property
     def key_path(self) -> Path:
         return key_path(self.path, self.directory)
-
-    @property
-    def digest(self) -> str:
-        return digest(self.key)
 
     def stored_key(self) -> dict | None:
         return read_key(self.path, self.directory)
