@@ -19,7 +19,7 @@ CASES = [
     ("decode", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
     ("decode", "questions=0", "questions must be a whole number >= 1 (null: all), got 0"),
     ("decode", "model.dtype=float33", "model.dtype must be one of float32, bfloat16, float16, got 'float33'"),
-    ("decode", "drafter=draft_lm", "drafter draft_lm needs its model: drafter.source="),
+    ("decode", "drafter=draft_lm", "drafter draft_lm needs its model: drafter.model=<a model config> or drafter.so"),
     ("decode", "controller.dpeth=4", "Could not override 'controller.dpeth'. To append to your config use +"),
     ("decode", "controller.depth=[1", "no viable alternative at input '[1'"),
     ("decode", "drafter.path=/nonexistent", "no EAGLE-3 head at /nonexistent (not a directory)"),

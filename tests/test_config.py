@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ltd.cli.app import CONFIG_PATH, build_controller, check_choices, drafter_job
+from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
@@ -22,8 +23,27 @@ def compose_job(name: str, overrides: list[str] = ()):
         return compose(name, overrides=list(overrides))
 
 
-def test_the_paper_models_and_the_default_exist():
-    assert MODELS == sorted(PAPER_MODELS + ["smollm2-135m"])
+CPU_MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"]
+
+
+def test_the_paper_models_and_the_cpu_ones_exist():
+    assert MODELS == sorted(PAPER_MODELS + CPU_MODELS)
+
+
+def test_a_model_chooses_its_drafter_unless_the_user_does():
+    """The 1.5B drafts with its 0.5B sibling (a model config of its own, in wheel parts); the others
+    with an EAGLE-3 head; drafter= on the command line wins."""
+    from ltd.cli.app import draft_lm_settings, identities
+
+    cfg = check_config(compose_job("decode", ["model=qwen2.5-coder-1.5b"]), "decode")
+    assert (cfg.drafter.kind, cfg.drafter.model) == ("draft_lm", "qwen2.5-coder-0.5b")
+    source, parts, dtype = draft_lm_settings(cfg)
+    assert source == "parts:qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" and parts.count == 6 and dtype == "float32"
+    model, drafter = identities(cfg)  # known from the configs alone: nothing is fetched
+    assert model["weights"] == "sha256:cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert drafter == {"kind": "draft_lm", "weights": f"sha256:{parts.sha256}", "dtype": "float32"}
+    assert compose_job("decode", ["model=qwen2.5-coder-1.5b", "drafter=eagle3"]).drafter.kind == "eagle3"
+    assert all(compose_job("decode", [f"model={m}"]).drafter.kind == "eagle3" for m in MODELS if m != CPU_MODELS[1])
 
 
 @pytest.mark.parametrize("job", ["decode", "bench_decode", "train_drafter"])

@@ -86,18 +86,48 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def parts_of(model_cfg):
+    """The wheels a `parts:` source is assembled from (None for other sources)."""
+    from ltd.models.wheel_parts import WheelParts
+
+    if not model_cfg.get("parts"):
+        return None
+    return WheelParts(file=model_cfg.source.removeprefix("parts:"), **OmegaConf.to_container(model_cfg.parts))
+
+
 def load_target_of(cfg):
     from ltd.models.loading import load_target
 
     m = cfg.model
-    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template)
+    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m))
 
 
 def model_identity_of(cfg) -> dict:
     from ltd.models.loading import model_identity
 
     m = cfg.model
-    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template)
+    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m))
+
+
+def model_config(name: str):
+    """A model config of conf/model by name (as a draft LM names one)."""
+    from ltd.cli.schema import ModelSchema
+
+    path = Path(CONFIG_PATH) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise LtdError(f"unknown model {name!r}; choose from: {', '.join(options)}")
+    return OmegaConf.merge(OmegaConf.structured(ModelSchema), OmegaConf.load(path).model)
+
+
+def draft_lm_settings(cfg) -> tuple[str, object, str]:
+    """(source, parts, dtype) of a draft LM: the model config it names, or its source in the
+    target's dtype."""
+    d = cfg.drafter
+    if d.model:
+        m = model_config(d.model)
+        return m.source, parts_of(m), m.dtype
+    return d.source, None, cfg.model.dtype
 
 
 def drafter_job(drafter_cfg):
@@ -133,8 +163,10 @@ def identities(cfg) -> tuple[dict, dict]:
     from ltd.models.load_drafter import drafter_identity
 
     d = cfg.drafter
-    weights = eagle3_weights(cfg) if d.kind == "eagle3" else d.source
-    return model_identity_of(cfg), drafter_identity(d.kind, weights, d.seed, d.draft_vocab_size)
+    if d.kind == "eagle3":
+        return model_identity_of(cfg), drafter_identity(d.kind, eagle3_weights(cfg), d.seed, d.draft_vocab_size)
+    source, parts, dtype = draft_lm_settings(cfg)
+    return model_identity_of(cfg), drafter_identity(d.kind, source, parts=parts, dtype=dtype)
 
 
 def load_model(cfg):
@@ -154,7 +186,8 @@ def load_model(cfg):
                 raise
             raise LtdError(f"{error} (make drafter makes it again)") from None
     else:
-        drafter = load_drafter(target, d.kind, source=d.get("source"))
+        source, parts, dtype = draft_lm_settings(cfg)
+        drafter = load_drafter(target, d.kind, source=source, parts=parts, dtype=dtype)
     return target, drafter
 
 

