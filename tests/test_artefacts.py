@@ -148,7 +148,7 @@ def test_a_damaged_or_stale_model_cache_is_named_and_made_again(tmp_path, monkey
     gguf.write_bytes(b"GGUF stand-in")
     calls = []
     monkeypatch.setattr(loading, "write_dense_cache", fake_dequantise(tiny, calls))
-    load = lambda: loading.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu")
+    load = lambda: loading.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
 
     first = load()
     cache = Path(first.hf_path)

@@ -22,6 +22,7 @@ CASES = [
     ("decode", "drafter=draft_lm", "drafter draft_lm needs its model: drafter.model=<a model config> or drafter.so"),
     ("decode", "controller.dpeth=4", "Could not override 'controller.dpeth'. To append to your config use +"),
     ("decode", "controller.depth=[1", "no viable alternative at input '[1'"),
+    ("decode", "drafter=qwen2.5-coder-0.5b drafter.quantize=int4", "drafter.quantize must be int8 or null, got 'int4'"),
     ("decode", "drafter.path=/nonexistent", "no EAGLE-3 head at /nonexistent (not a directory)"),
     ("decode", "controller.verify=100000", "static tree verify must be at most 710, what a tree of depth 8 and top"),
     ("decode", "controller.top_k=100000", "top-k 100000 is more than the 64 tokens the drafter proposes from"),
@@ -71,10 +72,10 @@ def tiny_model_dir(tmp_path_factory):
 def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny_model_dir, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    vocab = [] if override == "drafter=draft_lm" else ["drafter.draft_vocab_size=64"]
+    vocab = [] if override.startswith("drafter=") else ["drafter.draft_vocab_size=64"]
     args = [sys.executable, "-m", f"ltd.cli.{job}", "model.name=tiny", f"model.source={tiny_model_dir}",
             "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
-            *([f"task.path={TASK}"] if job in WITH_TASK else []), override]
+            *([f"task.path={TASK}"] if job in WITH_TASK else []), *override.split(" ")]
     result = subprocess.run(args, capture_output=True, text=True, cwd=work)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]

@@ -37,11 +37,11 @@ def test_a_model_chooses_its_drafter_unless_the_user_does():
 
     cfg = check_config(compose_job("decode", ["model=qwen2.5-coder-1.5b"]), "decode")
     assert (cfg.drafter.kind, cfg.drafter.model) == ("draft_lm", "qwen2.5-coder-0.5b")
-    source, parts, dtype = draft_lm_settings(cfg)
-    assert source == "parts:qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" and parts.count == 6 and dtype == "float32"
+    draft = draft_lm_settings(cfg)
+    assert draft["source"] == "parts:qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" and draft["parts"].count == 6
     model, drafter = identities(cfg)  # known from the configs alone: nothing is fetched
     assert model["weights"] == "sha256:cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
-    assert drafter == {"kind": "draft_lm", "weights": f"sha256:{parts.sha256}", "dtype": "float32"}
+    assert drafter["kind"] == "draft_lm" and drafter["weights"] == f"sha256:{draft['parts'].sha256}"
     assert compose_job("decode", ["model=qwen2.5-coder-1.5b", "drafter=eagle3"]).drafter.kind == "eagle3"
     assert all(compose_job("decode", [f"model={m}"]).drafter.kind == "eagle3" for m in MODELS if m != CPU_MODELS[1])
 

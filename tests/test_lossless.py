@@ -4,6 +4,7 @@ import pytest
 from conftest import FAMILIES, decoder_of, random_prompt
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
+from ltd.models.decoder import Decoder
 from ltd.models.draft_lm import DraftLM
 
 PROMPT = random_prompt(10, seed=7)
@@ -17,6 +18,9 @@ def make_drafter(kind, tiny_target, small_draft_hf):
         return lambda target: tiny_target.eagle3_drafter(target, draft_vocab_size=64)
     if kind == "draft_lm":
         return lambda target: DraftLM(decoder_of(small_draft_hf), tiny_target.config.vocab_size)
+    if kind == "draft_lm_int8":  # a cheap approximate drafter: the output must not change
+        return lambda target: DraftLM(Decoder.from_hf(small_draft_hf.config, small_draft_hf.state_dict(),
+                                                      quantize="int8"), tiny_target.config.vocab_size)
     return lambda target: tiny_target.self_drafter()
 
 
@@ -44,7 +48,7 @@ def check_cycles(generation, controller):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])
+@pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "draft_lm_int8", "self"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_speculative_equals_autoregressive(tiny, small_draft_hf, family, drafter, shape):
     target = tiny(family)
@@ -133,3 +137,25 @@ def test_context_limit_stops_both_identically(tiny, small_draft_hf, drafter):
 
     engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf), max_context=max_context)
     assert engine.generate(PROMPT, StaticTree(4, 4, 8), 100).tokens == expected
+
+
+def test_an_int8_drafter_guesses_as_its_float_self_mostly(tiny):
+    """int8 weights move the logits a little, not the model: on the tiny target drafting for itself,
+    int8 proposals agree with the float ones on most tokens and accept most drafts."""
+    import torch
+
+    target = tiny("llama")
+    exact = target.decoder()
+    cheap = Decoder.from_hf(target.hf.config, target.hf.state_dict(), quantize="int8")
+    tokens = torch.tensor(PROMPT)
+    for decoder in (exact, cheap):
+        decoder.reset(64)
+    top_exact = exact(tokens)[0].argmax(-1)
+    top_cheap = cheap(tokens)[0].argmax(-1)
+    assert (top_exact == top_cheap).float().mean() > 0.8
+    engine, _ = target.engine(lambda t: DraftLM(Decoder.from_hf(target.hf.config, target.hf.state_dict(),
+                                                                quantize="int8"), target.config.vocab_size))
+    generation = engine.generate(PROMPT, StaticTree(depth=1, top_k=1, verify=1), MAX_NEW)
+    assert generation.tokens == autoregressive(target, "llama") and generation.acceptance_length > 1.8
+    with pytest.raises(LtdError, match="quantize must be one of int8"):
+        Decoder.from_hf(target.hf.config, target.hf.state_dict(), quantize="int4")

