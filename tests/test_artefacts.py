@@ -110,9 +110,10 @@ def test_two_jobs_started_together_get_two_run_directories(tmp_path):
     save_tiny_checkpoint(model)
     work = tmp_path / "work"
     work.mkdir()
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model.name=tiny", f"model.source={model}",
-               "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", f"task.path={TASK}",
-               "task.name=mt_bench", "questions=1", "max_new_tokens=4", "warmup_tokens=2", "logger=none", "threads=1",
+    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+               f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
+               f"drafter.root={tmp_path}", f"task.path={TASK}", "task.name=mt_bench", "questions=1",
+               "max_new_tokens=4", "warmup_tokens=2", "logger=none", "threads=1",
                "methods=[autoregressive,eagle3_default]"]
     jobs = [subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
@@ -173,10 +174,10 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary(tmp_path):
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps({"question_id": i, "category": "c", "turns": [f"hello w{i} w{i + 7} world"]})
                             + "\n" for i in range(10, 18)))
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model.name=tiny", f"model.source={model}",
-               "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", f"task.path={task}",
-               "task.name=tiny", "max_new_tokens=48", "warmup_tokens=2", "logger=none", "threads=1",
-               "methods=[autoregressive,eagle3_default,gammatune]"]
+    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+               f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
+               f"drafter.root={tmp_path}", f"task.path={task}", "task.name=tiny", "max_new_tokens=48",
+               "warmup_tokens=2", "logger=none", "threads=1", "methods=[autoregressive,eagle3_default,gammatune]"]
     whole = subprocess.run([*command, f"hydra.run.dir={tmp_path / 'whole'}"], capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
 

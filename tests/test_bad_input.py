@@ -20,13 +20,14 @@ CASES = [
     ("decode", "questions=0", "questions must be a whole number >= 1 (null: all), got 0"),
     ("decode", "model.dtype=float33", "model.dtype must be one of float32, bfloat16, float16, got 'float33'"),
     ("decode", "drafter=draft_lm", "drafter draft_lm needs its model: drafter.model=<a model config> or drafter.so"),
-    ("decode", "controller.dpeth=4", "Could not override 'controller.dpeth'. To append to your config use +"),
-    ("decode", "controller.depth=[1", "no viable alternative at input '[1'"),
+    ("decode", "controller=eagle3_default controller.dpeth=4", "Could not override 'controller.dpeth'. To append"),
+    ("decode", "controller=eagle3_default controller.depth=[1", "no viable alternative at input '[1'"),
     ("decode", "drafter=qwen2.5-coder-0.5b drafter.quantize=int4", "drafter.quantize must be int8 or null, got 'int4'"),
     ("decode", "drafter.path=/nonexistent", "no EAGLE-3 head at /nonexistent (not a directory)"),
-    ("decode", "controller.verify=100000", "static tree verify must be at most 710, what a tree of depth 8 and top"),
-    ("decode", "controller.top_k=100000", "top-k 100000 is more than the 64 tokens the drafter proposes from"),
+    ("decode", "controller=eagle3_default controller.verify=100000", "static tree verify must be at most 710, what a"),
+    ("decode", "controller=eagle3_default controller.top_k=100000", "top-k 100000 is more than the 64 tokens the draf"),
     ("decode", "controller=ltd", "no policy at results/policies/tiny-eagle3-throughput-full/depth.pt"),
+    ("decode", "methods=[ltd]", "nothing to compare with autoregressive decoding: name methods=[...] or controller="),
     ("evaluate", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
     ("evaluate", "warmup_tokens=0", "warmup_tokens must be a whole number >= 1, got 0"),
     ("evaluate", "temperature=-1", "temperature must be a number >= 0 (0: greedy), got -1.0"),
@@ -73,8 +74,8 @@ def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny
     work = tmp_path / "work"
     work.mkdir()
     vocab = [] if override.startswith("drafter=") else ["drafter.draft_vocab_size=64"]
-    args = [sys.executable, "-m", f"ltd.cli.{job}", "model.name=tiny", f"model.source={tiny_model_dir}",
-            "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
+    args = [sys.executable, "-m", f"ltd.cli.{job}", "model=smollm2-135m", "model.name=tiny",
+            f"model.source={tiny_model_dir}", "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
             *([f"task.path={TASK}"] if job in WITH_TASK else []), *override.split(" ")]
     result = subprocess.run(args, capture_output=True, text=True, cwd=work)
     lines = result.stderr.strip().splitlines()

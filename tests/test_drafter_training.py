@@ -229,7 +229,8 @@ def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
 
     directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
     overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",
-                 "model.name=tiny", f"model.source={tiny_target.source}", "model.max_context=256"]
+                 "model=smollm2-135m", "model.name=tiny", f"model.source={tiny_target.source}",
+                 "model.max_context=256"]
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
         cfg = compose("decode", overrides=overrides)
         other = compose("decode", overrides=overrides + ["drafter.train.epochs=7"])

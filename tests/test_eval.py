@@ -70,7 +70,7 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
         save_classifier(Path(f"results/baselines/smollm2-135m-eagle3/{kind}.pt"),
                         TrainedClassifier(kind, 10, depth, Classifier(features, 4)))
     names = [n for n in options("controller") if not n.startswith("tuned-")]
-    methods = build_methods(names, compose_job("eval"))
+    methods = build_methods(names, compose_job("eval", ["model=smollm2-135m"]))
     assert {m.name for m in methods} == set(names)
 
 
@@ -80,7 +80,7 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     weights = Path("results/baselines/smollm2-135m-eagle3/disco.pt")
     save_classifier(weights, TrainedClassifier("disco", 10, 12, Classifier(DEPTH_FEATURES, 4)))
-    cfg = compose_job("eval")
+    cfg = compose_job("eval", ["model=smollm2-135m"])
     model, drafter = {"name": "smollm2-135m", "weights": "sha256:aa"}, {"kind": "eagle3", "weights": "sha256:bb"}
     build_methods(["disco"], cfg, (model, drafter))
     assert "has no key beside it: ltd cannot tell which model and drafter it was trained for" in capsys.readouterr().err
@@ -144,8 +144,8 @@ def tiny_eval_run(tmp_path_factory):
     ]) + "\n")
     run_dir = root / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "ltd.cli.evaluate", "model.name=tiny", f"model.source={root / 'model'}",
-         "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
+        [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+         f"model.source={root / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
          f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
          "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"},
@@ -186,7 +186,8 @@ def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
     ("logger.mode=loud", "error: wandb mode must be one of offline, online, disabled, got 'loud'"),
 ])
 def test_bad_config_values_are_one_line(override, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ltd.cli.evaluate", override, f"hydra.run.dir={tmp_path}",
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", override,
+                             f"hydra.run.dir={tmp_path}",
                              "drafter.draft_vocab_size=64", "task.name=x", f"task.path={CONF.parent / 'data/bench/qa/question.jsonl'}"],
                             capture_output=True, text=True)
     lines = result.stderr.strip().splitlines()

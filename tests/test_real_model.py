@@ -15,7 +15,7 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def default_model():
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
-        cfg = compose("decode")
+        cfg = compose("decode", overrides=["model=smollm2-135m"])
     target, drafter = load_model(cfg)
     prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}])
                for q in load_questions(cfg.task.path, 3)]

@@ -21,7 +21,7 @@ def tiny_model_dir(tmp_path_factory):
 
 def tiny_model(tiny_model_dir, tmp_path):
     """The tiny model and its untrained head, as every job here names them."""
-    return ["model.name=tiny", f"model.source={tiny_model_dir}", "model.max_context=256",
+    return ["model=smollm2-135m", "model.name=tiny", f"model.source={tiny_model_dir}", "model.max_context=256",
             "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}"]
 
 

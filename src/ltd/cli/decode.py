@@ -1,9 +1,10 @@
-"""The main job: decode questions of a task autoregressively and speculatively, interleaved on the
-same decoder, check that the outputs match, and print the speed-up table.
+"""The main job: decode questions of a task with autoregressive decoding and with the methods (by
+default the model's tuned static tree and LTD, each once it exists), interleaved on the same
+decoder, check that the outputs match, and print the speed-up table.
 
-    python -m ltd.cli.decode questions=5 task=gsm8k controller.depth=4
-    python -m ltd.cli.decode controller=svip
-    python -m ltd.cli.decode controller=ltd     # the policies make train trained for this model and drafter
+    python -m ltd.cli.decode questions=5 task=gsm8k
+    python -m ltd.cli.decode methods=[tuned,svip]
+    python -m ltd.cli.decode controller=eagle3_default controller.depth=4   # one controller, its settings changed
 """
 import hydra
 import pandas as pd
@@ -11,14 +12,38 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ltd.cli.app import (CONFIG_PATH, build_controller, check_tuned_methods, identities, launch, load_model,
-                         set_threads, user_errors)
+from ltd.artefacts import note
+from ltd.cli.app import (CONFIG_PATH, build_controller, build_methods, check_tuned_methods, identities, launch,
+                         load_model, set_threads, user_errors)
 from ltd.cli.schema import check_config
 from ltd.decoding.engine import Engine
+from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, machine
+
+
+def compared_methods(cfg, model: dict, drafter: dict, here: dict) -> list[Method]:
+    """Autoregressive decoding and the controller= given, or else every method of `methods` that
+    is there (a tuned tree found, policies trained for this model and drafter); the others are
+    left out with a note."""
+    if cfg.controller is not None:
+        choice = HydraConfig.get().runtime.choices["controller"]
+        check_tuned_methods([choice], cfg, model, drafter, here)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
+        return [Method(AUTOREGRESSIVE), Method(choice, controller)]
+    methods = [Method(AUTOREGRESSIVE)]
+    for name in cfg.methods:
+        try:
+            methods += build_methods([name], cfg, (model, drafter))
+        except LtdError as error:
+            note(f"{name} left out: {error}")
+            continue
+        check_tuned_methods([name], cfg, model, drafter, here)
+    if len(methods) == 1:
+        raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
+    return methods
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="decode", version_base=None)
@@ -28,10 +53,8 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
-        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
-        check_tuned_methods([HydraConfig.get().runtime.choices["controller"]], cfg, model, drafter, here)
+        methods = compared_methods(cfg, model, drafter, here)
         target, drafter = load_model(cfg)
-        methods = [Method(AUTOREGRESSIVE), Method(cfg.controller.kind, controller)]
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
         for method in methods:
@@ -42,10 +65,13 @@ def main(cfg) -> None:
             rows += run_question(engine, target, methods, question, number, cfg.max_new_tokens, cfg.temperature,
                                  cfg.seed)[1]
         summary = summarise(pd.DataFrame(rows), [m.name for m in methods])
-        controller = ", ".join(f"{key} {value}" for key, value in cfg.controller.items())
-        print(f"\n{target.name} on {cfg.task.name}: {len(questions)} questions, up to {cfg.max_new_tokens} new tokens "
-              f"per turn, temperature {cfg.temperature}, {describe_machine(here)}; controller: {controller}")
+        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {cfg.task.name}: {len(questions)} questions, up to "
+              f"{cfg.max_new_tokens} new tokens per turn, temperature {cfg.temperature}, {describe_machine(here)}")
         print(format_table(summary, ["method", "tokens", "seconds", "tok/s", "speed-up", "tau"]))
+        for method in methods[1:]:
+            c = method.controller
+            shape = f" (depth {c.depth}, top-k {c.top_k}, V {c.verify})" if c.kind == "static" else ""
+            print(f"{method.name}: {c.kind}{shape}")
         if cfg.temperature == 0:
             print(f"lossless (identical greedy outputs): {all(row['lossless'] for row in summary)}")
 

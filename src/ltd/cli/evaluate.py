@@ -66,14 +66,14 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "eval")
         if cfg.resume is not None and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise LtdError("resume= goes on with one run directory: not with -m")
+        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger.validate()
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
         methods = build_methods(list(cfg.methods), cfg, (model, drafter))
         check_methods(methods)
         check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
-        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
-        logger.validate()
         names = [m.name for m in methods]
         key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
                "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],

@@ -116,7 +116,8 @@ class DecodeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    controller: dict[str, Any]
+    controller: dict[str, Any] | None = None
+    methods: list[str] = field(default_factory=list)
     questions: int = 3
     max_new_tokens: int = 128
     temperature: float = 0.0
