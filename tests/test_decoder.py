@@ -5,7 +5,7 @@ from torch.testing import assert_close
 
 from conftest import FAMILIES, LLAMA3_ROPE, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
 from ltd.errors import LtdError
-from ltd.models.decoder import rope_tables
+from ltd.models.decoder import Decoder, rope_tables
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -169,3 +169,39 @@ def test_left_padded_rows_decode_as_if_each_were_alone(tiny, family):
         assert_close(prefill[b, width - len(row):], alone[:-1], **TOL)
         if valid[b, width]:
             assert_close(stepped[b, 0], alone[-1], **TOL)
+
+
+def test_weight_bytes_count_what_a_token_streams(tiny):
+    """Every layer's matrices and norms, the final norm and the output matrix; in int8 a matrix
+    takes a byte an entry and a float scale a row."""
+    target = tiny("qwen2")
+    config, state = target.hf.config, target.hf.state_dict()
+    counted = [k for k in state if k.startswith("model.layers.") and not k.endswith("bias") or k == "model.norm.weight"]
+    head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+    matrices = [state[k] for k in counted if state[k].dim() == 2] + [state[head]]
+    norms = [state[k] for k in counted if state[k].dim() == 1]
+    assert Decoder.from_hf(config, state).weight_bytes() == 4 * sum(t.numel() for t in matrices + norms)
+    assert Decoder.from_hf(config, state, quantize="int8").weight_bytes() == (
+        sum(t.numel() + 4 * t.shape[0] for t in matrices) + 4 * sum(t.numel() for t in norms))
+
+
+def test_bench_decode_reports_the_drafters_step_and_the_bandwidth_bound(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import save_tiny_checkpoint
+
+    save_tiny_checkpoint(tmp_path / "model")
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.bench_decode", "model=smollm2-135m", "model.name=tiny",
+         f"model.source={tmp_path / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64",
+         f"drafter.root={tmp_path}", "prompts=1", "repeats=1", "max_new_tokens=4", "verify_sizes=[1,2]",
+         "verify_context=16", "controller.depth=2", "controller.top_k=2", "controller.verify=2", "threads=1",
+         f"output={output}", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["draft_step_ms"] > 0 and report["target_step_ms"] > 0 and 0 < report["of_bandwidth_bound"]
+    assert report["machine"]["threads"] == 1 and "vector extensions" in report["machine"]
+    assert "one step at a 16-token context: target" in result.stdout and "copy bandwidth" in result.stdout

@@ -1,10 +1,12 @@
-"""make bench-decode: how fast is the decoder, against transformers and against itself.
+"""make bench-decode: how fast is the decoder, against transformers, against itself and against
+the memory bandwidth of this machine.
 
-Prints a table and writes results/bench-decode.json: tokens/s of transformers' generate(), of our
-autoregressive decoder and of the static tree, interleaved per prompt (warm-up first, medians
-over repeats), and the median time to verify V tokens at a ~200-token context.
+Prints tables and writes results/bench-decode.json: tokens/s of transformers' generate(), of our
+autoregressive decoder and of the static tree, interleaved per prompt (warm-up first, medians over
+repeats); the median time to verify V tokens at a ~200-token context; the drafter's step against
+the target's; and the target's step against its bandwidth bound (the bytes of weights a token
+streams / this machine's copy bandwidth).
 """
-import platform
 import statistics
 import time
 
@@ -19,6 +21,7 @@ from ltd.cli.app import CONFIG_PATH, build_controller, eagle3_weights, launch, l
 from ltd.decoding.engine import Clock, Engine
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
+from ltd.fingerprints import describe_machine, machine
 from ltd.eval.tasks import load_questions
 
 
@@ -31,6 +34,37 @@ def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> floa
     seconds = clock() - start
     assert out.shape[1] == len(prompt) + new_tokens
     return seconds
+
+
+def copy_bandwidth(gigabytes: float = 0.5, repeats: int = 5) -> float:
+    """GB/s of copying a buffer far larger than the caches, counting bytes read and written (the
+    STREAM convention), best of `repeats`."""
+    source = torch.ones(int(gigabytes * 2**30) // 4)
+    destination = torch.empty_like(source)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        destination.copy_(source)
+        times.append(time.perf_counter() - start)
+    return 2 * source.numel() * 4 / min(times[1:]) / 1e9
+
+
+def draft_step_milliseconds(drafter, context: int, vocab: int, top_k: int, repeats: int) -> float:
+    """Median time for the drafter to absorb one accepted token after a `context`-token prefix and
+    propose its children (a draft LM's step; an EAGLE-3 head reads random target features here)."""
+    generator = torch.Generator().manual_seed(0)
+    width = drafter.head.fc.in_features if hasattr(drafter, "head") else 0
+    features = lambda n: torch.randn(n, width, generator=generator) if width else None
+    drafter.reset(context + 8)
+    drafter.update(torch.randint(vocab, (context,), generator=generator), features(context - 1), top_k)
+    before, times = drafter.context, []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        drafter.update(torch.randint(vocab, (1,), generator=generator), features(1), top_k)
+        times.append(time.perf_counter() - start)
+        drafter.context = before
+        drafter.rollback()
+    return 1000 * statistics.median(times[1:])
 
 
 def verify_milliseconds(decoder, sizes: list[int], context: int, repeats: int, clock: Clock) -> dict[int, float]:
@@ -90,10 +124,16 @@ def main(cfg) -> None:
                         bar.update()
         tok_s = {name: n / statistics.median(s) for name, s in seconds.items()}
         tau = engine.generate(prompts[0], controller, n).acceptance_length
+        c = cfg.controller
         verify_ms = verify_milliseconds(target.decoder, list(cfg.verify_sizes), cfg.verify_context, cfg.repeats,
                                         clock)
+        step_ms = verify_milliseconds(target.decoder, [1], cfg.verify_context, 2 * cfg.repeats + 3, clock)[1]
+        draft_ms = draft_step_milliseconds(drafter, cfg.verify_context, drafter.vocab_size, cfg.controller.top_k,
+                                           2 * cfg.repeats + 3)
+        weight_gb, bandwidth = target.decoder.weight_bytes() / 1e9, copy_bandwidth()
+        bound_ms = 1000 * weight_gb / bandwidth
+        here = machine(threads, cfg.model.device)
 
-        c = cfg.controller
         result = {
             "model": target.name,
             "drafter": cfg.drafter.kind + (" (untrained)" if cfg.drafter.kind == "eagle3" and not eagle3_weights(cfg)
@@ -107,15 +147,17 @@ def main(cfg) -> None:
             "ar_over_hf": tok_s["ar"] / tok_s["hf_generate"],
             "verify_ms": verify_ms,
             "verify_16_over_1": verify_ms[16] / verify_ms[1] if {1, 16} <= set(verify_ms) else None,
+            "target_step_ms": step_ms, "draft_step_ms": draft_ms, "draft_over_target": draft_ms / step_ms,
+            "weight_gb_per_token": weight_gb, "copy_bandwidth_gb_s": bandwidth, "bandwidth_bound_ms": bound_ms,
+            "of_bandwidth_bound": bound_ms / step_ms,
             "threads": threads,
             "load_s": load_s,
-            "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-                        "device": str(target.decoder.device)},
+            "machine": dict(here, device=str(target.decoder.device)),
         }
         write_json(cfg.output, result)
 
-        print(f"\n{target.name}, {len(prompts)} prompts x {cfg.repeats} repeats, {n} new tokens, {threads} threads, "
-              f"static tree {c.depth}/{c.top_k}/{c.verify} with drafter {result['drafter']}")
+        print(f"\n{target.name}, {len(prompts)} prompts x {cfg.repeats} repeats, {n} new tokens, "
+              f"{describe_machine(here)}, static tree {c.depth}/{c.top_k}/{c.verify} with drafter {result['drafter']}")
         rows = [{"method": "transformers generate()", "tok/s": tok_s["hf_generate"], "vs generate()": 1.0},
                 {"method": "ltd autoregressive", "tok/s": tok_s["ar"], "vs generate()": result["ar_over_hf"]},
                 {"method": f"ltd static tree (tau {tau:.2f})", "tok/s": tok_s["spec"],
@@ -125,6 +167,10 @@ def main(cfg) -> None:
         print(f"\nverify V tokens at a {cfg.verify_context}-token context")
         print(format_table([{"V": v, "ms": ms, f"x V={min(verify_ms)}": ms / base} for v, ms in verify_ms.items()],
                            ["V", "ms", f"x V={min(verify_ms)}"]))
+        print(f"\none step at a {cfg.verify_context}-token context: target {step_ms:.1f} ms, drafter {draft_ms:.1f} ms "
+              f"({draft_ms / step_ms:.2f} of the target's)")
+        print(f"the target streams {weight_gb:.2f} GB of weights a token; copy bandwidth {bandwidth:.1f} GB/s: bound "
+              f"{bound_ms:.1f} ms a step, reached at {bound_ms / step_ms:.0%}")
         print(f"\nmodel and drafter loaded in {load_s:.2f} s (transformers' lazy imports included)")
         print(f"written: {cfg.output}")
 

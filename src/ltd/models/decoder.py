@@ -247,6 +247,19 @@ class Decoder:
         cos, sin = rope_tables(config, length)
         return cls(spec, state, cos, sin, dtype, device, quantize)
 
+    def weight_bytes(self) -> int:
+        """Bytes of weights one token streams through: every layer's matrices and norms, the final
+        norm and the output matrix (the embedding row it reads is negligible)."""
+        def size(weight) -> int:
+            if isinstance(weight, torch.Tensor):
+                return weight.numel() * weight.element_size()
+            unpacked = torch.ops.quantized.linear_unpack(weight)[0]  # int8: one byte each, plus a scale a row
+            return unpacked.numel() + 4 * unpacked.shape[0]
+
+        per_layer = sum(size(getattr(layer, name)) for layer in self.layers for name in
+                        ("input_norm", "qkv", "o", "post_norm", "gate_up", "down"))
+        return per_layer + size(self.final_norm) + size(self.lm_head)
+
     # -- cache ---------------------------------------------------------------------------------
     def reset(self, capacity: int | None = None, batch: int = 1) -> None:
         capacity = capacity or self.max_positions
