@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ltd.errors import LtdError
+from ltd.models.layouts import arrange, fastest_layout
 
 # What distinguishes the families inside a decoder layer.
 FAMILIES = {
@@ -208,15 +209,23 @@ class Decoder:
             tensors = [state[n].to(self.device, dtype) for n in names]
             return torch.cat(tensors) if len(tensors) > 1 else tensors[0].contiguous()
 
+        layouts: dict[tuple[int, int], str] = {}
+
         def matrix(*names):
+            weight = w(*names)
             if quantize == "int8":
-                return int8_weight(w(*names))
-            # [out, in] in shape, [in, out] in memory: oneDNN's small-batch kernels run ~10 % faster.
-            return w(*names).t().contiguous().t()
+                return int8_weight(weight)
+            if self.linear is not cpu_linear:
+                return weight
+            # [out, in] in shape; in memory as oneDNN reads it fastest on this machine.
+            shape = tuple(weight.shape)
+            if shape not in layouts:
+                layouts[shape] = fastest_layout(shape, cpu_linear)
+            return arrange(weight, layouts[shape])
 
         self.embed = w("model.embed_tokens.weight")
         head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
-        self.lm_head = matrix(head)
+        self.lm_head = int8_weight(w(head)) if quantize == "int8" else w(head).t().contiguous().t()
         # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
         # (half the time at 16 to 64 rows here): verification and batches get their own copy.
         self.lm_head_rows = w(head) if self.linear is cpu_linear else self.lm_head
