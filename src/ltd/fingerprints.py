@@ -23,32 +23,43 @@ def digest(value, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes. Remembered in <cache>/digests.json by path, size, modification time
-    and inode, so a checkpoint of gigabytes is read once per version, not once per run."""
+def remembered(name: str, key: str, compute, stale=lambda key: False):
+    """`compute()`, done once and kept in <cache>/<name>.json under `key` (entries `stale` says so
+    of are dropped when a new one is added). A read-only cache only costs recomputing."""
     from ltd.atomic import write_json
 
-    path = Path(path).resolve()
-    stat = path.stat()
-    memo_path = cache_root() / "digests.json"
-    entry = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    path = cache_root() / f"{name}.json"
     try:
-        memo = json.loads(memo_path.read_text())
+        memo = json.loads(path.read_text())
     except (OSError, ValueError):
         memo = {}
-    if entry not in memo:
+    if key not in memo:
+        value = compute()
+        memo = {k: v for k, v in memo.items() if not stale(k)}
+        memo[key] = value
+        try:
+            write_json(path, memo)
+        except OSError:
+            pass
+    return memo[key]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes. Remembered by path, size, modification time and inode, so a
+    checkpoint of gigabytes is read once per version, not once per run."""
+    path = Path(path).resolve()
+    stat = path.stat()
+
+    def sha256() -> str:
         sha = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 sha.update(block)
-        # Older versions of this file, and files gone since, are forgotten.
-        memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|") and Path(k.split("|")[0]).exists()}
-        memo[entry] = sha.hexdigest()
-        try:
-            write_json(memo_path, memo)
-        except OSError:  # a read-only cache only costs the next run the same reading
-            pass
-    return memo[entry]
+        return sha.hexdigest()
+
+    # Older versions of this file, and files gone since, are forgotten.
+    stale = lambda key: key.startswith(f"{path}|") or not Path(key.split("|")[0]).exists()
+    return remembered("digests", f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}", sha256, stale)
 
 
 def directory_digest(directory: str | Path) -> str:

@@ -8,14 +8,12 @@ shape (on a 2-core AVX-512 EPYC the 1.5B's fused q|k|v matrix streams at 40 GB/s
 22 GB/s transposed, its MLP matrices a little faster transposed). Timing uses enough copies of the
 matrix to overflow the caches, as decoding does: each weight is read once a step.
 """
-import json
 import statistics
 import time
 
 import torch
 
-from ltd.atomic import write_json
-from ltd.fingerprints import cache_root, digest, machine
+from ltd.fingerprints import digest, machine, remembered
 
 LAYOUTS = ("out_in", "in_out")
 TUNED_BYTES = 4 * 2**20  # smaller matrices stay in cache anyway: they keep the default layout
@@ -58,17 +56,9 @@ def fastest_layout(shape: tuple[int, int], linear) -> str:
     out, inner = shape
     if 4 * out * inner < TUNED_BYTES:
         return "in_out"
-    path = cache_root() / "layouts.json"
-    key = f"{digest(machine(torch.get_num_threads()))}-{out}x{inner}"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
+
+    def fastest() -> str:
         seconds = measure(shape, linear)
-        known[key] = min(seconds, key=seconds.get)
-        try:
-            write_json(path, known)
-        except OSError:  # a read-only cache: measured again next time
-            pass
-    return known[key]
+        return min(seconds, key=seconds.get)
+
+    return remembered("layouts", f"{digest(machine(torch.get_num_threads()))}-{out}x{inner}", fastest)
