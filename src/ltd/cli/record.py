@@ -27,9 +27,8 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         key = traces_key(*identities(cfg), task_identity(cfg.task), cfg.max_new_tokens, cfg.top_k, cfg.max_depth)
-        traces = traces_directory(Path(cfg.results), key)
-        if cfg.output:
-            traces = Artefact(cfg.output, key, "traces", directory=True)
+        traces = (Artefact(cfg.output, key, "traces", directory=True) if cfg.output
+                  else traces_directory(Path(cfg.results), key))
         target, drafter = load_model(cfg)
         traces.open(owned=("*.safetensors",))
         with tqdm(total=len(questions), desc=f"record {cfg.task.name}", unit="question") as bar:

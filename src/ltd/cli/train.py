@@ -24,9 +24,9 @@ import hydra
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact, damaged
-from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, identities, launch,
-                         load_model, method_settings, run_directory, set_threads, task_identity, user_errors)
+from ltd.artefacts import Artefact, read_or_drop
+from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, group_option, identities,
+                         launch, load_model, method_config, run_directory, set_threads, task_identity, user_errors)
 from ltd.cli.schema import TaskSchema, check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
@@ -39,11 +39,7 @@ POLICIES = 1  # format: a change to the environments, observations or policies m
 
 
 def task_config(name: str) -> TaskSchema:
-    path = Path(CONFIG_PATH) / "task" / f"{name}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise LtdError(f"unknown task {name!r}; choose from: {', '.join(options)}")
-    return TaskSchema(**OmegaConf.to_container(OmegaConf.load(path)))
+    return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
 
 
 def ltd_settings(cfg) -> LtdSettings:
@@ -69,16 +65,13 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
 
     file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
     measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
-    if file.fresh:
-        try:
-            costs = CostModel.load(file.path)
-            if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
-                    and costs.max_depth >= cfg.record.max_depth):
-                print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
-                return costs, file
-            measured |= set(costs.verify_sizes)
-        except LtdError as error:
-            damaged(file.path, error, "measuring it again")
+    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
+    if costs is not None:
+        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                and costs.max_depth >= cfg.record.max_depth):
+            print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
+            return costs, file
+        measured |= set(costs.verify_sizes)
     p = cfg.profile
     with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
         costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
@@ -143,6 +136,7 @@ def learned_baselines(cfg, train: list, train_paths: list[Path], model: dict, dr
     from hydra import compose
 
     from ltd.cli.train_baselines import baselines_settings, fit_baselines
+    from ltd.learned.classifiers import load_classifier
     from ltd.learned.train import KINDS, baselines_key
     from ltd.traces.record_task import trace_set
 
@@ -152,8 +146,7 @@ def learned_baselines(cfg, train: list, train_paths: list[Path], model: dict, dr
                       "learned baselines", directory=True)
     kinds = []
     for method in cfg.evaluate.methods:
-        config = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(method, cfg.model.name))),
-                                 cfg.model.name, cfg.drafter.kind)
+        config = method_config(method, cfg)
         if config["kind"] in KINDS:
             weights = Path(config.get("weights", ""))
             if weights.parent != output.path:
@@ -163,24 +156,14 @@ def learned_baselines(cfg, train: list, train_paths: list[Path], model: dict, dr
     if not kinds:
         return
     output.open(owned=("*.pt",))
-    missing = [kind for kind in kinds if not readable_classifier(output.path / f"{kind}.pt", kind)]
+    missing = []
+    for kind in kinds:  # not there, or damaged (then deleted): trained now
+        weights = output.path / f"{kind}.pt"
+        if read_or_drop(weights, lambda path: load_classifier(path, kind), "training it again") is None:
+            missing.append(kind)
     if missing:
         print(f"learned baselines: training {', '.join(missing)} on the training traces")
         print(fit_baselines(settings, train, output.path, tuple(missing)))
-
-
-def readable_classifier(path: Path, kind: str) -> bool:
-    """Whether trained weights are there and whole; damaged ones are deleted (to be trained again)."""
-    from ltd.learned.classifiers import load_classifier
-
-    if not path.is_file():
-        return False
-    try:
-        load_classifier(path, kind)
-        return True
-    except LtdError as error:
-        damaged(path, error, "training it again")
-        return False
 
 
 def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,

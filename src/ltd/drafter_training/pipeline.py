@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact, damaged, hold, remove
+from ltd.artefacts import Artefact, damaged, hold, read_or_drop, remove
 from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
@@ -152,14 +152,11 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
 
 def readable_shard(path: Path) -> bool:
     """Whether a shard is there and whole (its header matches its size); a damaged one is deleted."""
-    if not path.exists():
-        return False
-    try:
-        with safe_open(str(path), framework="pt"):
+    def header(shard: Path) -> bool:
+        with safe_open(str(shard), framework="pt"):
             return True
-    except Exception as error:  # safetensors' own error type, raised for a cut or garbled file
-        damaged(path, error, "the target produces it again")
-        return False
+
+    return read_or_drop(path, header, "the target produces it again") is not None
 
 
 def reusable_head(final: Artefact, log) -> dict | None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import optuna
 
-from ltd.decoding.controller import StaticTree
-from ltd.decoding.tree import tree_capacity
 from ltd.artefacts import note
 from ltd.atomic import write_file
+from ltd.decoding.controller import StaticTree
+from ltd.decoding.tree import tree_capacity
 from ltd.errors import LtdError, reason
 
 
@@ -52,12 +52,11 @@ def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) ->
     check_space(mode, space)
     path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    load = lambda: optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
-                                       direction="maximize", load_if_exists=True)
     if path.exists():
         drop_cut_line(path)
     try:
-        study = load()
+        study = optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
+                                    direction="maximize", load_if_exists=True)
     except ValueError as error:  # a line of the journal that is not JSON
         raise LtdError(f"the study journal {path} is damaged ({reason(error)}): delete it to start the search over, "
                        f"or name another study=") from None

@@ -7,7 +7,7 @@ digest; a damaged one is named, dropped and made again.
 """
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ class Target:
     stop_token_ids: tuple[int, ...]
     source: str  # as configured
     hf_path: str  # where transformers itself can load this model from (for comparisons)
-    identity: dict  # what the keys of artefacts derived from this model hold (model_identity)
+    identity: dict = field(default_factory=dict)  # what keys of artefacts derived from it hold (model_identity)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a conversation with the model's chat template, by default ready for the
@@ -188,7 +188,7 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
         write_dense_cache(cache, gguf)
         config, tokenizer, stops, state = read_dense_cache(cache.path)
     decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
-    return Target(name, config, tokenizer, decoder, stops, source, str(cache.path), {})
+    return Target(name, config, tokenizer, decoder, stops, source, str(cache.path))
 
 
 def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str,
@@ -202,7 +202,7 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
         raise LtdError(f"cannot load model {source!r}: {reason(error)}") from None
     stops = stop_tokens(model.config, tokenizer, model.generation_config)
     decoder = Decoder.from_hf(model.config, model.state_dict(), max_context, dtype, device, quantize)
-    return Target(name, model.config, tokenizer, decoder, stops, source, source, {})
+    return Target(name, model.config, tokenizer, decoder, stops, source, source)
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ltd.artefacts import damaged
+from ltd.artefacts import read_or_drop
 from ltd.atomic import write_json
 from ltd.errors import LtdError
 from ltd.rl.backends import OnlineBackend, ReplayBackend
@@ -60,17 +60,6 @@ class TrainedPolicies:
     stages: list[dict] = field(default_factory=list)
 
 
-def finished_stage(path: Path, role: str) -> Policy | None:
-    """The policy a finished stage left, or None (not there, or damaged and deleted)."""
-    if not path.is_file():
-        return None
-    try:
-        return Policy.load(path, role)
-    except LtdError as error:
-        damaged(path, error, "training the stage again")
-        return None
-
-
 def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
               component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
@@ -90,7 +79,7 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
         depth_partner = current["depth"] if current["depth"] is not None else s.fixed_depth
         verify_partner = current["size"] if current["size"] is not None else s.depth_verify
         seed = stage.settings.seed
-        policy = finished_stage(final, stage.role)
+        policy = read_or_drop(final, lambda path: Policy.load(path, stage.role), "training the stage again")
         if policy is None:
             if stage.role == "size":
                 spec = PolicySpec("size", top_k, max_depth, s.size_hidden, tuple(s.sizes))

@@ -5,7 +5,7 @@ so an interrupted recording goes on where it stopped; a damaged one is recorded 
 from collections.abc import Callable
 from pathlib import Path
 
-from ltd.artefacts import Artefact, damaged, find, read_key
+from ltd.artefacts import Artefact, find, read_key, read_or_drop
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError, reason
 from ltd.eval.tasks import Question
@@ -52,17 +52,6 @@ def read_traces(paths: list[Path]) -> list[Trace]:
     return traces
 
 
-def load_trace(path: Path) -> Trace | None:
-    """The trace at `path`, or None when it is missing or damaged (then deleted)."""
-    if not path.exists():
-        return None
-    try:
-        return Trace.load(path)
-    except Exception as error:  # safetensors' and our own readers fail in many ways on a cut file
-        damaged(path, error, "recording it again")
-        return None
-
-
 def record_questions(target, drafter, questions: list[Question], directory: Path, max_new_tokens: int, top_k: int,
                      max_depth: int, progress: Callable[[], None] = lambda: None) -> tuple[list[Path], int]:
     """The trace files of `questions` in question and turn order, and how many were recorded now."""
@@ -74,7 +63,7 @@ def record_questions(target, drafter, questions: list[Question], directory: Path
         for turn, text in enumerate(question.turns):
             messages.append({"role": "user", "content": text})
             path = Path(directory) / f"{question.id}-{turn}.safetensors"
-            trace = load_trace(path)
+            trace = read_or_drop(path, Trace.load, "recording it again")
             if trace is not None:  # its answer continues the conversation
                 answer = trace.answer.tolist()
             else:
