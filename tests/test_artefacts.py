@@ -26,16 +26,18 @@ TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.
 def test_a_directory_is_reused_only_under_its_own_key(tmp_path, capsys):
     key = {"model": {"name": "m", "weights": "sha256:aaaa"}, "max_new_tokens": 16}
     first = Artefact(tmp_path / "traces", key, "traces", directory=True)
-    assert first.open(owned=("*.bin",)) is False  # new
+    first.open(owned=("*.bin",))
+    assert first.stored_key() == key
     (first.path / "a.bin").write_text("made under the first key")
     (first.path / "notes.txt").write_text("not the artefact's")
     release(first.path)
-    assert Artefact(tmp_path / "traces", key, "traces", directory=True).open(owned=("*.bin",)) is True
+    Artefact(tmp_path / "traces", key, "traces", directory=True).open(owned=("*.bin",))
+    assert (first.path / "a.bin").exists() and capsys.readouterr().err == ""  # the same key: kept
     release(first.path)
 
     other = dict(key, max_new_tokens=200)
     again = Artefact(tmp_path / "traces", other, "traces", directory=True)
-    assert again.open(owned=("*.bin",)) is False
+    again.open(owned=("*.bin",))
     assert "made under other settings (max_new_tokens 16 -> 200); making them again" in capsys.readouterr().err
     assert not (tmp_path / "traces" / "a.bin").exists() and (tmp_path / "traces" / "notes.txt").exists()
     assert again.stored_key() == other
