@@ -260,6 +260,14 @@ def test_top_k_entropy_matches_the_categorical_entropy():
     assert_close(half, entropy_of(logits.bfloat16()), atol=1e-5, rtol=1e-5)
 
 
+def test_a_peaked_rows_entropy_is_never_below_zero():
+    """Wide, peaked rows (a Qwen vocabulary's logits of a confident draft LM) made float32's
+    logsumexp - sum(p z) come out below zero, and SVIP's sqrt of it failed."""
+    logits = 100 * torch.randn(200, 151936, generator=torch.Generator().manual_seed(0))
+    entropy = top_k_entropy(logits, 3)[2]
+    assert float(entropy.min()) >= 0.0
+
+
 def test_draft_lm_entropies_are_those_of_its_logits(tiny):
     """Over the target's vocabulary only (here the first 60 of the draft LM's 101 ids), for the
     root and for every fed node; the tree keeps them per level."""

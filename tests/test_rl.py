@@ -200,15 +200,15 @@ def test_policy_save_and_load_round_trip(tmp_path):
 
 
 def test_ppo_learns_the_best_size_on_a_replay_problem(recorded, tmp_path):
-    """Verifying is cheap here and the drafter is the target itself: the most tokens win. PPO must
+    """Verifying is free here and the drafter is the target itself: the most tokens win. PPO must
     go from its initial choice to the best fixed V's speed-up."""
     traces = recorded[0]
-    model = costs(verify_per_token=0.0005)
+    model = costs(verify_per_token=0.0)
     table = TraceTable(traces, model)
     spec = PolicySpec("size", TOP_K, MAX_DEPTH, (32,), tuple(SIZES))
     best_fixed = max(replay_speedup(table, MAX_DEPTH, v)["speedup"] for v in SIZES)
     trainer = PPOTrainer(lambda: SizeReplayEnv(traces, model, SIZES, batch=16, depth=MAX_DEPTH, seed=0), spec,
-                         small_ppo(4096, lr=3e-3), tmp_path / "ppo.pt")
+                         small_ppo(8192, lr=3e-3, gamma=0.0), tmp_path / "ppo.pt")
     before = replay_speedup(table, MAX_DEPTH, trainer.policy)["speedup"]
     rewards = []
     policy = trainer.train(log=lambda m: rewards.append(m["reward_per_step"]))
@@ -270,6 +270,15 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     logged = []
     again = train_ltd(backend, traces[2:], costs(), s, "full", tmp_path, log=lambda stage, metrics: logged.append(stage))
     assert logged == [] and again.stages == trained.stages  # nothing trained twice
+    # Each stage reports what its training gained over the policy it started from (keep-best: never
+    # less), and the bar it had to clear: the best constant tree in the same replay.
+    for st in trained.stages:
+        assert st["trained"] >= st["start"] and isinstance(st["best_batch"], int)
+        assert st["depth_sd"] >= 0 and st["verify_sd"] >= 0
+    assert trained.stalled() == [st["stage"] for st in trained.stages if st["best_batch"] == 0]
+    held = TraceTable(traces[2:], costs())
+    grid = [replay_speedup(held, d, v)["speedup"] for d in range(1, MAX_DEPTH + 1) for v in SIZES]
+    assert trained.constant["speedup"] == max(grid)
 
     controller = LTD(depth_policy=str(trained.depth), size_policy=str(trained.size))
     assert (controller.top_k, controller.max_depth) == (TOP_K, MAX_DEPTH)
@@ -282,6 +291,16 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     table = TraceTable(traces[:1], costs())
     rows, context = table.rows(torch.tensor([0]), torch.tensor([0]))
     assert int(policy_depths(controller.depth_net, table.scores[rows], context)[0]) >= 1
+
+
+def test_depth_rows_too_short_for_a_whole_cycle_are_refused(recorded, tmp_path):
+    traces = recorded[0]
+    s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
+                    depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=128)
+    with pytest.raises(LtdError, match="ltd.depth_envs 128 rows step 2 times per rollout of 256; cycles of up to 4 "
+                                      "levels need at least 12"):
+        train_ltd(backend, traces[2:], costs(), s, "no_coadapt", tmp_path)
 
 
 def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, capsys):

@@ -16,6 +16,7 @@ settings, made again (with a note saying what changed) otherwise.
 """
 import datetime
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -35,7 +36,7 @@ from ltd.fingerprints import describe_machine, file_digest, machine
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.tracking import LoggerSettings, Tracker
 
-POLICIES = 1  # format: a change to the environments, observations or policies makes earlier ones stale
+POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
 
 
 def task_config(name: str) -> TaskSchema:
@@ -180,6 +181,25 @@ def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, reco
             "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
 
 
+class Spent:
+    """Wall-clock time per phase of the run (what `make train` spends where; a phase reused from
+    disk takes seconds)."""
+
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = now - self.mark
+        self.mark = now
+
+    def __str__(self) -> str:
+        minutes = lambda s: f"{s / 60:.1f} min"
+        total = sum(self.phases.values())
+        return ", ".join(f"{phase} {minutes(s)}" for phase, s in self.phases.items()) + f"; {minutes(total)} in all"
+
+
 def overall_rows(summaries: dict[str, dict]) -> list[dict]:
     """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
     methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
@@ -219,18 +239,22 @@ def main(cfg) -> None:
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
         check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter_id, here)
         run_dir = run_directory("a make train run")
+        spent = Spent()
         target, drafter = load_model(cfg)
-
+        spent("models")
         costs, cost_file = cost_model(cfg, target, drafter, settings.sizes, model, drafter_id, here)
+        spent("profile")
         recorded = traces(cfg, target, drafter, model, drafter_id)
+        spent("record")
         train, held_out = recorded.train, recorded.held_out
         print(f"traces: {len(train)} answers to train on ({sum(t.positions for t in train)} positions), "
               f"{len(held_out)} held out, in {recorded.directory}")
         learned_baselines(cfg, train, recorded.train_paths, model, drafter_id)
+        spent("baselines")
         policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{name}",
                             policies_key(cfg, settings, model, drafter_id, recorded, cost_file), "ltd policies",
                             directory=True)
-        policies.open(owned=("*.pt", "checkpoints", "training.json"))
+        policies.open(owned=("*.pt", "*.json", "checkpoints"))
 
         tracker = Tracker(logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{name}-{run_dir.name}",
                           group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
@@ -256,8 +280,17 @@ def main(cfg) -> None:
                                 cfg.component, policies.path, log, progress)
             for bar in bars.values():
                 bar.close()
-            print(f"\npolicies in {policies.path} (replay on the {len(held_out)} held-out answers, by stage):")
-            print(format_table(trained.stages, ["stage", "speedup", "tau", "depth", "verify"]))
+            spent("ppo")
+            print(f"\npolicies in {policies.path} (replay on the {len(held_out)} held-out answers, by stage; start "
+                  f"and trained: the stage's own validation of the policy it started from and of the one it kept):")
+            print(format_table(trained.stages, ["stage", "start", "trained", "speedup", "tau", "depth", "depth_sd",
+                                                "verify", "verify_sd"]))
+            for stage in trained.stalled():
+                print(f"note: {stage} never beat the policy it started from; it keeps that one")
+            c = trained.constant
+            print(f"best constant tree in the same replay: depth {c['depth']:.0f}, V {c['verify']:.0f}, speed-up "
+                  f"{c['speedup']:.3f}; ltd: {trained.stages[-1]['speedup']:.3f} "
+                  f"({trained.stages[-1]['speedup'] / c['speedup']:.3f}x of it)")
 
             ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                       size_policy=str(trained.size) if trained.size else None,
@@ -277,6 +310,7 @@ def main(cfg) -> None:
                                                          run, lambda *_: bar.update())
                 print(f"\n{task.name}: {len(questions)} questions, up to {e.max_new_tokens} new tokens per turn")
                 print(format_table(summaries[task.name]["methods"], SUMMARY_COLUMNS))
+            spent("evaluation")
             rows = overall_rows(summaries)
             print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
                   f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {describe_machine(here)}")
@@ -295,6 +329,7 @@ def main(cfg) -> None:
             append_rows(store, stored)
             tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
             print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
+            print(f"time spent: {spent}")
         finally:
             tracker.finish()
         if not all(row["lossless"] for row in rows):

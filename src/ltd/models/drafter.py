@@ -68,4 +68,7 @@ def top_k_entropy(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     p = (z - lse).exp()
     # A -inf logit has p = 0 and adds nothing; clamping keeps 0 * -inf from turning the sum into nan.
     entropy = lse.squeeze(-1) - (p * z.clamp(min=torch.finfo(z.dtype).min)).sum(dim=-1)
+    # A peaked row's two terms are large and nearly equal: their float32 difference can come out a
+    # few thousandths below zero (seen with the 0.5B draft LM), which SVIP's sqrt refuses.
+    entropy = entropy.clamp(min=0)
     return (values.float() - lse).to(logits.dtype), indices, entropy

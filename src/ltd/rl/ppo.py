@@ -3,8 +3,10 @@
 ClipPPOLoss is minimised for `epochs` passes over minibatches. The learning rate warms up
 linearly over the first `warmup` fraction of updates, then decays linearly to zero (the paper).
 
+The starting policy is validated before the first batch, so a stage can say what its training
+gained (`start_score`, `kept_score`, `best_batch`: 0 when nothing trained beat the start).
 Checkpoints hold everything a run needs to go on (networks, optimizer, schedule, batch count,
-best validation so far); each batch seeds the environment and the sampler from (seed, batch), so
+validations so far); each batch seeds the environment and the sampler from (seed, batch), so
 a resumed run continues exactly as an uninterrupted one would have.
 """
 from collections.abc import Callable
@@ -74,7 +76,8 @@ class PPOTrainer:
         updates = settings.batches * settings.epochs * (settings.rollout // settings.minibatch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda u: learning_rate_factor(u, updates, settings.warmup))
-        self.batch, self.best_score, self.best_weights = 0, -float("inf"), None
+        self.batch, self.best_score, self.best_weights, self.best_batch = 0, -float("inf"), None, 0
+        self.start_score = self.last_score = None
         self.keep_best = True
         if self.checkpoint.is_file():
             try:
@@ -86,6 +89,7 @@ class PPOTrainer:
 
     def _save(self) -> None:
         state = dict(batch=self.batch, best_score=self.best_score, best_weights=self.best_weights,
+                     best_batch=self.best_batch, start_score=self.start_score, last_score=self.last_score,
                      loss=self.loss.state_dict(), optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict())
         write_file(self.checkpoint, lambda tmp: torch.save(state, tmp))
@@ -95,6 +99,7 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.batch, self.best_score, self.best_weights = state["batch"], state["best_score"], state["best_weights"]
+        self.best_batch, self.start_score, self.last_score = state["best_batch"], state["start_score"], state["last_score"]
 
     def _seed_batch(self) -> None:
         """Each batch's randomness depends only on (seed, batch): resuming changes nothing."""
@@ -108,8 +113,8 @@ class PPOTrainer:
         `keep_best`, the initial one included) or else the last one. `validate` is logged either way."""
         s = self.settings
         self.keep_best = keep_best and validate is not None
-        if self.keep_best and self.batch == 0 and self.best_weights is None:
-            self._validate(validate)  # a round must not end worse than the policy it started from
+        if validate is not None and self.batch == 0 and self.start_score is None:
+            self.start_score = self._validate(validate)  # a round must not end worse than the policy it started from
         remaining = (s.batches - self.batch) * s.rollout
         if remaining > 0:
             collector = Collector(self.env, self.actor, frames_per_batch=s.rollout, total_frames=remaining,
@@ -133,11 +138,17 @@ class PPOTrainer:
             self.policy.load_state_dict(self.best_weights)
         return self.policy.eval()
 
+    @property
+    def kept_score(self) -> float | None:
+        """The validation of the policy train() returns."""
+        return self.best_score if self.best_weights is not None else self.last_score
+
     def _validate(self, validate: Callable[[Policy], float]) -> float:
         score = validate(self.policy.eval())
         self.policy.train()
+        self.last_score = score
         if self.keep_best and score > self.best_score:
-            self.best_score = score
+            self.best_score, self.best_batch = score, self.batch
             self.best_weights = {k: v.clone() for k, v in self.policy.state_dict().items()}
         return score
 

@@ -6,11 +6,17 @@ the checkpoint that validates best (replay speed-up on held-out answers).
 The component ablations drop parts: `size_only` trains the size policy at a fixed depth, `depth_only`
 the depth policy at a fixed V, `no_coadapt` stops after stage 1.
 
-A stage that finished is kept on disk and skipped when the run is started again; a stage that was
+Each stage reports the held-out replay speed-up of the policy it started from (stage 1: the
+random initialisation) next to the one it kept, and the held-out replay is also run for every
+constant tree (depth, V): the bar a state-dependent policy has to clear.
+
+A stage that finished is kept on disk (its policy, and its scores in <stage>.json) and skipped when
+the run is started again; a stage that was
 interrupted resumes from its PPO checkpoint; a damaged stage file is trained again. (Whether the
 directory's policies are of these traces, costs and settings at all is its key's business: see
 make train.)
 """
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,9 +27,9 @@ from ltd.errors import LtdError
 from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.policies import Policy, PolicySpec
 from ltd.rl.ppo import PPOTrainer
-from ltd.rl.settings import COMPONENTS, LtdSettings, PPOSettings
+from ltd.rl.settings import COMPONENTS, LtdSettings, PPOSettings, check_depth_rows
 from ltd.rl.trace_table import TraceTable
-from ltd.rl.validation import replay_speedup
+from ltd.rl.validation import best_constant, replay_speedup
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
 
@@ -58,6 +64,19 @@ class TrainedPolicies:
     depth: Path | None
     size: Path | None
     stages: list[dict] = field(default_factory=list)
+    constant: dict = field(default_factory=dict)  # the best constant tree in the same replay
+
+    def stalled(self) -> list[str]:
+        """The stages whose training never beat the policy they started from."""
+        return [s["stage"] for s in self.stages if s.get("best_batch") == 0]
+
+
+def stage_scores(path: Path) -> dict:
+    """A finished stage's start and kept validation (empty when its file is gone or damaged)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
@@ -65,11 +84,13 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
     """Run (or resume) every stage of the schedule in `backend`'s environments; policies land in
     `directory`. Checkpoints are chosen by replay on the `validation` traces."""
-    s.validate()
     stages = schedule(s, component)
     directory = Path(directory)
     held_out = TraceTable(validation, costs)
     top_k, max_depth = held_out.top_k, held_out.max_depth
+    s.validate()
+    if isinstance(backend, ReplayBackend):
+        check_depth_rows(backend.depth_envs, s.depth_ppo.rollout, max_depth)
     if not 1 <= s.fixed_depth <= max_depth:
         raise LtdError(f"fixed_depth {s.fixed_depth} is outside the traces' 1..{max_depth}")
     current: dict[str, Policy | None] = dict(size=None, depth=None)
@@ -96,16 +117,23 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
             policy = trainer.train(validate, lambda m, name=stage.name: log(name, m),
                                    lambda done, total, name=stage.name: progress(name, done, total),
                                    keep_best=s.select == "validation")
+            write_json(final.with_suffix(".json"), dict(start=trainer.start_score, trained=trainer.kept_score,
+                                                        best_batch=trainer.best_batch if trainer.keep_best else None,
+                                                        batches=trainer.batch))
             policy.save(final)
         current[stage.role] = policy
         depth = current["depth"] if current["depth"] is not None else s.fixed_depth
         verify = current["size"] if current["size"] is not None else s.depth_verify
-        summary.append(dict(stage=stage.name, **replay_speedup(held_out, depth, verify)))
+        scores = stage_scores(final.with_suffix(".json"))
+        summary.append(dict(stage=stage.name, start=scores.get("start"), trained=scores.get("trained"),
+                            best_batch=scores.get("best_batch"), **replay_speedup(held_out, depth, verify)))
     paths = {}
     for role in ("depth", "size"):
         if current[role] is not None:
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
-    write_json(directory / "training.json", dict(stages=summary, reward=backend.reward, component=component,
-                                                 backend=type(backend).__name__, settings=asdict(s)))
-    return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary)
+    constant = best_constant(held_out, s.sizes)
+    write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward,
+                                                 component=component, backend=type(backend).__name__,
+                                                 settings=asdict(s)))
+    return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary, constant)

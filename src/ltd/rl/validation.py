@@ -10,13 +10,14 @@ from ltd.rl.trace_table import TraceTable
 
 def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy) -> dict:
     """Walk every answer of `table` from its start, all at once. Returns the mean per-answer
-    speed-up over autoregressive (the paper's definition), tau, and the mean depth and V chosen."""
+    speed-up over autoregressive (the paper's definition), tau, and the mean and standard deviation
+    of the depth and V chosen per cycle (how much the decisions vary across states)."""
     answers = table.length.numel()
     trace = torch.arange(answers)
     position = torch.zeros(answers, dtype=torch.long)
     seconds = torch.zeros(answers, dtype=torch.float64)
     cycles = torch.zeros(answers)
-    depth_sum = verify_sum = 0.0
+    chosen_depths, chosen_sizes = [], []
     alive = position < table.length
     while alive.any():
         t, p = trace[alive], position[alive]
@@ -30,8 +31,8 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
         seconds[alive] += (draft_s + verify_s).double()
         cycles[alive] += 1
         position[alive] = p + accepted + 1
-        depth_sum += float(depths.sum())
-        verify_sum += float(sizes.sum())
+        chosen_depths.append(depths)
+        chosen_sizes.append(sizes)
         alive = position < table.length
     tokens = table.length.double()  # every position yields one token, accepted or bonus
     contexts = torch.cat([table.prompt_length[a] + torch.arange(int(table.length[a])) for a in range(answers)])
@@ -39,6 +40,14 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
     step_s = table.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
     ar_seconds = torch.zeros(answers, dtype=torch.float64).index_add_(0, owner, step_s)
     speedup = (tokens / seconds) / (tokens / ar_seconds)
-    total_cycles = float(cycles.sum())
-    return dict(speedup=float(speedup.mean()), tau=float(tokens.sum()) / total_cycles,
-                depth=depth_sum / total_cycles, verify=verify_sum / total_cycles)
+    depths, sizes = torch.cat(chosen_depths).double(), torch.cat(chosen_sizes).double()
+    return dict(speedup=float(speedup.mean()), tau=float(tokens.sum()) / float(cycles.sum()),
+                depth=float(depths.mean()), depth_sd=float(depths.std(correction=0)),
+                verify=float(sizes.mean()), verify_sd=float(sizes.std(correction=0)))
+
+
+def best_constant(table: TraceTable, sizes: tuple[int, ...]) -> dict:
+    """The best constant tree in replay: every depth up to the traces' with every V a size policy
+    may pick. What a state-dependent policy has to beat to be worth its name."""
+    scored = [replay_speedup(table, depth, verify) for depth in range(1, table.max_depth + 1) for verify in sizes]
+    return max(scored, key=lambda row: row["speedup"])
