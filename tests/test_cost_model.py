@@ -85,7 +85,7 @@ def test_profile_measures_every_cell_on_a_tiny_model(tiny_model_dir, kind):
 def test_make_profile_prints_and_saves(tiny_model_dir, tmp_path):
     output = tmp_path / "profile.json"
     result = subprocess.run(
-        [sys.executable, "-m", "ltd.cli.profile", "model.name=tiny", f"model.source={tiny_model_dir}",
+        [sys.executable, "-m", "ltd.cli.profile", "model=smollm2-135m", "model.name=tiny", f"model.source={tiny_model_dir}",
          "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", "contexts=[16,32]",
          "verify_sizes=[1,4]", "top_k=3", "max_depth=3", "repeats=1", "threads=1", f"output={output}",
          f"hydra.run.dir={tmp_path / 'run'}"],

@@ -68,7 +68,7 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
     for kind, depth, features in [("disco", 12, DEPTH_FEATURES), ("specdec_pp", 12, DEPTH_FEATURES),
                                   ("c2t", 8, CANDIDATE_FEATURES)]:
         save_classifier(Path(f"results/baselines/smollm2-135m-eagle3/{kind}.pt"),
-                        TrainedClassifier(kind, 10, depth, Classifier(features, 4)))
+                        TrainedClassifier(kind, 3, depth, Classifier(features, 4)))
     names = [n for n in options("controller") if not n.startswith("tuned-")]
     methods = build_methods(names, compose_job("eval", ["model=smollm2-135m"]))
     assert {m.name for m in methods} == set(names)
@@ -79,7 +79,7 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
 
     monkeypatch.chdir(tmp_path)
     weights = Path("results/baselines/smollm2-135m-eagle3/disco.pt")
-    save_classifier(weights, TrainedClassifier("disco", 10, 12, Classifier(DEPTH_FEATURES, 4)))
+    save_classifier(weights, TrainedClassifier("disco", 3, 12, Classifier(DEPTH_FEATURES, 4)))
     cfg = compose_job("eval", ["model=smollm2-135m"])
     model, drafter = {"name": "smollm2-135m", "weights": "sha256:aa"}, {"kind": "eagle3", "weights": "sha256:bb"}
     build_methods(["disco"], cfg, (model, drafter))

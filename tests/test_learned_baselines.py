@@ -310,4 +310,4 @@ def test_train_baselines_without_traces_is_one_line(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: no traces in {tmp_path / 'none'}: make record ARGS='model=smollm2-135m drafter=eagle3' records them"]
+        f"error: no traces in {tmp_path / 'none'}: make record ARGS='model=qwen2.5-coder-1.5b drafter=qwen2.5-coder-0.5b' records them"]

@@ -89,7 +89,7 @@ def test_make_record_resumes(tmp_path):
     save_tiny_checkpoint(tmp_path / "model")
     task = tmp_path / "task.jsonl"
     task.write_text('{"question_id": 1, "turns": ["hello w7", "w9 world"]}\n{"question_id": 2, "turns": ["w30"]}\n')
-    command = [sys.executable, "-m", "ltd.cli.record", "model.name=tiny", f"model.source={tmp_path / 'model'}",
+    command = [sys.executable, "-m", "ltd.cli.record", "model=smollm2-135m", "model.name=tiny", f"model.source={tmp_path / 'model'}",
                "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}",
                f"task.path={task}", "task.name=tiny", "max_new_tokens=8", "top_k=3", "max_depth=3", "threads=1",
                f"output={tmp_path / 'traces'}", f"hydra.run.dir={tmp_path / 'run'}"]
@@ -120,7 +120,7 @@ def test_traces_replay_the_default_models_engine():
     from ltd.models.load_drafter import load_drafter
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
-        cfg = compose("record")
+        cfg = compose("record", overrides=["model=smollm2-135m"])
     target, drafter = load_model(cfg)
     prompt = target.encode_chat([{"role": "user", "content": load_questions(cfg.task.path, 1)[0].turns[0]}])
     check_replay_equals_engine(target.decoder, drafter, prompt, 24, max_depth=4, top_k=4)

@@ -52,12 +52,19 @@ def chosen_traces(cfg, model: dict, drafter: dict) -> Path:
     found = recorded_traces(Path(cfg.results), model, drafter, "humaneval")
     if not found:
         raise LtdError(f"no traces of {cfg.model.name} with this {cfg.drafter.kind} drafter on humaneval in "
-                       f"{cfg.results}/traces: make record ARGS='model={cfg.model.name} drafter={cfg.drafter.kind}' "
-                       f"records them")
+                       f"{cfg.results}/traces: make record ARGS='{record_args(cfg)}' records them")
     if len(found) > 1:
         note(f"{len(found)} trace directories fit this model and drafter; taking the newest, {found[0]} "
              f"(traces= names another)")
     return found[0]
+
+
+def record_args(cfg) -> str:
+    """The make record arguments for this run's model and drafter (the drafter config chosen, which
+    a model config may have chosen itself)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"model={cfg.model.name} drafter={HydraConfig.get().runtime.choices['drafter']}"
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_baselines", version_base=None)
@@ -71,8 +78,7 @@ def main(cfg) -> None:
         source = chosen_traces(cfg, model, drafter)
         files = sorted(source.glob("*.safetensors"))
         if not files:
-            raise LtdError(f"no traces in {source}: make record ARGS='model={cfg.model.name} "
-                           f"drafter={cfg.drafter.kind}' records them")
+            raise LtdError(f"no traces in {source}: make record ARGS='{record_args(cfg)}' records them")
         recorded = read_key(source, directory=True)
         if recorded is None:
             note(f"{source} has no key: its traces are taken as this model's and drafter's")
