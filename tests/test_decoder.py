@@ -60,6 +60,31 @@ def test_chunked_prefill_equals_hf_forward(tiny, family):
     assert_close(torch.cat(chunks), hf_logits(target.hf, tokens), **TOL)
 
 
+@pytest.mark.parametrize("layout", ["out_in", "in_out", "packed"])
+def test_every_weight_layout_gives_transformers_logits(tiny, family, layout, monkeypatch):
+    """Whichever layout the machine's measurement picks (ltd.models.layouts; tiny matrices keep
+    the default unless forced, as here), prefill, one-token steps and a tree verification equal
+    transformers' forward, and the weights a token streams are counted the same."""
+    import ltd.models.decoder as decoder_module
+
+    target = tiny(family)
+    plain = target.decoder()
+    monkeypatch.setattr(decoder_module, "fastest_layout", lambda shape, linear: layout)
+    decoder = target.decoder()
+    assert decoder.weight_bytes() == plain.weight_bytes()
+    tokens = random_prompt(20, seed=2)
+    decoder.reset()
+    rows = [decoder(torch.tensor(tokens[:12]))[0]] + [decoder(torch.tensor([t]))[0] for t in tokens[12:]]
+    assert_close(torch.cat(rows), hf_logits(target.hf, tokens), **TOL)
+    mask, depths = tree_mask_and_depths()
+    decoder.reset()
+    decoder(torch.tensor(PREFIX))
+    tree_logits, _ = decoder(tree_tokens(), positions=len(PREFIX) + depths, tree_mask=mask)
+    for node in range(len(TREE)):
+        path = [TREE[i][0] for i in tree_path(node)]
+        assert_close(tree_logits[node], hf_logits(target.hf, PREFIX + path)[-1], **TOL)
+
+
 def test_last_only_returns_the_last_row(tiny):
     target = tiny("llama")
     tokens = random_prompt(9, seed=3)

@@ -2,10 +2,12 @@
 machine (CPU, vector extensions, threads, torch) and matrix shape, and remembered in
 <cache>/layouts.json.
 
-The same [out, in] matrix can sit in memory row-major ([out, in]) or transposed ([in, out]); which
-kernel oneDNN picks, and how close it comes to the memory bandwidth, depends on the CPU and the
-shape (on a 2-core AVX-512 EPYC the 1.5B's fused q|k|v matrix streams at 40 GB/s row-major and at
-22 GB/s transposed, its MLP matrices a little faster transposed). Timing uses enough copies of the
+The same [out, in] matrix can sit in memory row-major ([out, in]), transposed ([in, out]) or
+packed once into oneDNN's own blocked layout; which kernel oneDNN picks, and how close it comes to
+the memory bandwidth, depends on the CPU and the shape. On a 2-core AVX-512 EPYC the 1.5B's fused
+q|k|v matrix streams at 41 GB/s row-major, 22 GB/s transposed and 45 GB/s packed for one row, and
+at 31, 22 and 46 GB/s for four: a plain layout is repacked on every call with several rows, a packed
+one is not, so verifying a few tokens costs little more than one. Timing uses enough copies of the
 matrix to overflow the caches, as decoding does: each weight is read once a step.
 """
 import statistics
@@ -15,14 +17,18 @@ import torch
 
 from ltd.fingerprints import digest, machine, remembered
 
-LAYOUTS = ("out_in", "in_out")
+LAYOUTS = ("out_in", "in_out", "packed")
 TUNED_BYTES = 4 * 2**20  # smaller matrices stay in cache anyway: they keep the default layout
 COLD_BYTES = 256 * 2**20  # copies cycled through per timing, past any L3
 ROWS = (1, 8)  # a decoding step and a verification of a few tokens: both count
+PACKED_ROWS = 8  # the row count oneDNN packs for (it serves every other count too)
 
 
 def arrange(weight: torch.Tensor, layout: str) -> torch.Tensor:
-    """[out, in] in shape either way; `in_out` stores it transposed."""
+    """[out, in] in shape every way; `in_out` stores it transposed, `packed` as an opaque oneDNN
+    tensor that only oneDNN's linear reads."""
+    if layout == "packed":
+        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACKED_ROWS)
     return weight.contiguous() if layout == "out_in" else weight.t().contiguous().t()
 
 
@@ -61,4 +67,5 @@ def fastest_layout(shape: tuple[int, int], linear) -> str:
         seconds = measure(shape, linear)
         return min(seconds, key=seconds.get)
 
-    return remembered("layouts", f"{digest(machine(torch.get_num_threads()))}-{out}x{inner}", fastest)
+    # "3": three layouts measured (choices remembered among two are measured again).
+    return remembered("layouts", f"3-{digest(machine(torch.get_num_threads()))}-{out}x{inner}", fastest)
