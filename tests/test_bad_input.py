@@ -34,6 +34,7 @@ CASES = [
     ("evaluate", "resume=no/such/run", "nothing to resume at no/such/run (not a directory)"),
     ("evaluate", "methods=[autoregressive,nope]", "unknown method 'nope'; choose from: tuned, "),
     ("sweep_tree", "trials=0", "trials must be a whole number >= 1, got 0"),
+    ("sweep_tree", "tasks=[qa,nope]", "unknown task 'nope'; choose from: alpaca, gsm8k, humaneval, mmlu"),
     ("sweep_tree", "space.depth=[0,3]", "sweep space depth must be [low, high] with 1 <= low <= high, got [0, 3]"),
     ("profile", "repeats=0", "repeats must be a whole number >= 1, got 0"),
     ("profile", "contexts=[1,64]", "contexts must be whole numbers >= 2, got [1, 64]"),

@@ -288,3 +288,22 @@ def test_a_resumed_study_measures_no_shape_twice(tmp_path):
     run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, measure)
     shapes = measured[:3] + measured[4:]
     assert len(shapes) == 6 and len(set(shapes)) == 6
+
+
+def test_a_sweep_over_several_tasks_scores_them_together(tmp_path):
+    """make sweep-tree with `tasks`: every trial decodes the first question of each task, and the
+    study, its key and its table name them all."""
+    save_tiny_checkpoint(tmp_path / "model")
+    result = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.sweep_tree", "model=smollm2-135m", "model.name=tiny",
+         f"model.source={tmp_path / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64",
+         f"drafter.root={tmp_path / 'drafters'}", "tasks=[qa,gsm8k]", "questions=1", "max_new_tokens=4",
+         "warmup_tokens=2", "trials=2", "threads=1", "logger=none", "write_best=false",
+         f"storage={tmp_path / 'sweeps'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=Path(CONFIG_PATH).parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 trials on 2 questions of qa+gsm8k" in result.stdout
+    [journal] = (tmp_path / "sweeps").glob("tree-tiny-qa+gsm8k-optuna-*.journal")
+    key = json.loads(Path(f"{journal}.key.json").read_text())
+    assert [task["name"] for task in key["task"]] == ["qa", "gsm8k"]

@@ -118,6 +118,13 @@ def group_option(group: str, name: str):
     return OmegaConf.load(path)
 
 
+def task_config(name: str):
+    """A task config by name (conf/task/<name>.yaml), checked."""
+    from ltd.cli.schema import TaskSchema
+
+    return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
+
+
 def model_config(name: str):
     """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
     from ltd.cli.schema import ModelSchema

@@ -36,6 +36,24 @@ def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> floa
     return seconds
 
 
+def prefill(decoder, context: int, room: int, generator: torch.Generator) -> None:
+    """An empty cache for `context + room` positions, `context` of them filled with random tokens."""
+    decoder.reset(context + room)
+    decoder(torch.randint(decoder.spec.vocab_size, (context,), generator=generator, device=decoder.device),
+            last_only=True)
+
+
+def timed_pass(decoder, context: int, size: int, generator: torch.Generator, clock: Clock) -> float:
+    """Seconds of one target pass over `size` chained random tokens after the prefilled prefix."""
+    tokens = torch.randint(decoder.spec.vocab_size, (size,), generator=generator, device=decoder.device)
+    mask = torch.tril(torch.ones(size, size, dtype=torch.bool, device=decoder.device))
+    positions = torch.arange(context, context + size, device=decoder.device)
+    decoder.cache.length = context
+    start = clock()
+    decoder(tokens, positions=positions, tree_mask=mask)
+    return clock() - start
+
+
 def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tuple[float, float, float]:
     """One target step (a token after a `context`-token prefix) and one copy of a buffer far larger
     than the caches (GB/s counting bytes read and written, the STREAM convention), back to back in
@@ -44,20 +62,12 @@ def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tupl
     step (ms), the median bandwidth and the median over rounds of bound / step, where the bound is
     the weights a token streams at that round's bandwidth."""
     generator = torch.Generator().manual_seed(0)
-    vocab = decoder.spec.vocab_size
     source = torch.ones(2**29 // 4)
     destination = torch.empty_like(source)
-    decoder.reset(context + 2)
-    decoder(torch.randint(vocab, (context,), generator=generator, device=decoder.device), last_only=True)
-    positions, mask = torch.tensor([context], device=decoder.device), torch.ones(1, 1, dtype=torch.bool,
-                                                                                 device=decoder.device)
+    prefill(decoder, context, 1, generator)
     steps, bandwidths = [], []
     for _ in range(rounds + 1):  # the first round warms up
-        decoder.cache.length = context
-        start = clock()
-        decoder(torch.randint(vocab, (1,), generator=generator, device=decoder.device), positions=positions,
-                tree_mask=mask)
-        steps.append(clock() - start)
+        steps.append(timed_pass(decoder, context, 1, generator, clock))
         start = time.perf_counter()
         destination.copy_(source)
         bandwidths.append(2 * source.numel() * 4 / (time.perf_counter() - start) / 1e9)
@@ -87,19 +97,11 @@ def draft_step_milliseconds(drafter, context: int, vocab: int, top_k: int, repea
 def verify_milliseconds(decoder, sizes: list[int], context: int, repeats: int, clock: Clock) -> dict[int, float]:
     """Median time of one target pass over V tree tokens after a `context`-token prefix."""
     generator = torch.Generator().manual_seed(0)
-    vocab = decoder.spec.vocab_size
-    decoder.reset(context + max(sizes) + 1)
-    decoder(torch.randint(vocab, (context,), generator=generator, device=decoder.device), last_only=True)
+    prefill(decoder, context, max(sizes), generator)
     times = {v: [] for v in sizes}
     for _ in range(repeats + 1):  # the first round warms up
         for v in sizes:
-            tokens = torch.randint(vocab, (v,), generator=generator, device=decoder.device)
-            mask = torch.tril(torch.ones(v, v, dtype=torch.bool, device=decoder.device))
-            positions = torch.arange(context, context + v, device=decoder.device)
-            decoder.cache.length = context
-            start = clock()
-            decoder(tokens, positions=positions, tree_mask=mask)
-            times[v].append(clock() - start)
+            times[v].append(timed_pass(decoder, context, v, generator, clock))
     return {v: 1000 * statistics.median(t[1:]) for v, t in times.items()}
 
 

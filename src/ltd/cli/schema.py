@@ -211,12 +211,13 @@ class SweepTreeSchema:
     grid: TreeSpaceSchema
     experiment: str = "sweep_tree"
     mode: str = "optuna"
-    trials: int = 24
+    trials: int = 16
     seed: int = 0
     study: str | None = None
     storage: str = "results/sweeps"
-    questions: int = 6
-    max_new_tokens: int = 128
+    tasks: list[str] | None = None
+    questions: int = 1
+    max_new_tokens: int = 96
     temperature: float = 0.0
     threads: int | None = None
     warmup_tokens: int = 32

@@ -2,8 +2,12 @@
 measured with the evaluation harness; the best shape becomes conf/controller/tuned-<model>.yaml,
 with the key of what it was measured on (machine, model, drafter, settings) beside it.
 
-    python -m ltd.cli.sweep_tree trials=40 task=humaneval
+    python -m ltd.cli.sweep_tree trials=40 tasks=null task=humaneval   # the paper's: HumanEval alone
     python -m ltd.cli.sweep_tree mode=grid questions=4
+
+With `tasks` (the default: the five of the evaluation), each trial decodes the first `questions` of
+every one and scores the speed-up over all their tokens: a tree tuned on code alone drafts too deep
+for chat.
 
 A study is keyed like every artefact: the default study name ends with the key's digest, so other
 settings start another study; a study named with `study=` refuses settings other than its own.
@@ -19,9 +23,9 @@ from tqdm import tqdm
 
 from ltd.artefacts import Artefact
 from ltd.atomic import write_file
-from ltd.cli.app import (CONFIG_PATH, identities, launch, load_model, run_directory, set_threads, task_identity,
-                         user_errors)
-from ltd.cli.schema import check_config
+from ltd.cli.app import (CONFIG_PATH, identities, launch, load_model, run_directory, set_threads, task_config,
+                         task_identity, user_errors)
+from ltd.cli.schema import TaskSchema, check_config
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
@@ -43,15 +47,20 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         space = TreeSpace(**OmegaConf.to_container(cfg.space if cfg.mode == "optuna" else cfg.grid))
         check_space(cfg.mode, space)
-        questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
+        tasks = ([task_config(name) for name in cfg.tasks] if cfg.tasks
+                 else [TaskSchema(**OmegaConf.to_container(cfg.task))])
+        tasks_name = "+".join(task.name for task in tasks)
+        questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
+                                                                                  task.per_category)]
         logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
         logger.validate()
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
         key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
-               "task": task_identity(cfg.task), "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
+               "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
+               "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                "warmup_tokens": cfg.warmup_tokens}
-        name = cfg.study or f"tree-{cfg.model.name}-{cfg.task.name}-{cfg.mode}-{digest(key, 8)}"
+        name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
         journal = Artefact(Path(cfg.storage) / f"{name}.journal", key, "tree search")
         if journal.path.exists() and not journal.fresh:
             raise LtdError(f"study {name} ({journal.path}) measured other settings ({journal.changes()}): name "
@@ -63,8 +72,8 @@ def main(cfg) -> None:
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         tracker = Tracker(
             logger, run_dir, job_type="sweep",
-            name=f"sweep-tree-{cfg.model.name}-{cfg.task.name}-{run_dir.name}", group=cfg.experiment,
-            tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, cfg.mode],
+            name=f"sweep-tree-{cfg.model.name}-{tasks_name}-{run_dir.name}", group=cfg.experiment,
+            tags=[cfg.model.name, cfg.drafter.kind, *(task.name for task in tasks), cfg.mode],
             config=OmegaConf.to_container(cfg, resolve=True),
         )
 
@@ -107,7 +116,7 @@ def main(cfg) -> None:
         rows = [dict(trial=t.number, **dict(zip(("depth", "top_k", "verify"), measured_shape(t))),
                      **{"speed-up": t.value}, tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
                 for t in sorted(trials, key=lambda t: -t.value)]
-        print(f"\n{name}: {len(trials)} trials on {len(questions)} {cfg.task.name} questions, up to "
+        print(f"\n{name}: {len(trials)} trials on {len(questions)} questions of {tasks_name}, up to "
               f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {journal.path})")
         print(format_table(rows[:10], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "lossless"]))
         best = best_tree(study)
@@ -115,7 +124,7 @@ def main(cfg) -> None:
             tuned = Artefact(Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml",
                              {**key, "artefact": "tuned tree", "study": name}, "tuned tree")
             note = (f"Best static tree for {cfg.model.name} from make sweep-tree (study {name}, {len(trials)} trials, "
-                    f"{cfg.task.name}) on {describe_machine(here)}: speed-up {best_trial(study).value:.3f}x, "
+                    f"{tasks_name}) on {describe_machine(here)}: speed-up {best_trial(study).value:.3f}x, "
                     f"{datetime.date.today()}")
             tuned.unseal()
             write_file(tuned.path, lambda tmp: tmp.write_text(tuned_config(best, note)))

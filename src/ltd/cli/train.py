@@ -26,9 +26,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact, read_or_drop
-from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, group_option, identities,
-                         launch, load_model, method_config, run_directory, set_threads, task_identity, user_errors)
-from ltd.cli.schema import TaskSchema, check_config
+from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, identities,
+                         launch, load_model, method_config, run_directory, set_threads, task_config, task_identity,
+                         user_errors)
+from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
@@ -37,10 +38,6 @@ from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.tracking import LoggerSettings, Tracker
 
 POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
-
-
-def task_config(name: str) -> TaskSchema:
-    return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
 
 
 def ltd_settings(cfg) -> LtdSettings:

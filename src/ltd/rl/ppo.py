@@ -4,7 +4,7 @@ ClipPPOLoss is minimised for `epochs` passes over minibatches. The learning rate
 linearly over the first `warmup` fraction of updates, then decays linearly to zero (the paper).
 
 The starting policy is validated before the first batch, so a stage can say what its training
-gained (`start_score`, `kept_score`, `best_batch`: 0 when nothing trained beat the start).
+gained (`start_score`, `kept_score`, `kept_batch`: 0 when nothing trained beat the start).
 Checkpoints hold everything a run needs to go on (networks, optimizer, schedule, batch count,
 validations so far); each batch seeds the environment and the sampler from (seed, batch), so
 a resumed run continues exactly as an uninterrupted one would have.
@@ -142,6 +142,12 @@ class PPOTrainer:
     def kept_score(self) -> float | None:
         """The validation of the policy train() returns."""
         return self.best_score if self.best_weights is not None else self.last_score
+
+    @property
+    def kept_batch(self) -> int | None:
+        """The batch after which the policy train() returns was taken (0: the start), when it keeps the
+        best; None when it keeps the last."""
+        return self.best_batch if self.keep_best else None
 
     def _validate(self, validate: Callable[[Policy], float]) -> float:
         score = validate(self.policy.eval())

@@ -71,14 +71,6 @@ class TrainedPolicies:
         return [s["stage"] for s in self.stages if s.get("best_batch") == 0]
 
 
-def stage_scores(path: Path) -> dict:
-    """A finished stage's start and kept validation (empty when its file is gone or damaged)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
               component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
@@ -118,13 +110,14 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
                                    lambda done, total, name=stage.name: progress(name, done, total),
                                    keep_best=s.select == "validation")
             write_json(final.with_suffix(".json"), dict(start=trainer.start_score, trained=trainer.kept_score,
-                                                        best_batch=trainer.best_batch if trainer.keep_best else None,
+                                                        best_batch=trainer.kept_batch,
                                                         batches=trainer.batch))
             policy.save(final)
         current[stage.role] = policy
         depth = current["depth"] if current["depth"] is not None else s.fixed_depth
         verify = current["size"] if current["size"] is not None else s.depth_verify
-        scores = stage_scores(final.with_suffix(".json"))
+        scores = read_or_drop(final.with_suffix(".json"), lambda path: json.loads(path.read_text()),
+                              "leaving its scores out") or {}
         summary.append(dict(stage=stage.name, start=scores.get("start"), trained=scores.get("trained"),
                             best_batch=scores.get("best_batch"), **replay_speedup(held_out, depth, verify)))
     paths = {}
