@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from torch.testing import assert_close
 
 from conftest import decoder_of, hf_logits, random_prompt, randomize_
-from ltd.decoding.baselines import DDD, SVIP, ConfidenceThreshold, GammaTune
-from ltd.decoding.controller import StaticTree, make_controller
+from ltd.controllers.heuristics import DDD, SVIP, ConfidenceThreshold, GammaTune
+from ltd.controllers.registry import make_controller
+from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM

@@ -242,7 +242,7 @@ def test_grid_mode_covers_the_grid_once(tmp_path):
 def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_path):
     from omegaconf import OmegaConf
 
-    from ltd.decoding.controller import make_controller
+    from ltd.controllers.registry import make_controller
 
     grid = TreeSpace(depth=[1], top_k=[2], verify=[51, 60])
     study = open_study("g", tmp_path / "g.journal", "grid", grid, seed=0)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import decoder_of, random_prompt
-from ltd.decoding.controller import Controller, make_controller
+from ltd.controllers.registry import make_controller
+from ltd.decoding.controller import Controller
 from ltd.decoding.engine import Engine
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError

@@ -256,7 +256,7 @@ def method_settings(settings: dict, model_name: str, drafter_name: str) -> dict:
 def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
     """The controller `settings` describe (None for autoregressive decoding). With `made_for`
     (model and drafter identities), the weights it names must have been trained for them."""
-    from ltd.decoding.controller import make_controller
+    from ltd.controllers.registry import make_controller
     from ltd.eval.runner import AUTOREGRESSIVE
 
     settings = method_settings(settings, cfg.model.name, cfg.drafter.kind)

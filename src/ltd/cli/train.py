@@ -216,7 +216,7 @@ def overall_rows(summaries: dict[str, dict]) -> list[dict]:
 def main(cfg) -> None:
     with user_errors():
         from ltd.decoding.engine import Engine
-        from ltd.decoding.ltd_controller import LTD
+        from ltd.controllers.ltd import LTD
         from ltd.eval.evaluate_task import EvalSettings, evaluate_task
         from ltd.eval.records import Records
         from ltd.eval.store import append_rows
