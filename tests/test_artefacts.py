@@ -15,7 +15,8 @@ import torch
 from conftest import save_tiny_checkpoint
 from ltd.artefacts import Artefact, changes, find, hold, release
 from ltd.atomic import write_directory, write_file, write_json
-from ltd.cli.app import CONFIG_PATH, new_run_id
+from ltd.cli.app import new_run_id
+from ltd.config_files import CONFIG_PATH
 from ltd.errors import LtdError
 from ltd.fingerprints import file_digest, machine
 from ltd.models import loading

@@ -7,7 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import save_tiny_checkpoint
-from ltd.cli.app import CONFIG_PATH, drafter_job
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import drafter_job
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.drafter_training import pipeline, train as train_module
@@ -225,7 +226,7 @@ def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
 
 
 def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
-    from ltd.cli.app import eagle3_weights
+    from ltd.configured_models import eagle3_weights
 
     directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
     overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",

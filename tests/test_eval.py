@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import save_tiny_checkpoint
-from ltd.cli.app import CONFIG_PATH, build_methods
+from ltd.config_files import CONFIG_PATH
+from ltd.controllers.methods import build_methods
 from ltd.cli.schema import check_config
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
@@ -93,7 +94,7 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
 
 def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
     from ltd.atomic import write_json
-    from ltd.cli.app import check_tuned
+    from ltd.controllers.methods import check_tuned
 
     tuned = tmp_path / "tuned-m.yaml"
     tuned.write_text(tuned_config(StaticTree(2, 3, 4), "note"))

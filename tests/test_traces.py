@@ -115,7 +115,8 @@ def test_make_record_resumes(tmp_path):
 def test_traces_replay_the_default_models_engine():
     from hydra import compose, initialize_config_dir
 
-    from ltd.cli.app import CONFIG_PATH, load_model
+    from ltd.config_files import CONFIG_PATH
+    from ltd.configured_models import load_model
     from ltd.eval.tasks import load_questions
     from ltd.models.load_drafter import load_drafter
 

@@ -17,7 +17,10 @@ from tqdm import tqdm
 
 from ltd.atomic import write_json
 from ltd.cli.schema import check_config
-from ltd.cli.app import CONFIG_PATH, build_controller, eagle3_weights, launch, load_model, set_threads, user_errors
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import eagle3_weights, load_model
+from ltd.controllers.methods import build_controller
 from ltd.decoding.engine import Clock, Engine
 from ltd.errors import LtdError
 from ltd.eval.report import format_table

@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.artefacts import note
-from ltd.cli.app import (CONFIG_PATH, build_controller, build_methods, check_tuned_methods, identities, launch,
-                         load_model, set_threads, user_errors)
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
+from ltd.controllers.methods import build_controller, build_methods, check_tuned_methods
 from ltd.cli.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError

@@ -16,8 +16,11 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact
-from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, identities, launch, load_model,
-                         method_identity, run_directory, set_threads, task_identity, user_errors)
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
+from ltd.eval.tasks import task_identity
 from ltd.cli.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError

@@ -11,7 +11,9 @@ import hydra
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact
-from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, user_errors
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
 from ltd.cli.schema import check_config
 from ltd.eval.report import format_table
 from ltd.fingerprints import describe_machine, machine

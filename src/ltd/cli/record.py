@@ -13,7 +13,10 @@ import hydra
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact
-from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, task_identity, user_errors
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
+from ltd.eval.tasks import task_identity
 from ltd.cli.schema import check_config
 from ltd.eval.tasks import load_questions
 from ltd.traces.record import Trace

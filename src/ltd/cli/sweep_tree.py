@@ -23,8 +23,10 @@ from tqdm import tqdm
 
 from ltd.artefacts import Artefact
 from ltd.atomic import write_file
-from ltd.cli.app import (CONFIG_PATH, identities, launch, load_model, run_directory, set_threads, task_config,
-                         task_identity, user_errors)
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH, task_config
+from ltd.configured_models import identities, load_model
+from ltd.eval.tasks import task_identity
 from ltd.cli.schema import TaskSchema, check_config
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine

@@ -26,9 +26,11 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact, read_or_drop
-from ltd.cli.app import (CONFIG_PATH, build_methods, check_tuned_methods, controller_file, identities,
-                         launch, load_model, method_config, run_directory, set_threads, task_config, task_identity,
-                         user_errors)
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH, controller_file, task_config
+from ltd.configured_models import identities, load_model
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
+from ltd.eval.tasks import task_identity
 from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table

@@ -14,7 +14,9 @@ import hydra
 from omegaconf import OmegaConf
 
 from ltd.artefacts import Artefact, note, read_key
-from ltd.cli.app import CONFIG_PATH, identities, launch, set_threads, user_errors
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities
 from ltd.cli.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
