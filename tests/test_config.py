@@ -11,7 +11,7 @@ from ltd.cli.app import check_choices
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import drafter_job
 from ltd.controllers.methods import build_controller
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from conftest import save_tiny_checkpoint
 from ltd.config_files import CONFIG_PATH
 from ltd.controllers.methods import build_methods
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise

@@ -23,7 +23,7 @@ def group_option(group: str, name: str):
 
 def task_config(name: str):
     """A task config by name (conf/task/<name>.yaml), checked."""
-    from ltd.cli.schema import TaskSchema
+    from ltd.schema import TaskSchema
 
     return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
 
@@ -31,7 +31,7 @@ def task_config(name: str):
 
 def model_config(name: str):
     """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
-    from ltd.cli.schema import ModelSchema
+    from ltd.schema import ModelSchema
 
     return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ltd.atomic import write_json
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import eagle3_weights, load_model

@@ -17,7 +17,7 @@ from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_controller, build_methods, check_tuned_methods
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.report import format_table

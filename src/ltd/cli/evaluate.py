@@ -21,7 +21,7 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
 from ltd.eval.tasks import task_identity
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task

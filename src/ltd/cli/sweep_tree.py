@@ -27,7 +27,7 @@ from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, task_config
 from ltd.configured_models import identities, load_model
 from ltd.eval.tasks import task_identity
-from ltd.cli.schema import TaskSchema, check_config
+from ltd.schema import TaskSchema, check_config
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError

@@ -31,7 +31,7 @@ from ltd.config_files import CONFIG_PATH, controller_file, task_config
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
 from ltd.eval.tasks import task_identity
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods

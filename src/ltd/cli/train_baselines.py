@@ -17,7 +17,7 @@ from ltd.artefacts import Artefact, note, read_key
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.learned.classifiers import save_classifier

@@ -4,7 +4,7 @@
 """
 import hydra
 
-from ltd.cli.schema import check_config
+from ltd.schema import check_config
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import drafter_job, load_target_of
