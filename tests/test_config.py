@@ -11,11 +11,11 @@ from ltd.cli.app import check_choices
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import drafter_job
 from ltd.controllers.methods import build_controller
-from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
 from ltd.models.loading import load_target
+from ltd.schema import check_config
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))
 PAPER_MODELS = ["deepseek-r1-distill-llama-8b", "llama-3.1-8b", "qwen3-14b", "qwen3-32b", "vicuna-13b"]

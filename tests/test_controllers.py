@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
 from torch.testing import assert_close
 
 from conftest import decoder_of, hf_logits, random_prompt, randomize_
@@ -18,7 +19,6 @@ from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 from ltd.models.drafter import top_k_entropy
-from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
 
 CONTROLLER_CONF = Path(__file__).resolve().parents[1] / "conf" / "controller"
 BASELINES = {"ddd": DDD, "svip": SVIP, "gammatune": GammaTune, "disco_threshold": ConfidenceThreshold}

@@ -11,7 +11,8 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import drafter_job
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.drafter_training import pipeline, train as train_module
+from ltd.drafter_training import pipeline
+from ltd.drafter_training import train as train_module
 from ltd.drafter_training.corpus import load_corpus
 from ltd.drafter_training.features import Sequence, load_shards, target_pass
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter

@@ -14,7 +14,6 @@ from hydra import compose, initialize_config_dir
 from conftest import save_tiny_checkpoint
 from ltd.config_files import CONFIG_PATH
 from ltd.controllers.methods import build_methods
-from ltd.schema import check_config
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
@@ -22,6 +21,7 @@ from ltd.eval.tree_search import TreeSpace, best_tree, finished, open_study, run
 from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
 from ltd.learned.features import CANDIDATE_FEATURES, DEPTH_FEATURES
 from ltd.rl.policies import Policy, PolicySpec
+from ltd.schema import check_config
 
 CONF = Path(CONFIG_PATH)
 options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from test_lossless import MAX_NEW, PROMPT, autoregressive
 
 from conftest import decoder_of, random_prompt
 from ltd.controllers.registry import make_controller
@@ -19,7 +20,6 @@ from ltd.learned.features import (candidate_depths, candidate_features, depth_fe
 from ltd.learned.train import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.models.draft_lm import DraftLM
 from ltd.traces.record import record_answer
-from test_lossless import MAX_NEW, PROMPT, autoregressive
 
 TOP_K, MAX_DEPTH, C2T_DEPTH = 3, 4, 3
 NEW_TOKENS = 24

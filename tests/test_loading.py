@@ -4,6 +4,7 @@ import torch
 from conftest import hf_logits, random_prompt, save_tiny_checkpoint
 from ltd.models.loading import load_target
 
+
 def test_local_directory_loads_with_equal_logits(tmp_path):
     for family in ("llama", "qwen3"):
         model = save_tiny_checkpoint(tmp_path / family, family)

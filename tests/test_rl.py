@@ -6,8 +6,8 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from conftest import random_prompt
-from ltd.decoding.engine import Engine
 from ltd.controllers.ltd import LTD
+from ltd.decoding.engine import Engine
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.rl.backends import ReplayBackend

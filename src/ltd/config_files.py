@@ -6,7 +6,6 @@ from omegaconf import OmegaConf
 
 from ltd.errors import LtdError
 
-
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 
 

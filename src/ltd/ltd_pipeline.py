@@ -42,11 +42,11 @@ from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.rl.train_ltd import TrainedPolicies, train_ltd
 from ltd.schema import TaskSchema
-from ltd.tracking import LoggerSettings, Tracker
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
 from ltd.traces.record import Trace
 from ltd.traces.record_task import record_questions, trace_set, traces_directory, traces_key
+from ltd.tracking import LoggerSettings, Tracker
 
 POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
 

@@ -14,9 +14,9 @@ from ltd.artefacts import find
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities
-from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
+from ltd.schema import check_config
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench_env", version_base=None)
@@ -29,7 +29,6 @@ def main(cfg) -> None:
         from ltd.rl.depth_env import DepthReplayEnv
         from ltd.rl.size_env import SizeReplayEnv
         from ltd.traces.cost_model import CostModel
-
         from ltd.traces.record_task import read_traces, recorded_traces
 
         results, (model, drafter) = Path(cfg.results), identities(cfg)

@@ -17,13 +17,13 @@ from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_controller, build_methods, check_tuned_methods
-from ltd.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, machine
+from ltd.schema import check_config
 
 
 def compared_methods(cfg, model: dict, drafter: dict, here: dict) -> list[Method]:

@@ -13,54 +13,22 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
-from ltd.artefacts import Artefact
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
-from ltd.eval.tasks import task_identity
-from ltd.schema import check_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
-from ltd.eval.evaluate_task import EvalSettings, evaluate_task
-from ltd.eval.records import Records
+from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
 from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, check_methods
-from ltd.eval.tasks import load_questions
+from ltd.eval.runner import SUMMARY_COLUMNS, check_methods
+from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, machine
+from ltd.schema import check_config
 from ltd.tracking import LoggerSettings, Tracker
 
 EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
-
-
-def summary_metrics(summary: dict) -> dict:
-    """The summary as flat W&B keys: `<method>/<column>` and the run's own numbers."""
-    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for row in summary["methods"]:
-        for column, value in row.items():
-            if column != "method" and value is not None:
-                flat[f"{row['method']}/{column}"] = value
-    return flat
-
-
-def open_records(cfg, key: dict, names: list[str]) -> Records:
-    """The run directory's records: new, or (resume=) those of the interrupted evaluation there."""
-    run_dir = run_directory("an evaluation")
-    evaluation = Artefact(run_dir, key, "an evaluation", directory=True)
-    stored = evaluation.stored_key()
-    if cfg.resume is None:
-        if stored is not None:
-            raise LtdError(f"{run_dir} already holds an evaluation: resume={run_dir} goes on with it")
-        evaluation.seal()
-        return Records(run_dir, names)
-    if stored is None:
-        raise LtdError(f"{run_dir} holds no evaluation to resume (no key.json): resume= names a make eval run "
-                       f"directory")
-    if stored != evaluation.key:
-        raise LtdError(f"cannot resume {run_dir}: it ran under other settings ({evaluation.changes()})")
-    return Records.resume(run_dir, names)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)
@@ -82,41 +50,17 @@ def main(cfg) -> None:
                "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens}
-        records = open_records(cfg, key, names)
+        records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None)
         run_dir = records.directory
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        tracker = Tracker(
-            logger, run_dir, job_type="eval",
-            name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}", group=cfg.experiment,
-            tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
+        tracker = Tracker(logger, run_dir, job_type="eval", name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}",
+                          group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
+                          config=OmegaConf.to_container(cfg, resolve=True))
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
                    machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens)
-        shown = [n for n in names if n != AUTOREGRESSIVE][:3]
-        done = len(records.question_ids)
-        if done:
-            print(f"resuming {run_dir}: {done} of {len(questions)} questions already decoded")
-        bar = tqdm(total=len(questions), initial=done, desc=f"eval {cfg.task.name}", unit="question")
-
-        def on_question(number: int, question_rows: list[dict], summary: dict) -> None:
-            by_method = {row["method"]: row for row in summary["methods"]}
-            bar.set_postfix({n: f"{by_method[n]['speed-up']:.2f}x" for n in shown}, refresh=False)
-            bar.update()
-            tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
-
-        try:
-            summary = evaluate_task(engine, target, methods, questions, settings, records, run, on_question)
-            bar.close()
-        finally:  # also after Ctrl-C: what finished (already on disk) is mirrored
-            if records.questions:
-                summary = dict(run, methods=records.summary_rows())
-                tracker.summarise(summary_metrics(summary))
-                tracker.table("questions", records.frames()[1])
-            tracker.finish()
-
+        summary = evaluate_tracked(engine, target, methods, questions, settings, records, run, tracker, cfg.task.name)
         c = cfg
         print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
               f"turn, temperature {c.temperature}, {describe_machine(here)}")

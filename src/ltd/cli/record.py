@@ -16,9 +16,8 @@ from ltd.artefacts import Artefact
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
-from ltd.eval.tasks import task_identity
+from ltd.eval.tasks import load_questions, task_identity
 from ltd.schema import check_config
-from ltd.eval.tasks import load_questions
 from ltd.traces.record import Trace
 from ltd.traces.record_task import record_questions, traces_directory, traces_key
 

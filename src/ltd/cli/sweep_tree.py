@@ -26,17 +26,16 @@ from ltd.atomic import write_file
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, task_config
 from ltd.configured_models import identities, load_model
-from ltd.eval.tasks import task_identity
-from ltd.schema import TaskSchema, check_config
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
-from ltd.eval.tasks import load_questions
-from ltd.eval.tree_search import (TreeSpace, best_trial, best_tree, check_space, finished, measured_shape, open_study,
+from ltd.eval.tasks import load_questions, task_identity
+from ltd.eval.tree_search import (TreeSpace, best_tree, best_trial, check_space, finished, measured_shape, open_study,
                                   run_study, tuned_config)
 from ltd.fingerprints import describe_machine, digest, machine
+from ltd.schema import TaskSchema, check_config
 from ltd.tracking import LoggerSettings, Tracker
 
 STUDY = 1  # format of what a trial measures

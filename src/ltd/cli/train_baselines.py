@@ -16,9 +16,9 @@ from ltd.artefacts import Artefact, note, read_key
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities
-from ltd.schema import check_config
 from ltd.errors import LtdError
 from ltd.learned.train import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.schema import check_config
 from ltd.traces.record_task import read_traces, recorded_traces, trace_set
 
 

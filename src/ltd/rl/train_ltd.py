@@ -33,6 +33,7 @@ from ltd.rl.validation import best_constant, replay_speedup
 from ltd.traces.cost_model import CostModel
 from ltd.traces.record import Trace
 
+
 @dataclass
 class Stage:
     name: str
