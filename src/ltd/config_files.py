@@ -5,9 +5,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ltd.errors import LtdError
+from ltd.schema import ModelSchema, TaskSchema
 
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
-
 
 
 def group_option(group: str, name: str):
@@ -19,21 +19,14 @@ def group_option(group: str, name: str):
     return OmegaConf.load(path)
 
 
-
 def task_config(name: str):
     """A task config by name (conf/task/<name>.yaml), checked."""
-    from ltd.schema import TaskSchema
-
     return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
-
 
 
 def model_config(name: str):
     """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
-    from ltd.schema import ModelSchema
-
     return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)
-
 
 
 def controller_file(name: str, model_name: str) -> Path:

@@ -6,33 +6,29 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ltd.config_files import model_config
+from ltd.drafter_training.pipeline import DrafterJob, head_directory
+from ltd.drafter_training.train import TrainSettings
 from ltd.errors import LtdError
+from ltd.models.load_drafter import drafter_identity, load_drafter
+from ltd.models.loading import load_target, model_identity
+from ltd.models.wheel_parts import WheelParts
 
 
 def parts_of(model_cfg):
     """The wheels a `parts:` source is assembled from (None for other sources)."""
-    from ltd.models.wheel_parts import WheelParts
-
     if not model_cfg.get("parts"):
         return None
     return WheelParts(file=model_cfg.source.removeprefix("parts:"), **OmegaConf.to_container(model_cfg.parts))
 
 
-
 def load_target_of(cfg):
-    from ltd.models.loading import load_target
-
     m = cfg.model
     return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m))
 
 
-
 def model_identity_of(cfg) -> dict:
-    from ltd.models.loading import model_identity
-
     m = cfg.model
     return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m))
-
 
 
 def draft_lm_settings(cfg) -> dict:
@@ -45,12 +41,8 @@ def draft_lm_settings(cfg) -> dict:
     return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
 
 
-
 def drafter_job(drafter_cfg):
     """The plain settings of `make drafter` from the drafter config."""
-    from ltd.drafter_training.pipeline import DrafterJob
-    from ltd.drafter_training.train import TrainSettings
-
     t = drafter_cfg.train
     settings = TrainSettings(ttt_steps=t.ttt_steps, epochs=t.epochs, lr=t.lr, warmup=t.warmup,
                              batch_tokens=t.batch_tokens, grad_clip=t.grad_clip,
@@ -63,12 +55,9 @@ def drafter_job(drafter_cfg):
                       eval_tree=tuple(t.eval_tree), train=settings)
 
 
-
 def eagle3_weights(cfg, model: dict | None = None) -> str | None:
     """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained.
     `model`: the target's identity, when the caller has it already."""
-    from ltd.drafter_training.pipeline import head_directory
-
     d, m = cfg.drafter, cfg.model
     if d.path or m.eagle3:
         return d.path or m.eagle3
@@ -76,11 +65,8 @@ def eagle3_weights(cfg, model: dict | None = None) -> str | None:
     return str(trained) if (trained / "metrics.json").exists() else None
 
 
-
 def identities(cfg) -> tuple[dict, dict]:
     """Who the model and the drafter of a config are (their weights included), without loading them."""
-    from ltd.models.load_drafter import drafter_identity
-
     d, model = cfg.drafter, model_identity_of(cfg)
     if d.kind == "eagle3":
         return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size)
@@ -88,11 +74,8 @@ def identities(cfg) -> tuple[dict, dict]:
     return model, drafter_identity(d.kind, draft.pop("source"), **draft)
 
 
-
 def load_model(cfg):
     """The target and drafter a composed config names."""
-    from ltd.models.load_drafter import load_drafter
-
     target, d = load_target_of(cfg), cfg.drafter
     if d.kind == "eagle3":
         weights = eagle3_weights(cfg)

@@ -6,7 +6,9 @@ from omegaconf import OmegaConf
 
 from ltd.artefacts import changes, normalised, note, read_key
 from ltd.config_files import controller_file
+from ltd.controllers.registry import make_controller
 from ltd.errors import LtdError
+from ltd.eval.runner import AUTOREGRESSIVE, Method
 from ltd.fingerprints import describe_machine, file_digest
 
 
@@ -53,8 +55,6 @@ def method_settings(settings: dict, model_name: str, drafter_name: str) -> dict:
 def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
     """The controller `settings` describe (None for autoregressive decoding). With `made_for`
     (model and drafter identities), the weights it names must have been trained for them."""
-    from ltd.controllers.registry import make_controller
-    from ltd.eval.runner import AUTOREGRESSIVE
 
     settings = method_settings(settings, cfg.model.name, cfg.drafter.kind)
     if settings.get("kind") == AUTOREGRESSIVE:
@@ -76,7 +76,6 @@ def method_config(name: str, cfg) -> dict:
 
 def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):
     """The methods an evaluation compares, by controller config name (see build_controller)."""
-    from ltd.eval.runner import Method
 
     return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
 
@@ -97,3 +96,25 @@ def check_tuned_methods(names: list[str], cfg, model: dict, drafter: dict, here:
     for name in names:
         if name == "tuned" or name.startswith("tuned-"):
             check_tuned(controller_file(name, cfg.model.name), model, drafter, here)
+
+
+def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: dict) -> list[Method]:
+    """Autoregressive decoding and the controller config chosen (`choice`, the name of
+    cfg.controller), or else every method of `methods` that is there (a tuned tree found, policies
+    trained for this model and drafter); the others are left out with a note."""
+
+    if cfg.controller is not None:
+        check_tuned_methods([choice], cfg, model, drafter, here)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
+        return [Method(AUTOREGRESSIVE), Method(choice, controller)]
+    methods = [Method(AUTOREGRESSIVE)]
+    for name in cfg.methods:
+        try:
+            methods += build_methods([name], cfg, (model, drafter))
+        except LtdError as error:
+            note(f"{name} left out: {error}")
+            continue
+        check_tuned_methods([name], cfg, model, drafter, here)
+    if len(methods) == 1:
+        raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
+    return methods

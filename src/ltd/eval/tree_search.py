@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-import pandas as pd
 from tqdm import tqdm
 
 from ltd.artefacts import note
@@ -22,7 +21,7 @@ from ltd.decoding.engine import Engine
 from ltd.decoding.tree import tree_capacity
 from ltd.errors import LtdError, reason
 from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
+from ltd.eval.runner import AUTOREGRESSIVE, Method, compare
 from ltd.eval.tasks import Question
 from ltd.tracking import Tracker
 
@@ -176,10 +175,8 @@ def tree_speedup(engine: Engine, target, questions: list[Question], max_new_toke
 
     def measure(tree: StaticTree):
         methods = [Method(AUTOREGRESSIVE), Method("tree", tree)]
-        rows = []
-        for number, question in enumerate(questions):
-            rows += run_question(engine, target, methods, question, number, max_new_tokens, temperature, seed)[1]
-        result = {row["method"]: row for row in summarise(pd.DataFrame(rows), [AUTOREGRESSIVE, "tree"])}
+        result = {row["method"]: row for row in compare(engine, target, methods, questions, max_new_tokens,
+                                                        temperature, seed)}
         tree_row = result["tree"]
         return tree_row["speed-up"], {"tau": tree_row["tau"], "tok/s": tree_row["tok/s"],
                                       "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
