@@ -14,7 +14,7 @@ from ltd.controllers.methods import build_controller
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
-from ltd.models.loading import load_target
+from ltd.models.targets import load_target
 from ltd.schema import check_config
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))

@@ -18,7 +18,7 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
-from ltd.models.drafter import top_k_entropy
+from ltd.models.proposals import top_k_entropy
 
 CONTROLLER_CONF = Path(__file__).resolve().parents[1] / "conf" / "controller"
 BASELINES = {"ddd": DDD, "svip": SVIP, "gammatune": GammaTune, "disco_threshold": ConfidenceThreshold}

@@ -14,15 +14,15 @@ from ltd.decoding.engine import Engine
 from ltd.drafter_training import pipeline
 from ltd.drafter_training import train as train_module
 from ltd.drafter_training.corpus import load_corpus
-from ltd.drafter_training.features import Sequence, load_shards, target_pass
+from ltd.drafter_training.loop import train
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
-from ltd.drafter_training.train import train
+from ltd.drafter_training.target_features import Sequence, load_shards, target_pass
 from ltd.drafter_training.ttt import unroll
 from ltd.drafter_training.vocabulary import choose_vocabulary
 from ltd.errors import LtdError
 from ltd.models.decoder import rope_tables
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, eagle3_feature_layers, head_config
-from ltd.models.loading import load_target
+from ltd.models.targets import load_target
 
 
 @pytest.fixture(scope="module")

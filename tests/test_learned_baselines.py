@@ -17,9 +17,9 @@ from ltd.errors import LtdError
 from ltd.learned.classifiers import Classifier, TrainedClassifier, load_classifier, save_classifier
 from ltd.learned.features import (candidate_depths, candidate_features, depth_features, tree_candidate_features,
                                   tree_depth_features)
-from ltd.learned.train import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
+from ltd.learned.fit import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.models.draft_lm import DraftLM
-from ltd.traces.record import record_answer
+from ltd.traces.trace import record_answer
 
 TOP_K, MAX_DEPTH, C2T_DEPTH = 3, 4, 3
 NEW_TOKENS = 24

@@ -8,7 +8,7 @@ from ltd.configured_models import load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.eval.tasks import load_questions
-from ltd.models.load_drafter import load_drafter
+from ltd.models.drafters import load_drafter
 
 pytestmark = pytest.mark.real
 

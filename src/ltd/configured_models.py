@@ -6,11 +6,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ltd.config_files import model_config
+from ltd.drafter_training.loop import TrainSettings
 from ltd.drafter_training.pipeline import DrafterJob, head_directory
-from ltd.drafter_training.train import TrainSettings
 from ltd.errors import LtdError
-from ltd.models.load_drafter import drafter_identity, load_drafter
-from ltd.models.loading import load_target, model_identity
+from ltd.models.drafters import drafter_identity, load_drafter
+from ltd.models.targets import load_target, model_identity
 from ltd.models.wheel_parts import WheelParts
 
 

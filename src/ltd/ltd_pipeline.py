@@ -37,15 +37,15 @@ from ltd.eval.store import append_rows
 from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, file_digest
 from ltd.learned.classifiers import load_classifier
-from ltd.learned.train import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
 from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
-from ltd.rl.train_ltd import TrainedPolicies, train_ltd
+from ltd.rl.stages import TrainedPolicies, train_ltd
 from ltd.schema import TaskSchema
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
-from ltd.traces.record import Trace
-from ltd.traces.record_task import record_questions, trace_set, traces_directory, traces_key
+from ltd.traces.trace import Trace
+from ltd.traces.trace_sets import record_questions, trace_set, traces_directory, traces_key
 from ltd.tracking import LoggerSettings, Tracker
 
 POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale

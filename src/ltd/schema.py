@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
-from ltd.models.loading import DTYPES
+from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings
 
 

@@ -21,7 +21,7 @@ from ltd.rl.depth_env import DepthReplayEnv
 from ltd.rl.size_env import SizeReplayEnv
 from ltd.schema import check_config
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record_task import read_traces, recorded_traces
+from ltd.traces.trace_sets import read_traces, recorded_traces
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench_env", version_base=None)

@@ -18,8 +18,8 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.eval.tasks import load_questions, task_identity
 from ltd.schema import check_config
-from ltd.traces.record import Trace
-from ltd.traces.record_task import record_questions, traces_directory, traces_key
+from ltd.traces.trace import Trace
+from ltd.traces.trace_sets import record_questions, traces_directory, traces_key
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="record", version_base=None)

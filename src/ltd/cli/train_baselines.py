@@ -17,9 +17,9 @@ from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities
 from ltd.errors import LtdError
-from ltd.learned.train import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
 from ltd.schema import check_config
-from ltd.traces.record_task import read_traces, recorded_traces, trace_set
+from ltd.traces.trace_sets import read_traces, recorded_traces, trace_set
 
 
 def chosen_traces(cfg, model: dict, drafter: dict) -> Path:

@@ -14,7 +14,7 @@ from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 
 
 @dataclass

@@ -8,7 +8,7 @@ from ltd.decoding.engine import Engine
 from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv, VerifyPartner
 from ltd.rl.size_env import DepthPartner, SizeOnlineEnv, SizeReplayEnv
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 
 @dataclass

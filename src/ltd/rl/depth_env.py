@@ -23,7 +23,7 @@ from ltd.rl.policies import CONTINUE, Policy, policy_sizes, size_for
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 VerifyPartner = int | Policy
 

@@ -24,7 +24,7 @@ from ltd.rl.policies import Policy, keeps_drafting, policy_depths
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 DepthPartner = int | Policy | None
 

@@ -12,7 +12,7 @@ import torch
 from ltd.decoding.engine import Clock
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 from ltd.traces.cost_model import CostModel
 
 

@@ -17,7 +17,7 @@ import torch
 from ltd.atomic import write_file
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ltd.eval.report import format_table
 from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
 from ltd.learned.features import (CANDIDATE_FEATURES, DEPTH_FEATURES, best_candidate, candidate_depths,
                                   candidate_features, depth_features)
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 KINDS = ("disco", "specdec_pp", "c2t")
 BASELINES = 1  # format: a change to the features or training makes earlier weights stale
@@ -40,7 +40,7 @@ class TrainSettings:
 
 def baselines_key(model: dict, drafter: dict, traces: dict, settings: dict) -> dict:
     """What trained weights depend on: the model and drafter whose trees they read, the traces
-    (ltd.traces.record_task.trace_set) and the training settings."""
+    (ltd.traces.trace_sets.trace_set) and the training settings."""
     return {"artefact": "learned baselines", "format": BASELINES, "model": model, "drafter": drafter,
             "traces": traces, "settings": settings}
 
