@@ -113,7 +113,7 @@ def test_two_jobs_started_together_get_two_run_directories(tmp_path):
     save_tiny_checkpoint(model)
     work = tmp_path / "work"
     work.mkdir()
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+    command = [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={TASK}", "task.name=mt_bench", "questions=1",
                "max_new_tokens=4", "warmup_tokens=2", "logger=none", "threads=1",
@@ -177,7 +177,7 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary(tmp_path):
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps({"question_id": i, "category": "c", "turns": [f"hello w{i} w{i + 7} world"]})
                             + "\n" for i in range(10, 18)))
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+    command = [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={task}", "task.name=tiny", "max_new_tokens=48",
                "warmup_tokens=2", "logger=none", "threads=1", "methods=[autoregressive,eagle3_default,gammatune]"]

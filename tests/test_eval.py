@@ -34,8 +34,9 @@ def compose_job(name: str, overrides=()):
 
 GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "drafter", "task"],
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
-          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter"],
-          "record": ["model", "drafter", "task"], "train": ["model", "drafter", "reward", "ltd", "logger", "experiment"],
+          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter", "traces"],
+          "record": ["model", "drafter", "task", "traces"],
+          "train": ["model", "drafter", "reward", "ltd", "traces", "logger", "experiment"],
           "train_baselines": ["model", "drafter"], "bench_env": ["model", "drafter", "ltd"]}
 EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
 
@@ -145,7 +146,7 @@ def tiny_eval_run(tmp_path_factory):
     ]) + "\n")
     run_dir = root / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+        [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
          f"model.source={root / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
          f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
          "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"hydra.run.dir={run_dir}"],
@@ -187,7 +188,7 @@ def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
     ("logger.mode=loud", "error: wandb mode must be one of offline, online, disabled, got 'loud'"),
 ])
 def test_bad_config_values_are_one_line(override, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", override,
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", override,
                              f"hydra.run.dir={tmp_path}",
                              "drafter.draft_vocab_size=64", "task.name=x", f"task.path={CONF.parent / 'data/bench/qa/question.jsonl'}"],
                             capture_output=True, text=True)

@@ -240,7 +240,7 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     for method in cfg.evaluate.methods:
         controller_file(method, cfg.model.name)
     check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
-    logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+    logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
     check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter, machine)
     return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine, threads)

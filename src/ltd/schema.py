@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ltd.errors import LtdError
 from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings
+from ltd.tracking import LoggerSettings
 
 
 @dataclass
@@ -86,20 +87,11 @@ class TaskSchema:
 
 
 @dataclass
-class LoggerSchema:
-    kind: str = "wandb"
-    project: str = "ltd"
-    entity: str | None = None
-    mode: str = "offline"
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass
 class EvalSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    logger: LoggerSchema
+    logger: LoggerSettings
     methods: list[str]
     experiment: str = "default"
     questions: int | None = None
@@ -142,13 +134,20 @@ class TrainDrafterSchema:
 
 
 @dataclass
+class TracesSchema:
+    top_k: int
+    max_depth: int
+
+
+@dataclass
 class ProfileSchema:
     model: ModelSchema
     drafter: DrafterSchema
+    traces: TracesSchema
     contexts: list[int]
     verify_sizes: list[int]
-    top_k: int = 10
-    max_depth: int = 12
+    top_k: int
+    max_depth: int
     repeats: int = 5
     threads: int | None = None
     results: str = "results"
@@ -160,10 +159,11 @@ class RecordSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
+    traces: TracesSchema
+    top_k: int
+    max_depth: int
     questions: int | None = None
     max_new_tokens: int = 512
-    top_k: int = 10
-    max_depth: int = 12
     threads: int | None = None
     results: str = "results"
     output: str | None = None
@@ -206,7 +206,7 @@ class SweepTreeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    logger: LoggerSchema
+    logger: LoggerSettings
     space: TreeSpaceSchema
     grid: TreeSpaceSchema
     experiment: str = "sweep_tree"
@@ -240,9 +240,9 @@ class TrainProfileSchema:
 class TrainRecordSchema:
     task: str
     questions: int
+    top_k: int
+    max_depth: int
     max_new_tokens: int = 256
-    top_k: int = 10
-    max_depth: int = 12
     validation: int = 4
 
 
@@ -271,7 +271,8 @@ class TrainSchema:
     reward: RewardSchema
     ltd: LtdSettings
     env: EnvSchema
-    logger: LoggerSchema
+    traces: TracesSchema
+    logger: LoggerSettings
     profile: TrainProfileSchema
     record: TrainRecordSchema
     evaluate: TrainEvaluateSchema

@@ -32,7 +32,7 @@ from ltd.eval.tree_search import (TreeSpace, best_tree, best_trial, check_space,
                                   tree_speedup, trials_table, tuned_config)
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import TaskSchema, check_config
-from ltd.tracking import LoggerSettings, Tracker
+from ltd.tracking import Tracker
 
 STUDY = 1  # format of what a trial measures
 
@@ -49,7 +49,7 @@ def main(cfg) -> None:
         tasks_name = "+".join(task.name for task in tasks)
         questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
                                                                                   task.per_category)]
-        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
         key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,

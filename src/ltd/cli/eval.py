@@ -1,8 +1,8 @@
 """make eval: decode a task's questions with every method in `methods`, interleaved per question,
 check each against the autoregressive output, print the summary table and write the records.
 
-    python -m ltd.cli.evaluate task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
-    python -m ltd.cli.evaluate resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
+    python -m ltd.cli.eval task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
+    python -m ltd.cli.eval resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
 
 A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
 methods and settings (its key.json says which); it decodes the questions not yet finished.
@@ -26,7 +26,7 @@ from ltd.eval.runner import SUMMARY_COLUMNS, check_methods
 from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
-from ltd.tracking import LoggerSettings, Tracker
+from ltd.tracking import Tracker
 
 EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
 
@@ -37,7 +37,7 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "eval")
         if cfg.resume is not None and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise LtdError("resume= goes on with one run directory: not with -m")
-        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
