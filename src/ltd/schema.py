@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
+from ltd.eval.tree_search import TreeSpace
 from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings
 from ltd.tracking import LoggerSettings
@@ -195,20 +196,13 @@ class TrainBaselinesSchema:
 
 
 @dataclass
-class TreeSpaceSchema:
-    depth: list[int]
-    top_k: list[int]
-    verify: list[int]
-
-
-@dataclass
 class SweepTreeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
     logger: LoggerSettings
-    space: TreeSpaceSchema
-    grid: TreeSpaceSchema
+    space: TreeSpace
+    grid: TreeSpace
     experiment: str = "sweep_tree"
     mode: str = "optuna"
     trials: int = 16

@@ -28,8 +28,8 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions, task_identity
-from ltd.eval.tree_search import (TreeSpace, best_tree, best_trial, check_space, finished, open_study, search,
-                                  tree_speedup, trials_table, tuned_config)
+from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, tree_speedup,
+                                  trials_table, tuned_config)
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import TaskSchema, check_config
 from ltd.tracking import Tracker
@@ -42,7 +42,7 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "sweep_tree")
         threads = set_threads(cfg.threads)
-        space = TreeSpace(**OmegaConf.to_container(cfg.space if cfg.mode == "optuna" else cfg.grid))
+        space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
         check_space(cfg.mode, space)
         tasks = ([task_config(name) for name in cfg.tasks] if cfg.tasks
                  else [TaskSchema(**OmegaConf.to_container(cfg.task))])

@@ -8,7 +8,7 @@ tried again first. A shape already measured (the sampler proposes one again, as 
 resume) is not measured twice: the trial is closed with the earlier value and does not count.
 """
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -30,9 +30,9 @@ from ltd.tracking import Tracker
 class TreeSpace:
     """Optuna mode: integer ranges, both ends included. Grid mode: the values listed."""
 
-    depth: list[int] = field(default_factory=lambda: [1, 8])
-    top_k: list[int] = field(default_factory=lambda: [1, 10])
-    verify: list[int] = field(default_factory=lambda: [2, 64])
+    depth: list[int]
+    top_k: list[int]
+    verify: list[int]
 
 
 MODES = ("optuna", "grid")
