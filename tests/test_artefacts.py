@@ -19,7 +19,7 @@ from ltd.cli.app import new_run_id
 from ltd.config_files import CONFIG_PATH
 from ltd.errors import LtdError
 from ltd.fingerprints import file_digest, machine
-from ltd.models import loading
+from ltd.models import targets
 
 TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
 
@@ -151,8 +151,8 @@ def test_a_damaged_or_stale_model_cache_is_named_and_made_again(tmp_path, monkey
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF stand-in")
     calls = []
-    monkeypatch.setattr(loading, "write_dense_cache", fake_dequantise(tiny, calls))
-    load = lambda: loading.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
+    monkeypatch.setattr(targets, "write_dense_cache", fake_dequantise(tiny, calls))
+    load = lambda: targets.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
 
     first = load()
     cache = Path(first.hf_path)

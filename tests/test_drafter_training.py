@@ -11,8 +11,7 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import drafter_job
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.drafter_training import pipeline
-from ltd.drafter_training import train as train_module
+from ltd.drafter_training import loop, pipeline
 from ltd.drafter_training.corpus import load_corpus
 from ltd.drafter_training.loop import train
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
@@ -79,7 +78,7 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
     uninterrupted = fresh_head(tiny_target, job, shards)
     full = train(uninterrupted, embed, shards, job.train, tmp_path / "a.pt", print)
 
-    real_loss, calls = train_module.ttt_loss, []
+    real_loss, calls = loop.ttt_loss, []
 
     def interrupted_at_step_4(*args, **kwargs):
         calls.append(1)
@@ -87,11 +86,11 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "ttt_loss", interrupted_at_step_4)
+    monkeypatch.setattr(loop, "ttt_loss", interrupted_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         train(fresh_head(tiny_target, job, shards), embed, shards, job.train, tmp_path / "b.pt", print)
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
-    monkeypatch.setattr(train_module, "ttt_loss", real_loss)
+    monkeypatch.setattr(loop, "ttt_loss", real_loss)
 
     resumed = fresh_head(tiny_target, job, shards)
     history = train(resumed, embed, shards, job.train, tmp_path / "b.pt", print)

@@ -34,9 +34,9 @@ def compose_job(name: str, overrides=()):
 
 GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "drafter", "task"],
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
-          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter", "traces"],
-          "record": ["model", "drafter", "task", "traces"],
-          "train": ["model", "drafter", "reward", "ltd", "traces", "logger", "experiment"],
+          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter", "trees"],
+          "record": ["model", "drafter", "task", "trees"],
+          "train": ["model", "drafter", "reward", "ltd", "trees", "logger", "experiment"],
           "train_baselines": ["model", "drafter"], "bench_env": ["model", "drafter", "ltd"]}
 EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
 

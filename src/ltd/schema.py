@@ -135,7 +135,7 @@ class TrainDrafterSchema:
 
 
 @dataclass
-class TracesSchema:
+class TreesSchema:
     top_k: int
     max_depth: int
 
@@ -144,7 +144,7 @@ class TracesSchema:
 class ProfileSchema:
     model: ModelSchema
     drafter: DrafterSchema
-    traces: TracesSchema
+    trees: TreesSchema
     contexts: list[int]
     verify_sizes: list[int]
     top_k: int
@@ -160,7 +160,7 @@ class RecordSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    traces: TracesSchema
+    trees: TreesSchema
     top_k: int
     max_depth: int
     questions: int | None = None
@@ -265,7 +265,7 @@ class TrainSchema:
     reward: RewardSchema
     ltd: LtdSettings
     env: EnvSchema
-    traces: TracesSchema
+    trees: TreesSchema
     logger: LoggerSettings
     profile: TrainProfileSchema
     record: TrainRecordSchema
