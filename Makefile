@@ -22,7 +22,7 @@ run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the t
 	$(PY) -m ltd.cli.decode $(ARGS)
 
 eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>-<id>/ (resume=<dir>)
-	$(PY) -m ltd.cli.evaluate $(ARGS)
+	$(PY) -m ltd.cli.eval $(ARGS)
 
 sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)

@@ -15,10 +15,11 @@ import torch
 from conftest import save_tiny_checkpoint
 from ltd.artefacts import Artefact, changes, find, hold, release
 from ltd.atomic import write_directory, write_file, write_json
-from ltd.cli.app import CONFIG_PATH, new_run_id
+from ltd.cli.app import new_run_id
+from ltd.config_files import CONFIG_PATH
 from ltd.errors import LtdError
 from ltd.fingerprints import file_digest, machine
-from ltd.models import loading
+from ltd.models import targets
 
 TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
 
@@ -112,7 +113,7 @@ def test_two_jobs_started_together_get_two_run_directories(tmp_path):
     save_tiny_checkpoint(model)
     work = tmp_path / "work"
     work.mkdir()
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+    command = [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={TASK}", "task.name=mt_bench", "questions=1",
                "max_new_tokens=4", "warmup_tokens=2", "logger=none", "threads=1",
@@ -150,8 +151,8 @@ def test_a_damaged_or_stale_model_cache_is_named_and_made_again(tmp_path, monkey
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF stand-in")
     calls = []
-    monkeypatch.setattr(loading, "write_dense_cache", fake_dequantise(tiny, calls))
-    load = lambda: loading.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
+    monkeypatch.setattr(targets, "write_dense_cache", fake_dequantise(tiny, calls))
+    load = lambda: targets.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
 
     first = load()
     cache = Path(first.hf_path)
@@ -176,7 +177,7 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary(tmp_path):
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps({"question_id": i, "category": "c", "turns": [f"hello w{i} w{i + 7} world"]})
                             + "\n" for i in range(10, 18)))
-    command = [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+    command = [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={task}", "task.name=tiny", "max_new_tokens=48",
                "warmup_tokens=2", "logger=none", "threads=1", "methods=[autoregressive,eagle3_default,gammatune]"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import save_tiny_checkpoint
-from ltd.cli.app import CONFIG_PATH
+from ltd.config_files import CONFIG_PATH
 
 TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
 
@@ -28,11 +28,11 @@ CASES = [
     ("decode", "controller=eagle3_default controller.top_k=100000", "top-k 100000 is more than the 64 tokens the draf"),
     ("decode", "controller=ltd", "no policy at results/policies/tiny-eagle3-throughput-full/depth.pt"),
     ("decode", "methods=[ltd]", "nothing to compare with autoregressive decoding: name methods=[...] or controller="),
-    ("evaluate", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
-    ("evaluate", "warmup_tokens=0", "warmup_tokens must be a whole number >= 1, got 0"),
-    ("evaluate", "temperature=-1", "temperature must be a number >= 0 (0: greedy), got -1.0"),
-    ("evaluate", "resume=no/such/run", "nothing to resume at no/such/run (not a directory)"),
-    ("evaluate", "methods=[autoregressive,nope]", "unknown method 'nope'; choose from: tuned, "),
+    ("eval", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
+    ("eval", "warmup_tokens=0", "warmup_tokens must be a whole number >= 1, got 0"),
+    ("eval", "temperature=-1", "temperature must be a number >= 0 (0: greedy), got -1.0"),
+    ("eval", "resume=no/such/run", "nothing to resume at no/such/run (not a directory)"),
+    ("eval", "methods=[autoregressive,nope]", "unknown method 'nope'; choose from: tuned, "),
     ("sweep_tree", "trials=0", "trials must be a whole number >= 1, got 0"),
     ("sweep_tree", "tasks=[qa,nope]", "unknown task 'nope'; choose from: alpaca, gsm8k, humaneval, mmlu"),
     ("sweep_tree", "space.depth=[0,3]", "sweep space depth must be [low, high] with 1 <= low <= high, got [0, 3]"),
@@ -59,8 +59,8 @@ CASES = [
     ("bench_env", "steps=0", "steps must be a whole number >= 1, got 0"),
 ]
 
-LOGGED = {"evaluate", "sweep_tree", "train"}  # jobs with a logger group: W&B off in these runs
-WITH_TASK = {"decode", "evaluate", "sweep_tree", "record", "bench_decode"}
+LOGGED = {"eval", "sweep_tree", "train"}  # jobs with a logger group: W&B off in these runs
+WITH_TASK = {"decode", "eval", "sweep_tree", "record", "bench_decode"}
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ltd.cli.app import CONFIG_PATH, build_controller, check_choices, drafter_job
-from ltd.cli.schema import check_config
+from ltd.cli.app import check_choices
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import drafter_job
+from ltd.controllers.methods import build_controller
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
-from ltd.models.loading import load_target
+from ltd.models.targets import load_target
+from ltd.schema import check_config
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))
 PAPER_MODELS = ["deepseek-r1-distill-llama-8b", "llama-3.1-8b", "qwen3-14b", "qwen3-32b", "vicuna-13b"]
@@ -33,7 +36,7 @@ def test_the_paper_models_and_the_cpu_ones_exist():
 def test_a_model_chooses_its_drafter_unless_the_user_does():
     """The 1.5B drafts with its 0.5B sibling (a model config of its own, in wheel parts); the others
     with an EAGLE-3 head; drafter= on the command line wins."""
-    from ltd.cli.app import draft_lm_settings, identities
+    from ltd.configured_models import draft_lm_settings, identities
 
     cfg = check_config(compose_job("decode", ["model=qwen2.5-coder-1.5b"]), "decode")
     assert (cfg.drafter.kind, cfg.drafter.model) == ("draft_lm", "qwen2.5-coder-0.5b")

@@ -8,16 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
 from torch.testing import assert_close
 
 from conftest import decoder_of, hf_logits, random_prompt, randomize_
-from ltd.decoding.baselines import DDD, SVIP, ConfidenceThreshold, GammaTune
-from ltd.decoding.controller import StaticTree, make_controller
+from ltd.controllers.heuristics import DDD, SVIP, ConfidenceThreshold, GammaTune
+from ltd.controllers.registry import make_controller
+from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
-from ltd.models.drafter import top_k_entropy
-from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
+from ltd.models.proposals import top_k_entropy
 
 CONTROLLER_CONF = Path(__file__).resolve().parents[1] / "conf" / "controller"
 BASELINES = {"ddd": DDD, "svip": SVIP, "gammatune": GammaTune, "disco_threshold": ConfidenceThreshold}

@@ -4,13 +4,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import save_tiny_checkpoint
 from ltd.errors import LtdError
-from ltd.models.loading import load_target
-from ltd.models.load_drafter import load_drafter
-import torch
-
+from ltd.models.drafters import load_drafter
+from ltd.models.targets import load_target
 from ltd.traces.cost_model import CostModel
 from ltd.traces.profiler import measure_cost_model
 

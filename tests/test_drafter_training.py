@@ -7,20 +7,21 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import save_tiny_checkpoint
-from ltd.cli.app import CONFIG_PATH, drafter_job
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import drafter_job
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.drafter_training import pipeline, train as train_module
+from ltd.drafter_training import loop, pipeline
 from ltd.drafter_training.corpus import load_corpus
-from ltd.drafter_training.features import Sequence, load_shards, target_pass
+from ltd.drafter_training.loop import train
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
-from ltd.drafter_training.train import train
+from ltd.drafter_training.target_features import Sequence, load_shards, target_pass
 from ltd.drafter_training.ttt import unroll
 from ltd.drafter_training.vocabulary import choose_vocabulary
 from ltd.errors import LtdError
 from ltd.models.decoder import rope_tables
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, eagle3_feature_layers, head_config
-from ltd.models.loading import load_target
+from ltd.models.targets import load_target
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
     uninterrupted = fresh_head(tiny_target, job, shards)
     full = train(uninterrupted, embed, shards, job.train, tmp_path / "a.pt", print)
 
-    real_loss, calls = train_module.ttt_loss, []
+    real_loss, calls = loop.ttt_loss, []
 
     def interrupted_at_step_4(*args, **kwargs):
         calls.append(1)
@@ -85,11 +86,11 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "ttt_loss", interrupted_at_step_4)
+    monkeypatch.setattr(loop, "ttt_loss", interrupted_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         train(fresh_head(tiny_target, job, shards), embed, shards, job.train, tmp_path / "b.pt", print)
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
-    monkeypatch.setattr(train_module, "ttt_loss", real_loss)
+    monkeypatch.setattr(loop, "ttt_loss", real_loss)
 
     resumed = fresh_head(tiny_target, job, shards)
     history = train(resumed, embed, shards, job.train, tmp_path / "b.pt", print)
@@ -225,7 +226,7 @@ def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
 
 
 def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
-    from ltd.cli.app import eagle3_weights
+    from ltd.configured_models import eagle3_weights
 
     directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
     overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",

@@ -9,8 +9,8 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.decoder import KVCache
-from ltd.models.drafter import top_k_entropy
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
+from ltd.models.proposals import top_k_entropy
 
 DRAFT_VOCAB = 64
 

@@ -12,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import save_tiny_checkpoint
-from ltd.cli.app import CONFIG_PATH, build_methods
-from ltd.cli.schema import check_config
+from ltd.config_files import CONFIG_PATH
+from ltd.controllers.methods import build_methods
 from ltd.decoding.controller import StaticTree
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
@@ -21,6 +21,7 @@ from ltd.eval.tree_search import TreeSpace, best_tree, finished, open_study, run
 from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
 from ltd.learned.features import CANDIDATE_FEATURES, DEPTH_FEATURES
 from ltd.rl.policies import Policy, PolicySpec
+from ltd.schema import check_config
 
 CONF = Path(CONFIG_PATH)
 options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -33,8 +34,9 @@ def compose_job(name: str, overrides=()):
 
 GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "drafter", "task"],
           "train_drafter": ["model", "drafter"], "eval": ["model", "drafter", "task", "logger", "experiment"],
-          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter"],
-          "record": ["model", "drafter", "task"], "train": ["model", "drafter", "reward", "ltd", "logger", "experiment"],
+          "sweep_tree": ["model", "drafter", "task", "logger"], "profile": ["model", "drafter", "trees"],
+          "record": ["model", "drafter", "task", "trees"],
+          "train": ["model", "drafter", "reward", "ltd", "trees", "logger", "experiment"],
           "train_baselines": ["model", "drafter"], "bench_env": ["model", "drafter", "ltd"]}
 EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
 
@@ -93,7 +95,7 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
 
 def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
     from ltd.atomic import write_json
-    from ltd.cli.app import check_tuned
+    from ltd.controllers.methods import check_tuned
 
     tuned = tmp_path / "tuned-m.yaml"
     tuned.write_text(tuned_config(StaticTree(2, 3, 4), "note"))
@@ -144,7 +146,7 @@ def tiny_eval_run(tmp_path_factory):
     ]) + "\n")
     run_dir = root / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", "model.name=tiny",
+        [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
          f"model.source={root / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
          f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
          "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"hydra.run.dir={run_dir}"],
@@ -186,7 +188,7 @@ def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
     ("logger.mode=loud", "error: wandb mode must be one of offline, online, disabled, got 'loud'"),
 ])
 def test_bad_config_values_are_one_line(override, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ltd.cli.evaluate", "model=smollm2-135m", override,
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", override,
                              f"hydra.run.dir={tmp_path}",
                              "drafter.draft_vocab_size=64", "task.name=x", f"task.path={CONF.parent / 'data/bench/qa/question.jsonl'}"],
                             capture_output=True, text=True)
@@ -242,7 +244,7 @@ def test_grid_mode_covers_the_grid_once(tmp_path):
 def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_path):
     from omegaconf import OmegaConf
 
-    from ltd.decoding.controller import make_controller
+    from ltd.controllers.registry import make_controller
 
     grid = TreeSpace(depth=[1], top_k=[2], verify=[51, 60])
     study = open_study("g", tmp_path / "g.journal", "grid", grid, seed=0)

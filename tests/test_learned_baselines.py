@@ -6,19 +6,20 @@ import sys
 
 import pytest
 import torch
+from test_lossless import MAX_NEW, PROMPT, autoregressive
 
 from conftest import decoder_of, random_prompt
-from ltd.decoding.controller import Controller, make_controller
+from ltd.controllers.registry import make_controller
+from ltd.decoding.controller import Controller
 from ltd.decoding.engine import Engine
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.learned.classifiers import Classifier, TrainedClassifier, load_classifier, save_classifier
 from ltd.learned.features import (candidate_depths, candidate_features, depth_features, tree_candidate_features,
                                   tree_depth_features)
-from ltd.learned.train import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
+from ltd.learned.fit import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.models.draft_lm import DraftLM
-from ltd.traces.record import record_answer
-from test_lossless import MAX_NEW, PROMPT, autoregressive
+from ltd.traces.trace import record_answer
 
 TOP_K, MAX_DEPTH, C2T_DEPTH = 3, 4, 3
 NEW_TOKENS = 24

@@ -2,7 +2,8 @@
 import torch
 
 from conftest import hf_logits, random_prompt, save_tiny_checkpoint
-from ltd.models.loading import load_target
+from ltd.models.targets import load_target
+
 
 def test_local_directory_loads_with_equal_logits(tmp_path):
     for family in ("llama", "qwen3"):

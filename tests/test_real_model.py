@@ -3,11 +3,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ltd.cli.app import CONFIG_PATH, load_model
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.eval.tasks import load_questions
-from ltd.models.load_drafter import load_drafter
+from ltd.models.drafters import load_drafter
 
 pytestmark = pytest.mark.real
 

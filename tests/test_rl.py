@@ -6,8 +6,8 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from conftest import random_prompt
+from ltd.controllers.ltd import LTD
 from ltd.decoding.engine import Engine
-from ltd.decoding.ltd_controller import LTD
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.rl.backends import ReplayBackend
@@ -18,11 +18,11 @@ from ltd.rl.ppo import PPOTrainer, learning_rate_factor
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.settings import LtdSettings, PPOSettings
 from ltd.rl.size_env import SizeOnlineEnv, SizeReplayEnv
+from ltd.rl.stages import schedule, train_ltd
 from ltd.rl.trace_table import TraceTable
-from ltd.rl.train_ltd import schedule, train_ltd
 from ltd.rl.validation import replay_speedup
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import accepted_for, record_answer
+from ltd.traces.trace import accepted_for, record_answer
 
 TOP_K, MAX_DEPTH = 3, 4
 SIZES = [0, 1, 2, 4, 8]

@@ -10,7 +10,7 @@ from conftest import FAMILIES, decoder_of, random_prompt, save_tiny_checkpoint
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.models.draft_lm import DraftLM
-from ltd.traces.record import Trace, accepted_for, on_target_path, record_answer
+from ltd.traces.trace import Trace, accepted_for, on_target_path, record_answer
 
 DECISIONS = [(1, 1), (2, 3), (3, 4), (4, 12), (6, 30), (6, 48)]  # (6, 48): every candidate
 
@@ -115,9 +115,10 @@ def test_make_record_resumes(tmp_path):
 def test_traces_replay_the_default_models_engine():
     from hydra import compose, initialize_config_dir
 
-    from ltd.cli.app import CONFIG_PATH, load_model
+    from ltd.config_files import CONFIG_PATH
+    from ltd.configured_models import load_model
     from ltd.eval.tasks import load_questions
-    from ltd.models.load_drafter import load_drafter
+    from ltd.models.drafters import load_drafter
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
         cfg = compose("record", overrides=["model=smollm2-135m"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ltd.errors import LtdError
-from ltd.models.loading import source_identity
+from ltd.models.targets import source_identity
 from ltd.models.wheel_parts import WheelParts, fetch
 
 

@@ -8,13 +8,20 @@ import time
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import OmegaConf
 
 from ltd.artefacts import find
-from ltd.cli.app import CONFIG_PATH, identities, launch, set_threads, user_errors
-from ltd.cli.schema import check_config
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
+from ltd.rl.depth_env import DepthReplayEnv
+from ltd.rl.size_env import SizeReplayEnv
+from ltd.schema import check_config
+from ltd.traces.cost_model import CostModel
+from ltd.traces.trace_sets import read_traces, recorded_traces
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench_env", version_base=None)
@@ -22,14 +29,6 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "bench_env")
         threads = set_threads(cfg.threads)
-        import torch
-
-        from ltd.rl.depth_env import DepthReplayEnv
-        from ltd.rl.size_env import SizeReplayEnv
-        from ltd.traces.cost_model import CostModel
-
-        from ltd.traces.record_task import read_traces, recorded_traces
-
         results, (model, drafter) = Path(cfg.results), identities(cfg)
         profiles = find(results.glob("profiles/*.json"), {"model": model, "drafter": drafter}, directory=False)
         if not profiles:

@@ -11,10 +11,12 @@ import hydra
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact
-from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, user_errors
-from ltd.cli.schema import check_config
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
 from ltd.eval.report import format_table
 from ltd.fingerprints import describe_machine, machine
+from ltd.schema import check_config
 from ltd.traces.cost_model import cost_model_file, cost_model_key
 from ltd.traces.profiler import check_profile, measure_cost_model
 

@@ -13,11 +13,13 @@ import hydra
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact
-from ltd.cli.app import CONFIG_PATH, identities, launch, load_model, set_threads, task_identity, user_errors
-from ltd.cli.schema import check_config
-from ltd.eval.tasks import load_questions
-from ltd.traces.record import Trace
-from ltd.traces.record_task import record_questions, traces_directory, traces_key
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
+from ltd.eval.tasks import load_questions, task_identity
+from ltd.schema import check_config
+from ltd.traces.trace import Trace
+from ltd.traces.trace_sets import record_questions, traces_directory, traces_key
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="record", version_base=None)

@@ -17,25 +17,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from ltd.artefacts import Artefact
 from ltd.atomic import write_file
-from ltd.cli.app import (CONFIG_PATH, identities, launch, load_model, run_directory, set_threads, task_config,
-                         task_identity, user_errors)
-from ltd.cli.schema import TaskSchema, check_config
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH, task_config
+from ltd.configured_models import identities, load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
-from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question, summarise
-from ltd.eval.tasks import load_questions
-from ltd.eval.tree_search import (TreeSpace, best_trial, best_tree, check_space, finished, measured_shape, open_study,
-                                  run_study, tuned_config)
+from ltd.eval.tasks import load_questions, task_identity
+from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, tree_speedup,
+                                  trials_table, tuned_config)
 from ltd.fingerprints import describe_machine, digest, machine
-from ltd.tracking import LoggerSettings, Tracker
+from ltd.schema import TaskSchema, check_config
+from ltd.tracking import Tracker
 
 STUDY = 1  # format of what a trial measures
 
@@ -45,14 +42,14 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "sweep_tree")
         threads = set_threads(cfg.threads)
-        space = TreeSpace(**OmegaConf.to_container(cfg.space if cfg.mode == "optuna" else cfg.grid))
+        space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
         check_space(cfg.mode, space)
         tasks = ([task_config(name) for name in cfg.tasks] if cfg.tasks
                  else [TaskSchema(**OmegaConf.to_container(cfg.task))])
         tasks_name = "+".join(task.name for task in tasks)
         questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
                                                                                   task.per_category)]
-        logger = LoggerSettings(**OmegaConf.to_container(cfg.logger))
+        logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
         key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
@@ -77,48 +74,17 @@ def main(cfg) -> None:
             config=OmegaConf.to_container(cfg, resolve=True),
         )
 
-        def measure(tree: StaticTree):
-            methods = [Method(AUTOREGRESSIVE), Method("tree", tree)]
-            rows = []
-            for number, question in enumerate(questions):
-                rows += run_question(engine, target, methods, question, number, cfg.max_new_tokens, cfg.temperature,
-                                     cfg.seed)[1]
-            result = {row["method"]: row for row in summarise(pd.DataFrame(rows), [AUTOREGRESSIVE, "tree"])}
-            tree_row = result["tree"]
-            return tree_row["speed-up"], {"tau": tree_row["tau"], "tok/s": tree_row["tok/s"],
-                                          "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
-                                          "lossless": tree_row["lossless"]}
-
-        done = len(finished(study))
-        bar = tqdm(total=cfg.trials, initial=min(done, cfg.trials), desc=f"sweep {name}", unit="trial")
-
-        def on_trial(number, tree, value, details):
-            bar.update()
-            bar.set_postfix(best=f"{best_trial(study).value:.3f}x", refresh=False)
-            tracker.log({"speed-up": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
-                         "tau": details["tau"]}, step=number)
-
         warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
         engine.generate(warm_up, StaticTree(depth=3, top_k=4, verify=8), cfg.warmup_tokens)
-        try:
-            run_study(study, cfg.trials, cfg.mode, space, measure, on_trial)
-        finally:
-            bar.close()
-            if finished(study):
-                best = best_tree(study)
-                tracker.summarise({"best/speed-up": best_trial(study).value, "best/depth": best.depth,
-                                   "best/top_k": best.top_k, "best/verify": best.verify})
-            tracker.finish()
+        measure = tree_speedup(engine, target, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed)
+        search(study, cfg.trials, cfg.mode, space, measure, tracker, f"sweep {name}")
 
         trials = finished(study)
         if not trials:
             return
-        rows = [dict(trial=t.number, **dict(zip(("depth", "top_k", "verify"), measured_shape(t))),
-                     **{"speed-up": t.value}, tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
-                for t in sorted(trials, key=lambda t: -t.value)]
         print(f"\n{name}: {len(trials)} trials on {len(questions)} questions of {tasks_name}, up to "
               f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {journal.path})")
-        print(format_table(rows[:10], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "lossless"]))
+        print(trials_table(study))
         best = best_tree(study)
         if cfg.write_best:
             tuned = Artefact(Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml",

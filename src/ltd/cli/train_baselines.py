@@ -11,39 +11,15 @@ another model or drafter.
 from pathlib import Path
 
 import hydra
-from omegaconf import OmegaConf
 
 from ltd.artefacts import Artefact, note, read_key
-from ltd.cli.app import CONFIG_PATH, identities, launch, set_threads, user_errors
-from ltd.cli.schema import check_config
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities
 from ltd.errors import LtdError
-from ltd.eval.report import format_table
-from ltd.learned.classifiers import save_classifier
-from ltd.learned.train import KINDS, TrainSettings, baselines_key, train_baseline
-from ltd.traces.record import Trace
-from ltd.traces.record_task import read_traces, recorded_traces, trace_set
-
-
-def baselines_settings(cfg) -> dict:
-    """The settings of a train_baselines config that shape the weights (not where things go)."""
-    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-            if k not in ("model", "drafter", "traces", "output", "results", "threads")}
-
-
-def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...] = KINDS) -> str:
-    """Train `kinds` on `traces` with the settings of a train_baselines config, write their
-    weights to `output`; returns the table of what each learned."""
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             held_out=cfg.held_out, seed=cfg.seed)
-    table = []
-    for kind in kinds:
-        depth = cfg.c2t_depth if kind == "c2t" else None
-        trained, metrics = train_baseline(kind, traces, cfg.hidden[kind], settings, depth)
-        save_classifier(output / f"{kind}.pt", trained)
-        table.append(dict(baseline=kind, rows=metrics["rows"], **{"held-out": metrics["held_out_rows"],
-                          "loss before": metrics["held_out_loss_before"], "loss after": metrics["held_out_loss"],
-                          "balanced accuracy": metrics["balanced_accuracy"]}))
-    return format_table(table, list(table[0]))
+from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.schema import check_config
+from ltd.traces.trace_sets import read_traces, recorded_traces, trace_set
 
 
 def chosen_traces(cfg, model: dict, drafter: dict) -> Path:

@@ -4,11 +4,13 @@
 """
 import hydra
 
-from ltd.cli.schema import check_config
-from ltd.cli.app import CONFIG_PATH, drafter_job, launch, load_target_of, set_threads, user_errors
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import drafter_job, load_target_of
 from ltd.drafter_training.pipeline import train_drafter
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
+from ltd.schema import check_config
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)

@@ -14,7 +14,7 @@ from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 
 
 @dataclass
@@ -112,14 +112,7 @@ class Engine:
         while not run.done:
             context = run.context
             tree = run.draft_root()
-            policy_s = 0.0
-            while run.can_expand(tree):
-                p0 = time.perf_counter()
-                more = controller.keep_drafting(tree, context)
-                policy_s += time.perf_counter() - p0
-                if not more:
-                    break
-                run.expand(tree)
+            policy_s = run.draft(tree, controller)
             p0 = time.perf_counter()
             size = controller.verify_size(tree, context)
             policy_s += time.perf_counter() - p0
@@ -171,10 +164,24 @@ class SpeculativeRun:
         """Near the context limit the drafter's cache runs out before the depth limit."""
         return self.engine.drafter.room() >= tree.frontier.numel()
 
+    def draft(self, tree: DraftTree, controller: Controller) -> float:
+        """Expand `tree` while `controller` keeps drafting and the drafter's cache has room (the
+        drafting loop of the engine and of the online environments); returns the seconds spent
+        deciding."""
+        decide_s = 0.0
+        while self.can_expand(tree):
+            p0 = time.perf_counter()
+            more = controller.keep_drafting(tree, self.context)
+            decide_s += time.perf_counter() - p0
+            if not more:
+                break
+            self.expand(tree)
+        return decide_s
+
     @torch.inference_mode()
     def expand(self, tree: DraftTree) -> None:
         t0, drafter = self.engine.clock(), self.engine.drafter
-        tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth, self.top_k))
+        tree.grow(drafter)
         self.draft_s += self.engine.clock() - t0
 
     @torch.inference_mode()

@@ -75,6 +75,11 @@ class DraftTree:
         minus_one = torch.full((n,), -1, dtype=torch.long, device=self.device)
         self._add_level(tokens.reshape(-1), minus_one, logp.reshape(-1), minus_one, entropy)
 
+    def grow(self, drafter) -> None:
+        """One level more: the drafter is fed the frontier and proposes its children (the one
+        expansion the engine, the environments, the recorder and the profiler all make)."""
+        self.add_expansion(*drafter.expand(self.frontier_tokens(), self.frontier_parent_slots, self.depth, self.k))
+
     def add_expansion(self, logp: torch.Tensor, tokens: torch.Tensor, entropy: torch.Tensor | None = None) -> None:
         """The children ([F, k]) of the frontier nodes just fed to the drafter, in frontier order,
         and the fed nodes' entropies ([F]).

@@ -17,9 +17,9 @@ from ltd.artefacts import Artefact, damaged, hold, read_or_drop, remove
 from ltd.atomic import write_directory, write_json
 from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
-from ltd.drafter_training.evaluate import evaluate_head
-from ltd.drafter_training.features import encode, load_shards, shard_path, target_pass, write_shard
-from ltd.drafter_training.train import TrainSettings, train
+from ltd.drafter_training.head_eval import evaluate_head
+from ltd.drafter_training.loop import TrainSettings, train
+from ltd.drafter_training.target_features import encode, load_shards, shard_path, target_pass, write_shard
 from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
 from ltd.errors import LtdError
 from ltd.fingerprints import digest

@@ -4,12 +4,17 @@ evaluation read back from its records goes on where it stopped, with the same me
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from tqdm import tqdm
+
+from ltd.artefacts import Artefact
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.records import Records
-from ltd.eval.runner import Method, run_question
+from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question
 from ltd.eval.tasks import Question
+from ltd.tracking import Tracker
 
 
 @dataclass
@@ -52,4 +57,62 @@ def evaluate_task(engine: Engine, target, methods: list[Method], questions: list
         run["harness_overhead"] = 1 - run["decode_seconds"] / run["loop_seconds"]
         summary = records.write(run)
         on_question(number, question_rows, summary)
+    return summary
+
+
+def summary_metrics(summary: dict) -> dict:
+    """The summary as flat W&B keys: `<method>/<column>` and the run's own numbers."""
+    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for row in summary["methods"]:
+        for column, value in row.items():
+            if column != "method" and value is not None:
+                flat[f"{row['method']}/{column}"] = value
+    return flat
+
+
+
+def open_records(run_dir: Path, key: dict, names: list[str], resume: bool) -> Records:
+    """The run directory's records: new, or (`resume`) those of the interrupted evaluation there,
+    which must have run under `key`."""
+    evaluation = Artefact(run_dir, key, "an evaluation", directory=True)
+    stored = evaluation.stored_key()
+    if not resume:
+        if stored is not None:
+            raise LtdError(f"{run_dir} already holds an evaluation: resume={run_dir} goes on with it")
+        evaluation.seal()
+        return Records(run_dir, names)
+    if stored is None:
+        raise LtdError(f"{run_dir} holds no evaluation to resume (no key.json): resume= names a make eval run "
+                       f"directory")
+    if stored != evaluation.key:
+        raise LtdError(f"cannot resume {run_dir}: it ran under other settings ({evaluation.changes()})")
+    return Records.resume(run_dir, names)
+
+
+def evaluate_tracked(engine: Engine, target, methods: list[Method], questions: list[Question],
+                     settings: EvalSettings, records: Records, run: dict, tracker: Tracker, task: str) -> dict:
+    """evaluate_task with a progress bar showing the first three methods' speed-ups so far, each
+    question's throughputs logged, and, however it ends (Ctrl-C too), what finished (already on
+    disk) mirrored to the tracker. Returns the summary."""
+    shown = [m.name for m in methods if m.name != AUTOREGRESSIVE][:3]
+    done = len(records.question_ids)
+    if done:
+        print(f"resuming {records.directory}: {done} of {len(questions)} questions already decoded")
+    bar = tqdm(total=len(questions), initial=done, desc=f"eval {task}", unit="question")
+
+    def on_question(number: int, question_rows: list[dict], summary: dict) -> None:
+        by_method = {row["method"]: row for row in summary["methods"]}
+        bar.set_postfix({n: f"{by_method[n]['speed-up']:.2f}x" for n in shown}, refresh=False)
+        bar.update()
+        tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
+
+    try:
+        summary = evaluate_task(engine, target, methods, questions, settings, records, run, on_question)
+        bar.close()
+    finally:
+        if records.questions:
+            summary = dict(run, methods=records.summary_rows())
+            tracker.summarise(summary_metrics(summary))
+            tracker.table("questions", records.frames()[1])
+        tracker.finish()
     return summary

@@ -92,6 +92,17 @@ def run_question(engine: Engine, target, methods: list[Method], question: Questi
     return cycle_rows, question_rows
 
 
+def compare(engine: Engine, target, methods: list[Method], questions: list[Question], max_new_tokens: int,
+            temperature: float, seed: int, done=lambda: None) -> list[dict]:
+    """Every question with every method, interleaved (`done` follows each question); the summary
+    rows (speed-up over the first method, autoregressive decoding)."""
+    rows = []
+    for number, question in enumerate(questions):
+        rows += run_question(engine, target, methods, question, number, max_new_tokens, temperature, seed)[1]
+        done()
+    return summarise(pd.DataFrame(rows), [m.name for m in methods])
+
+
 def summarise(questions: pd.DataFrame, method_order: list[str]) -> list[dict]:
     """One row per method: speed-up = mean per-question throughput over the autoregressive one
     (the paper's definition); `speed-up (total)` = total tokens / total seconds, relative likewise."""

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltd.errors import LtdError
+from ltd.fingerprints import file_digest
 
 
 @dataclass
@@ -43,3 +44,9 @@ def load_questions(path: str | Path, limit: int | None = None,
     if not questions:
         raise LtdError(f"task file {path} holds no questions")
     return questions
+
+
+def task_identity(task) -> dict:
+    """A task's name and the digest of its questions."""
+    return {"name": task.name, "questions": file_digest(task.path) if Path(task.path).is_file() else None,
+            "per_category": task.per_category}

@@ -8,25 +8,31 @@ tried again first. A shape already measured (the sampler proposes one again, as 
 resume) is not measured twice: the trial is closed with the earlier value and does not count.
 """
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from tqdm import tqdm
 
 from ltd.artefacts import note
 from ltd.atomic import write_file
 from ltd.decoding.controller import StaticTree
+from ltd.decoding.engine import Engine
 from ltd.decoding.tree import tree_capacity
 from ltd.errors import LtdError, reason
+from ltd.eval.report import format_table
+from ltd.eval.runner import AUTOREGRESSIVE, Method, compare
+from ltd.eval.tasks import Question
+from ltd.tracking import Tracker
 
 
 @dataclass
 class TreeSpace:
     """Optuna mode: integer ranges, both ends included. Grid mode: the values listed."""
 
-    depth: list[int] = field(default_factory=lambda: [1, 8])
-    top_k: list[int] = field(default_factory=lambda: [1, 10])
-    verify: list[int] = field(default_factory=lambda: [2, 64])
+    depth: list[int]
+    top_k: list[int]
+    verify: list[int]
 
 
 MODES = ("optuna", "grid")
@@ -160,3 +166,51 @@ def best_tree(study: optuna.Study) -> StaticTree:
 def tuned_config(tree: StaticTree, note: str) -> str:
     """The best tree as a controller config a later run names (`controller=tuned-<model>`)."""
     return f"# {note}\nkind: static\ndepth: {tree.depth}\ntop_k: {tree.top_k}\nverify: {tree.verify}\n"
+
+
+def tree_speedup(engine: Engine, target, questions: list[Question], max_new_tokens: int, temperature: float,
+                 seed: int):
+    """What a trial measures: a function of a tree giving its speed-up over autoregressive decoding
+    on `questions` (both interleaved per question) and its tau, tok/s and lossless flag."""
+
+    def measure(tree: StaticTree):
+        methods = [Method(AUTOREGRESSIVE), Method("tree", tree)]
+        result = {row["method"]: row for row in compare(engine, target, methods, questions, max_new_tokens,
+                                                        temperature, seed)}
+        tree_row = result["tree"]
+        return tree_row["speed-up"], {"tau": tree_row["tau"], "tok/s": tree_row["tok/s"],
+                                      "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
+                                      "lossless": tree_row["lossless"]}
+
+    return measure
+
+
+def trials_table(study: optuna.Study, top: int = 10) -> str:
+    """The `top` best finished trials: shape, speed-up, tau, lossless."""
+    rows = [dict(trial=t.number, **dict(zip(("depth", "top_k", "verify"), measured_shape(t))),
+                 **{"speed-up": t.value}, tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
+            for t in sorted(finished(study), key=lambda t: -t.value)]
+    return format_table(rows[:top], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "lossless"])
+
+
+def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, tracker: Tracker,
+           description: str) -> None:
+    """run_study with a progress bar (the best speed-up so far) and every trial logged; however it
+    ends (Ctrl-C too), the best so far is summarised in the tracker, which is then finished."""
+    bar = tqdm(total=trials, initial=min(len(finished(study)), trials), desc=description, unit="trial")
+
+    def on_trial(number, tree, value, details):
+        bar.update()
+        bar.set_postfix(best=f"{best_trial(study).value:.3f}x", refresh=False)
+        tracker.log({"speed-up": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
+                     "tau": details["tau"]}, step=number)
+
+    try:
+        run_study(study, trials, mode, space, measure, on_trial)
+    finally:
+        bar.close()
+        if finished(study):
+            best = best_tree(study)
+            tracker.summarise({"best/speed-up": best_trial(study).value, "best/depth": best.depth,
+                               "best/top_k": best.top_k, "best/verify": best.verify})
+        tracker.finish()

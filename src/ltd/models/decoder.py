@@ -317,28 +317,12 @@ class Decoder:
             mask = (causal & keys)[:, None]  # [B, 1, T, end]
             cos, sin = cos[:, None], sin[:, None]
 
-        nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
         x = self.embed[tokens].view(B, T, -1)
         captured = {}
         for i, layer in enumerate(self.layers):
             if i in feature_layers:
                 captured[i] = x
-            h = rms_norm(x, layer.input_norm, spec.rms_eps)
-            qkv = linear(h, layer.qkv)
-            if layer.qkv_bias is not None:
-                qkv = qkv + layer.qkv_bias
-            q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
-            q = q.view(B, T, nh, d).transpose(1, 2)
-            k = k.view(B, T, nkv, d).transpose(1, 2)
-            v = v.view(B, T, nkv, d).transpose(1, 2)
-            if layer.q_norm is not None:
-                q = rms_norm(q, layer.q_norm, spec.rms_eps)
-                k = rms_norm(k, layer.k_norm, spec.rms_eps)
-            attn = cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
-            x = x + linear(attn, layer.o)
-            h = rms_norm(x, layer.post_norm, spec.rms_eps)
-            gate, up = linear(h, layer.gate_up).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, layer.down)
+            x = self.block(i, layer, x, cos, sin, mask)
         cache.length += T
 
         if last_only:
@@ -351,3 +335,25 @@ class Decoder:
         return logits, features
 
     __call__ = forward
+
+    def block(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              mask: torch.Tensor | None) -> torch.Tensor:
+        """Layer `i`: attention over the cache (the new keys and values appended), then the MLP,
+        each added to the residual stream `x` ([B, T, hidden])."""
+        spec, linear = self.spec, self.linear
+        B, T, _ = x.shape
+        nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        qkv = linear(rms_norm(x, layer.input_norm, spec.rms_eps), layer.qkv)
+        if layer.qkv_bias is not None:
+            qkv = qkv + layer.qkv_bias
+        q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
+        q = q.view(B, T, nh, d).transpose(1, 2)
+        k = k.view(B, T, nkv, d).transpose(1, 2)
+        v = v.view(B, T, nkv, d).transpose(1, 2)
+        if layer.q_norm is not None:
+            q = rms_norm(q, layer.q_norm, spec.rms_eps)
+            k = rms_norm(k, layer.k_norm, spec.rms_eps)
+        attn = self.cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
+        x = x + linear(attn, layer.o)
+        gate, up = linear(rms_norm(x, layer.post_norm, spec.rms_eps), layer.gate_up).chunk(2, dim=-1)
+        return x + linear(F.silu(gate) * up, layer.down)

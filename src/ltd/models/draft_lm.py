@@ -3,7 +3,7 @@ import torch
 
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
-from ltd.models.drafter import Proposals, TreeSlots, top_k_entropy
+from ltd.models.proposals import Proposals, TreeSlots, top_k_entropy
 
 
 class DraftLM:

@@ -5,10 +5,11 @@ either environment around the partner policy of the current stage."""
 from dataclasses import dataclass
 
 from ltd.decoding.engine import Engine
-from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv, VerifyPartner
-from ltd.rl.size_env import DepthPartner, SizeOnlineEnv, SizeReplayEnv
+from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.policies import Policy
+from ltd.rl.size_env import SizeOnlineEnv, SizeReplayEnv
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 
 @dataclass
@@ -20,10 +21,10 @@ class ReplayBackend:
     size_envs: int  # replay rows stepped at once
     depth_envs: int
 
-    def size_env(self, depth: DepthPartner, seed: int) -> SizeReplayEnv:
+    def size_env(self, depth: int | Policy | None, seed: int) -> SizeReplayEnv:
         return SizeReplayEnv(self.traces, self.costs, list(self.sizes), self.size_envs, depth, self.reward, seed)
 
-    def depth_env(self, verify: VerifyPartner, seed: int) -> DepthReplayEnv:
+    def depth_env(self, verify: int | Policy, seed: int) -> DepthReplayEnv:
         return DepthReplayEnv(self.traces, self.costs, self.depth_envs, verify, self.reward, seed)
 
 
@@ -37,10 +38,10 @@ class OnlineBackend:
     max_depth: int
     max_new_tokens: int
 
-    def size_env(self, depth: DepthPartner, seed: int) -> SizeOnlineEnv:
+    def size_env(self, depth: int | Policy | None, seed: int) -> SizeOnlineEnv:
         return SizeOnlineEnv(self.engine, self.prompts, list(self.sizes), self.top_k, self.max_depth, depth,
                              self.reward, self.max_new_tokens, seed)
 
-    def depth_env(self, verify: VerifyPartner, seed: int) -> DepthOnlineEnv:
+    def depth_env(self, verify: int | Policy, seed: int) -> DepthOnlineEnv:
         return DepthOnlineEnv(self.engine, self.prompts, self.top_k, self.max_depth, verify, self.reward,
                               self.max_new_tokens, seed)

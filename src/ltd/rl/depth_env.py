@@ -1,9 +1,9 @@
 """The depth environment: after each draft expansion, stop (0) or draft one more level (1).
 
 The root expansion is forced (every episode starts with a tree of one level), and a tree that
-reaches `max_depth` levels stops by itself. When drafting stops, the verify partner picks V (an
-int: stage 1 verifies a fixed V, the paper's 60; a size Policy, frozen and greedy, in co-adaptive
-rounds), the cycle is verified, and its reward (conf/reward) is paid at that step; steps that
+reaches `max_depth` levels stops by itself. When drafting stops, the verify partner
+(ltd.rl.partners) picks V (an int: stage 1 verifies a fixed V, the paper's 60; a size Policy, frozen
+and greedy, in co-adaptive rounds), the cycle is verified, and its reward (conf/reward) is paid at that step; steps that
 continue earn 0. An episode is one cycle, so the return is that cycle's reward. Two backends:
 
 - DepthReplayEnv: batched over recorded traces and the cost model; exact for greedy decoding and
@@ -19,30 +19,21 @@ from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
 from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import depth_observation, depth_observations, depth_width, latest_level
-from ltd.rl.policies import CONTINUE, Policy, policy_sizes, size_for
+from ltd.rl.partners import size_partner
+from ltd.rl.policies import CONTINUE, Policy
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
-
-VerifyPartner = int | Policy
-
-
-def _check_verify(verify: VerifyPartner) -> None:
-    if isinstance(verify, int) and verify < 0:
-        raise LtdError(f"the depth environment verifies V >= 0 tokens, not {verify}")
-    if isinstance(verify, Policy) and verify.spec.role != "size":
-        raise LtdError("the depth environment's verify partner must be a size policy")
+from ltd.traces.trace import Trace
 
 
 class DepthReplayEnv(PolicyEnv):
-    def __init__(self, traces: list[Trace], costs: CostModel, batch: int = 1, verify: VerifyPartner = 60,
+    def __init__(self, traces: list[Trace], costs: CostModel, batch: int = 1, verify: int | Policy = 60,
                  reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
-        _check_verify(verify)
         super().__init__(batch, depth_width(self.top_k), 2, reward, seed)
-        self.partner = verify
+        self.partner = size_partner(verify)
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
@@ -63,13 +54,9 @@ class DepthReplayEnv(PolicyEnv):
         self.depth = torch.where(more, self.depth + 1, self.depth)
         stops = ~more | (self.depth >= self.max_depth)
         rows, context = self.table.rows(self.trace_index, self.position)
-        if isinstance(self.partner, int):
-            verify = torch.full(self.batch_size, self.partner)
-        else:  # the size partner only decides for the rows that stop drafting now
-            verify = torch.zeros(self.batch_size, dtype=torch.long)
-            if stops.any():
-                verify[stops] = policy_sizes(self.partner, self.table.scores[rows[stops]], self.depth[stops],
-                                             context[stops])
+        verify = torch.zeros(self.batch_size, dtype=torch.long)  # the size partner decides for the rows stopping now
+        if stops.any():
+            verify[stops] = self.partner.sizes(self.table.scores[rows[stops]], self.depth[stops], context[stops])
         accepted = self.table.accepted(rows, self.depth, verify)
         draft_s, verify_s = self.table.seconds(self.depth, verify, context)
         reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
@@ -81,12 +68,11 @@ class DepthOnlineEnv(PolicyEnv):
     """Batch 1: continuing expands the real tree; stopping verifies it, timed by the wall clock."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], top_k: int, max_depth: int,
-                 verify: VerifyPartner = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
+                 verify: int | Policy = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
-        _check_verify(verify)
         super().__init__(1, depth_width(top_k), 2, reward, seed)
-        self.engine, self.prompts, self.partner = engine, prompts, verify
+        self.engine, self.prompts, self.partner = engine, prompts, size_partner(verify)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.run: SpeculativeRun | None = None
 
@@ -108,10 +94,7 @@ class DepthOnlineEnv(PolicyEnv):
             if tree.depth < self.max_depth and run.can_expand(tree):
                 return step_output(1, self._observe(), torch.tensor([False]), torch.zeros(1))
         p0 = time.perf_counter()
-        if isinstance(self.partner, int):
-            verify = self.partner
-        else:
-            verify = size_for(self.partner, tree, self.context)
+        verify = self.partner.verify_size(tree, self.context)
         cycle = run.verify(tree, verify, time.perf_counter() - p0)
         reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
                               torch.tensor([cycle.verify_s]))

@@ -1,8 +1,8 @@
 """The size environment: one action per cycle, how many draft tokens to verify (V from `sizes`).
 
-The tree's depth comes from the depth partner: None draws it uniformly from 1..max_depth (stage
-1: the paper trains the size policy on random depths), an int fixes it, a depth Policy (frozen,
-greedy) decides it as it would in the engine (co-adaptive rounds). An episode is one answer; the
+The tree's depth comes from the depth partner (ltd.rl.partners): None draws it uniformly from
+1..max_depth (stage 1: the paper trains the size policy on random depths), an int fixes it, a depth
+Policy (frozen, greedy) decides it as it would in the engine (co-adaptive rounds). An episode is one answer; the
 reward is the cycle's (conf/reward). Two backends:
 
 - SizeReplayEnv: batched over recorded traces and the cost model; exact for greedy decoding and
@@ -11,8 +11,6 @@ reward is the cycle's (conf/reward). Two backends:
 - SizeOnlineEnv: the real engine and the wall clock on prompts, one answer at a time (the paper's
   setting; slow, and what the replay backend stands in for).
 """
-import time
-
 import torch
 from tensordict import TensorDict
 
@@ -20,30 +18,21 @@ from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
 from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import size_observation, size_observations, size_width
-from ltd.rl.policies import Policy, keeps_drafting, policy_depths
+from ltd.rl.partners import depth_partner
+from ltd.rl.policies import Policy
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
-
-DepthPartner = int | Policy | None
-
-
-def _check_depth(depth: DepthPartner, max_depth: int) -> None:
-    if isinstance(depth, int) and not 1 <= depth <= max_depth:
-        raise LtdError(f"depth {depth} is outside 1..{max_depth}")
-    if isinstance(depth, Policy) and depth.spec.role != "depth":
-        raise LtdError("the size environment's depth partner must be a depth policy")
+from ltd.traces.trace import Trace
 
 
 class SizeReplayEnv(PolicyEnv):
     def __init__(self, traces: list[Trace], costs: CostModel, sizes: list[int], batch: int = 1,
-                 depth: DepthPartner = None, reward: str = "throughput", seed: int = 0):
+                 depth: int | Policy | None = None, reward: str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
-        _check_depth(depth, self.max_depth)
         super().__init__(batch, size_width(self.top_k, self.max_depth), len(sizes), reward, seed)
-        self.sizes, self.partner = torch.tensor(sizes), depth
+        self.sizes, self.partner = torch.tensor(sizes), depth_partner(depth, self.max_depth, self.generator)
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
         self.depth = torch.ones(batch, dtype=torch.long)
@@ -51,12 +40,7 @@ class SizeReplayEnv(PolicyEnv):
     def _observe(self) -> torch.Tensor:
         rows, context = self.table.rows(self.trace_index, self.position)
         scores = self.table.scores[rows]
-        if self.partner is None:
-            self.depth = torch.randint(1, self.max_depth + 1, self.batch_size, generator=self.generator)
-        elif isinstance(self.partner, int):
-            self.depth = torch.full(self.batch_size, self.partner)
-        else:
-            self.depth = policy_depths(self.partner, scores, context)
+        self.depth = self.partner.depths(scores, context)
         return size_observations(scores, self.depth, context, self.top_k, self.max_depth)
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
@@ -81,31 +65,21 @@ class SizeOnlineEnv(PolicyEnv):
     """Batch 1: each step verifies one real cycle; the reward uses its wall-clock times."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], sizes: list[int], top_k: int, max_depth: int,
-                 depth: DepthPartner = None, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
+                 depth: int | Policy | None = None, reward: str = "throughput", max_new_tokens: int = 256,
+                 seed: int = 0):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
-        _check_depth(depth, max_depth)
         super().__init__(1, size_width(top_k, max_depth), len(sizes), reward, seed)
-        self.engine, self.prompts, self.sizes, self.partner = engine, prompts, list(sizes), depth
+        self.engine, self.prompts, self.sizes = engine, prompts, list(sizes)
+        self.partner = depth_partner(depth, max_depth, self.generator)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.run: SpeculativeRun | None = None
 
     def _draft(self) -> torch.Tensor:
         """Draft the next cycle's tree to the partner's depth; its size observation."""
         run = self.run
-        self.context, self.tree, self.partner_s = run.context, run.draft_root(), 0.0
-        if isinstance(self.partner, Policy):
-            target = self.max_depth
-        else:
-            target = self.partner or int(torch.randint(1, self.max_depth + 1, (1,), generator=self.generator))
-        while self.tree.depth < target and run.can_expand(self.tree):
-            if isinstance(self.partner, Policy):
-                p0 = time.perf_counter()
-                more = keeps_drafting(self.partner, self.tree, self.context)
-                self.partner_s += time.perf_counter() - p0
-                if not more:
-                    break
-            run.expand(self.tree)
+        self.context, self.tree = run.context, run.draft_root()
+        self.partner_s = run.draft(self.tree, self.partner)
         return size_observation(self.tree, self.context, self.max_depth)[None]
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:

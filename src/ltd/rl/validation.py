@@ -4,7 +4,8 @@ the root alone per token, V = 0). Exact in accepted tokens for greedy decoding; 
 cost model's. Used to pick the checkpoint a training keeps."""
 import torch
 
-from ltd.rl.policies import Policy, policy_depths, policy_sizes
+from ltd.rl.partners import depth_partner, size_partner
+from ltd.rl.policies import Policy
 from ltd.rl.trace_table import TraceTable
 
 
@@ -12,6 +13,7 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
     """Walk every answer of `table` from its start, all at once. Returns the mean per-answer
     speed-up over autoregressive (the paper's definition), tau, and the mean and standard deviation
     of the depth and V chosen per cycle (how much the decisions vary across states)."""
+    depth_decider, size_decider = depth_partner(depth, table.max_depth, None), size_partner(verify)
     answers = table.length.numel()
     trace = torch.arange(answers)
     position = torch.zeros(answers, dtype=torch.long)
@@ -23,9 +25,8 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
         t, p = trace[alive], position[alive]
         rows, context = table.rows(t, p)
         scores = table.scores[rows]
-        depths = policy_depths(depth, scores, context) if isinstance(depth, Policy) else torch.full_like(t, depth)
-        sizes = (policy_sizes(verify, scores, depths, context) if isinstance(verify, Policy)
-                 else torch.full_like(t, verify))
+        depths = depth_decider.depths(scores, context)
+        sizes = size_decider.sizes(scores, depths, context)
         accepted = table.accepted(rows, depths, sizes)
         draft_s, verify_s = table.seconds(depths, sizes, context)
         seconds[alive] += (draft_s + verify_s).double()

@@ -12,7 +12,7 @@ import torch
 from ltd.decoding.engine import Clock
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 from ltd.traces.cost_model import CostModel
 
 
@@ -64,8 +64,7 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
             update.append(clock() - start)
             for level in range(max_depth - 1):
                 start = clock()
-                tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth,
-                                                   top_k))
+                tree.grow(drafter)
                 levels[level].append(clock() - start)
             drafter.rollback()
             if progress is not None:

@@ -14,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
-from ltd.models.loading import DTYPES
+from ltd.eval.tree_search import TreeSpace
+from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings
+from ltd.tracking import LoggerSettings
 
 
 @dataclass
@@ -86,20 +88,11 @@ class TaskSchema:
 
 
 @dataclass
-class LoggerSchema:
-    kind: str = "wandb"
-    project: str = "ltd"
-    entity: str | None = None
-    mode: str = "offline"
-    tags: list[str] = field(default_factory=list)
-
-
-@dataclass
 class EvalSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    logger: LoggerSchema
+    logger: LoggerSettings
     methods: list[str]
     experiment: str = "default"
     questions: int | None = None
@@ -142,13 +135,20 @@ class TrainDrafterSchema:
 
 
 @dataclass
+class TreesSchema:
+    top_k: int
+    max_depth: int
+
+
+@dataclass
 class ProfileSchema:
     model: ModelSchema
     drafter: DrafterSchema
+    trees: TreesSchema
     contexts: list[int]
     verify_sizes: list[int]
-    top_k: int = 10
-    max_depth: int = 12
+    top_k: int
+    max_depth: int
     repeats: int = 5
     threads: int | None = None
     results: str = "results"
@@ -160,10 +160,11 @@ class RecordSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
+    trees: TreesSchema
+    top_k: int
+    max_depth: int
     questions: int | None = None
     max_new_tokens: int = 512
-    top_k: int = 10
-    max_depth: int = 12
     threads: int | None = None
     results: str = "results"
     output: str | None = None
@@ -195,20 +196,13 @@ class TrainBaselinesSchema:
 
 
 @dataclass
-class TreeSpaceSchema:
-    depth: list[int]
-    top_k: list[int]
-    verify: list[int]
-
-
-@dataclass
 class SweepTreeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    logger: LoggerSchema
-    space: TreeSpaceSchema
-    grid: TreeSpaceSchema
+    logger: LoggerSettings
+    space: TreeSpace
+    grid: TreeSpace
     experiment: str = "sweep_tree"
     mode: str = "optuna"
     trials: int = 16
@@ -240,9 +234,9 @@ class TrainProfileSchema:
 class TrainRecordSchema:
     task: str
     questions: int
+    top_k: int
+    max_depth: int
     max_new_tokens: int = 256
-    top_k: int = 10
-    max_depth: int = 12
     validation: int = 4
 
 
@@ -271,7 +265,8 @@ class TrainSchema:
     reward: RewardSchema
     ltd: LtdSettings
     env: EnvSchema
-    logger: LoggerSchema
+    trees: TreesSchema
+    logger: LoggerSettings
     profile: TrainProfileSchema
     record: TrainRecordSchema
     evaluate: TrainEvaluateSchema

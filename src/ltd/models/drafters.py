@@ -6,7 +6,7 @@ import torch
 from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
-from ltd.models.loading import Target, is_path, load_target, source_identity
+from ltd.models.targets import Target, is_path, load_target, source_identity
 from ltd.models.wheel_parts import WheelParts
 
 

@@ -11,15 +11,18 @@ Labels are balanced by keeping as many rows of the common label as of the rare o
 candidates are over 99 % negatives: weighting the loss instead would hold millions of rows in memory).
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from ltd.errors import LtdError
-from ltd.learned.classifiers import Classifier, TrainedClassifier
+from ltd.eval.report import format_table
+from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
 from ltd.learned.features import (CANDIDATE_FEATURES, DEPTH_FEATURES, best_candidate, candidate_depths,
                                   candidate_features, depth_features)
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
 
 KINDS = ("disco", "specdec_pp", "c2t")
 BASELINES = 1  # format: a change to the features or training makes earlier weights stale
@@ -37,7 +40,7 @@ class TrainSettings:
 
 def baselines_key(model: dict, drafter: dict, traces: dict, settings: dict) -> dict:
     """What trained weights depend on: the model and drafter whose trees they read, the traces
-    (ltd.traces.record_task.trace_set) and the training settings."""
+    (ltd.traces.trace_sets.trace_set) and the training settings."""
     return {"artefact": "learned baselines", "format": BASELINES, "model": model, "drafter": drafter,
             "traces": traces, "settings": settings}
 
@@ -166,3 +169,26 @@ def train_baseline(kind: str, traces: list[Trace], hidden: int, settings: TrainS
     classifier = Classifier(CANDIDATE_FEATURES if kind == "c2t" else DEPTH_FEATURES, hidden)
     metrics = train_classifier(classifier, x, y, settings)
     return TrainedClassifier(kind, top_k, depth, classifier), metrics
+
+
+def baselines_settings(cfg) -> dict:
+    """The settings of a train_baselines config that shape the weights (not where things go)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+            if k not in ("model", "drafter", "traces", "output", "results", "threads")}
+
+
+
+def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...] = KINDS) -> str:
+    """Train `kinds` on `traces` with the settings of a train_baselines config, write their
+    weights to `output`; returns the table of what each learned."""
+    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             held_out=cfg.held_out, seed=cfg.seed)
+    table = []
+    for kind in kinds:
+        depth = cfg.c2t_depth if kind == "c2t" else None
+        trained, metrics = train_baseline(kind, traces, cfg.hidden[kind], settings, depth)
+        save_classifier(output / f"{kind}.pt", trained)
+        table.append(dict(baseline=kind, rows=metrics["rows"], **{"held-out": metrics["held_out_rows"],
+                          "loss before": metrics["held_out_loss_before"], "loss after": metrics["held_out_loss"],
+                          "balanced accuracy": metrics["balanced_accuracy"]}))
+    return format_table(table, list(table[0]))

@@ -17,7 +17,7 @@ import torch
 from ltd.atomic import write_file
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.models.drafter import check_top_k
+from ltd.models.proposals import check_top_k
 
 
 @dataclass
@@ -101,8 +101,7 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
         tree = DraftTree(top_k, device)
         tree.add_root(*proposals)
         while tree.depth < max_depth:
-            tree.add_expansion(*drafter.expand(tree.frontier_tokens(), tree.frontier_parent_slots, tree.depth,
-                                               top_k))
+            tree.grow(drafter)
         drafter.rollback()
         rows["scores"].append(tree.all_scores().float().cpu())
         rows["tokens"].append(torch.cat(tree.tokens).cpu())

@@ -10,8 +10,8 @@ from ltd.decoding.engine import Engine
 from ltd.errors import LtdError, reason
 from ltd.eval.tasks import Question
 from ltd.fingerprints import digest
-from ltd.models.drafter import check_top_k
-from ltd.traces.record import Trace, record_answer
+from ltd.models.proposals import check_top_k
+from ltd.traces.trace import Trace, record_answer
 
 TRACES = 1  # format: a change to what a trace holds makes earlier ones stale
 

@@ -73,6 +73,25 @@ def learning_rate(step: int, total: int, settings: TrainSettings) -> float:
     return settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def resume(head: Eagle3Head, params: list[torch.Tensor], lr: float,
+           state_path: Path) -> tuple[torch.optim.Optimizer, int, list[dict]]:
+    """The optimizer, step and history to go on with: from `state_path` when it holds a run
+    (`head` takes its weights), else fresh (a damaged file is named and set aside)."""
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if not state_path.exists():
+        return optimizer, 0, []
+    initial_state = {k: v.clone() for k, v in head.state_dict().items()}
+    try:
+        state = torch.load(state_path, weights_only=False)
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        return optimizer, state["step"], state["history"]
+    except Exception as error:  # torch.load fails in many ways on a cut file; all mean the same here
+        damaged(state_path, error, "training from the start")
+        head.load_state_dict(initial_state)
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0), 0, []
+
+
 def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
           state_path: Path, log=print) -> list[dict]:
     """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists."""
@@ -82,20 +101,9 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
     longest = max(int((sh["offsets"][1:] - sh["offsets"][:-1]).max()) for sh in shards)
     cos, sin = rope_tables(head.config, longest + settings.ttt_steps + 1)
     params = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    step, history = 0, []
-    if state_path.exists():
-        initial_state = {k: v.clone() for k, v in head.state_dict().items()}
-        try:
-            state = torch.load(state_path, weights_only=False)
-            head.load_state_dict(state["head"])
-            optimizer.load_state_dict(state["optimizer"])
-            step, history = state["step"], state["history"]
-            log(f"resuming drafter training at step {step} of {len(plan)}")
-        except Exception as error:  # torch.load fails in many ways on a cut file; all mean the same here
-            damaged(state_path, error, "training from the start")
-            head.load_state_dict(initial_state)
-            optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer, step, history = resume(head, params, settings.lr, state_path)
+    if step:
+        log(f"resuming drafter training at step {step} of {len(plan)}")
 
     def checkpoint():
         state = dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step, history=history)

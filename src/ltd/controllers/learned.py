@@ -13,7 +13,7 @@ stops a run before any decoding.
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ltd.decoding.baselines import DepthRule
+from ltd.controllers.heuristics import DepthRule
 from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError

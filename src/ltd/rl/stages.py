@@ -31,7 +31,8 @@ from ltd.rl.settings import COMPONENTS, LtdSettings, PPOSettings, check_depth_ro
 from ltd.rl.trace_table import TraceTable
 from ltd.rl.validation import best_constant, replay_speedup
 from ltd.traces.cost_model import CostModel
-from ltd.traces.record import Trace
+from ltd.traces.trace import Trace
+
 
 @dataclass
 class Stage:

@@ -1,0 +1,166 @@
+"""How fast the decoder is, against transformers, against itself and against the memory bandwidth of
+this machine (make bench-decode): tokens/s of transformers' generate(), of the autoregressive decoder
+and of a static tree, interleaved per prompt (warm-up first, medians over repeats); the time to verify
+V tokens; the drafter's step against the target's; the target's step against its bandwidth bound (the
+bytes of weights a token streams / the copy bandwidth, a step and a copy timed back to back)."""
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from ltd.decoding.engine import Clock, Engine
+from ltd.eval.report import format_table
+
+
+def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> float:
+    """Seconds for transformers' greedy generate() to produce exactly `new_tokens` tokens."""
+    ids = torch.tensor([prompt], device=model.device)
+    start = clock()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    seconds = clock() - start
+    assert out.shape[1] == len(prompt) + new_tokens
+    return seconds
+
+
+
+def prefill(decoder, context: int, room: int, generator: torch.Generator) -> None:
+    """An empty cache for `context + room` positions, `context` of them filled with random tokens."""
+    decoder.reset(context + room)
+    decoder(torch.randint(decoder.spec.vocab_size, (context,), generator=generator, device=decoder.device),
+            last_only=True)
+
+
+
+def timed_pass(decoder, context: int, size: int, generator: torch.Generator, clock: Clock) -> float:
+    """Seconds of one target pass over `size` chained random tokens after the prefilled prefix."""
+    tokens = torch.randint(decoder.spec.vocab_size, (size,), generator=generator, device=decoder.device)
+    mask = torch.tril(torch.ones(size, size, dtype=torch.bool, device=decoder.device))
+    positions = torch.arange(context, context + size, device=decoder.device)
+    decoder.cache.length = context
+    start = clock()
+    decoder(tokens, positions=positions, tree_mask=mask)
+    return clock() - start
+
+
+
+def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tuple[float, float, float]:
+    """One target step (a token after a `context`-token prefix) and one copy of a buffer far larger
+    than the caches (GB/s counting bytes read and written, the STREAM convention), back to back in
+    each round: this machine's speed drifts by a fifth within minutes (other tenants), and a step
+    and a bandwidth measured minutes apart compare that drift, not the kernel. Returns the median
+    step (ms), the median bandwidth and the median over rounds of bound / step, where the bound is
+    the weights a token streams at that round's bandwidth."""
+    generator = torch.Generator().manual_seed(0)
+    source = torch.ones(2**29 // 4)
+    destination = torch.empty_like(source)
+    prefill(decoder, context, 1, generator)
+    steps, bandwidths = [], []
+    for _ in range(rounds + 1):  # the first round warms up
+        steps.append(timed_pass(decoder, context, 1, generator, clock))
+        start = time.perf_counter()
+        destination.copy_(source)
+        bandwidths.append(2 * source.numel() * 4 / (time.perf_counter() - start) / 1e9)
+    weight_gb = decoder.weight_bytes() / 1e9
+    ratios = [weight_gb / gb_s / step for step, gb_s in zip(steps[1:], bandwidths[1:])]
+    return 1000 * statistics.median(steps[1:]), statistics.median(bandwidths[1:]), statistics.median(ratios)
+
+
+
+def draft_step_milliseconds(drafter, context: int, vocab: int, top_k: int, repeats: int) -> float:
+    """Median time for the drafter to absorb one accepted token after a `context`-token prefix and
+    propose its children (a draft LM's step; an EAGLE-3 head reads random target features here)."""
+    generator = torch.Generator().manual_seed(0)
+    width = drafter.head.fc.in_features if hasattr(drafter, "head") else 0
+    features = lambda n: torch.randn(n, width, generator=generator) if width else None
+    drafter.reset(context + 8)
+    drafter.update(torch.randint(vocab, (context,), generator=generator), features(context - 1), top_k)
+    before, times = drafter.context, []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        drafter.update(torch.randint(vocab, (1,), generator=generator), features(1), top_k)
+        times.append(time.perf_counter() - start)
+        drafter.context = before
+        drafter.rollback()
+    return 1000 * statistics.median(times[1:])
+
+
+
+def verify_milliseconds(decoder, sizes: list[int], context: int, repeats: int, clock: Clock) -> dict[int, float]:
+    """Median time of one target pass over V tree tokens after a `context`-token prefix."""
+    generator = torch.Generator().manual_seed(0)
+    prefill(decoder, context, max(sizes), generator)
+    times = {v: [] for v in sizes}
+    for _ in range(repeats + 1):  # the first round warms up
+        for v in sizes:
+            times[v].append(timed_pass(decoder, context, v, generator, clock))
+    return {v: 1000 * statistics.median(t[1:]) for v, t in times.items()}
+
+
+def interleaved_tok_s(methods: dict[str, Callable[[list[int]], float]], prompts: list[list[int]], new_tokens: int,
+                      repeats: int, done: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Tokens/s of each method (a callable returning the seconds it took on a prompt): a warm-up on
+    a short prompt, then every prompt `repeats` times, the method going first rotating; medians."""
+    for method in methods.values():
+        method(prompts[0][:32])
+    seconds = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(repeats):
+        for i, prompt in enumerate(prompts):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                seconds[name].append(methods[name](prompt))
+                done()
+    return {name: new_tokens / statistics.median(s) for name, s in seconds.items()}
+
+
+def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new_tokens: int, repeats: int,
+            verify_sizes: list[int], context: int, done: Callable[[], None] = lambda: None) -> dict:
+    """Every number of make bench-decode (`done` is called after each timed decode)."""
+    engine = Engine(target.decoder, (), drafter)  # no stop tokens: every method makes `new_tokens`
+    clock = engine.clock
+    tok_s = interleaved_tok_s({
+        "hf_generate": lambda p: hf_generate(hf_model, p, new_tokens, clock),
+        "ar": lambda p: engine.generate_autoregressive(p, new_tokens).seconds,
+        "spec": lambda p: engine.generate(p, controller, new_tokens).seconds,
+    }, prompts, new_tokens, repeats, done)
+    verify_ms = verify_milliseconds(target.decoder, verify_sizes, context, repeats, clock)
+    rounds = 4 * repeats + 5
+    step_ms, bandwidth, of_bound = step_and_bandwidth(target.decoder, context, rounds, clock)
+    draft_ms = draft_step_milliseconds(drafter, context, drafter.vocab_size, controller.top_k, 2 * repeats + 3)
+    weight_gb = target.decoder.weight_bytes() / 1e9
+    return {
+        "hf_generate_tok_s": tok_s["hf_generate"], "ar_tok_s": tok_s["ar"], "spec_tok_s": tok_s["spec"],
+        "spec_tau": engine.generate(prompts[0], controller, new_tokens).acceptance_length,
+        "ar_over_hf": tok_s["ar"] / tok_s["hf_generate"],
+        "verify_context": context, "verify_ms": verify_ms,
+        "verify_16_over_1": verify_ms[16] / verify_ms[1] if {1, 16} <= set(verify_ms) else None,
+        "target_step_ms": step_ms, "draft_step_ms": draft_ms, "draft_over_target": draft_ms / step_ms,
+        "weight_gb_per_token": weight_gb, "copy_bandwidth_gb_s": bandwidth,
+        "bandwidth_bound_ms": 1000 * weight_gb / bandwidth, "of_bandwidth_bound": of_bound, "bound_rounds": rounds,
+    }
+
+
+def report(r: dict, machine: str) -> str:
+    """The tables make bench-decode prints from `measure`'s numbers (and the run's, in `r`)."""
+    tree, verify_ms, context = r["tree"], r["verify_ms"], r["verify_context"]
+    smallest = min(verify_ms)
+    speeds = [{"method": "transformers generate()", "tok/s": r["hf_generate_tok_s"], "vs generate()": 1.0},
+              {"method": "ltd autoregressive", "tok/s": r["ar_tok_s"], "vs generate()": r["ar_over_hf"]},
+              {"method": f"ltd static tree (tau {r['spec_tau']:.2f})", "tok/s": r["spec_tok_s"],
+               "vs generate()": r["spec_tok_s"] / r["hf_generate_tok_s"]}]
+    curve = [{"V": v, "ms": ms, f"x V={smallest}": ms / verify_ms[smallest]} for v, ms in verify_ms.items()]
+    return "\n".join([
+        f"\n{r['model']}, {r['prompts']} prompts x {r['repeats']} repeats, {r['max_new_tokens']} new tokens, {machine}, "
+        f"static tree {tree['depth']}/{tree['top_k']}/{tree['verify']} with drafter {r['drafter']}",
+        format_table(speeds, ["method", "tok/s", "vs generate()"]),
+        f"\nverify V tokens at a {context}-token context",
+        format_table(curve, ["V", "ms", f"x V={smallest}"]),
+        f"\none step at a {context}-token context: target {r['target_step_ms']:.1f} ms, drafter "
+        f"{r['draft_step_ms']:.1f} ms ({r['draft_over_target']:.2f} of the target's)",
+        f"the target streams {r['weight_gb_per_token']:.2f} GB of weights a token; copy bandwidth "
+        f"{r['copy_bandwidth_gb_s']:.1f} GB/s: bound {r['bandwidth_bound_ms']:.1f} ms a step, reached at "
+        f"{r['of_bandwidth_bound']:.0%} (median over {r['bound_rounds']} rounds of a step and a copy back to back)",
+        f"\nmodel and drafter loaded in {r['load_s']:.2f} s (transformers' lazy imports included)",
+    ])

@@ -1,0 +1,75 @@
+"""make eval: decode a task's questions with every method in `methods`, interleaved per question,
+check each against the autoregressive output, print the summary table and write the records.
+
+    python -m ltd.cli.eval task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
+    python -m ltd.cli.eval resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
+
+A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
+methods and settings (its key.json says which); it decodes the questions not yet finished.
+"""
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH
+from ltd.configured_models import identities, load_model
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
+from ltd.decoding.engine import Engine
+from ltd.errors import LtdError
+from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
+from ltd.eval.report import format_table
+from ltd.eval.runner import SUMMARY_COLUMNS, check_methods
+from ltd.eval.tasks import load_questions, task_identity
+from ltd.fingerprints import describe_machine, machine
+from ltd.schema import check_config
+from ltd.tracking import Tracker
+
+EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        cfg = check_config(cfg, "eval")
+        if cfg.resume is not None and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise LtdError("resume= goes on with one run directory: not with -m")
+        logger = OmegaConf.to_object(cfg.logger)
+        logger.validate()
+        threads = set_threads(cfg.threads)
+        questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
+        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
+        methods = build_methods(list(cfg.methods), cfg, (model, drafter))
+        check_methods(methods)
+        check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
+        names = [m.name for m in methods]
+        key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
+               "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
+               "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+               "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens}
+        records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None)
+        run_dir = records.directory
+        target, drafter = load_model(cfg)
+        engine = Engine(target.decoder, target.stop_token_ids, drafter)
+        tracker = Tracker(logger, run_dir, job_type="eval", name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}",
+                          group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
+                          config=OmegaConf.to_container(cfg, resolve=True))
+        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
+                   machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens)
+        summary = evaluate_tracked(engine, target, methods, questions, settings, records, run, tracker, cfg.task.name)
+        c = cfg
+        print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
+              f"turn, temperature {c.temperature}, {describe_machine(here)}")
+        print(format_table(summary["methods"], SUMMARY_COLUMNS))
+        print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; records in {run_dir}")
+        if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
+            print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    launch(main, "eval")

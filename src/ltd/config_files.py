@@ -1,0 +1,42 @@
+"""The config files by name (conf/<group>/<name>.yaml): what a job reads beside the config Hydra
+composed for it (a task of a list, a draft LM's model, a method's controller)."""
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ltd.errors import LtdError
+from ltd.schema import ModelSchema, TaskSchema
+
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def group_option(group: str, name: str):
+    """An option of a config group by name (conf/<group>/<name>.yaml), as loaded."""
+    path = Path(CONFIG_PATH) / group / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise LtdError(f"unknown {group} {name!r}; choose from: {', '.join(options)}")
+    return OmegaConf.load(path)
+
+
+def task_config(name: str):
+    """A task config by name (conf/task/<name>.yaml), checked."""
+    return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
+
+
+def model_config(name: str):
+    """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
+    return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)
+
+
+def controller_file(name: str, model_name: str) -> Path:
+    """The config of a method: `conf/controller/<name>.yaml`; `tuned` is the tree `make sweep-tree`
+    found for the model (`tuned-<model>.yaml`)."""
+    directory = Path(CONFIG_PATH) / "controller"
+    path = directory / f"{f'tuned-{model_name}' if name == 'tuned' else name}.yaml"
+    if not path.is_file():
+        if name == "tuned":
+            raise LtdError(f"no tuned tree for {model_name} ({path.name}): make sweep-tree finds one")
+        options = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise LtdError(f"unknown method {name!r}; choose from: tuned, {', '.join(options)}")
+    return path

@@ -1,0 +1,93 @@
+"""The target and drafter a composed config names, and who they are (their weights included), for
+the keys of what is derived from them."""
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ltd.config_files import model_config
+from ltd.drafter_training.loop import TrainSettings
+from ltd.drafter_training.pipeline import DrafterJob, head_directory
+from ltd.errors import LtdError
+from ltd.models.drafters import drafter_identity, load_drafter
+from ltd.models.targets import load_target, model_identity
+from ltd.models.wheel_parts import WheelParts
+
+
+def parts_of(model_cfg):
+    """The wheels a `parts:` source is assembled from (None for other sources)."""
+    if not model_cfg.get("parts"):
+        return None
+    return WheelParts(file=model_cfg.source.removeprefix("parts:"), **OmegaConf.to_container(model_cfg.parts))
+
+
+def load_target_of(cfg):
+    m = cfg.model
+    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m))
+
+
+def model_identity_of(cfg) -> dict:
+    m = cfg.model
+    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m))
+
+
+def draft_lm_settings(cfg) -> dict:
+    """How to load a draft LM (load_drafter's source, parts, dtype, quantize): the model config it
+    names, or its source in the target's dtype; quantised as the drafter config says."""
+    d = cfg.drafter
+    if d.model:
+        m = model_config(d.model)
+        return dict(source=m.source, parts=parts_of(m), dtype=m.dtype, quantize=d.quantize)
+    return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
+
+
+def drafter_job(drafter_cfg):
+    """The plain settings of `make drafter` from the drafter config."""
+    t = drafter_cfg.train
+    settings = TrainSettings(ttt_steps=t.ttt_steps, epochs=t.epochs, lr=t.lr, warmup=t.warmup,
+                             batch_tokens=t.batch_tokens, grad_clip=t.grad_clip,
+                             checkpoint_every=t.checkpoint_every, seed=drafter_cfg.seed)
+    return DrafterJob(corpus=list(t.corpus), responses=t.responses, answer_tokens=t.answer_tokens,
+                      max_tokens=t.max_tokens, max_length=t.max_length, held_out=t.held_out,
+                      target_top_k=t.target_top_k, draft_vocab_size=drafter_cfg.draft_vocab_size,
+                      target_batch=t.target_batch,
+                      shard_size=t.shard_size, eval_prompts=t.eval_prompts, eval_new_tokens=t.eval_new_tokens,
+                      eval_tree=tuple(t.eval_tree), train=settings)
+
+
+def eagle3_weights(cfg, model: dict | None = None) -> str | None:
+    """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained.
+    `model`: the target's identity, when the caller has it already."""
+    d, m = cfg.drafter, cfg.model
+    if d.path or m.eagle3:
+        return d.path or m.eagle3
+    trained = head_directory(Path(d.root), m.name, model or model_identity_of(cfg), drafter_job(d))
+    return str(trained) if (trained / "metrics.json").exists() else None
+
+
+def identities(cfg) -> tuple[dict, dict]:
+    """Who the model and the drafter of a config are (their weights included), without loading them."""
+    d, model = cfg.drafter, model_identity_of(cfg)
+    if d.kind == "eagle3":
+        return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size)
+    draft = draft_lm_settings(cfg)
+    return model, drafter_identity(d.kind, draft.pop("source"), **draft)
+
+
+def load_model(cfg):
+    """The target and drafter a composed config names."""
+    target, d = load_target_of(cfg), cfg.drafter
+    if d.kind == "eagle3":
+        weights = eagle3_weights(cfg)
+        if weights is None:
+            print("note: no trained EAGLE-3 head for this model and drafter config (make drafter trains one); "
+                  "drafting with an untrained head", file=sys.stderr)
+        try:
+            drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed)
+        except LtdError as error:
+            if d.path or cfg.model.eagle3:
+                raise
+            raise LtdError(f"{error} (make drafter makes it again)") from None
+    else:
+        drafter = load_drafter(target, d.kind, **draft_lm_settings(cfg))
+    return target, drafter

@@ -1,0 +1,120 @@
+"""The methods an evaluation compares, by controller config name (conf/controller): their settings,
+the controllers they build, and checks that trained weights and tuned trees fit the run."""
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ltd.artefacts import changes, normalised, note, read_key
+from ltd.config_files import controller_file
+from ltd.controllers.registry import make_controller
+from ltd.errors import LtdError
+from ltd.eval.runner import AUTOREGRESSIVE, Method
+from ltd.fingerprints import describe_machine, file_digest
+
+
+def check_trained_for(path: Path, model: dict, drafter: dict) -> None:
+    """Trained weights (policies, classifiers) are for the model and drafter whose features they
+    read: another pair's are refused; weights with no key beside them get a note."""
+    stored = read_key(path.parent, directory=True)
+    if stored is None:
+        note(f"{path} has no key beside it: ltd cannot tell which model and drafter it was trained for")
+        return
+    wanted = normalised({"model": model, "drafter": drafter})
+    for part in ("model", "drafter"):
+        if stored.get(part) != wanted[part]:
+            raise LtdError(f"{path} was trained for another {part} ({changes(stored.get(part), wanted[part])}): "
+                           f"train it again for this one")
+
+
+
+def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
+    """A tuned tree is the best static tree of the machine, model and drafter it was measured on:
+    anywhere else it runs (still lossless) but is no fair baseline, which a note says."""
+    stored = read_key(path, directory=False)
+    if stored is None:
+        note(f"{path.name} was tuned on a machine, model and drafter ltd has no record of: no fair baseline "
+             f"on {describe_machine(here)}; make sweep-tree tunes one here")
+        return
+    wanted = normalised({"model": model, "drafter": drafter, "machine": here})
+    differ = [part for part in wanted if stored.get(part) != wanted[part]]
+    if differ:
+        note(f"{path.name} was tuned on {describe_machine(stored.get('machine', {}))} with another "
+             f"{' and '.join(differ)} than this run's ({describe_machine(here)}): no fair baseline here; "
+             f"make sweep-tree tunes one here")
+
+
+
+def method_settings(settings: dict, model_name: str, drafter_name: str) -> dict:
+    """A controller's settings with `{model}` and `{drafter}` in its strings (the paths of trained
+    weights) naming the model and drafter in use."""
+    return {key: value.format(model=model_name, drafter=drafter_name) if isinstance(value, str) else value
+            for key, value in settings.items()}
+
+
+
+def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
+    """The controller `settings` describe (None for autoregressive decoding). With `made_for`
+    (model and drafter identities), the weights it names must have been trained for them."""
+
+    settings = method_settings(settings, cfg.model.name, cfg.drafter.kind)
+    if settings.get("kind") == AUTOREGRESSIVE:
+        return None
+    if made_for is not None:
+        for value in settings.values():
+            if isinstance(value, str) and Path(value).is_file():
+                check_trained_for(Path(value), *made_for)
+    return make_controller(settings)
+
+
+
+def method_config(name: str, cfg) -> dict:
+    """The settings of method `name` (conf/controller), `{model}` and `{drafter}` filled in."""
+    settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
+    return method_settings(settings, cfg.model.name, cfg.drafter.kind)
+
+
+
+def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):
+    """The methods an evaluation compares, by controller config name (see build_controller)."""
+
+    return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
+
+
+
+def method_identity(name: str, cfg) -> dict:
+    """What a method is, for the key of an evaluation: its settings and the digests of any weights
+    they name (retrained policies make another method)."""
+    settings = method_config(name, cfg)
+    weights = {key: file_digest(value) for key, value in settings.items()
+               if isinstance(value, str) and Path(value).is_file()}
+    return {"name": name, "settings": settings, "weights": weights}
+
+
+
+def check_tuned_methods(names: list[str], cfg, model: dict, drafter: dict, here: dict) -> None:
+    """A note for each tuned tree among `names` measured elsewhere (see check_tuned)."""
+    for name in names:
+        if name == "tuned" or name.startswith("tuned-"):
+            check_tuned(controller_file(name, cfg.model.name), model, drafter, here)
+
+
+def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: dict) -> list[Method]:
+    """Autoregressive decoding and the controller config chosen (`choice`, the name of
+    cfg.controller), or else every method of `methods` that is there (a tuned tree found, policies
+    trained for this model and drafter); the others are left out with a note."""
+
+    if cfg.controller is not None:
+        check_tuned_methods([choice], cfg, model, drafter, here)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
+        return [Method(AUTOREGRESSIVE), Method(choice, controller)]
+    methods = [Method(AUTOREGRESSIVE)]
+    for name in cfg.methods:
+        try:
+            methods += build_methods([name], cfg, (model, drafter))
+        except LtdError as error:
+            note(f"{name} left out: {error}")
+            continue
+        check_tuned_methods([name], cfg, model, drafter, here)
+    if len(methods) == 1:
+        raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
+    return methods

@@ -1,0 +1,362 @@
+"""The LTD pipeline (make train) on one model, top to bottom:
+
+    1. the cost model of this machine (make profile), measured once and reused
+    2. traces of HumanEval answers (make record), recorded once and reused
+    3. the learned baselines (DISCO, SpecDec++, C2T) from the same traces, trained once
+    4. PPO: stage 1, then co-adaptive rounds, each stage resumable
+    5. evaluation of LTD against every baseline on the four tasks, with the real engine
+    6. the tables, printed and appended to the results store
+
+Each of the profile, the traces, the learned baselines and the policies is stored with its key
+(ltd.artefacts): reused only when made from the same model and drafter weights, machine and
+settings, made again (with a note saying what changed) otherwise.
+"""
+
+
+import datetime
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from ltd.artefacts import Artefact, read_or_drop
+from ltd.config_files import controller_file, task_config
+from ltd.configured_models import load_model
+from ltd.controllers.ltd import LTD
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
+from ltd.decoding.engine import Engine
+from ltd.errors import LtdError
+from ltd.eval.evaluate_task import EvalSettings, evaluate_task
+from ltd.eval.records import Records
+from ltd.eval.report import format_table
+from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
+from ltd.eval.store import append_rows
+from ltd.eval.tasks import load_questions, task_identity
+from ltd.fingerprints import describe_machine, file_digest
+from ltd.learned.classifiers import load_classifier
+from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.rl.backends import OnlineBackend, ReplayBackend
+from ltd.rl.settings import COMPONENTS, LtdSettings
+from ltd.rl.stages import TrainedPolicies, train_ltd
+from ltd.schema import TaskSchema
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
+from ltd.traces.profiler import measure_cost_model
+from ltd.traces.trace import Trace
+from ltd.traces.trace_sets import record_questions, trace_set, traces_directory, traces_key
+from ltd.tracking import LoggerSettings, Tracker
+
+POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
+
+
+
+def ltd_settings(cfg) -> LtdSettings:
+    s = OmegaConf.to_object(cfg.ltd)
+    tuples = lambda ppo: replace(ppo, critic_hidden=tuple(ppo.critic_hidden))
+    s = replace(s, sizes=tuple(s.sizes), size_hidden=tuple(s.size_hidden), depth_hidden=tuple(s.depth_hidden),
+                size_ppo=tuples(s.size_ppo), depth_ppo=tuples(s.depth_ppo))
+    s.validate()
+    if cfg.component not in COMPONENTS:
+        raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
+    if cfg.env.backend not in ("replay", "online"):
+        raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
+    if not 0 < cfg.record.validation < cfg.record.questions:
+        raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
+    return s
+
+
+
+def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict):
+    """(the cost model, its file): the saved profile of this model, drafter and machine when it
+    covers the sizes and depths to be priced, else a new one."""
+
+    file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
+    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
+    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
+    if costs is not None:
+        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                and costs.max_depth >= cfg.record.max_depth):
+            print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
+            return costs, file
+        measured |= set(costs.verify_sizes)
+    p = cfg.profile
+    with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
+        costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
+                                   sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
+    file.unseal()
+    costs.save(file.path)
+    file.seal()
+    print(f"cost model: measured, {file.path}")
+    return costs, file
+
+
+
+class Recorded(NamedTuple):
+    train: list  # traces to train on
+    held_out: list  # the last `validation` questions' traces, which pick checkpoints
+    train_paths: list[Path]
+    held_paths: list[Path]
+    directory: Path
+
+
+
+def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
+    """The traces of make train's questions, recorded where missing."""
+
+    r = cfg.record
+    task = task_config(r.task)
+    questions = load_questions(task.path, r.questions, task.per_category)
+    directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
+                                                                r.max_new_tokens, r.top_k, r.max_depth))
+    directory.open(owned=("*.safetensors",))
+    split = len(questions) - r.validation
+    with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
+        train_paths, _ = record_questions(target, drafter, questions[:split], directory.path, r.max_new_tokens, r.top_k,
+                                          r.max_depth, bar.update)
+        held_paths, _ = record_questions(target, drafter, questions[split:], directory.path, r.max_new_tokens, r.top_k,
+                                         r.max_depth, bar.update)
+    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directory.path)
+
+
+
+def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
+    """The environments PPO runs in (conf/env)."""
+
+    if cfg.env.backend == "replay":
+        return ReplayBackend(train, costs, settings.sizes, cfg.reward.kind, settings.size_envs, settings.depth_envs)
+    task = task_config(cfg.env.task)
+    questions = load_questions(task.path, cfg.env.questions, task.per_category)
+    prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
+    engine = Engine(target.decoder, target.stop_token_ids, drafter)
+    return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
+                         cfg.env.max_new_tokens)
+
+
+
+def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
+    """Train the learned baselines among the evaluated methods whose weights are not there yet (or
+    were made from other traces or settings), on the training traces, with `settings` (a checked
+    conf/train_baselines.yaml)."""
+
+    key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
+    output = Artefact(Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}", key,
+                      "learned baselines", directory=True)
+    kinds = []
+    for method in cfg.evaluate.methods:
+        config = method_config(method, cfg)
+        if config["kind"] in KINDS:
+            weights = Path(config.get("weights", ""))
+            if weights.parent != output.path:
+                raise LtdError(f"{method} reads its weights from {weights}, not from {output.path}/, where make train "
+                               f"writes them: point its config there, or train it with make baselines")
+            kinds.append(config["kind"])
+    if not kinds:
+        return
+    output.open(owned=("*.pt",))
+    missing = []
+    for kind in kinds:  # not there, or damaged (then deleted): trained now
+        weights = output.path / f"{kind}.pt"
+        if read_or_drop(weights, lambda path: load_classifier(path, kind), "training it again") is None:
+            missing.append(kind)
+    if missing:
+        print(f"learned baselines: training {', '.join(missing)} on the training traces")
+        print(fit_baselines(settings, train, output.path, tuple(missing)))
+
+
+
+def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,
+                 cost_model: Artefact) -> dict:
+    """What trained policies depend on: the traces they replay, the measured cost model that prices
+    them, and every setting of their training."""
+
+
+    return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
+            "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
+            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
+            "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
+
+
+
+class Spent:
+    """Wall-clock time per phase of the run (what `make train` spends where; a phase reused from
+    disk takes seconds)."""
+
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = now - self.mark
+        self.mark = now
+
+    def __str__(self) -> str:
+        minutes = lambda s: f"{s / 60:.1f} min"
+        total = sum(self.phases.values())
+        return ", ".join(f"{phase} {minutes(s)}" for phase, s in self.phases.items()) + f"; {minutes(total)} in all"
+
+
+
+def overall_rows(summaries: dict[str, dict]) -> list[dict]:
+    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
+    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
+    rows = []
+    for method in methods:
+        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
+        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
+        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
+        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
+        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
+        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Job:
+    """A checked make train config, and what follows from it before anything loads."""
+
+    cfg: DictConfig
+    baselines: DictConfig  # a checked conf/train_baselines.yaml: how the learned baselines train
+    settings: LtdSettings
+    tasks: list[TaskSchema]
+    name: str  # policies in <results>/policies/<model>-<drafter>-<name>
+    logger: LoggerSettings
+    model: dict  # identities, for the keys of what is derived
+    drafter: dict
+    machine: dict
+    threads: int
+
+
+def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, machine: dict, threads: int) -> Job:
+    """Every check that can fail before the models load: a misspelt method fails now, not after
+    the training."""
+    settings = ltd_settings(cfg)
+    tasks = [task_config(name) for name in cfg.evaluate.tasks]
+    name = cfg.name or f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
+    for method in cfg.evaluate.methods:
+        controller_file(method, cfg.model.name)
+    check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
+    logger = OmegaConf.to_object(cfg.logger)
+    logger.validate()
+    check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter, machine)
+    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine, threads)
+
+
+def run(job: Job, run_dir: Path) -> bool:
+    """Every step of the pipeline; True when every method's output was lossless."""
+    cfg, spent = job.cfg, Spent()
+    target, drafter = load_model(cfg)
+    spent("models")
+    costs, cost_file = cost_model(cfg, target, drafter, job.settings.sizes, job.model, job.drafter, job.machine)
+    spent("profile")
+    recorded = traces(cfg, target, drafter, job.model, job.drafter)
+    spent("record")
+    print(f"traces: {len(recorded.train)} answers to train on ({sum(t.positions for t in recorded.train)} "
+          f"positions), {len(recorded.held_out)} held out, in {recorded.directory}")
+    learned_baselines(cfg, job.baselines, recorded.train, recorded.train_paths, job.model, job.drafter)
+    spent("baselines")
+    policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{job.name}",
+                        policies_key(cfg, job.settings, job.model, job.drafter, recorded, cost_file), "ltd policies",
+                        directory=True)
+    policies.open(owned=("*.pt", "*.json", "checkpoints"))
+    tracker = Tracker(job.logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{job.name}-{run_dir.name}",
+                      group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
+                      config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trained = train_policies(job, backend(cfg, job.settings, recorded.train, costs, target, drafter),
+                                 recorded.held_out, costs, policies.path, tracker)
+        spent("ppo")
+        print_stages(trained, policies.path, len(recorded.held_out))
+        ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
+                  size_policy=str(trained.size) if trained.size else None,
+                  depth=job.settings.fixed_depth, verify=job.settings.depth_verify)
+        methods = build_methods(list(cfg.evaluate.methods), cfg) + [Method("ltd", ltd)]
+        summaries = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
+        spent("evaluation")
+        rows = report(job, summaries, run_dir, tracker)
+        print(f"time spent: {spent}")
+    finally:
+        tracker.finish()
+    return all(row["lossless"] for row in rows)
+
+
+def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,
+                   tracker: Tracker) -> TrainedPolicies:
+    """PPO on every stage of the schedule, each stage's metrics logged under its name, with a
+    progress bar per stage."""
+    step, bars = [0], {}
+
+    def log(stage: str, metrics: dict) -> None:
+        step[0] += 1
+        tracker.log({f"{stage}/{k}": v for k, v in metrics.items()}, step=step[0])
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(total=total, desc=f"ppo {stage}", unit="step")
+        bars[stage].n = done
+        bars[stage].refresh()
+
+    try:
+        return train_ltd(environments, held_out, costs, job.settings, job.cfg.component, directory, log, progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> None:
+    print(f"\npolicies in {directory} (replay on the {held_out} held-out answers, by stage; start and trained: "
+          f"the stage's own validation of the policy it started from and of the one it kept):")
+    print(format_table(trained.stages, ["stage", "start", "trained", "speedup", "tau", "depth", "depth_sd", "verify",
+                                        "verify_sd"]))
+    for stage in trained.stalled():
+        print(f"note: {stage} never beat the policy it started from; it keeps that one")
+    c, last = trained.constant, trained.stages[-1]["speedup"]
+    print(f"best constant tree in the same replay: depth {c['depth']:.0f}, V {c['verify']:.0f}, speed-up "
+          f"{c['speedup']:.3f}; ltd: {last:.3f} ({last / c['speedup']:.3f}x of it)")
+
+
+def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, dict]:
+    """Every method on each task's questions with the real engine, interleaved; the summary of each task."""
+    cfg, e = job.cfg, job.cfg.evaluate
+    settings = EvalSettings(e.max_new_tokens, 0.0, e.seed, e.warmup_tokens)
+    summaries = {}
+    for task in job.tasks:
+        questions = load_questions(task.path, e.questions, task.per_category)
+        records = Records(run_dir / task.name, [m.name for m in methods])
+        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.threads,
+                   max_new_tokens=e.max_new_tokens, temperature=0.0)
+        with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
+            summaries[task.name] = evaluate_task(engine, target, methods, questions, settings, records, run,
+                                                 lambda *_: bar.update())
+        print(f"\n{task.name}: {len(questions)} questions, up to {e.max_new_tokens} new tokens per turn")
+        print(format_table(summaries[task.name]["methods"], SUMMARY_COLUMNS))
+    return summaries
+
+
+def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker) -> list[dict]:
+    """The table over tasks (printed, summarised in W&B) and every task's rows appended to the store."""
+    cfg, machine = job.cfg, describe_machine(job.machine)
+    rows = overall_rows(summaries)
+    print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
+          f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {machine}")
+    print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau", "policy share", "lossless"]))
+    by_method = {row["method"]: row["mean speed-up"] for row in rows}
+    for reference in ("tuned", "eagle3_default"):
+        if reference in by_method:
+            print(f"ltd / {reference}: {by_method['ltd'] / by_method[reference]:.3f}")
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    stored = [dict(time=stamp, run_dir=str(run_dir), machine=machine, experiment=cfg.experiment, model=cfg.model.name,
+                   drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component, policies=job.name,
+                   task=task, max_new_tokens=cfg.evaluate.max_new_tokens, **row)
+              for task, s in summaries.items() for row in s["methods"]]
+    store = Path(cfg.results) / "store.jsonl"
+    append_rows(store, stored)
+    tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
+    print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
+    return rows

@@ -1,0 +1,86 @@
+"""The shape of the code: layers import only downwards (no cycle anywhere in src/), no function
+runs past a screen, and the entry points stay thin (docs/layout.md)."""
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "ltd"
+
+# Lowest first: a unit (a package of ltd, or a top-level module) imports from its own layer and below.
+LAYERS = [
+    {"errors", "atomic", "fingerprints", "artefacts", "tracking"},
+    {"models"},
+    {"decoding"},
+    {"eval"},
+    {"traces"},
+    {"learned", "rl"},
+    {"schema"},
+    {"config_files"},
+    {"controllers", "drafter_training"},
+    {"configured_models", "benchmarks"},
+    {"ltd_pipeline"},
+    {"cli"},
+]
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(("ltd", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+        found[name] = ast.parse(path.read_text())
+    return found
+
+
+def imports(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ltd."):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names if alias.name.startswith("ltd.")}
+    return names
+
+
+def unit(module: str) -> str:
+    return module.split(".")[1]
+
+
+MODULES = modules()
+
+
+def test_every_unit_has_a_layer_and_imports_only_downwards():
+    layer = {name: i for i, units in enumerate(LAYERS) for name in units}
+    assert {unit(m) for m in MODULES if m != "ltd"} <= set(layer), "a new package or module needs its layer here"
+    upwards = [f"{m} imports {t}" for m, tree in MODULES.items() for t in imports(tree)
+               if layer[unit(t)] > layer[unit(m)]]
+    assert upwards == []
+
+
+def test_no_import_cycle():
+    graph = {m: {t for t in imports(tree) if t in MODULES} for m, tree in MODULES.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in graph[module]:
+            assert state.get(target) != 1, " -> ".join(path + [module, target])
+            if target not in state:
+                visit(target, path + [module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+def test_no_function_longer_than_sixty_lines():
+    long = [f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines" for m, tree in MODULES.items()
+            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > 60]
+    assert long == []
+
+
+def test_entry_points_are_under_a_tenth_of_the_code():
+    lines = {path: len(path.read_text().splitlines()) for path in SRC.rglob("*.py")}
+    cli = sum(n for path, n in lines.items() if path.parent.name == "cli")
+    assert cli / sum(lines.values()) < 0.10
+
