@@ -17,14 +17,14 @@ from ltd.errors import LtdError
 from ltd.learned.classifiers import Classifier, TrainedClassifier, load_classifier, save_classifier
 from ltd.learned.features import (candidate_depths, candidate_features, depth_features, tree_candidate_features,
                                   tree_depth_features)
-from ltd.learned.fit import KINDS, TrainSettings, dataset, disco_rows, train_baseline, train_classifier
+from ltd.learned.fit import KINDS, FitSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.models.draft_lm import DraftLM
 from ltd.traces.trace import record_answer
 
 TOP_K, MAX_DEPTH, C2T_DEPTH = 3, 4, 3
 NEW_TOKENS = 24
 HIDDEN = {"disco": 128, "specdec_pp": 1024, "c2t": 64}  # the paper's
-FAST = TrainSettings(epochs=30, batch_size=32, lr=1e-3, seed=0)  # the tiny traces hold a few hundred rows
+FAST = FitSettings(epochs=30, batch_size=32, lr=1e-3, seed=0)  # the tiny traces hold a few hundred rows
 
 
 class Bare:
@@ -177,7 +177,7 @@ def test_training_beats_a_constant_guess_on_a_separable_toy():
     y = (x[:, 0] - 5) + 100 * (x[:, 1] - 5) > 0
     torch.manual_seed(0)
     classifier = Classifier(3, 32)
-    metrics = train_classifier(classifier, x, y, TrainSettings(epochs=10, batch_size=64, lr=1e-3))
+    metrics = train_classifier(classifier, x, y, FitSettings(epochs=10, batch_size=64, lr=1e-3))
     assert metrics["held_out_rows"] == 200 and metrics["train_rows"] == 1800
     assert metrics["held_out_loss"] < 0.5 * metrics["held_out_loss_before"]
     assert metrics["balanced_accuracy"] > 0.95  # a constant guess scores 0.5

@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from ltd.atomic import write_json
+
 # The CPU features that decide which kernels a matmul can use, as /proc/cpuinfo names them.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
                      "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
@@ -26,8 +28,6 @@ def digest(value, length: int = 12) -> str:
 def remembered(name: str, key: str, compute, stale=lambda key: False):
     """`compute()`, done once and kept in <cache>/<name>.json under `key` (entries `stale` says so
     of are dropped when a new one is added). A read-only cache only costs recomputing."""
-    from ltd.atomic import write_json
-
     path = cache_root() / f"{name}.json"
     try:
         memo = json.loads(path.read_text())

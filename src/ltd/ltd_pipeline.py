@@ -11,8 +11,6 @@ Each of the profile, the traces, the learned baselines and the policies is store
 (ltd.artefacts): reused only when made from the same model and drafter weights, machine and
 settings, made again (with a note saying what changed) otherwise.
 """
-
-
 import datetime
 import time
 from dataclasses import asdict, dataclass, replace
@@ -49,170 +47,6 @@ from ltd.traces.trace_sets import record_questions, trace_set, traces_directory,
 from ltd.tracking import LoggerSettings, Tracker
 
 POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
-
-
-
-def ltd_settings(cfg) -> LtdSettings:
-    s = OmegaConf.to_object(cfg.ltd)
-    tuples = lambda ppo: replace(ppo, critic_hidden=tuple(ppo.critic_hidden))
-    s = replace(s, sizes=tuple(s.sizes), size_hidden=tuple(s.size_hidden), depth_hidden=tuple(s.depth_hidden),
-                size_ppo=tuples(s.size_ppo), depth_ppo=tuples(s.depth_ppo))
-    s.validate()
-    if cfg.component not in COMPONENTS:
-        raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
-    if cfg.env.backend not in ("replay", "online"):
-        raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
-    if not 0 < cfg.record.validation < cfg.record.questions:
-        raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
-    return s
-
-
-
-def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict):
-    """(the cost model, its file): the saved profile of this model, drafter and machine when it
-    covers the sizes and depths to be priced, else a new one."""
-
-    file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
-    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
-    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
-    if costs is not None:
-        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
-                and costs.max_depth >= cfg.record.max_depth):
-            print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
-            return costs, file
-        measured |= set(costs.verify_sizes)
-    p = cfg.profile
-    with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
-        costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
-                                   sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
-    file.unseal()
-    costs.save(file.path)
-    file.seal()
-    print(f"cost model: measured, {file.path}")
-    return costs, file
-
-
-
-class Recorded(NamedTuple):
-    train: list  # traces to train on
-    held_out: list  # the last `validation` questions' traces, which pick checkpoints
-    train_paths: list[Path]
-    held_paths: list[Path]
-    directory: Path
-
-
-
-def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
-    """The traces of make train's questions, recorded where missing."""
-
-    r = cfg.record
-    task = task_config(r.task)
-    questions = load_questions(task.path, r.questions, task.per_category)
-    directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
-                                                                r.max_new_tokens, r.top_k, r.max_depth))
-    directory.open(owned=("*.safetensors",))
-    split = len(questions) - r.validation
-    with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
-        train_paths, _ = record_questions(target, drafter, questions[:split], directory.path, r.max_new_tokens, r.top_k,
-                                          r.max_depth, bar.update)
-        held_paths, _ = record_questions(target, drafter, questions[split:], directory.path, r.max_new_tokens, r.top_k,
-                                         r.max_depth, bar.update)
-    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directory.path)
-
-
-
-def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
-    """The environments PPO runs in (conf/env)."""
-
-    if cfg.env.backend == "replay":
-        return ReplayBackend(train, costs, settings.sizes, cfg.reward.kind, settings.size_envs, settings.depth_envs)
-    task = task_config(cfg.env.task)
-    questions = load_questions(task.path, cfg.env.questions, task.per_category)
-    prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
-    engine = Engine(target.decoder, target.stop_token_ids, drafter)
-    return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
-                         cfg.env.max_new_tokens)
-
-
-
-def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
-    """Train the learned baselines among the evaluated methods whose weights are not there yet (or
-    were made from other traces or settings), on the training traces, with `settings` (a checked
-    conf/train_baselines.yaml)."""
-
-    key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
-    output = Artefact(Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}", key,
-                      "learned baselines", directory=True)
-    kinds = []
-    for method in cfg.evaluate.methods:
-        config = method_config(method, cfg)
-        if config["kind"] in KINDS:
-            weights = Path(config.get("weights", ""))
-            if weights.parent != output.path:
-                raise LtdError(f"{method} reads its weights from {weights}, not from {output.path}/, where make train "
-                               f"writes them: point its config there, or train it with make baselines")
-            kinds.append(config["kind"])
-    if not kinds:
-        return
-    output.open(owned=("*.pt",))
-    missing = []
-    for kind in kinds:  # not there, or damaged (then deleted): trained now
-        weights = output.path / f"{kind}.pt"
-        if read_or_drop(weights, lambda path: load_classifier(path, kind), "training it again") is None:
-            missing.append(kind)
-    if missing:
-        print(f"learned baselines: training {', '.join(missing)} on the training traces")
-        print(fit_baselines(settings, train, output.path, tuple(missing)))
-
-
-
-def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,
-                 cost_model: Artefact) -> dict:
-    """What trained policies depend on: the traces they replay, the measured cost model that prices
-    them, and every setting of their training."""
-
-
-    return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
-            "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
-            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
-            "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
-
-
-
-class Spent:
-    """Wall-clock time per phase of the run (what `make train` spends where; a phase reused from
-    disk takes seconds)."""
-
-    def __init__(self):
-        self.phases: dict[str, float] = {}
-        self.mark = time.perf_counter()
-
-    def __call__(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.phases[phase] = now - self.mark
-        self.mark = now
-
-    def __str__(self) -> str:
-        minutes = lambda s: f"{s / 60:.1f} min"
-        total = sum(self.phases.values())
-        return ", ".join(f"{phase} {minutes(s)}" for phase, s in self.phases.items()) + f"; {minutes(total)} in all"
-
-
-
-def overall_rows(summaries: dict[str, dict]) -> list[dict]:
-    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
-    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
-    rows = []
-    for method in methods:
-        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
-        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
-        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
-        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
-        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
-        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
-        rows.append(row)
-    return rows
 
 
 @dataclass
@@ -282,6 +116,127 @@ def run(job: Job, run_dir: Path) -> bool:
     finally:
         tracker.finish()
     return all(row["lossless"] for row in rows)
+
+
+def ltd_settings(cfg) -> LtdSettings:
+    s = OmegaConf.to_object(cfg.ltd)
+    tuples = lambda ppo: replace(ppo, critic_hidden=tuple(ppo.critic_hidden))
+    s = replace(s, sizes=tuple(s.sizes), size_hidden=tuple(s.size_hidden), depth_hidden=tuple(s.depth_hidden),
+                size_ppo=tuples(s.size_ppo), depth_ppo=tuples(s.depth_ppo))
+    s.validate()
+    if cfg.component not in COMPONENTS:
+        raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
+    if cfg.env.backend not in ("replay", "online"):
+        raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
+    if not 0 < cfg.record.validation < cfg.record.questions:
+        raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
+    return s
+
+
+def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict):
+    """(the cost model, its file): the saved profile of this model, drafter and machine when it
+    covers the sizes and depths to be priced, else a new one."""
+
+    file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
+    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
+    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
+    if costs is not None:
+        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                and costs.max_depth >= cfg.record.max_depth):
+            print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
+            return costs, file
+        measured |= set(costs.verify_sizes)
+    p = cfg.profile
+    with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
+        costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
+                                   sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
+    file.unseal()
+    costs.save(file.path)
+    file.seal()
+    print(f"cost model: measured, {file.path}")
+    return costs, file
+
+
+class Recorded(NamedTuple):
+    train: list  # traces to train on
+    held_out: list  # the last `validation` questions' traces, which pick checkpoints
+    train_paths: list[Path]
+    held_paths: list[Path]
+    directory: Path
+
+
+def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
+    """The traces of make train's questions, recorded where missing."""
+
+    r = cfg.record
+    task = task_config(r.task)
+    questions = load_questions(task.path, r.questions, task.per_category)
+    directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
+                                                                r.max_new_tokens, r.top_k, r.max_depth))
+    directory.open(owned=("*.safetensors",))
+    split = len(questions) - r.validation
+    with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
+        train_paths, _ = record_questions(target, drafter, questions[:split], directory.path, r.max_new_tokens, r.top_k,
+                                          r.max_depth, bar.update)
+        held_paths, _ = record_questions(target, drafter, questions[split:], directory.path, r.max_new_tokens, r.top_k,
+                                         r.max_depth, bar.update)
+    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directory.path)
+
+
+def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
+    """Train the learned baselines among the evaluated methods whose weights are not there yet (or
+    were made from other traces or settings), on the training traces, with `settings` (a checked
+    conf/train_baselines.yaml)."""
+
+    key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
+    output = Artefact(Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}", key,
+                      "learned baselines", directory=True)
+    kinds = []
+    for method in cfg.evaluate.methods:
+        config = method_config(method, cfg)
+        if config["kind"] in KINDS:
+            weights = Path(config.get("weights", ""))
+            if weights.parent != output.path:
+                raise LtdError(f"{method} reads its weights from {weights}, not from {output.path}/, where make train "
+                               f"writes them: point its config there, or train it with make baselines")
+            kinds.append(config["kind"])
+    if not kinds:
+        return
+    output.open(owned=("*.pt",))
+    missing = []
+    for kind in kinds:  # not there, or damaged (then deleted): trained now
+        weights = output.path / f"{kind}.pt"
+        if read_or_drop(weights, lambda path: load_classifier(path, kind), "training it again") is None:
+            missing.append(kind)
+    if missing:
+        print(f"learned baselines: training {', '.join(missing)} on the training traces")
+        print(fit_baselines(settings, train, output.path, tuple(missing)))
+
+
+def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,
+                 cost_model: Artefact) -> dict:
+    """What trained policies depend on: the traces they replay, the measured cost model that prices
+    them, and every setting of their training."""
+
+
+    return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
+            "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
+            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
+            "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
+
+
+def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
+    """The environments PPO runs in (conf/env)."""
+
+    if cfg.env.backend == "replay":
+        return ReplayBackend(train, costs, settings.sizes, cfg.reward.kind, settings.size_envs, settings.depth_envs)
+    task = task_config(cfg.env.task)
+    questions = load_questions(task.path, cfg.env.questions, task.per_category)
+    prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
+    engine = Engine(target.decoder, target.stop_token_ids, drafter)
+    return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
+                         cfg.env.max_new_tokens)
 
 
 def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,
@@ -360,3 +315,37 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
     print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
     return rows
+
+
+def overall_rows(summaries: dict[str, dict]) -> list[dict]:
+    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
+    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
+    rows = []
+    for method in methods:
+        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
+        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
+        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
+        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
+        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
+        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
+        rows.append(row)
+    return rows
+
+
+class Spent:
+    """Wall-clock time per phase of the run (what `make train` spends where; a phase reused from
+    disk takes seconds)."""
+
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = now - self.mark
+        self.mark = now
+
+    def __str__(self) -> str:
+        minutes = lambda s: f"{s / 60:.1f} min"
+        total = sum(self.phases.values())
+        return ", ".join(f"{phase} {minutes(s)}" for phase, s in self.phases.items()) + f"; {minutes(total)} in all"

@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ltd.errors import LtdError
 from ltd.eval.tree_search import TreeSpace
+from ltd.learned.fit import FitSettings
 from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings
 from ltd.tracking import LoggerSettings
@@ -177,8 +178,8 @@ class LearnedHiddenSchema:
     c2t: int = 64
 
 
-@dataclass
-class TrainBaselinesSchema:
+@dataclass(kw_only=True)
+class TrainBaselinesSchema(FitSettings):  # the fitting settings, plus what to fit on and where
     model: ModelSchema
     drafter: DrafterSchema
     hidden: LearnedHiddenSchema = field(default_factory=LearnedHiddenSchema)
@@ -186,12 +187,6 @@ class TrainBaselinesSchema:
     results: str = "results"
     output: str | None = None
     c2t_depth: int = 8
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    held_out: float = 0.1
-    seed: int = 0
     threads: int | None = None
 
 

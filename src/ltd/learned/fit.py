@@ -10,7 +10,7 @@ Each baseline's rows come from the same feature functions its controller calls o
 Labels are balanced by keeping as many rows of the common label as of the rare one (C2T's
 candidates are over 99 % negatives: weighting the loss instead would hold millions of rows in memory).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ BASELINES = 1  # format: a change to the features or training makes earlier weig
 
 
 @dataclass
-class TrainSettings:
+class FitSettings:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-4  # the paper's
@@ -127,7 +127,7 @@ def balanced_accuracy(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) 
     return float(torch.stack([(predicted[y == label] == label).float().mean() for label in (True, False)]).mean())
 
 
-def train_classifier(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, settings: TrainSettings) -> dict:
+def train_classifier(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, settings: FitSettings) -> dict:
     """Fit `classifier` to (x, y) with AdamW, holding out a seeded `settings.held_out` of the rows;
     returns the held-out loss before and after, and the held-out balanced accuracy."""
     generator = torch.Generator().manual_seed(settings.seed)
@@ -154,7 +154,7 @@ def train_classifier(classifier: Classifier, x: torch.Tensor, y: torch.Tensor, s
                 balanced_accuracy=balanced_accuracy(classifier, x[test], y[test]))
 
 
-def train_baseline(kind: str, traces: list[Trace], hidden: int, settings: TrainSettings,
+def train_baseline(kind: str, traces: list[Trace], hidden: int, settings: FitSettings,
                    depth: int | None = None) -> tuple[TrainedClassifier, dict]:
     """Baseline `kind` trained on `traces`. `depth`: C2T's fixed tree depth, or max_depth of
     DISCO and SpecDec++; by default every level the traces hold."""
@@ -181,8 +181,7 @@ def baselines_settings(cfg) -> dict:
 def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...] = KINDS) -> str:
     """Train `kinds` on `traces` with the settings of a train_baselines config, write their
     weights to `output`; returns the table of what each learned."""
-    settings = TrainSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             held_out=cfg.held_out, seed=cfg.seed)
+    settings = FitSettings(**{f.name: cfg[f.name] for f in fields(FitSettings)})
     table = []
     for kind in kinds:
         depth = cfg.c2t_depth if kind == "c2t" else None

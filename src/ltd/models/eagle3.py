@@ -17,6 +17,7 @@ from torch import nn
 from ltd.errors import LtdError, reason
 from ltd.models.decoder import KVCache, pick_linear, rms_norm, rope_tables, rotate
 from ltd.models.proposals import Proposals, TreeSlots, top_k_entropy
+from ltd.models.targets import is_path
 
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 
@@ -156,8 +157,6 @@ class Eagle3Head(nn.Module):
         """Load from a directory (or hub id) holding config.json and model.safetensors or
         pytorch_model.bin, as the official EAGLE-3 releases do. A missing, cut or garbled checkpoint
         is one LtdError line naming it."""
-        from ltd.models.targets import is_path
-
         directory = Path(source).expanduser()
         if not directory.is_dir():
             if is_path(str(source)):
