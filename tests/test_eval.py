@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from conftest import save_tiny_checkpoint
 from ltd.config_files import CONFIG_PATH
@@ -39,6 +40,14 @@ GROUPS = {"decode": ["model", "drafter", "task"], "bench_decode": ["model", "dra
           "train": ["model", "drafter", "reward", "ltd", "trees", "logger", "experiment"],
           "train_baselines": ["model", "drafter"], "bench_env": ["model", "drafter", "ltd"]}
 EXPERIMENTS = {"smoke": "eval", "paper_tasks": "eval", "ablation": "train"}  # the job each experiment is for
+
+
+@pytest.mark.parametrize("job", sorted(GROUPS))
+def test_the_yaml_gives_every_value_the_schema_types(job):
+    """The schema types a job's keys and the YAML gives their values, once: a key the YAML leaves
+    out is missing, not silently defaulted by the schema."""
+    cfg = check_config(compose_job(job), job)
+    assert OmegaConf.missing_keys(cfg) == set()
 
 
 @pytest.mark.parametrize("job", sorted(GROUPS))
@@ -242,7 +251,6 @@ def test_grid_mode_covers_the_grid_once(tmp_path):
 
 
 def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_path):
-    from omegaconf import OmegaConf
 
     from ltd.controllers.registry import make_controller
 

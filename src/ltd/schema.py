@@ -7,7 +7,7 @@ temperature of nan or 0 new tokens stop the run with one line before any model l
 are checked by `make_controller` (each kind takes its own settings).
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -95,14 +95,14 @@ class EvalSchema:
     task: TaskSchema
     logger: LoggerSettings
     methods: list[str]
-    experiment: str = "default"
-    questions: int | None = None
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    seed: int = 0
-    threads: int | None = None
-    warmup_tokens: int = 32
-    resume: str | None = None  # a run directory to continue
+    experiment: str
+    questions: int | None
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    threads: int | None
+    warmup_tokens: int
+    resume: str | None  # a run directory to continue
 
 
 @dataclass
@@ -110,29 +110,35 @@ class DecodeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
-    controller: dict[str, Any] | None = None
-    methods: list[str] = field(default_factory=list)
-    questions: int = 3
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    seed: int = 0
-    threads: int | None = None
+    methods: list[str]
+    questions: int
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    threads: int | None
+    controller: dict[str, Any] | None = None  # the controller group, chosen or not
 
 
 @dataclass
-class BenchDecodeSchema(DecodeSchema):
-    prompts: int = 4
-    repeats: int = 3
-    verify_sizes: list[int] = field(default_factory=list)
-    verify_context: int = 200
-    output: str = "results/bench-decode.json"
+class BenchDecodeSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    controller: dict[str, Any]
+    prompts: int
+    max_new_tokens: int
+    repeats: int
+    verify_sizes: list[int]
+    verify_context: int
+    threads: int | None
+    output: str
 
 
 @dataclass
 class TrainDrafterSchema:
     model: ModelSchema
     drafter: DrafterSchema
-    threads: int | None = None
+    threads: int | None
 
 
 @dataclass
@@ -150,10 +156,10 @@ class ProfileSchema:
     verify_sizes: list[int]
     top_k: int
     max_depth: int
-    repeats: int = 5
-    threads: int | None = None
-    results: str = "results"
-    output: str | None = None
+    repeats: int
+    threads: int | None
+    results: str
+    output: str | None
 
 
 @dataclass
@@ -164,11 +170,11 @@ class RecordSchema:
     trees: TreesSchema
     top_k: int
     max_depth: int
-    questions: int | None = None
-    max_new_tokens: int = 512
-    threads: int | None = None
-    results: str = "results"
-    output: str | None = None
+    questions: int | None
+    max_new_tokens: int
+    threads: int | None
+    results: str
+    output: str | None
 
 
 @dataclass
@@ -182,12 +188,12 @@ class LearnedHiddenSchema:
 class TrainBaselinesSchema(FitSettings):  # the fitting settings, plus what to fit on and where
     model: ModelSchema
     drafter: DrafterSchema
-    hidden: LearnedHiddenSchema = field(default_factory=LearnedHiddenSchema)
-    traces: str | None = None
-    results: str = "results"
-    output: str | None = None
-    c2t_depth: int = 8
-    threads: int | None = None
+    hidden: LearnedHiddenSchema
+    traces: str | None
+    results: str
+    output: str | None
+    c2t_depth: int
+    threads: int | None
 
 
 @dataclass
@@ -198,19 +204,19 @@ class SweepTreeSchema:
     logger: LoggerSettings
     space: TreeSpace
     grid: TreeSpace
-    experiment: str = "sweep_tree"
-    mode: str = "optuna"
-    trials: int = 16
-    seed: int = 0
-    study: str | None = None
-    storage: str = "results/sweeps"
-    tasks: list[str] | None = None
-    questions: int = 1
-    max_new_tokens: int = 96
-    temperature: float = 0.0
-    threads: int | None = None
-    warmup_tokens: int = 32
-    write_best: bool = True
+    experiment: str
+    mode: str
+    trials: int
+    seed: int
+    study: str | None
+    storage: str
+    tasks: list[str] | None
+    questions: int
+    max_new_tokens: int
+    temperature: float
+    threads: int | None
+    warmup_tokens: int
+    write_best: bool
 
 
 @dataclass
@@ -222,7 +228,7 @@ class RewardSchema:
 class TrainProfileSchema:
     contexts: list[int]
     verify_sizes: list[int]
-    repeats: int = 5
+    repeats: int
 
 
 @dataclass
@@ -231,23 +237,24 @@ class TrainRecordSchema:
     questions: int
     top_k: int
     max_depth: int
-    max_new_tokens: int = 256
-    validation: int = 4
+    max_new_tokens: int
+    validation: int
 
 
 @dataclass
 class TrainEvaluateSchema:
     tasks: list[str]
     methods: list[str]
-    questions: int | None = None
-    max_new_tokens: int = 128
-    warmup_tokens: int = 32
-    seed: int = 0
+    questions: int | None
+    max_new_tokens: int
+    warmup_tokens: int
+    seed: int
 
 
 @dataclass
 class EnvSchema:
     backend: str
+    # The online backend's prompts (conf/env/online.yaml); replay, which reads the traces, leaves them be.
     task: str = "humaneval"
     questions: int = 16
     max_new_tokens: int = 256
@@ -265,11 +272,11 @@ class TrainSchema:
     profile: TrainProfileSchema
     record: TrainRecordSchema
     evaluate: TrainEvaluateSchema
-    experiment: str = "default"
-    component: str = "full"
-    name: str | None = None
-    threads: int | None = None
-    results: str = "results"
+    experiment: str
+    component: str
+    name: str | None
+    threads: int | None
+    results: str
 
 
 @dataclass
@@ -277,11 +284,11 @@ class BenchEnvSchema:
     model: ModelSchema
     drafter: DrafterSchema
     ltd: LtdSettings
-    traces: str = "humaneval"
-    batches: list[int] = field(default_factory=lambda: [1, 64, 256])
-    steps: int = 200
-    threads: int | None = 1
-    results: str = "results"
+    traces: str
+    batches: list[int]
+    steps: int
+    threads: int | None
+    results: str
 
 
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
