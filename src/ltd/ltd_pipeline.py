@@ -61,11 +61,10 @@ class Job:
     logger: LoggerSettings
     model: dict  # identities, for the keys of what is derived
     drafter: dict
-    machine: dict
-    threads: int
+    machine: dict  # the machine and thread count the timings are taken on
 
 
-def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, machine: dict, threads: int) -> Job:
+def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, machine: dict) -> Job:
     """Every check that can fail before the models load: a misspelt method fails now, not after
     the training."""
     settings = ltd_settings(cfg)
@@ -77,7 +76,7 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
     check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter, machine)
-    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine, threads)
+    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine)
 
 
 def run(job: Job, run_dir: Path) -> bool:
@@ -284,7 +283,7 @@ def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: P
     for task in job.tasks:
         questions = load_questions(task.path, e.questions, task.per_category)
         records = Records(run_dir / task.name, [m.name for m in methods])
-        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.threads,
+        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.machine["threads"],
                    max_new_tokens=e.max_new_tokens, temperature=0.0)
         with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
             summaries[task.name] = evaluate_task(engine, target, methods, questions, settings, records, run,

@@ -11,6 +11,7 @@ import torch
 
 from ltd.decoding.engine import Clock, Engine
 from ltd.eval.report import format_table
+from ltd.traces.profiler import timed_pass
 
 
 def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> float:
@@ -24,25 +25,11 @@ def hf_generate(model, prompt: list[int], new_tokens: int, clock: Clock) -> floa
     return seconds
 
 
-
 def prefill(decoder, context: int, room: int, generator: torch.Generator) -> None:
     """An empty cache for `context + room` positions, `context` of them filled with random tokens."""
     decoder.reset(context + room)
-    decoder(torch.randint(decoder.spec.vocab_size, (context,), generator=generator, device=decoder.device),
+    decoder(torch.randint(decoder.spec.vocab_size, (context,), generator=generator).to(decoder.device),
             last_only=True)
-
-
-
-def timed_pass(decoder, context: int, size: int, generator: torch.Generator, clock: Clock) -> float:
-    """Seconds of one target pass over `size` chained random tokens after the prefilled prefix."""
-    tokens = torch.randint(decoder.spec.vocab_size, (size,), generator=generator, device=decoder.device)
-    mask = torch.tril(torch.ones(size, size, dtype=torch.bool, device=decoder.device))
-    positions = torch.arange(context, context + size, device=decoder.device)
-    decoder.cache.length = context
-    start = clock()
-    decoder(tokens, positions=positions, tree_mask=mask)
-    return clock() - start
-
 
 
 def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tuple[float, float, float]:
@@ -67,24 +54,26 @@ def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tupl
     return 1000 * statistics.median(steps[1:]), statistics.median(bandwidths[1:]), statistics.median(ratios)
 
 
-
-def draft_step_milliseconds(drafter, context: int, vocab: int, top_k: int, repeats: int) -> float:
+def draft_step_milliseconds(drafter, context: int, vocab: int, top_k: int, repeats: int, device: torch.device,
+                            clock: Clock) -> float:
     """Median time for the drafter to absorb one accepted token after a `context`-token prefix and
-    propose its children (a draft LM's step; an EAGLE-3 head reads random target features here)."""
+    propose its children (a draft LM's step; an EAGLE-3 head reads random target features here).
+    `device`: where the target, and so the drafter's inputs, live."""
     generator = torch.Generator().manual_seed(0)
-    width = drafter.head.fc.in_features if hasattr(drafter, "head") else 0
-    features = lambda n: torch.randn(n, width, generator=generator) if width else None
+    fc = drafter.head.fc if hasattr(drafter, "head") else None
+    tokens = lambda n: torch.randint(vocab, (n,), generator=generator).to(device)
+    features = lambda n: torch.randn(n, fc.in_features, generator=generator).to(device, fc.weight.dtype) if fc else None
     drafter.reset(context + 8)
-    drafter.update(torch.randint(vocab, (context,), generator=generator), features(context - 1), top_k)
+    drafter.update(tokens(context), features(context - 1), top_k)
     before, times = drafter.context, []
     for _ in range(repeats + 1):
-        start = time.perf_counter()
-        drafter.update(torch.randint(vocab, (1,), generator=generator), features(1), top_k)
-        times.append(time.perf_counter() - start)
+        new_token, new_features = tokens(1), features(1)
+        start = clock()
+        drafter.update(new_token, new_features, top_k)
+        times.append(clock() - start)
         drafter.context = before
         drafter.rollback()
     return 1000 * statistics.median(times[1:])
-
 
 
 def verify_milliseconds(decoder, sizes: list[int], context: int, repeats: int, clock: Clock) -> dict[int, float]:
@@ -128,7 +117,8 @@ def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new
     verify_ms = verify_milliseconds(target.decoder, verify_sizes, context, repeats, clock)
     rounds = 4 * repeats + 5
     step_ms, bandwidth, of_bound = step_and_bandwidth(target.decoder, context, rounds, clock)
-    draft_ms = draft_step_milliseconds(drafter, context, drafter.vocab_size, controller.top_k, 2 * repeats + 3)
+    draft_ms = draft_step_milliseconds(drafter, context, drafter.vocab_size, controller.top_k, 2 * repeats + 3,
+                                       target.decoder.device, clock)
     weight_gb = target.decoder.weight_bytes() / 1e9
     return {
         "hf_generate_tok_s": tok_s["hf_generate"], "ar_tok_s": tok_s["ar"], "spec_tok_s": tok_s["spec"],
@@ -152,7 +142,8 @@ def report(r: dict, machine: str) -> str:
                "vs generate()": r["spec_tok_s"] / r["hf_generate_tok_s"]}]
     curve = [{"V": v, "ms": ms, f"x V={smallest}": ms / verify_ms[smallest]} for v, ms in verify_ms.items()]
     return "\n".join([
-        f"\n{r['model']}, {r['prompts']} prompts x {r['repeats']} repeats, {r['max_new_tokens']} new tokens, {machine}, "
+        f"\n{r['model']}, {r['prompts']} prompts x {r['repeats']} repeats, {r['max_new_tokens']} new tokens, "
+        f"{machine}, "
         f"static tree {tree['depth']}/{tree['top_k']}/{tree['verify']} with drafter {r['drafter']}",
         format_table(speeds, ["method", "tok/s", "vs generate()"]),
         f"\nverify V tokens at a {context}-token context",

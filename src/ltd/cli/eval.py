@@ -54,7 +54,8 @@ def main(cfg) -> None:
         run_dir = records.directory
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        tracker = Tracker(logger, run_dir, job_type="eval", name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}",
+        tracker = Tracker(logger, run_dir, job_type="eval",
+                          name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}",
                           group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
                           config=OmegaConf.to_container(cfg, resolve=True))
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,

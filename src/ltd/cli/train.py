@@ -23,7 +23,7 @@ def main(cfg) -> None:
         baselines = check_config(compose("train_baselines"), "train_baselines")
         threads = set_threads(cfg.threads)
         model, drafter = identities(cfg)
-        job = ltd_pipeline.prepare(cfg, baselines, model, drafter, machine(threads, cfg.model.device), threads)
+        job = ltd_pipeline.prepare(cfg, baselines, model, drafter, machine(threads, cfg.model.device))
         lossless = ltd_pipeline.run(job, run_directory("a make train run"))
     if not lossless:
         print("error: a method's output differs from autoregressive decoding", file=sys.stderr)

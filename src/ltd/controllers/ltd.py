@@ -6,16 +6,14 @@ on the same observations the environments trained them on (ltd.rl.observations).
 may be left out (the paper's component ablations): a fixed `depth` or `verify` stands in for it.
 The engine counts the time spent here as policy time.
 """
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
-
-import torch
 
 from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
-from ltd.rl.policies import Policy, keeps_drafting, size_for
+from ltd.rl.partners import FixedDepth, FixedSize, PolicyDepth, PolicySize
+from ltd.rl.policies import Policy
 
 
 @dataclass
@@ -43,29 +41,12 @@ class LTD(Controller):
             raise LtdError(f"ltd verify must be >= 0, got {self.verify}")
         if self.size_net is None:
             check_verify("ltd", self.verify, self.max_depth, self.top_k)
+        # The same deciders the environments train beside (ltd.rl.partners).
+        self.depth_decider = FixedDepth(self.depth) if self.depth_net is None else PolicyDepth(self.depth_net)
+        self.size_decider = FixedSize(self.verify) if self.size_net is None else PolicySize(self.size_net)
 
     def keep_drafting(self, tree: DraftTree, context_length: int) -> bool:
-        if tree.depth >= self.max_depth:
-            return False
-        if self.depth_net is None:
-            return tree.depth < self.depth
-        with one_thread():
-            return keeps_drafting(self.depth_net, tree, context_length)
+        return self.depth_decider.keep_drafting(tree, context_length)
 
     def verify_size(self, tree: DraftTree, context_length: int) -> int:
-        if self.size_net is None:
-            return self.verify
-        with one_thread():
-            return size_for(self.size_net, tree, context_length)
-
-
-@contextmanager
-def one_thread():
-    """The policies' operations are small: spreading them over threads costs more in OpenMP's
-    fork and join than it saves (measured here: 0.9 ms a cycle on one thread, 2.4 ms on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+        return self.size_decider.verify_size(tree, context_length)

@@ -26,7 +26,6 @@ def check_trained_for(path: Path, model: dict, drafter: dict) -> None:
                            f"train it again for this one")
 
 
-
 def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
     """A tuned tree is the best static tree of the machine, model and drafter it was measured on:
     anywhere else it runs (still lossless) but is no fair baseline, which a note says."""
@@ -43,13 +42,11 @@ def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
              f"make sweep-tree tunes one here")
 
 
-
 def method_settings(settings: dict, model_name: str, drafter_name: str) -> dict:
     """A controller's settings with `{model}` and `{drafter}` in its strings (the paths of trained
     weights) naming the model and drafter in use."""
     return {key: value.format(model=model_name, drafter=drafter_name) if isinstance(value, str) else value
             for key, value in settings.items()}
-
 
 
 def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
@@ -66,19 +63,16 @@ def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = N
     return make_controller(settings)
 
 
-
 def method_config(name: str, cfg) -> dict:
     """The settings of method `name` (conf/controller), `{model}` and `{drafter}` filled in."""
     settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
     return method_settings(settings, cfg.model.name, cfg.drafter.kind)
 
 
-
 def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):
     """The methods an evaluation compares, by controller config name (see build_controller)."""
 
     return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
-
 
 
 def method_identity(name: str, cfg) -> dict:
@@ -88,7 +82,6 @@ def method_identity(name: str, cfg) -> dict:
     weights = {key: file_digest(value) for key, value in settings.items()
                if isinstance(value, str) and Path(value).is_file()}
     return {"name": name, "settings": settings, "weights": weights}
-
 
 
 def check_tuned_methods(names: list[str], cfg, model: dict, drafter: dict, here: dict) -> None:

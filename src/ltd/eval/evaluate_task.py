@@ -70,7 +70,6 @@ def summary_metrics(summary: dict) -> dict:
     return flat
 
 
-
 def open_records(run_dir: Path, key: dict, names: list[str], resume: bool) -> Records:
     """The run directory's records: new, or (`resume`) those of the interrupted evaluation there,
     which must have run under `key`."""

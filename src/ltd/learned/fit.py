@@ -177,7 +177,6 @@ def baselines_settings(cfg) -> dict:
             if k not in ("model", "drafter", "traces", "output", "results", "threads")}
 
 
-
 def fit_baselines(cfg, traces: list[Trace], output: Path, kinds: tuple[str, ...] = KINDS) -> str:
     """Train `kinds` on `traces` with the settings of a train_baselines config, write their
     weights to `output`; returns the table of what each learned."""

@@ -29,6 +29,19 @@ def check_profile(contexts: list[int], verify_sizes: list[int], top_k: int, max_
     return capacity
 
 
+def timed_pass(decoder, context: int, size: int, generator: torch.Generator, clock: Clock,
+               feature_layers: tuple[int, ...] = ()) -> float:
+    """Seconds of one target pass over `size` chained random tokens after the `context` tokens
+    already in its cache (cut back to them first), as a verification of that many tokens costs."""
+    tokens = torch.randint(decoder.spec.vocab_size, (size,), generator=generator).to(decoder.device)
+    mask = torch.tril(torch.ones(size, size, dtype=torch.bool, device=decoder.device))
+    positions = torch.arange(context, context + size, device=decoder.device)
+    decoder.cache.length = context
+    start = clock()
+    decoder(tokens, positions=positions, tree_mask=mask, feature_layers=feature_layers)
+    return clock() - start
+
+
 def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int,
                   repeats: int, progress=None) -> dict:
     """The measured fields of a CostModel (see there)."""
@@ -50,13 +63,8 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
         verify = {v: [] for v in verify_sizes}
         update, levels = [], [[] for _ in range(max_depth - 1)]
         for _ in range(repeats + 1):
-            for v in verify_sizes:
-                decoder.cache.length = context
-                mask = torch.tril(torch.ones(v + 1, v + 1, dtype=torch.bool, device=device))
-                start = clock()
-                decoder(random_tokens(v + 1), positions=torch.arange(context, context + v + 1, device=device),
-                        tree_mask=mask, feature_layers=drafter.feature_layers)
-                verify[v].append(clock() - start)
+            for v in verify_sizes:  # the root and v draft tokens
+                verify[v].append(timed_pass(decoder, context, v + 1, generator, clock, drafter.feature_layers))
             accepted = features[-2:] if features is not None else None
             tree = DraftTree(top_k, device)
             start = clock()
