@@ -300,8 +300,29 @@ def test_a_resumed_study_measures_no_shape_twice(tmp_path):
     assert len(shapes) == 6 and len(set(shapes)) == 6
 
 
+def test_the_main_job_reports_each_task_and_their_mean(tmp_path):
+    """make run: the first question of each task, every method against autoregressive decoding,
+    a speed-up column per task, the mean over them, and lossless checked."""
+    save_tiny_checkpoint(tmp_path / "model")
+    result = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.decode", "model=smollm2-135m", "model.name=tiny",
+         f"model.source={tmp_path / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64",
+         f"drafter.root={tmp_path / 'drafters'}", "tasks=[qa,gsm8k]", "methods=[eagle3_default,svip]",
+         "max_new_tokens=6", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=Path(CONFIG_PATH).parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("method "))
+    assert header.split() == ["method", "qa", "gsm8k", "mean", "speed-up", "mean", "tau"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 2:][:3]}
+    assert list(rows) == ["autoregressive", "eagle3_default", "svip"]
+    assert rows["autoregressive"][:3] == ["1.000", "1.000", "1.000"]
+    assert "lossless (identical greedy outputs): True" in result.stdout
+
+
 def test_a_sweep_over_several_tasks_scores_them_together(tmp_path):
-    """make sweep-tree with `tasks`: every trial decodes the first question of each task, and the
+    """make sweep-tree with `tasks`: every trial decodes the last question of each task, and the
     study, its key and its table name them all."""
     save_tiny_checkpoint(tmp_path / "model")
     result = subprocess.run(

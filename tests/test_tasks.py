@@ -43,6 +43,13 @@ def test_limit_applies_after_per_category(mixed):
     assert ids(load_questions(mixed, 100, per_category=1)) == ["a0", "b0", "c0"]
 
 
+def test_from_end_keeps_the_last_n_in_file_order_and_never_meets_the_first(mixed):
+    assert ids(load_questions(mixed, 3, from_end=True)) == ["a2", "b2", "a3"]
+    assert ids(load_questions(mixed, 2, per_category=2, from_end=True)) == ["c0", "b1"]
+    assert ids(load_questions(mixed, None, from_end=True)) == ids(load_questions(mixed))
+    assert not set(ids(load_questions(mixed, 4))) & set(ids(load_questions(mixed, 4, from_end=True)))
+
+
 def test_positional_limit_still_works(mixed):
     assert ids(load_questions(mixed, 3)) == ["a0", "b0", "a1"]
     assert ids(load_questions(str(mixed), None)) == ids(load_questions(mixed))

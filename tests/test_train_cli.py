@@ -29,7 +29,7 @@ def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_
     args = [
         sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), "logger=none",
         f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
-        "profile.repeats=1", "record.task=mt_bench", "record.questions=3", "record.validation=1",
+        "profile.repeats=1", "record.tasks=[mt_bench]", "record.questions=3", "record.validation=1",
         "record.max_new_tokens=10", "record.top_k=3", "record.max_depth=3", "ltd.sizes=[0,1,2,4]", "ltd.fixed_depth=2",
         "ltd.depth_verify=2", "ltd.size_hidden=[8]", "ltd.depth_hidden=[8]", "ltd.size_envs=4", "ltd.depth_envs=8",
         "ltd.rounds=1", *(f"ltd.size_ppo.{o}" for o in PPO), *(f"ltd.depth_ppo.{o}" for o in PPO),

@@ -24,6 +24,11 @@ def task_config(name: str):
     return TaskSchema(**OmegaConf.to_container(group_option("task", name)))
 
 
+def chosen_tasks(cfg) -> list:
+    """The tasks a job reads: its `tasks` by name, or, when that is null, its `task` group's one."""
+    return [task_config(name) for name in cfg.tasks] if cfg.tasks else [TaskSchema(**OmegaConf.to_container(cfg.task))]
+
+
 def model_config(name: str):
     """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
     return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)

@@ -1,7 +1,7 @@
 """The LTD pipeline (make train) on one model, top to bottom:
 
     1. the cost model of this machine (make profile), measured once and reused
-    2. traces of HumanEval answers (make record), recorded once and reused
+    2. traces of the five tasks' last questions (make record), recorded once and reused
     3. the learned baselines (DISCO, SpecDec++, C2T) from the same traces, trained once
     4. PPO: stage 1, then co-adaptive rounds, each stage resumable
     5. evaluation of LTD against every baseline on the four tasks, with the real engine
@@ -29,7 +29,7 @@ from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
-from ltd.eval.report import format_table
+from ltd.eval.report import format_table, overall_rows
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
 from ltd.eval.store import append_rows
 from ltd.eval.tasks import load_questions, task_identity
@@ -89,7 +89,7 @@ def run(job: Job, run_dir: Path) -> bool:
     recorded = traces(cfg, target, drafter, job.model, job.drafter)
     spent("record")
     print(f"traces: {len(recorded.train)} answers to train on ({sum(t.positions for t in recorded.train)} "
-          f"positions), {len(recorded.held_out)} held out, in {recorded.directory}")
+          f"positions), {len(recorded.held_out)} held out, in {', '.join(map(str, recorded.directories))}")
     learned_baselines(cfg, job.baselines, recorded.train, recorded.train_paths, job.model, job.drafter)
     spent("baselines")
     policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{job.name}",
@@ -158,29 +158,31 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
 
 class Recorded(NamedTuple):
     train: list  # traces to train on
-    held_out: list  # the last `validation` questions' traces, which pick checkpoints
+    held_out: list  # each task's last `validation` questions' traces, which pick checkpoints
     train_paths: list[Path]
     held_paths: list[Path]
-    directory: Path
+    directories: list[Path]
 
 
 def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
-    """The traces of make train's questions, recorded where missing."""
+    """The traces of make train's questions (the last of each task: evaluation reads the first),
+    recorded where missing."""
 
     r = cfg.record
-    task = task_config(r.task)
-    questions = load_questions(task.path, r.questions, task.per_category)
-    directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
-                                                                r.max_new_tokens, r.top_k, r.max_depth))
-    directory.open(owned=("*.safetensors",))
-    split = len(questions) - r.validation
-    with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
-        train_paths, _ = record_questions(target, drafter, questions[:split], directory.path, r.max_new_tokens, r.top_k,
-                                          r.max_depth, bar.update)
-        held_paths, _ = record_questions(target, drafter, questions[split:], directory.path, r.max_new_tokens, r.top_k,
-                                         r.max_depth, bar.update)
+    train_paths, held_paths, directories = [], [], []
+    for task in map(task_config, r.tasks):
+        questions = load_questions(task.path, r.questions, task.per_category, from_end=True)
+        directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
+                                                                    r.max_new_tokens, r.top_k, r.max_depth))
+        directory.open(owned=("*.safetensors",))
+        split = len(questions) - r.validation
+        with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
+            for part, paths in ((questions[:split], train_paths), (questions[split:], held_paths)):
+                paths += record_questions(target, drafter, part, directory.path, r.max_new_tokens, r.top_k,
+                                          r.max_depth, bar.update)[0]
+        directories.append(directory.path)
     load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directory.path)
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories)
 
 
 def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
@@ -313,21 +315,6 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
     append_rows(store, stored)
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
     print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
-    return rows
-
-
-def overall_rows(summaries: dict[str, dict]) -> list[dict]:
-    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
-    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
-    rows = []
-    for method in methods:
-        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
-        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
-        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
-        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
-        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
-        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
-        rows.append(row)
     return rows
 
 

@@ -110,6 +110,7 @@ class DecodeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
+    tasks: list[str] | None
     methods: list[str]
     questions: int
     max_new_tokens: int
@@ -233,7 +234,7 @@ class TrainProfileSchema:
 
 @dataclass
 class TrainRecordSchema:
-    task: str
+    tasks: list[str]
     questions: int
     top_k: int
     max_depth: int

@@ -1,5 +1,5 @@
-"""make record: greedy answers to a task's questions and, at every position, the drafter's full
-expansion, one file per turn; a run again skips the turns already recorded.
+"""make record: greedy answers to a task's last questions (evaluation reads the first) and, at every
+position, the drafter's full expansion, one file per turn; a run again skips the turns already recorded.
 
     python -m ltd.cli.record questions=20 max_new_tokens=256
 
@@ -27,7 +27,7 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "record")
         threads = set_threads(cfg.threads)
-        questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
+        questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category, from_end=True)
         key = traces_key(*identities(cfg), task_identity(cfg.task), cfg.max_new_tokens, cfg.top_k, cfg.max_depth)
         traces = (Artefact(cfg.output, key, "traces", directory=True) if cfg.output
                   else traces_directory(Path(cfg.results), key))

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from ltd.artefacts import Artefact
 from ltd.atomic import write_file
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, task_config
+from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import identities, load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
@@ -31,10 +31,10 @@ from ltd.eval.tasks import load_questions, task_identity
 from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, tree_speedup,
                                   trials_table, tuned_config)
 from ltd.fingerprints import describe_machine, digest, machine
-from ltd.schema import TaskSchema, check_config
+from ltd.schema import check_config
 from ltd.tracking import Tracker
 
-STUDY = 1  # format of what a trial measures
+STUDY = 2  # format of what a trial measures (2: the last questions of each task; 1 read the first)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep_tree", version_base=None)
@@ -44,11 +44,10 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
         check_space(cfg.mode, space)
-        tasks = ([task_config(name) for name in cfg.tasks] if cfg.tasks
-                 else [TaskSchema(**OmegaConf.to_container(cfg.task))])
+        tasks = chosen_tasks(cfg)
         tasks_name = "+".join(task.name for task in tasks)
         questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
-                                                                                  task.per_category)]
+                                                                                  task.per_category, from_end=True)]
         logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)

@@ -14,10 +14,12 @@ class Question:
     turns: list[str]
 
 
-def load_questions(path: str | Path, limit: int | None = None,
-                   per_category: int | None = None) -> list[Question]:
+def load_questions(path: str | Path, limit: int | None = None, per_category: int | None = None,
+                   from_end: bool = False) -> list[Question]:
     """The questions of a task file in file order: with `per_category`, the first N of each
-    category (MMLU: N per subject); then `limit` caps the total."""
+    category (MMLU: N per subject); then `limit` keeps the first N, or with `from_end` the last N.
+    Tuning (tree search, recorded traces) reads from the end and evaluation from the start, so no
+    question tunes what is then measured on it."""
     for name, value in (("limit", limit), ("per_category", per_category)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise LtdError(f"{name} must be a whole number of at least 1 or null, not {value!r}")
@@ -39,11 +41,11 @@ def load_questions(path: str | Path, limit: int | None = None,
                 continue
             taken[question.category] = taken.get(question.category, 0) + 1
         questions.append(question)
-        if limit is not None and len(questions) >= limit:
+        if limit is not None and len(questions) >= limit and not from_end:
             break
     if not questions:
         raise LtdError(f"task file {path} holds no questions")
-    return questions
+    return questions[-limit:] if from_end and limit is not None else questions
 
 
 def task_identity(task) -> dict:
