@@ -3,11 +3,13 @@ by interpolation that reproduces every measured point."""
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
 from conftest import save_tiny_checkpoint
 from ltd.errors import LtdError
+from ltd.eval.cost_check import priced_cycles
 from ltd.models.drafters import load_drafter
 from ltd.models.targets import load_target
 from ltd.traces.cost_model import CostModel
@@ -44,6 +46,22 @@ def test_batched_prices_equal_one_at_a_time():
     assert costs.draft_seconds_batch(depths, contexts).tolist() == pytest.approx(
         [costs.draft_seconds(int(d), int(c)) for d, c in zip(depths, contexts)])
     assert costs.verify_seconds_batch(torch.tensor([2]), torch.tensor([200])).item() == pytest.approx(2.75)
+
+
+def test_evaluated_cycles_are_set_against_their_prices():
+    """Cycles timed exactly as priced read 1.0; a verification that took twice its price shows in
+    its own column and in the ratio; autoregressive steps (depth 0) are not priced."""
+    costs = hand_made()
+    cycles = pd.DataFrame({"method": ["autoregressive", "ltd", "ltd", "slow"], "depth": [0, 1, 3, 1],
+                           "verify_size": [0, 1, 3, 3], "context_length": [100, 100, 300, 100],
+                           "draft_s": [0.0, 0.1, 1.7, 0.1], "verify_s": [0.9, 1.0, 5.0, 4.0]})
+    ltd, slow = priced_cycles(cycles, costs)
+    assert ltd["method"] == "ltd" and ltd["cycles"] == 2
+    assert ltd["draft ms"] == pytest.approx(ltd["draft priced"]) == pytest.approx(900.0)
+    assert ltd["verify ms"] == pytest.approx(3000.0) and ltd["measured / priced"] == pytest.approx(1.0)
+    assert slow["verify priced"] == pytest.approx(2000.0) and slow["verify ms"] == pytest.approx(4000.0)
+    assert slow["measured / priced"] == pytest.approx(4.1 / 2.1)
+    assert priced_cycles(cycles[cycles["method"] == "autoregressive"], costs) == []
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -42,7 +42,7 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
     first = train(tiny_model_dir, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
-    assert "cost model: measured" in out and "traces: " in out
+    assert "cost model: measured" in out and "traces: " in out and "cost model against the engine" in out
     assert "stage1-size" in out and "round1-size" in out
     assert "mt_bench" in out and "gsm8k" in out and "mean speed-up" in out
     policies = tmp_path / "results" / "policies" / "tiny-eagle3-throughput-full"

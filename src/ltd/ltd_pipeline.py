@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from ltd.controllers.ltd import LTD
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
+from ltd.eval.cost_check import priced_cycles
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
 from ltd.eval.report import format_table, overall_rows
@@ -111,6 +113,7 @@ def run(job: Job, run_dir: Path) -> bool:
         summaries = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
         spent("evaluation")
         rows = report(job, summaries, run_dir, tracker)
+        print_cost_check(job, costs, run_dir)
         print(f"time spent: {spent}")
     finally:
         tracker.finish()
@@ -316,6 +319,14 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
     print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
     return rows
+
+
+def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:
+    """The cost model's prices of the evaluated cycles next to what they took (eval/cost_check)."""
+    cycles = pd.concat([pd.read_parquet(run_dir / task.name / "cycles.parquet") for task in job.tasks])
+    print("\ncost model against the engine (mean per drafted cycle over the tasks; PPO trained on the prices):")
+    print(format_table(priced_cycles(cycles, costs), ["method", "cycles", "draft ms", "draft priced", "verify ms",
+                                                      "verify priced", "measured / priced"]))
 
 
 class Spent:
