@@ -324,7 +324,8 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
 def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:
     """The cost model's prices of the evaluated cycles next to what they took (eval/cost_check)."""
     cycles = pd.concat([pd.read_parquet(run_dir / task.name / "cycles.parquet") for task in job.tasks])
-    print("\ncost model against the engine (mean per drafted cycle over the tasks; PPO trained on the prices):")
+    print(f"\ncost model against the engine (mean per drafted cycle over the tasks; PPO trained on these prices, "
+          f"which are for trees of top-k {costs.top_k}: wider trees draft slower than priced):")
     print(format_table(priced_cycles(cycles, costs), ["method", "cycles", "draft ms", "draft priced", "verify ms",
                                                       "verify priced", "measured / priced"]))
 
