@@ -61,6 +61,7 @@ CASES = [
 
 LOGGED = {"eval", "sweep_tree", "train"}  # jobs with a logger group: W&B off in these runs
 WITH_TASK = {"decode", "eval", "sweep_tree", "record", "bench_decode"}
+WITH_TASKS = {"decode", "sweep_tree"}  # their `tasks` list would read the repository's task files: `task` instead
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,8 @@ def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny
     vocab = [] if override.startswith("drafter=") else ["drafter.draft_vocab_size=64"]
     args = [sys.executable, "-m", f"ltd.cli.{job}", "model=smollm2-135m", "model.name=tiny",
             f"model.source={tiny_model_dir}", "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
-            *([f"task.path={TASK}"] if job in WITH_TASK else []), *override.split(" ")]
+            *([f"task.path={TASK}"] if job in WITH_TASK else []), *(["tasks=null"] if job in WITH_TASKS else []),
+            *override.split(" ")]
     result = subprocess.run(args, capture_output=True, text=True, cwd=work)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]

@@ -9,9 +9,9 @@ import torch
 
 from conftest import save_tiny_checkpoint
 from ltd.errors import LtdError
-from ltd.eval.cost_check import priced_cycles
 from ltd.models.drafters import load_drafter
 from ltd.models.targets import load_target
+from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel
 from ltd.traces.profiler import measure_cost_model
 

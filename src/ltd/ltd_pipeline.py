@@ -28,7 +28,6 @@ from ltd.controllers.ltd import LTD
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
-from ltd.eval.cost_check import priced_cycles
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
 from ltd.eval.report import format_table, overall_rows
@@ -42,6 +41,7 @@ from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.rl.stages import TrainedPolicies, train_ltd
 from ltd.schema import TaskSchema
+from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
 from ltd.traces.trace import Trace
@@ -322,7 +322,7 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
 
 
 def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:
-    """The cost model's prices of the evaluated cycles next to what they took (eval/cost_check)."""
+    """The cost model's prices of the evaluated cycles next to what they took (traces/cost_check)."""
     cycles = pd.concat([pd.read_parquet(run_dir / task.name / "cycles.parquet") for task in job.tasks])
     print(f"\ncost model against the engine (mean per drafted cycle over the tasks; PPO trained on these prices, "
           f"which are for trees of top-k {costs.top_k}: wider trees draft slower than priced):")
