@@ -301,7 +301,7 @@ def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: P
 def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker) -> list[dict]:
     """The table over tasks (printed, summarised in W&B) and every task's rows appended to the store."""
     cfg, machine = job.cfg, describe_machine(job.machine)
-    rows = overall_rows(summaries)
+    rows = overall_rows({task: s["methods"] for task, s in summaries.items()})
     print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
           f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {machine}")
     print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau", "policy share", "lossless"]))

@@ -37,18 +37,18 @@ def main(cfg) -> None:
         warm_up = target.encode_chat([{"role": "user", "content": questions[tasks[0].name][0].turns[0]}])
         for method in methods:
             method.generate(engine, warm_up[:64], 16, cfg.temperature, cfg.seed)
-        summaries = {}
+        per_task = {}
         with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
             for task in tasks:
                 bar.set_description(task.name)
-                summaries[task.name] = {"methods": compare(engine, target, methods, questions[task.name],
-                                                           cfg.max_new_tokens, cfg.temperature, cfg.seed, bar.update)}
-        speed = sum(s["methods"][0]["tok/s"] for s in summaries.values()) / len(tasks)
+                per_task[task.name] = compare(engine, target, methods, questions[task.name], cfg.max_new_tokens,
+                                              cfg.temperature, cfg.seed, bar.update)
+        speed = sum(rows[0]["tok/s"] for rows in per_task.values()) / len(tasks)
         print(f"\n{target.name} with drafter {cfg.drafter.kind}: {cfg.questions} question(s) of each task, up to "
               f"{cfg.max_new_tokens} new tokens per turn, temperature {cfg.temperature}, {describe_machine(here)}; "
               f"{AUTOREGRESSIVE} {speed:.2f} tok/s")
-        rows = overall_rows(summaries)
-        print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau"]))
+        rows = overall_rows(per_task)
+        print(format_table(rows, ["method", *per_task, "mean speed-up", "mean tau"]))
         for method in methods[1:]:
             c = method.controller
             shape = f" (depth {c.depth}, top-k {c.top_k}, V {c.verify})" if c.kind == "static" else ""

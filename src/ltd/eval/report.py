@@ -14,16 +14,15 @@ def format_cell(value) -> str:
     return str(value)
 
 
-def overall_rows(summaries: dict[str, dict]) -> list[dict]:
-    """One row per method: its speed-up on each task and the mean over tasks (the paper's Table 1)."""
-    methods = [row["method"] for row in next(iter(summaries.values()))["methods"]]
+def overall_rows(per_task: dict[str, list[dict]]) -> list[dict]:
+    """One row per method from each task's summary rows: its speed-up on each task and the mean
+    over tasks (the paper's Table 1)."""
+    methods = [row["method"] for row in next(iter(per_task.values()))]
     rows = []
     for method in methods:
-        per_task = {task: next(r for r in s["methods"] if r["method"] == method) for task, s in summaries.items()}
-        row = {"method": method, **{task: r["speed-up"] for task, r in per_task.items()}}
-        row["mean speed-up"] = sum(r["speed-up"] for r in per_task.values()) / len(per_task)
-        row["mean tau"] = sum(r["tau"] for r in per_task.values()) / len(per_task)
-        row["policy share"] = sum(r["policy share"] for r in per_task.values()) / len(per_task)
-        row["lossless"] = all(r["lossless"] is not False for r in per_task.values())
-        rows.append(row)
+        mine = {task: next(r for r in task_rows if r["method"] == method) for task, task_rows in per_task.items()}
+        mean = lambda column: sum(r[column] for r in mine.values()) / len(mine)
+        rows.append({"method": method, **{task: r["speed-up"] for task, r in mine.items()},
+                     "mean speed-up": mean("speed-up"), "mean tau": mean("tau"), "policy share": mean("policy share"),
+                     "lossless": all(r["lossless"] is not False for r in mine.values())})
     return rows
