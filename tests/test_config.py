@@ -67,6 +67,12 @@ def test_drafter_training_settings_compose(drafter):
     assert all((Path(CONFIG_PATH).parent / path).is_file() for path in job.corpus)
     assert not any("bench" in path for path in job.corpus)  # never train on an evaluation task
     assert job.eval_tree == ((8, 10, 60) if drafter == "eagle3" else (3, 4, 8))
+    assert job.train.epochs == (4 if drafter == "eagle3" else 2)
+
+
+def test_drafter_training_seed_follows_the_drafter_seed():
+    job = drafter_job(compose_job("train_drafter", ["drafter=eagle3_tiny", "drafter.seed=7"]).drafter)
+    assert job.train.seed == 7
 
 
 @pytest.mark.parametrize("task", ["mt_bench", "humaneval", "gsm8k", "alpaca", "qa", "sum", "mmlu"])

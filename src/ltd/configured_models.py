@@ -1,13 +1,14 @@
 """The target and drafter a composed config names, and who they are (their weights included), for
 the keys of what is derived from them."""
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ltd.config_files import model_config
 from ltd.drafter_training.loop import TrainSettings
-from ltd.drafter_training.pipeline import DrafterJob, head_directory
+from ltd.drafter_training.pipeline import DrafterJob, HeadData, head_directory
 from ltd.errors import LtdError
 from ltd.models.drafters import drafter_identity, load_drafter
 from ltd.models.targets import load_target, model_identity
@@ -41,18 +42,14 @@ def draft_lm_settings(cfg) -> dict:
     return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
 
 
-def drafter_job(drafter_cfg):
-    """The plain settings of `make drafter` from the drafter config."""
-    t = drafter_cfg.train
-    settings = TrainSettings(ttt_steps=t.ttt_steps, epochs=t.epochs, lr=t.lr, warmup=t.warmup,
-                             batch_tokens=t.batch_tokens, grad_clip=t.grad_clip,
-                             checkpoint_every=t.checkpoint_every, seed=drafter_cfg.seed)
-    return DrafterJob(corpus=list(t.corpus), responses=t.responses, answer_tokens=t.answer_tokens,
-                      max_tokens=t.max_tokens, max_length=t.max_length, held_out=t.held_out,
-                      target_top_k=t.target_top_k, draft_vocab_size=drafter_cfg.draft_vocab_size,
-                      target_batch=t.target_batch,
-                      shard_size=t.shard_size, eval_prompts=t.eval_prompts, eval_new_tokens=t.eval_new_tokens,
-                      eval_tree=tuple(t.eval_tree), train=settings)
+def drafter_job(drafter_cfg) -> DrafterJob:
+    """The plain settings of `make drafter` from the drafter config: its `train:` block split into
+    the data and the optimiser's settings."""
+    block = OmegaConf.to_container(drafter_cfg.train, resolve=True)
+    data = {f.name: block[f.name] for f in fields(HeadData)}
+    data["eval_tree"] = tuple(data["eval_tree"])
+    train = TrainSettings(**{f.name: block[f.name] for f in fields(TrainSettings)})
+    return DrafterJob(**data, draft_vocab_size=drafter_cfg.draft_vocab_size, train=train)
 
 
 def eagle3_weights(cfg, model: dict | None = None) -> str | None:

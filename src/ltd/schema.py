@@ -13,6 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ltd.drafter_training.loop import TrainSettings
+from ltd.drafter_training.pipeline import HeadData
 from ltd.errors import LtdError
 from ltd.eval.tree_search import TreeSpace
 from ltd.learned.fit import FitSettings
@@ -46,26 +48,9 @@ class ModelSchema:
 
 
 @dataclass
-class DrafterTrainSchema:
-    corpus: list[str]
-    responses: str
-    answer_tokens: int
-    max_tokens: int
-    max_length: int
-    held_out: int
-    target_top_k: int
-    target_batch: int
-    shard_size: int
-    eval_prompts: int
-    eval_new_tokens: int
-    eval_tree: list[int]
-    ttt_steps: int
-    epochs: int
-    lr: float
-    warmup: float
-    batch_tokens: int
-    grad_clip: float
-    checkpoint_every: int
+class DrafterTrainSchema(TrainSettings, HeadData):
+    """A drafter config's `train:` block: the data settings and the optimiser's in one (make drafter
+    splits them again, see configured_models.drafter_job)."""
 
 
 @dataclass

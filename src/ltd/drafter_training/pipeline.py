@@ -29,7 +29,9 @@ FEATURES, HEAD = 1, 1  # formats: a change to what these stages write makes earl
 
 
 @dataclass
-class DrafterJob:
+class HeadData:
+    """What a head learns from and is evaluated on (the `train:` block of a drafter config, beside
+    the optimiser's TrainSettings)."""
     corpus: list[str]
     responses: str = "target"  # who writes the responses: the target itself (greedy) or the corpus
     answer_tokens: int = 256  # longest answer the target writes (responses: target)
@@ -37,12 +39,16 @@ class DrafterJob:
     max_length: int = 512  # longest prompt the target answers (responses: corpus, longest conversation)
     held_out: int = 16  # corpus examples kept aside for the evaluation
     target_top_k: int = 16  # the target's next-token distribution is kept as its top-k
-    draft_vocab_size: int = 8192
     target_batch: int = 32  # sequences the target reads or answers at once
     shard_size: int = 64  # sequences per shard
     eval_prompts: int = 8
     eval_new_tokens: int = 128
     eval_tree: tuple[int, int, int] = (8, 10, 60)  # depth, top-k, V: EAGLE-3's default
+
+
+@dataclass
+class DrafterJob(HeadData):
+    draft_vocab_size: int = 8192
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
