@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env drafter clean
+.PHONY: help setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env gpu-check drafter clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -51,6 +51,9 @@ test-fast: setup  ## only the tests on tiny random models
 
 bench-decode: setup  ## decoder speed vs transformers and vs the memory-bandwidth bound, verify curve; writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
+
+gpu-check: setup  ## on a CUDA GPU: the cuda tests, bench-decode and a short eval of SmolLM2 and the Qwen pair in bf16, one table
+	$(PY) -m ltd.cli.gpu_check $(ARGS)
 
 bench-env: setup  ## replay environments' speed: steps/s of the size and depth environments at batch 1, 64, 256
 	$(PY) -m ltd.cli.bench_env $(ARGS)

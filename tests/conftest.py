@@ -19,6 +19,14 @@ from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
 
 FAMILIES = ("llama", "qwen2", "qwen3")
 
+# Where and in what precision the tiny suites run: float32 and bfloat16 on the CPU everywhere, and
+# bfloat16 on a GPU where there is one (marked `cuda`: skipped elsewhere, with the reason).
+PLACES = [
+    pytest.param(("cpu", torch.float32), id="cpu-fp32"),
+    pytest.param(("cpu", torch.bfloat16), id="cpu-bf16"),
+    pytest.param(("cuda", torch.bfloat16), id="cuda-bf16", marks=pytest.mark.cuda),
+]
+
 CLASSES = {
     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
@@ -64,9 +72,11 @@ def build_hf(config, seed: int = 0, std: float = 0.1):
     return randomize_(model_cls(config), seed, std).eval()
 
 
-def decoder_of(model, max_positions: int | None = None) -> Decoder:
-    """A fresh Decoder (with its own KV cache) over the weights of an HF model."""
-    return Decoder.from_hf(model.config, model.state_dict(), max_positions)
+def decoder_of(model, max_positions: int | None = None, place=("cpu", torch.float32)) -> Decoder:
+    """A fresh Decoder (with its own KV cache) over the weights of an HF model, on `place`'s
+    device in its dtype."""
+    device, dtype = place
+    return Decoder.from_hf(model.config, model.state_dict(), max_positions, dtype, device)
 
 
 @torch.no_grad()
@@ -87,21 +97,22 @@ class Tiny:
     config: object
     hf: object
 
-    def decoder(self, max_positions: int | None = None) -> Decoder:
-        return decoder_of(self.hf, max_positions)
+    def decoder(self, max_positions: int | None = None, place=("cpu", torch.float32)) -> Decoder:
+        return decoder_of(self.hf, max_positions, place)
 
     def eagle3_drafter(self, target: Decoder, draft_vocab_size: int = 64, seed: int = 0) -> Eagle3Drafter:
         torch.manual_seed(seed)
         head = Eagle3Head(head_config(self.config, draft_vocab_size=draft_vocab_size))
         return Eagle3Drafter(head, target.embed, self.config.num_hidden_layers, target.max_positions)
 
-    def self_drafter(self) -> DraftLM:
+    def self_drafter(self, place=("cpu", torch.float32)) -> DraftLM:
         """The target drafting for itself (its own Decoder instance: drafter and target need two caches)."""
-        return DraftLM(self.decoder(), self.config.vocab_size)
+        return DraftLM(self.decoder(place=place), self.config.vocab_size)
 
-    def engine(self, make_drafter=None, stop_token_ids=(), max_context=None) -> tuple[Engine, Decoder]:
-        """An Engine over a fresh target Decoder; `make_drafter(target)` builds its drafter."""
-        target = self.decoder()
+    def engine(self, make_drafter=None, stop_token_ids=(), max_context=None,
+               place=("cpu", torch.float32)) -> tuple[Engine, Decoder]:
+        """An Engine over a fresh target Decoder on `place`; `make_drafter(target)` builds its drafter."""
+        target = self.decoder(place=place)
         drafter = make_drafter(target) if make_drafter else None
         return Engine(target, stop_token_ids, drafter, max_context), target
 
@@ -126,6 +137,16 @@ def tiny():
 def small_draft_hf():
     """A smaller random llama over the target vocabulary, used as an independent DraftLM."""
     return build_hf(tiny_config("llama", **SMALL), seed=100)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a GPU: elsewhere they are skipped, saying so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ CASES = [
     ("decode", "controller=eagle3_default controller.dpeth=4", "Could not override 'controller.dpeth'. To append"),
     ("decode", "controller=eagle3_default controller.depth=[1", "no viable alternative at input '[1'"),
     ("decode", "drafter=qwen2.5-coder-0.5b drafter.quantize=int4", "drafter.quantize must be int8 or null, got 'int4'"),
+    ("decode", "drafter=qwen2.5-coder-0.5b model.dtype=bfloat16", "drafter.quantize=int8 is a CPU path in float32, and th"),
     ("decode", "drafter.path=/nonexistent", "no EAGLE-3 head at /nonexistent (not a directory)"),
     ("decode", "controller=eagle3_default controller.verify=100000", "static tree verify must be at most 710, what a"),
     ("decode", "controller=eagle3_default controller.top_k=100000", "top-k 100000 is more than the 64 tokens the draf"),

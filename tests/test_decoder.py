@@ -1,9 +1,11 @@
 """The re-implemented target decoder against transformers' own forward, used as the reference."""
+import copy
+
 import pytest
 import torch
 from torch.testing import assert_close
 
-from conftest import FAMILIES, LLAMA3_ROPE, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
+from conftest import FAMILIES, LLAMA3_ROPE, PLACES, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder, rope_tables
 
@@ -114,12 +116,13 @@ def test_llama3_rope_tables_differ_from_default():
     assert (scaled - plain).abs().max() > 1e-2
 
 
-def verify_tree(decoder) -> torch.Tensor:
+def verify_tree(decoder, device="cpu") -> torch.Tensor:
     """Prefill PREFIX then verify TREE in one pass; returns the tree's logits [nodes, vocab]."""
     decoder.reset()
-    decoder(torch.tensor(PREFIX))
+    decoder(torch.tensor(PREFIX, device=device))
     mask, depths = tree_mask_and_depths()
-    logits, _ = decoder(tree_tokens(), positions=len(PREFIX) + depths, tree_mask=mask)
+    logits, _ = decoder(tree_tokens().to(device), positions=len(PREFIX) + depths.to(device),
+                        tree_mask=mask.to(device))
     return logits
 
 
@@ -131,6 +134,47 @@ def test_tree_verify_equals_causal_forward_of_each_path(tiny, family):
         path_tokens = tokens[tree_path(node)].tolist()
         expected = hf_logits(target.hf, PREFIX + path_tokens)[-1]
         assert_close(logits[node], expected, **TOL, msg=lambda m: f"node {node}: {m}")
+
+
+HALF_PLACES = [p for p in PLACES if p.values[0][1] != torch.float32]
+
+
+@pytest.mark.parametrize("place", HALF_PLACES)
+def test_bfloat16_logits_are_as_close_to_float32_as_transformers_own(tiny, family, place):
+    """In bfloat16 the decoder keeps float32 where numerics need it (norms, attention): its logits
+    stay at least about as close to the float32 reference as transformers' own bfloat16 forward."""
+    target = tiny(family)
+    tokens = random_prompt(30, seed=3)
+    reference = hf_logits(target.hf, tokens)
+    theirs = hf_logits(copy.deepcopy(target.hf).to(place[0], place[1]), tokens).float().cpu()
+    decoder = target.decoder(place=place)
+    decoder.reset()
+    ours = decoder(torch.tensor(tokens, device=place[0]))[0].float().cpu()
+    assert ours.dtype == torch.float32 and decoder.embed.dtype == place[1]
+    their_error = (theirs - reference).abs().max()
+    assert (ours - reference).abs().max() <= 1.5 * their_error
+    assert (ours.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("place", HALF_PLACES)
+def test_bfloat16_tree_verify_equals_its_own_autoregressive_steps(tiny, family, place):
+    """Each node of a verified tree gets the logits the same bfloat16 decoder gives that path one
+    token at a time: the equality greedy losslessness rests on. Bit for bit on the CPU; a GPU's
+    matrix kernels are chosen by shape, so there only the argmax must agree."""
+    target = tiny(family)
+    device = place[0]
+    tolerance = 0.0 if device == "cpu" else 0.05
+    logits = verify_tree(target.decoder(place=place), device)
+    tokens = tree_tokens()
+    for node in range(len(TREE)):
+        stepwise = target.decoder(place=place)
+        stepwise.reset()
+        stepwise(torch.tensor(PREFIX, device=device))
+        for token in tokens[tree_path(node)].tolist():
+            expected = stepwise(torch.tensor([token], device=device))[0][-1]
+        assert logits[node].argmax() == expected.argmax(), f"node {node}"
+        assert_close(logits[node].float(), expected.float(), atol=tolerance, rtol=0,
+                     msg=lambda m: f"node {node}: {m}")
 
 
 @pytest.mark.parametrize("kept", [[0, 1, 3, 6], [0, 2, 5], [0, 1], [0]],
@@ -205,8 +249,8 @@ def test_weight_bytes_count_what_a_token_streams(tiny):
     head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
     matrices = [state[k] for k in counted if state[k].dim() == 2] + [state[head]]
     norms = [state[k] for k in counted if state[k].dim() == 1]
-    assert Decoder.from_hf(config, state).weight_bytes() == 4 * sum(t.numel() for t in matrices + norms)
-    assert Decoder.from_hf(config, state, quantize="int8").weight_bytes() == (
+    assert Decoder.from_hf(config, dict(state)).weight_bytes() == 4 * sum(t.numel() for t in matrices + norms)
+    assert Decoder.from_hf(config, dict(state), quantize="int8").weight_bytes() == (
         sum(t.numel() + 4 * t.shape[0] for t in matrices) + 4 * sum(t.numel() for t in norms))
 
 

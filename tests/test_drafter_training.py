@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
 
 from conftest import save_tiny_checkpoint
 from ltd.config_files import CONFIG_PATH
@@ -15,7 +16,7 @@ from ltd.drafter_training import loop, pipeline
 from ltd.drafter_training.corpus import load_corpus
 from ltd.drafter_training.loop import train
 from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
-from ltd.drafter_training.target_features import Sequence, load_shards, target_pass
+from ltd.drafter_training.target_features import Sequence, load_shards, target_pass, write_shard
 from ltd.drafter_training.ttt import unroll
 from ltd.drafter_training.vocabulary import choose_vocabulary
 from ltd.errors import LtdError
@@ -25,10 +26,20 @@ from ltd.models.targets import load_target
 
 
 @pytest.fixture(scope="module")
-def tiny_target(tmp_path_factory):
+def tiny_checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("model")
     save_tiny_checkpoint(directory)
-    return load_target("tiny", str(directory), max_context=256)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tiny_checkpoint):
+    return load_target("tiny", tiny_checkpoint, max_context=256)
+
+
+@pytest.fixture(scope="module")
+def bf16_target(tiny_checkpoint):
+    return load_target("tiny", tiny_checkpoint, max_context=256, dtype="bfloat16")
 
 
 @pytest.fixture
@@ -237,3 +248,64 @@ def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
         other = compose("decode", overrides=overrides + ["drafter.train.epochs=7"])
     assert eagle3_weights(cfg) == str(directory)
     assert eagle3_weights(other) is None  # other settings: that head is not the one asked for
+
+
+def train_and_check_the_head(target, job, root, monkeypatch):
+    """train_drafter on `target` (any device, any dtype): the head trains in float32 on the
+    target's device, is saved in float32, loads back, and drafts losslessly over that target.
+    Returns the head's directory."""
+    real_loss, seen = loop.ttt_loss, set()
+
+    def watched(head, embed, *args, **kwargs):
+        seen.update((p.dtype, p.device.type) for p in head.parameters())
+        return real_loss(head, embed, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "ttt_loss", watched)
+    directory, metrics = train_drafter(target, job, root)
+    assert seen == {(torch.float32, target.decoder.device.type)}
+    assert metrics["train_steps"] > 0 and 1.0 <= metrics["tau"] <= 1 + job.eval_tree[0]
+    assert {t.dtype for t in load_file(directory / "model.safetensors").values()} == {torch.float32, torch.long,
+                                                                                      torch.bool}
+
+    decoder = target.decoder
+    drafter = Eagle3Drafter(Eagle3Head.load(directory), decoder.embed, decoder.spec.num_layers,
+                            decoder.max_positions)
+    assert drafter.head.lm_head.weight.dtype == decoder.dtype
+    engine = Engine(decoder, (), drafter)
+    prompt = target.encode_chat([{"role": "user", "content": "hello world w7 w8"}])
+    expected = engine.generate_autoregressive(prompt, 30).tokens
+    for shape in [(3, 4, 8), (6, 10, 40)]:
+        assert engine.generate(prompt, StaticTree(*shape), 30).tokens == expected
+    return directory
+
+
+def test_a_bfloat16_target_trains_a_float32_head_that_drafts_losslessly(bf16_target, corpus, tmp_path,
+                                                                         monkeypatch):
+    job = tiny_job(corpus, "drafter.train.epochs=6", "drafter.train.lr=3e-3")
+    directory = train_and_check_the_head(bf16_target, job, tmp_path, monkeypatch)
+    history = torch.load(directory.parent / "training.pt", weights_only=False)["history"]
+    losses = [row["loss"] for row in history]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+
+
+@pytest.mark.parametrize("new_tokens", [0, 6])
+def test_a_bfloat16_target_writes_shards_as_a_float32_one_does(tiny_target, bf16_target, tmp_path, new_tokens):
+    layers = eagle3_feature_layers(tiny_target.config.num_hidden_layers)
+    shards = []
+    for target in (tiny_target, bf16_target):
+        path = tmp_path / f"{target.decoder.dtype}.safetensors"
+        write_shard(path, target_pass(target.decoder, SEQUENCES, layers, top_k=4, batch_size=3, new_tokens=new_tokens))
+        shards.append(load_file(path))
+    fp32, bf16 = shards
+    assert {k: (v.shape, v.dtype) for k, v in bf16.items()} == {k: (v.shape, v.dtype) for k, v in fp32.items()}
+    assert fp32["features"].dtype == fp32["top_probs"].dtype == torch.float16
+    if not new_tokens:  # the same text read: the same tokens, nearly the same features
+        assert bf16["tokens"].tolist() == fp32["tokens"].tolist()
+        torch.testing.assert_close(bf16["features"].float(), fp32["features"].float(), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.cuda  # skipped, with the reason, where there is no GPU (conftest)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_a_target_on_cuda_trains_a_head_that_drafts_losslessly(tiny_checkpoint, corpus, tmp_path, monkeypatch, dtype):
+    target = load_target("tiny", tiny_checkpoint, max_context=256, dtype=dtype, device="cuda")
+    train_and_check_the_head(target, tiny_job(corpus), tmp_path, monkeypatch)

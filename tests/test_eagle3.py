@@ -138,7 +138,7 @@ def reference_proposals(drafter, features: torch.Tensor, path: list[int]):
     n_context = features.shape[0]
     for step in range(len(path) + 1):
         n = n_context + step
-        cache = KVCache(1, head.config.num_key_value_heads, head.config.head_dim, n, torch.float32, torch.device("cpu"))
+        cache = KVCache(1, head.config.num_key_value_heads, head.config.head_dim, n, torch.device("cpu"))
         mask = cache.attention_mask(n, None, None)
         out = head.layer(hidden, drafter.embed[tokens[:n]], cache, drafter.cos[:n], drafter.sin[:n], mask)
         hidden = torch.cat((hidden, out[-1:]))

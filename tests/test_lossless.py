@@ -1,8 +1,12 @@
-"""Greedy speculative decoding must reproduce greedy autoregressive decoding token for token."""
+"""Greedy speculative decoding must reproduce greedy autoregressive decoding token for token, in
+float32 and in bfloat16 (on the CPU; on a GPU where there is one)."""
 import pytest
+import torch
 
-from conftest import FAMILIES, decoder_of, random_prompt
+from conftest import FAMILIES, PLACES, decoder_of, random_prompt
 from ltd.decoding.controller import StaticTree
+from ltd.decoding.engine import Engine
+from ltd.decoding.reference import TIE, matches_reference
 from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
 from ltd.models.draft_lm import DraftLM
@@ -12,25 +16,28 @@ MAX_NEW = 40
 SHAPES = [(1, 1, 1), (3, 2, 4), (8, 10, 60), (5, 4, 68), (12, 3, 7)]  # (5, 4, 68): the whole tree
 
 
-def make_drafter(kind, tiny_target, small_draft_hf):
-    """A drafter factory (target Decoder -> drafter) for Tiny.engine."""
+CPU_FP32 = ("cpu", torch.float32)
+
+
+def make_drafter(kind, tiny_target, small_draft_hf, place=CPU_FP32):
+    """A drafter factory (target Decoder -> drafter) for Tiny.engine; the drafter on `place`."""
     if kind == "eagle3":
         return lambda target: tiny_target.eagle3_drafter(target, draft_vocab_size=64)
     if kind == "draft_lm":
-        return lambda target: DraftLM(decoder_of(small_draft_hf), tiny_target.config.vocab_size)
+        return lambda target: DraftLM(decoder_of(small_draft_hf, place=place), tiny_target.config.vocab_size)
     if kind == "draft_lm_int8":  # a cheap approximate drafter: the output must not change
         return lambda target: DraftLM(Decoder.from_hf(small_draft_hf.config, small_draft_hf.state_dict(),
                                                       quantize="int8"), tiny_target.config.vocab_size)
-    return lambda target: tiny_target.self_drafter()
+    return lambda target: tiny_target.self_drafter(place)
 
 
 _AR_CACHE = {}
 
 
-def autoregressive(tiny_target, family, prompt=PROMPT, max_new=MAX_NEW) -> list[int]:
-    key = (family, tuple(prompt), max_new)
+def autoregressive(tiny_target, family, prompt=PROMPT, max_new=MAX_NEW, place=CPU_FP32) -> list[int]:
+    key = (family, tuple(prompt), max_new, place)
     if key not in _AR_CACHE:
-        engine, _ = tiny_target.engine()
+        engine, _ = tiny_target.engine(place=place)
         _AR_CACHE[key] = engine.generate_autoregressive(prompt, max_new).tokens
     return _AR_CACHE[key]
 
@@ -50,12 +57,15 @@ def check_cycles(generation, controller):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "draft_lm_int8", "self"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_speculative_equals_autoregressive(tiny, small_draft_hf, family, drafter, shape):
+@pytest.mark.parametrize("place", PLACES)
+def test_greedy_speculative_equals_autoregressive(tiny, small_draft_hf, place, family, drafter, shape):
+    if drafter == "draft_lm_int8" and place[0] != "cpu":
+        pytest.skip("int8 drafting is a CPU path")
     target = tiny(family)
-    expected = autoregressive(target, family)
+    expected = autoregressive(target, family, place=place)
     assert len(expected) == MAX_NEW
 
-    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf))
+    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf, place), place=place)
     controller = StaticTree(*shape)
     generation = engine.generate(PROMPT, controller, MAX_NEW)
 
@@ -159,3 +169,24 @@ def test_an_int8_drafter_guesses_as_its_float_self_mostly(tiny):
     assert generation.tokens == autoregressive(target, "llama") and generation.acceptance_length > 1.8
     with pytest.raises(LtdError, match="quantize must be one of int8"):
         Decoder.from_hf(target.hf.config, target.hf.state_dict(), quantize="int4")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_difference_counts_as_lossless_only_at_a_tie_in_half_precision(tiny, dtype):
+    """A greedy output that leaves autoregressive decoding's for the runner-up where the two top
+    logits tie within bfloat16's rounding is still the target's; one that leaves it elsewhere, or
+    any difference in float32, is not."""
+    target = tiny("llama")
+    decoder = target.decoder(place=("cpu", dtype))
+    reference = Engine(decoder, ()).generate_autoregressive(PROMPT, MAX_NEW).tokens
+    decoder.reset()
+    logits = decoder(torch.tensor(PROMPT + reference[:-1]))[0][len(PROMPT) - 1:].float()
+    top2 = logits.topk(2, dim=-1)
+    gaps = (top2.values[:, 0] - top2.values[:, 1]) / logits.abs().max(-1).values
+    tied = int((gaps < TIE[torch.bfloat16] / 2).nonzero()[0])  # a clear tie, not one at the tolerance's edge
+    clear = int((gaps > 2 * TIE[torch.bfloat16]).nonzero()[0])
+    runner_up = lambda at: reference[:at] + [int(top2.indices[at, 1])] + reference[at + 1:]
+    assert matches_reference(decoder, PROMPT, reference, reference)
+    assert matches_reference(decoder, PROMPT, reference, runner_up(tied)) == (dtype == torch.bfloat16)
+    assert not matches_reference(decoder, PROMPT, reference, runner_up(clear))
+    assert not matches_reference(decoder, PROMPT, reference, reference[:-1])  # cut short is no tie

@@ -7,7 +7,7 @@ one seed in a thousand); for each kind of test, a check shows that the bound rej
 import pytest
 import torch
 
-from conftest import build_hf, decoder_of, hf_logits, tiny_config
+from conftest import PLACES, build_hf, decoder_of, hf_logits, tiny_config
 from ltd.decoding.acceptance import accept_sampling
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
@@ -97,16 +97,19 @@ def always_accept_joint(joint: torch.Tensor, draft_model, prompt) -> torch.Tenso
 
 
 @pytest.mark.parametrize("drafter_kind", ["self", "draft_lm"])
-def test_first_two_sampled_tokens_follow_the_target(small_target, small_drafter_model, drafter_kind):
+@pytest.mark.parametrize("place", PLACES)
+def test_first_two_sampled_tokens_follow_the_target(small_target, small_drafter_model, place, drafter_kind):
+    """In bfloat16 too: the target's distribution moves by far less than this test can see, and the
+    draws come from a generator on the model's device."""
     draft_model = small_target if drafter_kind == "self" else small_drafter_model
-    engine = Engine(decoder_of(small_target), (), DraftLM(decoder_of(draft_model), VOCAB))
+    engine = Engine(decoder_of(small_target, place=place), (), DraftLM(decoder_of(draft_model, place=place), VOCAB))
     controller = StaticTree(depth=2, top_k=3, verify=6)
 
     counts = torch.zeros(VOCAB, VOCAB)
     accepted = 0
     for seed in range(RUNS):
         generation = engine.generate(PROMPT, controller, max_new_tokens=2, temperature=1.0,
-                                     generator=torch.Generator().manual_seed(seed))
+                                     generator=torch.Generator(device=place[0]).manual_seed(seed))
         first, second = generation.tokens
         counts[first, second] += 1
         accepted += generation.cycles[0].accepted

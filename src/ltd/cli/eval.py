@@ -19,6 +19,7 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
 from ltd.decoding.engine import Engine
+from ltd.decoding.reference import what_lossless_means
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
 from ltd.eval.report import format_table
@@ -66,7 +67,8 @@ def main(cfg) -> None:
         print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
               f"turn, temperature {c.temperature}, {describe_machine(here)}")
         print(format_table(summary["methods"], SUMMARY_COLUMNS))
-        print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; records in {run_dir}")
+        print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; lossless: "
+              f"{what_lossless_means(target.decoder.dtype)}; records in {run_dir}")
         if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
             print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
             sys.exit(1)

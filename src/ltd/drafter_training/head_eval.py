@@ -1,5 +1,7 @@
 """How well a head drafts for its target: tau and acceptance at each depth of the chain, measured
 with the real engine (greedy) on prompts it was not trained on."""
+import copy
+
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head
@@ -13,8 +15,9 @@ def acceptance_by_depth(accepted: list[int], depth: int) -> list[float]:
 
 def evaluate_head(target, head: Eagle3Head, prompts: list[list[int]], max_new_tokens: int,
                   tree: StaticTree) -> dict:
+    """`head` is left as it is: the drafter runs a copy, moved to the target's device and dtype."""
     decoder = target.decoder
-    drafter = Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
+    drafter = Eagle3Drafter(copy.deepcopy(head), decoder.embed, decoder.spec.num_layers, decoder.max_positions)
     engine = Engine(decoder, target.stop_token_ids, drafter)
     accepted = []
     for prompt in prompts:

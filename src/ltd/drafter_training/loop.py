@@ -82,7 +82,8 @@ def resume(head: Eagle3Head, params: list[torch.Tensor], lr: float,
         return optimizer, 0, []
     initial_state = {k: v.clone() for k, v in head.state_dict().items()}
     try:
-        state = torch.load(state_path, weights_only=False)
+        # Saved from wherever it trained; the optimizer's moments follow its parameters' device.
+        state = torch.load(state_path, map_location=params[0].device, weights_only=False)
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         return optimizer, state["step"], state["history"]
@@ -94,12 +95,18 @@ def resume(head: Eagle3Head, params: list[torch.Tensor], lr: float,
 
 def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
           state_path: Path, log=print) -> list[dict]:
-    """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists."""
+    """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists.
+
+    The head trains where the target's `embed` lives, and stays there. Its weights are float32
+    whatever the target's dtype (bfloat16 master weights would lose the small updates late in the
+    schedule); the shards' float16 features and probabilities are read as float32."""
     torch.manual_seed(settings.seed)
+    device = embed.device
+    head.to(device, torch.float32)
     plan = [b for epoch in range(settings.epochs) for b in batches_of(shards, settings.batch_tokens,
                                                                       settings.seed + epoch)]
     longest = max(int((sh["offsets"][1:] - sh["offsets"][:-1]).max()) for sh in shards)
-    cos, sin = rope_tables(head.config, longest + settings.ttt_steps + 1)
+    cos, sin = (table.to(device) for table in rope_tables(head.config, longest + settings.ttt_steps + 1))
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer, step, history = resume(head, params, settings.lr, state_path)
     if step:
@@ -114,7 +121,7 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
     try:
         while step < len(plan):
             start = time.perf_counter()
-            batch = collate(shards, plan[step])
+            batch = collate(shards, plan[step]).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, len(plan), settings)
             loss, agreement = ttt_loss(head, embed, batch, settings.ttt_steps, cos, sin)

@@ -101,9 +101,13 @@ def warm_start(head: Eagle3Head, decoder) -> None:
     """Start where the target already is: its output norm and the output rows of the draft
     vocabulary, and an `fc` that passes the high-layer feature through. The head then begins
     near the target's own late-layer prediction and learns the step ahead, instead of learning
-    the target's output space from scratch (it cannot, in minutes of CPU)."""
+    the target's output space from scratch (it cannot, in minutes of CPU).
+
+    The target's weights may be in another dtype on another device: copy_ converts them into the
+    head's float32 (exactly, from bfloat16 or float16)."""
+    rows = head.draft_to_target(torch.arange(head.lm_head.out_features, device=head.d2t.device))
     head.norm.weight.copy_(decoder.final_norm)
-    head.lm_head.weight.copy_(decoder.lm_head[head.draft_to_target(torch.arange(head.lm_head.out_features))])
+    head.lm_head.weight.copy_(decoder.lm_head[rows.to(decoder.device)])
     hidden = head.fc.out_features
     head.fc.weight.zero_()
     head.fc.weight[:, 2 * hidden :].copy_(torch.eye(hidden))
@@ -224,7 +228,9 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
         train_seconds=sum(r["seconds"] for r in history),
     )
     def write(tmp: Path) -> None:
-        head.save(tmp)
+        # Saved as trained, in float32 (official EAGLE-3 heads ship in bfloat16): Eagle3Head.load
+        # builds a float32 head either way, and Eagle3Drafter casts it to its target's dtype.
+        head.cpu().save(tmp)
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "key.json", final.key)
 

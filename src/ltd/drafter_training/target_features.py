@@ -9,7 +9,8 @@ Two sources of responses:
 - `corpus` (teacher forcing): the target reads the corpus response.
 
 Written as shards of a few dozen sequences, each atomic, so a killed run resumes at the first
-missing shard.
+missing shard. The target runs on its own device and dtype; the shards are always CPU tensors
+(features and probabilities in float16, ids in int32), whatever produced them.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,11 @@ class BatchRun:
         self.decoder, self.layers, self.top_k = decoder, feature_layers, top_k
         B, width = len(rows), max(map(len, rows))
         decoder.reset(width + answer_tokens, batch=B)
-        self.valid = torch.zeros(B, width + answer_tokens, dtype=torch.bool)
-        ids = torch.zeros(B, width, dtype=torch.long)
+        device = decoder.device
+        self.valid = torch.zeros(B, width + answer_tokens, dtype=torch.bool, device=device)
+        ids = torch.zeros(B, width, dtype=torch.long, device=device)
         for b, row in enumerate(rows):
-            ids[b, width - len(row):] = torch.tensor(row)
+            ids[b, width - len(row):] = torch.tensor(row, device=device)
             self.valid[b, width - len(row) : width] = True
         self.positions = (self.valid[:, :width].cumsum(1) - 1).clamp(min=0)
         self.fed = [ids]
@@ -69,12 +71,15 @@ class BatchRun:
     def _feed(self, ids: torch.Tensor, positions: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         logits, features = self.decoder(ids, positions=positions, valid=self.valid, feature_layers=self.layers,
                                         last_only=last_only)
-        probs, top_ids = logits.softmax(-1).topk(self.top_k, dim=-1)
+        # A softmax in bfloat16 would round the probabilities the head learns from.
+        probs, top_ids = logits.float().softmax(-1).topk(self.top_k, dim=-1)
         if last_only:  # distributions of the earlier positions: unknown, never trained on
-            pad = torch.zeros(ids.shape[0], ids.shape[1] - 1, self.top_k)
+            pad = torch.zeros(ids.shape[0], ids.shape[1] - 1, self.top_k, device=probs.device)
             probs, top_ids = torch.cat((pad, probs), dim=1), torch.cat((pad.long(), top_ids), dim=1)
         self.outputs.append((features.half(), top_ids.int(), probs.half()))
-        return top_ids[:, -1, 0].long()
+        # The token greedy decoding picks: bfloat16 logits tie often, and topk may break a tie
+        # differently from argmax.
+        return logits[:, -1].argmax(-1)
 
     def step(self, alive: torch.Tensor) -> None:
         """Feed every row its greedy next token; rows not `alive` are fed but stay padding."""
@@ -86,11 +91,11 @@ class BatchRun:
         self.next_token = self._feed(ids, self.positions)
 
     def rows(self) -> list[dict[str, torch.Tensor]]:
-        """Per row, its real positions only: tokens, features, top_ids, top_probs."""
-        tokens = torch.cat(self.fed, dim=1)
-        features, top_ids, top_probs = (torch.cat(parts, dim=1) for parts in zip(*self.outputs))
-        real = self.valid[:, : tokens.shape[1]]
-        return [dict(tokens=tokens[b, real[b]].int(), features=features[b, real[b]], top_ids=top_ids[b, real[b]],
+        """Per row, its real positions only, on the CPU: tokens, features, top_ids, top_probs."""
+        tokens = torch.cat(self.fed, dim=1).int().cpu()
+        features, top_ids, top_probs = (torch.cat(parts, dim=1).cpu() for parts in zip(*self.outputs))
+        real = self.valid[:, : tokens.shape[1]].cpu()
+        return [dict(tokens=tokens[b, real[b]], features=features[b, real[b]], top_ids=top_ids[b, real[b]],
                      top_probs=top_probs[b, real[b]]) for b in range(len(real))]
 
 
@@ -105,7 +110,7 @@ def target_pass(decoder, sequences: list[Sequence], feature_layers: tuple[int, .
     positions whose next token a drafter is trained to predict. `progress(sequences, tokens)` is
     called after each batch."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].tokens))
-    stops = torch.tensor(sorted(stop_ids), dtype=torch.long)
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=decoder.device)
     rows: dict[int, dict[str, torch.Tensor]] = {}
     start = 0
     while start < len(order):
@@ -115,7 +120,7 @@ def target_pass(decoder, sequences: list[Sequence], feature_layers: tuple[int, .
         members = order[start : start + size]
         start += size
         run = BatchRun(decoder, [sequences[i].tokens for i in members], new_tokens, feature_layers, top_k)
-        alive = torch.ones(len(members), dtype=torch.bool)
+        alive = torch.ones(len(members), dtype=torch.bool, device=decoder.device)
         for _ in range(new_tokens - 1):  # the last answer token is predicted, never fed
             alive &= ~torch.isin(run.next_token, stops)
             if not alive.any():

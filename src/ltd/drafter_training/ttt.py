@@ -7,7 +7,7 @@ Like that node at inference, it attends to the true context (step-0 keys up to t
 chain (keys of steps 1..j at index t). Step j at index t predicts token t+j+2; the loss is the
 cross-entropy to the target's distribution there, restricted to the draft vocabulary.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -22,6 +22,9 @@ class Batch:
     top_ids: torch.Tensor  # [B, T, K] long: the target's most likely next tokens at each position
     top_probs: torch.Tensor  # [B, T, K] float
     predicts_response: torch.Tensor  # [B, T] bool, False on padding
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def shift_left(x: torch.Tensor, by: int, fill=0) -> torch.Tensor:
@@ -43,7 +46,10 @@ def draft_targets(head: Eagle3Head, top_ids: torch.Tensor, top_probs: torch.Tens
 
 def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor, steps: int,
            cos: torch.Tensor, sin: torch.Tensor):
-    """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1."""
+    """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1.
+
+    The head trains in float32 whatever the target's dtype: `embed` rows are upcast as read (a
+    float32 copy of a large target's whole embedding would cost gigabytes)."""
     config, layer = head.config, head.midlayer
     attn = layer.self_attn
     B, T = tokens.shape
@@ -54,7 +60,8 @@ def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens
     hidden = head.fc(features)
     keys, values = [], []
     for j in range(steps):
-        x = torch.cat((layer.input_layernorm(embed[shift_left(tokens, j + 1)]), layer.hidden_norm(hidden)), dim=-1)
+        embeds = embed[shift_left(tokens, j + 1)].float()
+        x = torch.cat((layer.input_layernorm(embeds), layer.hidden_norm(hidden)), dim=-1)
         q = attn.q_proj(x).view(B, T, nh, d).transpose(1, 2)
         k = attn.k_proj(x).view(B, T, nkv, d).transpose(1, 2)
         v = attn.v_proj(x).view(B, T, nkv, d).transpose(1, 2)

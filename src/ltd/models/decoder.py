@@ -88,7 +88,10 @@ def int8_linear(x: torch.Tensor, packed) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    """In float32 whatever x's dtype, back to it before the weight, as transformers does: a mean of
+    squares in bfloat16 loses the precision that decides the next token."""
+    h = x.float()
+    return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -115,14 +118,18 @@ def rope_tables(config, length: int) -> tuple[torch.Tensor, torch.Tensor]:
 class KVCache:
     """Keys and values of every layer for `batch` sequences (rows) of one shared length,
     preallocated to `capacity` positions. Decoding uses one row; a batch of left-padded rows
-    serves bulk work such as drafter training data."""
+    serves bulk work such as drafter training data.
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
-                 device: torch.device, batch: int = 1):
+    Kept in float32 whatever the model's dtype, and attention runs in float32: in bfloat16 the
+    attention kernels round differently for one query than for a tree of them, and a verify pass
+    then disagrees with autoregressive decoding wherever the target's top two logits are close."""
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, capacity: int, device: torch.device,
+                 batch: int = 1):
         shape = (num_layers, batch, num_kv_heads, capacity, head_dim)
         self.batch = batch
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.v = torch.zeros(shape, dtype=torch.float32, device=device)
         self.capacity = capacity
         self.length = 0
 
@@ -170,10 +177,10 @@ class KVCache:
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
         out = F.scaled_dot_product_attention(
-            q, self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
+            q.float(), self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
             enable_gqa=q.shape[1] != k.shape[1],
         )
-        return out.transpose(1, 2).reshape(B, T, -1)
+        return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
 
 
 @dataclass
@@ -195,7 +202,8 @@ class Decoder:
     def __init__(self, spec: DecoderSpec, state: dict[str, torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", quantize: str | None = None):
         """`quantize="int8"`: the linear weights in int8 (a quarter of the bytes to stream per token;
-        for a drafter, whose guesses need not be exact), on the CPU in float32."""
+        for a drafter, whose guesses need not be exact), on the CPU in float32. The weights are
+        taken out of `state` (the caller's dict is emptied of them)."""
         self.spec = spec
         self.dtype = dtype
         self.device = torch.device(device)
@@ -205,8 +213,10 @@ class Decoder:
         self.max_positions = cos.shape[0]
         self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
 
+        # Each tensor is taken out of `state` as it is placed: a joined copy (q, k, v) does not
+        # live beside its parts, and a GPU model's weights are never held twice.
         def w(*names):
-            tensors = [state[n].to(self.device, dtype) for n in names]
+            tensors = [state.pop(n).to(self.device, dtype) for n in names]
             return torch.cat(tensors) if len(tensors) > 1 else tensors[0].contiguous()
 
         layouts: dict[tuple[int, int], str] = {}
@@ -223,12 +233,13 @@ class Decoder:
                 layouts[shape] = fastest_layout(shape, cpu_linear)
             return arrange(weight, layouts[shape])
 
+        tied = "lm_head.weight" not in state
         self.embed = w("model.embed_tokens.weight")
-        head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
-        self.lm_head = int8_weight(w(head)) if quantize == "int8" else w(head).t().contiguous().t()
+        output = self.embed if tied else w("lm_head.weight")
+        self.lm_head = int8_weight(output) if quantize == "int8" else output.t().contiguous().t()
         # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
         # (half the time at 16 to 64 rows here): verification and batches get their own copy.
-        self.lm_head_rows = w(head) if self.linear is cpu_linear else self.lm_head
+        self.lm_head_rows = output if self.linear is cpu_linear else self.lm_head
         self.final_norm = w("model.norm.weight")
         self.layers = []
         for i in range(spec.num_layers):
@@ -274,7 +285,7 @@ class Decoder:
         capacity = capacity or self.max_positions
         if self.cache is None or self.cache.capacity != capacity or self.cache.batch != batch:
             spec = self.spec
-            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.dtype, self.device,
+            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.device,
                                  batch)
         self.cache.length = 0
 

@@ -40,7 +40,6 @@ def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab
             head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size)))
         else:
             head = Eagle3Head.load(path)
-        head = head.to(decoder.device, decoder.dtype)
         return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
     if kind == "draft_lm":
         draft = load_target(f"{target.name}-draft", source, decoder.max_positions,

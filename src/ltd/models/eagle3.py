@@ -200,25 +200,26 @@ class Eagle3Drafter:
     """Drafts with an EAGLE-3 head over a target: its embedding, its fused features."""
 
     def __init__(self, head: Eagle3Head, target_embed: torch.Tensor, target_num_layers: int, max_positions: int):
+        """The head runs where the target's embedding lives, in its dtype: `head` is moved there."""
         config = head.config
-        self.head = head.eval().requires_grad_(False)
+        self.device, dtype = target_embed.device, target_embed.dtype
+        self.head = head.to(self.device, dtype).eval().requires_grad_(False)
         self.vocab_size = config.draft_vocab_size  # what it proposes from
         self.embed = target_embed
         self.feature_layers = eagle3_feature_layers(target_num_layers)
-        self.cos, self.sin = rope_tables(config, max_positions)
-        self.device = target_embed.device
-        self.linear = pick_linear(self.device, target_embed.dtype)
+        # Made in float32 and rounded to the model's dtype, as the target's own tables are.
+        self.cos, self.sin = (table.to(self.device, dtype) for table in rope_tables(config, max_positions))
+        self.linear = pick_linear(self.device, dtype)
         self.slots = TreeSlots(self.device)
         self.cache: KVCache | None = None
         self.context = 0
         self.root_hidden: torch.Tensor | None = None
-        self.slot_hidden = torch.zeros(0, config.hidden_size, device=self.device)
+        self.slot_hidden = torch.zeros(0, config.hidden_size, dtype=dtype, device=self.device)
 
     def reset(self, capacity: int) -> None:
         config = self.head.config
         if self.cache is None or self.cache.capacity != capacity:
-            self.cache = KVCache(1, config.num_key_value_heads, config.head_dim, capacity,
-                                 self.embed.dtype, self.device)
+            self.cache = KVCache(1, config.num_key_value_heads, config.head_dim, capacity, self.device)
         self.cache.length = 0
         self.slots.reset()
         self.context = 0

