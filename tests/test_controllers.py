@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
 from torch.testing import assert_close
 
-from conftest import decoder_of, hf_logits, random_prompt, randomize_
+from conftest import PLACES, decoder_of, hf_logits, random_prompt, randomize_
 from ltd.controllers.heuristics import DDD, SVIP, ConfidenceThreshold, GammaTune
 from ltd.controllers.registry import make_controller
 from ltd.decoding.controller import StaticTree
@@ -51,13 +51,14 @@ def chain_tree(k: int, depth: int, probs: list[float], entropy: float | None = N
 
 @pytest.mark.parametrize("drafter", ["eagle3", "draft_lm", "self"])
 @pytest.mark.parametrize("kind", list(BASELINES))
-def test_baselines_decode_losslessly(tiny, small_draft_hf, kind, drafter):
+@pytest.mark.parametrize("place", PLACES)
+def test_baselines_decode_losslessly(tiny, small_draft_hf, place, kind, drafter):
     target = tiny("llama")
-    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf))
+    engine, _ = target.engine(make_drafter(drafter, target, small_draft_hf, place), place=place)
     controller = BASELINES[kind]()
     generation = engine.generate(PROMPT, controller, MAX_NEW)
 
-    assert generation.tokens == autoregressive(target, "llama")
+    assert generation.tokens == autoregressive(target, "llama", place=place)
     for cycle in generation.cycles:
         assert 1 <= cycle.depth <= controller.max_depth
         assert 1 <= cycle.verify_size <= controller.verify

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
-from test_lossless import MAX_NEW, PROMPT, autoregressive
+from test_lossless import CPU_FP32, MAX_NEW, PROMPT, autoregressive
 
-from conftest import decoder_of, random_prompt
+from conftest import PLACES, decoder_of, random_prompt
 from ltd.controllers.registry import make_controller
 from ltd.decoding.controller import Controller
 from ltd.decoding.engine import Engine
@@ -34,11 +34,11 @@ class Bare:
         self.decoder = decoder
 
 
-def drafters(tiny_target, small_draft_hf):
+def drafters(tiny_target, small_draft_hf, place=CPU_FP32):
     """The target drafting for itself (its drafts are accepted) and an unrelated small LM (rejected):
     together, traces of both labels."""
-    return {"self": tiny_target.self_drafter(),
-            "draft_lm": DraftLM(decoder_of(small_draft_hf), tiny_target.config.vocab_size)}
+    return {"self": tiny_target.self_drafter(place),
+            "draft_lm": DraftLM(decoder_of(small_draft_hf, place=place), tiny_target.config.vocab_size)}
 
 
 @pytest.fixture(scope="module")
@@ -242,13 +242,14 @@ def test_weights_of_another_baseline_or_tree_are_refused(weights):
 
 @pytest.mark.parametrize("drafter", ["self", "draft_lm"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_learned_baselines_decode_losslessly(tiny, small_draft_hf, weights, kind, drafter):
+@pytest.mark.parametrize("place", PLACES)
+def test_learned_baselines_decode_losslessly(tiny, small_draft_hf, weights, place, kind, drafter):
     target = tiny("llama")
-    engine, _ = target.engine(lambda t: drafters(target, small_draft_hf)[drafter])
+    engine, _ = target.engine(lambda t: drafters(target, small_draft_hf, place)[drafter], place=place)
     controller = make_controller(settings_of(kind, weights[kind]))
     generation = engine.generate(PROMPT, controller, MAX_NEW)
 
-    assert generation.tokens == autoregressive(target, "llama")
+    assert generation.tokens == autoregressive(target, "llama", place=place)
     for cycle in generation.cycles:
         assert 1 <= cycle.verify_size <= 8
         assert cycle.depth == C2T_DEPTH if kind == "c2t" else 1 <= cycle.depth <= MAX_DEPTH

@@ -259,7 +259,7 @@ def test_ltd_schedule_and_its_components():
         schedule(s, "both")
 
 
-def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly(recorded, tmp_path):
+def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly(recorded, tiny, tmp_path):
     traces, prompts, _, _, engine = recorded
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=1,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
@@ -287,6 +287,11 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
         assert out.tokens == engine.generate_autoregressive(prompt, 16).tokens
         assert all(c.policy_s > 0 for c in out.cycles)  # the policies' time is counted
         assert {c.verify_size for c in out.cycles} <= set(SIZES)
+    # On a bfloat16 target the policies read the same observations (in float32) and stay lossless.
+    half, _ = tiny("llama").engine(lambda t: tiny("llama").self_drafter(("cpu", torch.bfloat16)),
+                                   place=("cpu", torch.bfloat16))
+    for prompt in prompts:
+        assert half.generate(prompt, controller, 16).tokens == half.generate_autoregressive(prompt, 16).tokens
     # The controller decides as the replay environment's partner would on the same tree.
     table = TraceTable(traces[:1], costs())
     rows, context = table.rows(torch.tensor([0]), torch.tensor([0]))
