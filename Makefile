@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep-tree profile record baselines train ablation test test-fast bench-decode bench-env gpu-check drafter clean
+.PHONY: help setup run eval sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -38,6 +38,9 @@ baselines: setup  ## the learned baselines (DISCO, SpecDec++, C2T) from the trac
 
 train: setup  ## the whole LTD pipeline (profile, record, baselines, PPO, evaluation on 4 tasks): prints the tables, appends to results/store.jsonl
 	$(PY) -m ltd.cli.train ltd=cpu $(ARGS)
+
+resps: setup  ## Re-SpS's policy (V, depth, top-k from the target's state, held N cycles) trained online; then controller=resps
+	$(PY) -m ltd.cli.train_resps $(ARGS)
 
 # make ablation reward=acceptance | reward=time_cost | component=depth_only | size_only | no_coadapt
 ablation: setup  ## retrain LTD with one change, evaluate it against autoregressive decoding, append to the store

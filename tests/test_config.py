@@ -15,7 +15,7 @@ from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
 from ltd.models.decoder import FAMILIES
 from ltd.models.targets import load_target
-from ltd.schema import check_config
+from ltd.schema import SCHEMAS, check_config
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))
 PAPER_MODELS = ["deepseek-r1-distill-llama-8b", "llama-3.1-8b", "qwen3-14b", "qwen3-32b", "vicuna-13b"]
@@ -112,3 +112,22 @@ def test_missing_sources_are_one_line(tmp_path, monkeypatch):
         load_target("x", "no-such-org/no-such-model")
     with pytest.raises(LtdError, match="configured for a CUDA GPU"):
         load_target("x", "no-such-org/no-such-model", device="cuda")
+
+
+@pytest.mark.parametrize("job", sorted(SCHEMAS))
+def test_every_job_config_passes_its_schema(job):
+    """Each entry point's composed config, as a user gets it with no override, passes its check."""
+    check_config(compose_job(job), job)
+
+
+@pytest.mark.parametrize("resps", ["cpu", "paper"])
+def test_resps_settings_compose_with_the_papers_ppo(resps):
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_object(check_config(compose_job("train_resps", [f"resps={resps}"]), "train_resps").resps)
+    settings.validate()
+    ppo = settings.ppo
+    assert (ppo.rollout, ppo.minibatch, ppo.epochs, ppo.lr, ppo.gamma, ppo.lmbda, ppo.entropy_coeff) == (
+        64, 32, 4, 3e-4, 0.95, 0.9, 0.1)
+    assert settings.hidden == (128, 128) and settings.persistence == 10
+    assert settings.bins == ("cost_model" if resps == "cpu" else "paper")

@@ -49,11 +49,11 @@ def test_the_table_has_a_column_per_model_and_fails_on_a_lossy_output(tmp_path, 
 def test_bad_arguments_are_one_line(arguments, message):
     result = subprocess.run([sys.executable, "-m", "ltd.cli.gpu_check", "--device", "cpu", *arguments],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and result.stderr.strip() == message
+    assert result.returncode == 2 and result.stderr.strip() == message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")
 def test_without_a_gpu_it_says_so():
     result = subprocess.run([sys.executable, "-m", "ltd.cli.gpu_check"], capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == "error: no CUDA GPU here (--device cpu runs the same checks on the CPU)"

@@ -17,7 +17,7 @@ LAYERS = [
     {"config_files"},
     {"controllers"},
     {"configured_models", "benchmarks"},
-    {"ltd_pipeline"},
+    {"ltd_pipeline", "resps_pipeline"},
     {"cli"},
 ]
 

@@ -115,3 +115,28 @@ def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path):
     training = json.loads((tmp_path / "results" / "policies" / "tiny-eagle3-throughput-size_only" /
                            "training.json").read_text())
     assert training["backend"] == "OnlineBackend" and [s["stage"] for s in training["stages"]] == ["stage1-size"]
+
+
+def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(tiny_model_dir, tmp_path):
+    tiny = tiny_model(tiny_model_dir, tmp_path)
+    results = f"results={tmp_path / 'results'}"
+    resps = [sys.executable, "-m", "ltd.cli.train_resps", *tiny, results, "threads=1", "tasks=[mt_bench]",
+             "questions=2", "top_k=3", "resps.hidden=[8]", "resps.persistence=2", "resps.max_new_tokens=12",
+             "resps.ppo.frames=16", "resps.ppo.rollout=8", "resps.ppo.minibatch=4", "resps.ppo.critic_hidden=[8]",
+             f"hydra.run.dir={tmp_path / 'resps'}"]
+    missing = subprocess.run(resps, capture_output=True, text=True)
+    assert missing.returncode == 2 and "make profile measures one, or resps=paper" in missing.stderr
+    profile = subprocess.run([sys.executable, "-m", "ltd.cli.profile", *tiny, results, "threads=1", "top_k=3",
+                              "max_depth=4", "contexts=[16,64]", "verify_sizes=[0,1,2,4,8]", "repeats=1",
+                              f"hydra.run.dir={tmp_path / 'profile'}"], capture_output=True, text=True)
+    assert profile.returncode == 0, profile.stderr[-3000:]
+    trained = subprocess.run(resps, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "tree shapes" in trained.stdout and "most likely shapes" in trained.stdout
+    policy = tmp_path / "results" / "policies" / "tiny-eagle3-resps" / "policy.pt"
+    assert policy.is_file()
+    run = subprocess.run([sys.executable, "-m", "ltd.cli.decode", *tiny, "controller=resps",
+                          f"controller.policy={policy}", "tasks=[qa]", "max_new_tokens=12", "threads=1",
+                          f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resps" in run.stdout and "lossless (greedy outputs identical): True" in run.stdout

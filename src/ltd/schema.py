@@ -19,7 +19,7 @@ from ltd.errors import LtdError
 from ltd.eval.tree_search import TreeSpace
 from ltd.learned.fit import FitSettings
 from ltd.models.targets import DTYPES
-from ltd.rl.settings import LtdSettings
+from ltd.rl.settings import LtdSettings, ReSpSSettings
 from ltd.tracking import LoggerSettings
 
 
@@ -266,6 +266,19 @@ class TrainSchema:
 
 
 @dataclass
+class TrainRespsSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    trees: TreesSchema
+    resps: ReSpSSettings
+    tasks: list[str]
+    questions: int
+    top_k: int
+    threads: int | None
+    results: str
+
+
+@dataclass
 class BenchEnvSchema:
     model: ModelSchema
     drafter: DrafterSchema
@@ -279,7 +292,8 @@ class BenchEnvSchema:
 
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
            "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
-           "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema}
+           "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema,
+           "train_resps": TrainRespsSchema}
 
 
 def _whole(least: int):
@@ -320,6 +334,8 @@ VALUES = {
     "contexts": (_whole(2), "whole numbers >= 2"),
     "verify_sizes": (_whole(0), "whole numbers >= 0"),
     "batches": (_whole(1), "whole numbers >= 1"),
+    "persistence": (_whole(1), "a whole number of cycles >= 1"),
+    "budget": (_positive, "a number > 0 (target steps)"),
 }
 
 

@@ -15,6 +15,12 @@ import torch
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
 
 
+def user_error(message: str) -> None:
+    """One line and exit status 2, as every ltd command says a user's mistake."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ltd.cli.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -24,14 +30,13 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=2)
     parser.add_argument("--output", default="results/gpu-check")
     args = parser.parse_args()
+    known, models = {c.model for c in CHECKS}, args.models.split(",")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("error: no CUDA GPU here (--device cpu runs the same checks on the CPU)")
-    known = {c.model for c in CHECKS}
-    models = args.models.split(",")
+        user_error("no CUDA GPU here (--device cpu runs the same checks on the CPU)")
     if not set(models) <= known:
-        sys.exit(f"error: --models takes {', '.join(sorted(known))}; got {args.models}")
+        user_error(f"--models takes {', '.join(sorted(known))}; got {args.models}")
     if args.questions < 1:
-        sys.exit(f"error: --questions must be at least 1, got {args.questions}")
+        user_error(f"--questions must be at least 1, got {args.questions}")
     passed = gpu_check(args.device, args.dtype, models, args.task, args.questions, Path(args.output))
     sys.exit(0 if passed else 1)
 

@@ -6,13 +6,14 @@ from dataclasses import fields
 from ltd.controllers.heuristics import BASELINES
 from ltd.controllers.learned import LEARNED_BASELINES
 from ltd.controllers.ltd import LTD
+from ltd.controllers.resps import ReSpS
 from ltd.decoding.controller import Controller, StaticTree
 from ltd.errors import LtdError
 
 
 def controller_kinds() -> dict[str, type[Controller]]:
     """Every controller `make_controller` builds, by kind."""
-    return {c.kind: c for c in (StaticTree, *BASELINES, *LEARNED_BASELINES, LTD)}
+    return {c.kind: c for c in (StaticTree, *BASELINES, *LEARNED_BASELINES, LTD, ReSpS)}
 
 
 def make_controller(settings: Mapping) -> Controller:

@@ -3,7 +3,9 @@
 After each expansion the engine asks `keep_drafting`; once drafting stops it asks `verify_size`.
 The engine at inference and the environments at training call the same methods on the same tree.
 Controllers that adapt across cycles hear `start` when a generation begins and `observe` after
-every verification. The controllers themselves live in ltd.controllers.
+every verification. One that decides from the target's state (`reads_state`) is shown, before each
+cycle, the target's hidden state at the last accepted token (`see`), and may change the cycle's
+top-k (`cycle_top_k`, at most its `top_k`). The controllers themselves live in ltd.controllers.
 """
 from dataclasses import dataclass
 from typing import ClassVar
@@ -14,10 +16,19 @@ from ltd.errors import LtdError
 
 class Controller:
     kind: ClassVar[str]  # the name configs use for it
-    top_k: int
+    reads_state: ClassVar[bool] = False  # whether it is shown the target's hidden state (see)
+    top_k: int  # the largest top-k of its trees
 
     def start(self) -> None:
         """A generation begins: reset whatever adapts from cycle to cycle."""
+
+    def see(self, state) -> None:
+        """A cycle begins (`reads_state` only): `state` is the target's hidden state at the last
+        accepted token ([hidden], float32, on the CPU; an EAGLE-3 drafter's three layers averaged)."""
+
+    def cycle_top_k(self) -> int:
+        """The top-k of the cycle about to be drafted."""
+        return self.top_k
 
     def observe(self, accepted: int) -> None:
         """A cycle was verified: `accepted` draft tokens were accepted (the bonus token not counted)."""

@@ -107,12 +107,18 @@ class Engine:
     @torch.inference_mode()
     def generate(self, prompt: list[int], controller: Controller, max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None) -> Generation:
-        run = SpeculativeRun(self, prompt, controller.top_k, max_new_tokens, temperature, generator)
+        run = SpeculativeRun(self, prompt, controller.top_k, max_new_tokens, temperature, generator,
+                             controller.reads_state)
         controller.start()
         while not run.done:
             context = run.context
-            tree = run.draft_root()
-            policy_s = run.draft(tree, controller)
+            p0 = time.perf_counter()
+            if controller.reads_state:
+                controller.see(run.state())
+            top_k = controller.cycle_top_k()
+            policy_s = time.perf_counter() - p0
+            tree = run.draft_root(top_k)
+            policy_s += run.draft(tree, controller)
             p0 = time.perf_counter()
             size = controller.verify_size(tree, context)
             policy_s += time.perf_counter() - p0
@@ -129,17 +135,21 @@ class SpeculativeRun:
 
     @torch.inference_mode()
     def __init__(self, engine: Engine, prompt: list[int], top_k: int, max_new_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, state: bool = False):
+        """`top_k`: the largest top-k of its cycles. `state`: keep the target's hidden state of the
+        last accepted token (see `state()`): an EAGLE-3 drafter's features hold it already; for
+        another drafter the target's passes also return their last layer's output."""
         if engine.drafter is None:
             raise LtdError("speculative decoding needs a drafter")
         check_top_k(engine.drafter, top_k)
         self.engine, self.top_k, self.max_new_tokens = engine, top_k, max_new_tokens
         self.temperature, self.generator, self.prompt_length = temperature, generator, len(prompt)
         target, drafter, clock = engine.target, engine.drafter, engine.clock
+        self.layers = drafter.feature_layers or ((target.spec.num_layers,) if state else ())
         tokens = engine._start(prompt, max_new_tokens)
         drafter.reset(engine.capacity)
         self.begin = clock()
-        logits, self.features = target(tokens, feature_layers=drafter.feature_layers, last_only=True)
+        logits, self.features = target(tokens, feature_layers=self.layers, last_only=True)
         self.root = engine._pick(logits[-1], temperature, generator)
         self.result = Generation([])
         self.new_context = torch.cat((tokens, torch.tensor([self.root], device=target.device)))
@@ -151,12 +161,22 @@ class SpeculativeRun:
         """Tokens in the target's cache: the context length of the cycle about to be drafted."""
         return self.engine.target.length
 
+    def state(self) -> torch.Tensor:
+        """The target's hidden state at the last accepted token ([hidden], float32, CPU): the mean of
+        the layers the run keeps (an EAGLE-3 drafter's three, or the last layer's output)."""
+        return self.features[-1].view(len(self.layers), -1).float().mean(0).cpu()
+
     @torch.inference_mode()
-    def draft_root(self) -> DraftTree:
-        """Start a cycle: the drafter absorbs the accepted tokens and proposes the root's children."""
+    def draft_root(self, top_k: int | None = None) -> DraftTree:
+        """Start a cycle (of top-k `top_k`, at most the run's; by default the run's): the drafter
+        absorbs the accepted tokens and proposes the root's children."""
+        top_k = top_k or self.top_k
+        if top_k > self.top_k:
+            raise LtdError(f"a cycle's top-k ({top_k}) is above the run's ({self.top_k})")
         t0 = self.engine.clock()
-        tree = DraftTree(self.top_k, self.engine.target.device)
-        tree.add_root(*self.engine.drafter.update(self.new_context, self.features, self.top_k))
+        tree = DraftTree(top_k, self.engine.target.device)
+        drafter_features = self.features if self.engine.drafter.feature_layers else None
+        tree.add_root(*self.engine.drafter.update(self.new_context, drafter_features, top_k))
         self.draft_s = self.engine.clock() - t0
         return tree
 
@@ -197,7 +217,7 @@ class SpeculativeRun:
         verify_input = torch.cat((torch.tensor([self.root], device=device), selection.tokens))
         positions = context + torch.cat((torch.zeros(1, dtype=torch.long, device=device), selection.depths))
         logits, features = target(verify_input, positions=positions, tree_mask=selection.mask,
-                                  feature_layers=drafter.feature_layers)
+                                  feature_layers=self.layers)
         if self.temperature == 0:
             accepted, self.root = accept_greedy(selection, logits)
         else:

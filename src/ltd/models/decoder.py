@@ -305,7 +305,8 @@ class Decoder:
         Without `tree_mask` the new tokens attend causally. With it ([T, length + T - tree_start]
         bool, True = may attend), they see the cached prefix before `tree_start` and what the mask
         allows after it; `positions` then gives their rotary positions (prefix + depth in the tree).
-        `features` concatenates, in the order asked, the hidden states entering `feature_layers`.
+        `features` concatenates, in the order asked, the hidden states entering `feature_layers`
+        (layer `num_layers`: the last layer's output, before the final norm).
 
         A batch: `tokens` [B, T] for the B rows of a cache made by `reset(capacity, batch=B)`, left-
         padded to the shared length; `valid` ([B, length + T] bool) marks the real tokens, which
@@ -334,6 +335,8 @@ class Decoder:
             if i in feature_layers:
                 captured[i] = x
             x = self.block(i, layer, x, cos, sin, mask)
+        if spec.num_layers in feature_layers:
+            captured[spec.num_layers] = x
         cache.length += T
 
         if last_only:

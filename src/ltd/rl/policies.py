@@ -4,6 +4,8 @@ engine, and as the frozen partner of the policy being trained.
 
 Depth policy: actions 0 = stop drafting, 1 = draft one more level. Size policy: action i = verify
 `sizes[i]` draft tokens. Hidden layers as the paper: depth actor [1024], size actor [1024, 256].
+Re-SpS's policy (role "resps", ltd.controllers.resps): action i = the whole tree shape `grid[i]`
+(V, depth, top-k), read from the target's normalised hidden state (`state_width` wide).
 """
 import pickle
 from dataclasses import asdict, dataclass
@@ -28,20 +30,26 @@ class PolicySpec:
     max_depth: int
     hidden: tuple[int, ...]
     sizes: tuple[int, ...] = ()  # the size policy's choices of V
+    state_width: int = 0  # resps: the target's hidden size
+    grid: tuple[tuple[int, int, int], ...] = ()  # resps: each action's (V, depth, top-k)
 
     def __post_init__(self):
-        if self.role not in ("depth", "size"):
-            raise LtdError(f"a policy's role is depth or size, not {self.role!r}")
+        if self.role not in ("depth", "size", "resps"):
+            raise LtdError(f"a policy's role is depth, size or resps, not {self.role!r}")
         if self.role == "size" and (not self.sizes or min(self.sizes) < 0):
             raise LtdError(f"the size policy needs a list of sizes >= 0, got {list(self.sizes)}")
+        if self.role == "resps" and (not self.grid or self.state_width < 1):
+            raise LtdError("the resps policy needs a grid of tree shapes and the width of the state it reads")
 
     @property
     def observation_width(self) -> int:
+        if self.role == "resps":
+            return self.state_width
         return depth_width(self.top_k) if self.role == "depth" else size_width(self.top_k, self.max_depth)
 
     @property
     def actions(self) -> int:
-        return 2 if self.role == "depth" else len(self.sizes)
+        return {"depth": 2, "size": len(self.sizes), "resps": len(self.grid)}[self.role]
 
 
 def mlp(inputs: int, hidden: tuple[int, ...], outputs: int) -> nn.Sequential:
@@ -94,7 +102,8 @@ class Policy(nn.Module):
         try:
             state = torch.load(path, weights_only=True)
             spec = state["spec"]
-            policy = cls(PolicySpec(**{**spec, "hidden": tuple(spec["hidden"]), "sizes": tuple(spec["sizes"])}))
+            policy = cls(PolicySpec(**{**spec, "hidden": tuple(spec["hidden"]), "sizes": tuple(spec["sizes"]),
+                                       "grid": tuple(map(tuple, spec.get("grid", ())))}))
             policy.net.load_state_dict(state["weights"])
         except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:
             raise LtdError(f"cannot read policy {path}: {reason(error)}") from None

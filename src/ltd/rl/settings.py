@@ -70,3 +70,26 @@ def check_depth_rows(rows: int, rollout: int, max_depth: int) -> None:
     if steps < 4 * (max_depth - 1):
         raise LtdError(f"ltd.depth_envs {rows} rows step {steps} times per rollout of {rollout}; cycles of up to "
                        f"{max_depth} levels need at least {4 * (max_depth - 1)}: fewer depth_envs or a longer rollout")
+
+
+@dataclass
+class ReSpSSettings:
+    """How make resps trains Re-SpS's policy (conf/resps)."""
+    ppo: PPOSettings
+    bins: str = "cost_model"  # the grid of tree shapes: cost_model (this machine's profile) or paper
+    budget: float = 2.0  # cost_model bins: V and depths costing at most this many target steps
+    persistence: int = 10  # cycles a shape is held in training
+    hidden: tuple[int, ...] = (128, 128)
+    max_new_tokens: int = 128
+
+    def __post_init__(self):  # configs give lists where the defaults are tuples
+        self.hidden = tuple(self.hidden)
+        self.ppo.critic_hidden = tuple(self.ppo.critic_hidden)
+
+    def validate(self) -> None:
+        self.ppo.validate()
+        if self.bins not in ("cost_model", "paper"):
+            raise LtdError(f"resps.bins must be cost_model or paper, got {self.bins!r}")
+        if self.persistence < 1 or self.budget <= 0:
+            raise LtdError(f"resps.persistence must be >= 1 and resps.budget > 0, got {self.persistence} and "
+                           f"{self.budget}")
