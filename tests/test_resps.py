@@ -118,7 +118,7 @@ def test_resps_decodes_losslessly(tiny, small_draft_hf, tmp_path, place, drafter
 
 
 def test_resps_settings_errors_are_one_line(tmp_path):
-    with pytest.raises(LtdError, match="no policy at"):
+    with pytest.raises(LtdError, match="no policy at .*: make resps trains one"):
         ReSpS(policy=str(tmp_path / "none.pt"))
     with pytest.raises(LtdError, match="resps persistence must be a whole number of cycles >= 1, got 0"):
         ReSpS(policy=policy_file(tmp_path), persistence=0)

@@ -5,6 +5,7 @@ inference). At inference it samples at `temperature` (the paper's max-entropy mo
 the most likely shape. The engine counts the time spent here as policy time.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -31,6 +32,8 @@ class ReSpS(Controller):
             raise LtdError(f"resps persistence must be a whole number of cycles >= 1, got {self.persistence!r}")
         if not self.temperature >= 0:
             raise LtdError(f"resps temperature must be a number >= 0 (0: the most likely shape), got {self.temperature}")
+        if not Path(self.policy).is_file():
+            raise LtdError(f"no policy at {self.policy}: make resps trains one")
         self.net = Policy.load(self.policy, "resps")
         self.grid = [Shape(*shape) for shape in self.net.spec.grid]
         self.top_k = max(s.top_k for s in self.grid)
