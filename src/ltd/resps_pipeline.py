@@ -60,7 +60,8 @@ def run(target, drafter, settings: ReSpSSettings, grid: tuple[Shape, ...], promp
           f"shapes held {settings.persistence} cycles")
     with tqdm(total=settings.ppo.frames, desc="ppo resps", unit="window") as bar:
         def log(metrics: dict) -> None:
-            bar.set_postfix(tok_s=f"{metrics['reward_per_step']:.2f}", entropy=f"{metrics.get('entropy', 0):.2f}")
+            # ppo.batch_metrics names every loss term loss_*; loss_entropy is the policy's entropy itself.
+            bar.set_postfix(window_tok_s=f"{metrics['reward_per_step']:.2f}", entropy=f"{metrics['loss_entropy']:.2f}")
 
         def progress(done: int, total: int) -> None:
             bar.n = done
