@@ -140,3 +140,9 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resps" in run.stdout and "lossless (greedy outputs identical): True" in run.stdout
+    # make train evaluates Re-SpS beside LTD once it is trained (evaluate.also)
+    trained_ltd = train(tiny_model_dir, tmp_path, methods="[autoregressive]")
+    assert trained_ltd.returncode == 0, trained_ltd.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"autoregressive", "resps", "ltd"}, trained_ltd.stderr[-2000:]
+    assert all(r["lossless"] for r in rows)

@@ -21,11 +21,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact, read_or_drop
+from ltd.artefacts import Artefact, note, read_or_drop
 from ltd.config_files import controller_file, task_config
 from ltd.configured_models import load_model
 from ltd.controllers.ltd import LTD
-from ltd.controllers.methods import build_methods, check_tuned_methods, method_config
+from ltd.controllers.methods import build_controller, build_methods, check_tuned_methods, method_config
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
@@ -37,6 +37,7 @@ from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, file_digest
 from ltd.learned.classifiers import load_classifier
 from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
+from ltd.resps_pipeline import resps_directory
 from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.rl.stages import TrainedPolicies, train_ltd
@@ -109,7 +110,7 @@ def run(job: Job, run_dir: Path) -> bool:
         ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                   size_policy=str(trained.size) if trained.size else None,
                   depth=job.settings.fixed_depth, verify=job.settings.depth_verify)
-        methods = build_methods(list(cfg.evaluate.methods), cfg) + [Method("ltd", ltd)]
+        methods = build_methods(list(cfg.evaluate.methods), cfg) + resps_method(job) + [Method("ltd", ltd)]
         summaries = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
         spent("evaluation")
         rows = report(job, summaries, run_dir, tracker)
@@ -278,6 +279,19 @@ def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> No
     c, last = trained.constant, trained.stages[-1]["speedup"]
     print(f"best constant tree in the same replay: depth {c['depth']:.0f}, V {c['verify']:.0f}, speed-up "
           f"{c['speedup']:.3f}; ltd: {last:.3f} ({last / c['speedup']:.3f}x of it)")
+
+
+def resps_method(job: Job) -> list[Method]:
+    """Re-SpS beside LTD (`evaluate.resps`) where make resps trained it into these results."""
+    cfg = job.cfg
+    policy = resps_directory(cfg.results, cfg.model.name, cfg.drafter.kind) / "policy.pt"
+    if not cfg.evaluate.resps:
+        return []
+    if not policy.is_file():
+        note(f"resps left out: no policy at {policy} (make resps trains one)")
+        return []
+    settings = {**method_config("resps", cfg), "policy": str(policy)}
+    return [Method("resps", build_controller(settings, cfg, (job.model, job.drafter)))]
 
 
 def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, dict]:

@@ -27,6 +27,11 @@ from ltd.rl.settings import ReSpSSettings
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 
 
+def resps_directory(results: str, model_name: str, drafter_kind: str) -> Path:
+    """Where make resps keeps the policy (and make train looks for it)."""
+    return Path(results) / "policies" / f"{model_name}-{drafter_kind}-resps"
+
+
 def shapes_for(settings: ReSpSSettings, results: str, model: dict, drafter: dict, machine: dict,
                top_k: int) -> tuple[Shape, ...]:
     if settings.bins == "paper":

@@ -231,6 +231,7 @@ class TrainRecordSchema:
 class TrainEvaluateSchema:
     tasks: list[str]
     methods: list[str]
+    resps: bool
     questions: int | None
     max_new_tokens: int
     warmup_tokens: int

@@ -4,8 +4,6 @@ ltd.resps_pipeline). Then `controller=resps` decodes with it.
     python -m ltd.cli.train_resps                      # the bins from this machine's profile (make profile)
     python -m ltd.cli.train_resps resps=paper          # the paper's bins and budget
 """
-from pathlib import Path
-
 import hydra
 from omegaconf import OmegaConf
 
@@ -28,7 +26,7 @@ def main(cfg) -> None:
         grid = resps_pipeline.shapes_for(settings, cfg.results, model, drafter, here, cfg.top_k)
         target, draft = load_model(cfg)
         prompts = resps_pipeline.first_turns(target, chosen_tasks(cfg), cfg.questions)
-        directory = Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-resps"
+        directory = resps_pipeline.resps_directory(cfg.results, cfg.model.name, cfg.drafter.kind)
         key = {"artefact": "resps policy", "model": model, "drafter": drafter, "machine": here,
                "tasks": list(cfg.tasks), "questions": cfg.questions}
         resps_pipeline.run(target, draft, settings, grid, prompts, key, directory)
