@@ -1,6 +1,5 @@
 """Loading a target's weights straight to its device in its dtype: sharded safetensors, pickles,
 GGUF caches, and the one line when a model does not fit."""
-import json
 import re
 import shutil
 from pathlib import Path
@@ -8,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_artefacts import fake_dequantise
 
 from conftest import build_hf, hf_logits, random_prompt, save_tiny_checkpoint, tiny_config
-from ltd.atomic import write_directory
 from ltd.errors import LtdError
 from ltd.models import targets
 from ltd.models.drafters import load_drafter
@@ -131,28 +130,13 @@ def test_a_hub_model_that_cannot_be_fetched_is_one_line(monkeypatch):
         targets.load_pretrained("x", "nobody/no-such-model", None, torch.float32, "cpu", None)
 
 
-def fake_gguf_cache(tiny_dir, calls: list):
-    """A stand-in for dequantising a GGUF: the tiny checkpoint's files, with the cache's key."""
-    def write(cache, gguf):
-        calls.append(gguf)
-
-        def fill(tmp):
-            for f in tiny_dir.iterdir():
-                shutil.copy(f, tmp / f.name)
-            (tmp / "ltd.json").write_text(json.dumps({"stop_token_ids": [1]}))
-            (tmp / "key.json").write_text(json.dumps(cache.key))
-
-        write_directory(cache.path, fill)
-    return write
-
-
 def test_a_gguf_target_loads_in_its_dtype_and_a_tight_fit_keeps_its_cache(checkpoints, tmp_path, monkeypatch):
     model, root = checkpoints
     monkeypatch.setenv("LTD_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF stand-in")
     calls = []
-    monkeypatch.setattr(targets, "write_dense_cache", fake_gguf_cache(root / "whole", calls))
+    monkeypatch.setattr(targets, "write_dense_cache", fake_dequantise(root / "whole", calls))
     prompt = random_prompt(9)
 
     fp32 = load_target("tiny", str(gguf), dtype="float32")

@@ -3,6 +3,7 @@ its environment's specs and a resumed training."""
 import pytest
 import torch
 from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
+from test_rl import Interrupt, stop_after_two
 from torchrl.envs.utils import check_env_specs
 
 from conftest import PLACES, random_prompt
@@ -167,13 +168,6 @@ def test_an_interrupted_training_resumes_as_if_never_stopped(tiny, tmp_path):
     train = lambda directory, **kw: train_resps(online_engine(tiny), prompts, GRID, 2, (16,), settings, directory,
                                                 max_new_tokens=16, **kw)
     whole = train(tmp_path / "whole")
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(metrics):
-        if metrics["batch"] == 3:  # a checkpoint was written after batch 2
-            raise Interrupt
 
     with pytest.raises(Interrupt):
         train(tmp_path / "cut", log=stop_after_two)

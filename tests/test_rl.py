@@ -218,19 +218,22 @@ def test_ppo_learns_the_best_size_on_a_replay_problem(recorded, tmp_path):
     assert sum(rewards[-3:]) > sum(rewards[:3])
 
 
+class Interrupt(Exception):
+    pass
+
+
+def stop_after_two(metrics):
+    """A training's log hook that stops it in batch 3, after a checkpoint was written."""
+    if metrics["batch"] == 3:
+        raise Interrupt
+
+
 def test_interrupted_training_resumes_as_if_never_stopped(recorded, tmp_path):
     traces = recorded[0]
     spec = PolicySpec("depth", TOP_K, MAX_DEPTH, (16,))
     make_env = lambda: DepthReplayEnv(traces, costs(), batch=8, verify=2, seed=0)
     settings = small_ppo(256 * 4)
     whole = PPOTrainer(make_env, spec, settings, tmp_path / "whole.pt").train()
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(metrics):
-        if metrics["batch"] == 3:  # a checkpoint was written after batch 2
-            raise Interrupt
 
     with pytest.raises(Interrupt):
         PPOTrainer(make_env, spec, settings, tmp_path / "cut.pt").train(log=stop_after_two)
