@@ -57,7 +57,7 @@ class Watcher(Controller):
         self.states = []
 
     def see(self, state):
-        self.states.append(state)
+        self.states.append(state())
 
     def keep_drafting(self, tree, context_length):
         return tree.depth < 2

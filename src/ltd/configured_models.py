@@ -38,8 +38,10 @@ def draft_lm_settings(cfg) -> dict:
     d = cfg.drafter
     if d.model:
         m = model_config(d.model)
-        return dict(source=m.source, parts=parts_of(m), dtype=cfg.model.dtype, quantize=d.quantize)
-    return dict(source=d.source, parts=None, dtype=cfg.model.dtype, quantize=d.quantize)
+        source, parts = m.source, parts_of(m)
+    else:
+        source, parts = d.source, None
+    return dict(source=source, parts=parts, dtype=cfg.model.dtype, quantize=d.quantize)
 
 
 def drafter_job(drafter_cfg) -> DrafterJob:

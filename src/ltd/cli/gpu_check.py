@@ -13,12 +13,8 @@ from pathlib import Path
 import torch
 
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
-
-
-def user_error(message: str) -> None:
-    """One line and exit status 2, as every ltd command says a user's mistake."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+from ltd.cli.app import user_errors
+from ltd.errors import LtdError
 
 
 def main() -> None:
@@ -31,12 +27,13 @@ def main() -> None:
     parser.add_argument("--output", default="results/gpu-check")
     args = parser.parse_args()
     known, models = {c.model for c in CHECKS}, args.models.split(",")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        user_error("no CUDA GPU here (--device cpu runs the same checks on the CPU)")
-    if not set(models) <= known:
-        user_error(f"--models takes {', '.join(sorted(known))}; got {args.models}")
-    if args.questions < 1:
-        user_error(f"--questions must be at least 1, got {args.questions}")
+    with user_errors():
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise LtdError("no CUDA GPU here (--device cpu runs the same checks on the CPU)")
+        if not set(models) <= known:
+            raise LtdError(f"--models takes {', '.join(sorted(known))}; got {args.models}")
+        if args.questions < 1:
+            raise LtdError(f"--questions must be at least 1, got {args.questions}")
     passed = gpu_check(args.device, args.dtype, models, args.task, args.questions, Path(args.output))
     sys.exit(0 if passed else 1)
 

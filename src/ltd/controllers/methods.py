@@ -111,4 +111,3 @@ def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: 
     if len(methods) == 1:
         raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
     return methods
-

@@ -5,7 +5,6 @@ inference). At inference it samples at `temperature` (the paper's max-entropy mo
 the most likely shape. The engine counts the time spent here as policy time.
 """
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -32,8 +31,6 @@ class ReSpS(Controller):
             raise LtdError(f"resps persistence must be a whole number of cycles >= 1, got {self.persistence!r}")
         if not self.temperature >= 0:
             raise LtdError(f"resps temperature must be a number >= 0 (0: the most likely shape), got {self.temperature}")
-        if not Path(self.policy).is_file():
-            raise LtdError(f"no policy at {self.policy}: make resps trains one")
         self.net = Policy.load(self.policy, "resps")
         self.grid = [Shape(*shape) for shape in self.net.spec.grid]
         self.top_k = max(s.top_k for s in self.grid)
@@ -45,9 +42,9 @@ class ReSpS(Controller):
         self.shape, self.held = self.grid[0], 0
 
     @torch.no_grad()
-    def see(self, state: torch.Tensor) -> None:
+    def see(self, state) -> None:
         if self.held == 0:
-            logits = self.net(normalised_state(state)[None])[0]
+            logits = self.net(normalised_state(state())[None])[0]
             if self.temperature == 0:
                 action = int(logits.argmax())
             else:

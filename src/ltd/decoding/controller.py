@@ -23,8 +23,9 @@ class Controller:
         """A generation begins: reset whatever adapts from cycle to cycle."""
 
     def see(self, state) -> None:
-        """A cycle begins (`reads_state` only): `state` is the target's hidden state at the last
-        accepted token ([hidden], float32, on the CPU; an EAGLE-3 drafter's three layers averaged)."""
+        """A cycle begins (`reads_state` only): `state()` gives the target's hidden state at the last
+        accepted token ([hidden], float32, on the CPU; an EAGLE-3 drafter's three layers averaged).
+        A getter, so that a controller holding its decision costs no copy from the device."""
 
     def cycle_top_k(self) -> int:
         """The top-k of the cycle about to be drafted."""

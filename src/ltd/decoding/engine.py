@@ -114,7 +114,7 @@ class Engine:
             context = run.context
             p0 = time.perf_counter()
             if controller.reads_state:
-                controller.see(run.state())
+                controller.see(run.state)
             top_k = controller.cycle_top_k()
             policy_s = time.perf_counter() - p0
             tree = run.draft_root(top_k)

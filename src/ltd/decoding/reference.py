@@ -32,7 +32,7 @@ def matches_reference(target, prompt: list[int], reference: list[int], tokens: l
     tolerance, at = TIE.get(target.dtype, 0.0), first_difference(tokens, reference)
     if not tolerance or at is None:
         return False
-    target.reset()
+    target.reset(target.cache.capacity)  # the buffer decoding allocated, not a new one
     logits, _ = target(torch.tensor(prompt + reference[:at], device=target.device), last_only=True)
     logits = logits[-1].float()
     return bool((logits[tokens[at]] - logits[reference[at]]).abs() <= tolerance * logits.abs().max())

@@ -21,6 +21,7 @@ from ltd.rl.observations import (depth_observation, depth_observations, depth_wi
                                  size_observations, size_width)
 
 STOP, CONTINUE = 0, 1
+TRAINED_BY = {"depth": "make train", "size": "make train", "resps": "make resps"}
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Policy(nn.Module):
     def load(cls, path: str | Path, role: str | None = None) -> "Policy":
         path = Path(path)
         if not path.is_file():
-            raise LtdError(f"no policy at {path}: make train trains one")
+            raise LtdError(f"no policy at {path}: {TRAINED_BY.get(role, 'make train')} trains one")
         try:
             state = torch.load(path, weights_only=True)
             spec = state["spec"]
