@@ -43,8 +43,9 @@ resps: setup  ## Re-SpS's policy (V, depth, top-k from the target's state, held 
 	$(PY) -m ltd.cli.train_resps $(ARGS)
 
 # make ablation reward=acceptance | reward=time_cost | component=depth_only | size_only | no_coadapt
-ablation: setup  ## retrain LTD with one change, evaluate it against autoregressive decoding, append to the store
-	$(PY) -m ltd.cli.train ltd=cpu +experiment=ablation $(if $(reward),reward=$(reward)) $(if $(component),component=$(component)) $(ARGS)
+# make ablation persistence=1 | 10 | 30 | 1,10,30: Re-SpS's shapes held N cycles, beside make train's LTD
+ablation: setup  ## retrain LTD with one change (or hold Re-SpS's shapes N cycles), evaluate against autoregressive, append to the store
+	$(PY) -m ltd.cli.train ltd=cpu +experiment=ablation $(if $(reward),reward=$(reward)) $(if $(component),component=$(component)) $(if $(persistence),'evaluate.resps=[$(persistence)]' ltd.select=validation) $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

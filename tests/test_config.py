@@ -127,7 +127,9 @@ def test_resps_settings_compose_with_the_papers_ppo(resps):
     settings = OmegaConf.to_object(check_config(compose_job("train_resps", [f"resps={resps}"]), "train_resps").resps)
     settings.validate()
     ppo = settings.ppo
-    assert (ppo.rollout, ppo.minibatch, ppo.epochs, ppo.lr, ppo.gamma, ppo.lmbda, ppo.entropy_coeff) == (
-        64, 32, 4, 3e-4, 0.95, 0.9, 0.1)
+    assert (ppo.epochs, ppo.lr, ppo.gamma, ppo.lmbda, ppo.entropy_coeff) == (4, 3e-4, 0.95, 0.9, 0.1)
     assert settings.hidden == (128, 128) and settings.persistence == 10
     assert settings.bins == ("cost_model" if resps == "cpu" else "paper")
+    # The paper's 64 windows an update (32 a minibatch) online; replay collects 64 rows at once.
+    assert (settings.environment, ppo.rollout, ppo.minibatch) == (
+        ("replay", 1024, 256) if resps == "cpu" else ("online", 64, 32))

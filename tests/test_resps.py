@@ -1,22 +1,26 @@
 """Re-SpS: its action grid, the target state the engine shows it, persistence, lossless decoding,
 its environment's specs and a resumed training."""
+from dataclasses import replace
+
 import pytest
 import torch
 from test_lossless import MAX_NEW, PROMPT, autoregressive, make_drafter
-from test_rl import Interrupt, stop_after_two
+from test_rl import Bare, Interrupt, stop_after_two
 from torchrl.envs.utils import check_env_specs
 
 from conftest import PLACES, random_prompt
 from ltd.controllers.registry import make_controller
 from ltd.controllers.resps import ReSpS
-from ltd.decoding.controller import Controller
+from ltd.decoding.controller import Controller, StaticTree
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.rl.policies import Policy, PolicySpec
 from ltd.rl.resps_actions import Shape, action_grid, cost_model_bins, paper_grid, valid
-from ltd.rl.resps_env import ReSpSOnlineEnv, train_resps
+from ltd.rl.resps_env import ReSpSOnlineEnv, resps_spec, train_resps
+from ltd.rl.resps_replay import ReSpSReplayEnv, ShapeTables, resps_replay_speedup
 from ltd.rl.settings import PPOSettings
 from ltd.traces.cost_model import CostModel
+from ltd.traces.trace import record_answer
 
 GRID = action_grid([2, 4, 8], [2, 3, 4], [2, 3])
 HIDDEN = 64  # the tiny targets' hidden size
@@ -161,14 +165,11 @@ def test_the_online_environment_passes_torchrls_check_and_holds_its_shape(tiny):
     assert bool(out["done"]) and float(out["reward"]) > 0
 
 
-def test_an_interrupted_training_resumes_as_if_never_stopped(tiny, tmp_path):
-    prompts = [random_prompt(8, seed=s) for s in (1, 2, 3)]
-    settings = PPOSettings(frames=4 * 16, rollout=16, minibatch=8, epochs=2, lr=3e-4, critic_hidden=(16,),
-                           validate_every=1, gamma=0.95, lmbda=0.9, entropy_coeff=0.1)
-    train = lambda directory, **kw: train_resps(online_engine(tiny), prompts, GRID, 2, (16,), settings, directory,
-                                                max_new_tokens=16, **kw)
+def check_resumes(tmp_path, make_env, settings, validate=None):
+    """An interrupted training resumes as if never stopped, and saves a policy of the grid."""
+    spec = resps_spec(GRID, HIDDEN, (16,))
+    train = lambda directory, **kw: train_resps(make_env, spec, settings, directory, validate, **kw)
     whole = train(tmp_path / "whole")
-
     with pytest.raises(Interrupt):
         train(tmp_path / "cut", log=stop_after_two)
     resumed = train(tmp_path / "cut")
@@ -176,3 +177,85 @@ def test_an_interrupted_training_resumes_as_if_never_stopped(tiny, tmp_path):
         assert torch.equal(a, b)
     saved = Policy.load(tmp_path / "cut" / "policy.pt", "resps")
     assert saved.spec.grid == tuple((s.verify, s.depth, s.top_k) for s in GRID) and saved.spec.state_width == HIDDEN
+
+
+def test_an_interrupted_online_training_resumes_as_if_never_stopped(tiny, tmp_path):
+    prompts = [random_prompt(8, seed=s) for s in (1, 2, 3)]
+    settings = PPOSettings(frames=4 * 16, rollout=16, minibatch=8, epochs=2, lr=3e-4, critic_hidden=(16,),
+                           validate_every=1, gamma=0.95, lmbda=0.9, entropy_coeff=0.1)
+    check_resumes(tmp_path, lambda: ReSpSOnlineEnv(online_engine(tiny), prompts, GRID, HIDDEN, 2, 16), settings)
+
+
+@pytest.fixture(scope="module")
+def shape_traces(tiny):
+    """Greedy answers of a tiny target drafting for itself, recorded with each top-k of GRID and the
+    states, and the pieces that made them."""
+    tiny_target = tiny("llama")
+    target, drafter = tiny_target.decoder(), tiny_target.self_drafter()
+    engine = Engine(target, (), drafter)
+    prompts = [random_prompt(8, seed=s) for s in (1, 2, 3, 4)]
+    answers = [engine.generate_autoregressive(p, 24).tokens for p in prompts]
+    by_top_k = {k: [record_answer(Bare(target), drafter, p, a, k, 4, states=True) for p, a in zip(prompts, answers)]
+                for k in (2, 3)}
+    return by_top_k, prompts, engine
+
+
+def test_traces_hold_the_state_the_engine_shows(shape_traces):
+    by_top_k, prompts, engine = shape_traces
+    watcher = Watcher()
+    out = engine.generate(prompts[0], watcher, 24)
+    position = 0
+    for state, cycle in zip(watcher.states, out.cycles):
+        torch.testing.assert_close(by_top_k[2][0].states[position].float(), state, atol=2e-2, rtol=1e-2)
+        position += cycle.accepted + 1
+    assert torch.equal(by_top_k[2][0].states, by_top_k[3][0].states)
+
+
+def test_a_replayed_shape_accepts_what_the_engine_accepts(shape_traces):
+    by_top_k, prompts, engine = shape_traces
+    from test_rl import costs
+
+    tables = ShapeTables(by_top_k, costs(), GRID)
+    for shape in (Shape(2, 3, 2), Shape(4, 4, 2), Shape(2, 2, 3), Shape(8, 3, 3), Shape(8, 4, 3)):
+        cycles = [c for p in prompts for c in engine.generate(p, StaticTree(shape.depth, shape.top_k, shape.verify),
+                                                                24).cycles]
+        # The engine's last cycle may run past the answer's end, which the replay's cannot: count cycles.
+        replayed = int(tables.length.sum()) / resps_replay_speedup(tables, GRID.index(shape), 5)["tau"]
+        assert replayed == pytest.approx(len(cycles)), shape
+
+
+def test_the_replay_environment_passes_torchrls_check_and_holds_its_shape(shape_traces):
+    from test_rl import costs
+
+    tables = ShapeTables(shape_traces[0], costs(), GRID)
+    env = ReSpSReplayEnv(tables, persistence=3, batch=4)
+    check_env_specs(env)
+    td = env.reset()
+    start = env.position.clone()
+    td["action"] = torch.full((4,), GRID.index(Shape(8, 4, 3)))
+    out = env.step(td)["next"]
+    assert out["done"].all() and (out["reward"] > 0).all() and (out["cycle_depth"] == 4).all()
+    walked = env.position - start  # three cycles of at least one token each, unless the answer ended
+    assert ((walked >= 3) | (env.position >= tables.length[env.trace_index])).all()
+    torch.testing.assert_close(out["observation"][0], tables.observe(env.trace_index, env.position)[0])
+
+
+def test_replay_needs_the_states_and_every_top_k(shape_traces):
+    from test_rl import costs
+
+    by_top_k = shape_traces[0]
+    with pytest.raises(LtdError, match=r"the grid has top-k \[3\] but no traces were recorded with it"):
+        ShapeTables({2: by_top_k[2]}, costs(), GRID)
+    stateless = {k: [replace(t, states=None) for t in traces] for k, traces in by_top_k.items()}
+    with pytest.raises(LtdError, match="make record states=true"):
+        ShapeTables(stateless, costs(), GRID)
+
+
+def test_an_interrupted_replay_training_resumes_as_if_never_stopped(shape_traces, tmp_path):
+    from test_rl import costs
+
+    tables = ShapeTables(shape_traces[0], costs(), GRID)
+    settings = PPOSettings(frames=4 * 32, rollout=32, minibatch=16, epochs=2, lr=3e-4, critic_hidden=(16,),
+                           validate_every=1, gamma=0.95, lmbda=0.9, entropy_coeff=0.1)
+    check_resumes(tmp_path, lambda: ReSpSReplayEnv(tables, 3, batch=8), settings,
+                  lambda policy: resps_replay_speedup(tables, policy, 3)["speedup"])

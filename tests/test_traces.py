@@ -79,10 +79,15 @@ def test_a_trace_round_trips(tiny, tmp_path):
     trace = record_answer(Bare(target), drafter, random_prompt(6), answer, 2, 3)
     trace.save(tmp_path / "t.safetensors")
     loaded = Trace.load(tmp_path / "t.safetensors")
-    assert (loaded.prompt_length, loaded.top_k, loaded.positions) == (6, 2, 9)
+    assert (loaded.prompt_length, loaded.top_k, loaded.positions) == (6, 2, 9) and loaded.states is None
     for key in ("answer", "scores", "tokens", "parents", "entropies", "on_path"):
         assert torch.equal(getattr(loaded, key), getattr(trace, key)), key
     assert trace.scores.shape[1] == 2 + 2 * 2 * 2 and trace.entropies.shape[1] == 1 + 2 * 2
+    with_states = record_answer(Bare(target), drafter, random_prompt(6), answer, 2, 3, states=True)
+    with_states.save(tmp_path / "s.safetensors")
+    loaded = Trace.load(tmp_path / "s.safetensors")
+    assert loaded.states.dtype == torch.float16 and loaded.states.shape == (9, target.spec.hidden_size)
+    assert torch.equal(loaded.states, with_states.states) and torch.equal(loaded.scores, trace.scores)
 
 
 def test_make_record_resumes(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import save_tiny_checkpoint
+from ltd.traces.trace import Trace
 
 PPO = ["frames=128", "rollout=64", "minibatch=32", "epochs=1", "critic_hidden=[8]", "validate_every=1"]
 
@@ -121,11 +122,11 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
     tiny = tiny_model(tiny_model_dir, tmp_path)
     results = f"results={tmp_path / 'results'}"
     resps = [sys.executable, "-m", "ltd.cli.train_resps", *tiny, results, "threads=1", "tasks=[mt_bench]",
-             "questions=2", "top_k=3", "resps.hidden=[8]", "resps.persistence=2", "resps.max_new_tokens=12",
-             "resps.ppo.frames=16", "resps.ppo.rollout=8", "resps.ppo.minibatch=4", "resps.ppo.critic_hidden=[8]",
-             f"hydra.run.dir={tmp_path / 'resps'}"]
+             "questions=2", "validation=1", "top_k=3", "resps.hidden=[8]", "resps.persistence=2",
+             "resps.max_new_tokens=12", "resps.envs=4", "resps.ppo.frames=32", "resps.ppo.rollout=16",
+             "resps.ppo.minibatch=8", "resps.ppo.critic_hidden=[8]", "logger=none", f"hydra.run.dir={tmp_path / 'resps'}"]
     missing = subprocess.run(resps, capture_output=True, text=True)
-    assert missing.returncode == 2 and "make profile measures one, or resps=paper" in missing.stderr
+    assert missing.returncode == 2 and "make profile measures one" in missing.stderr
     profile = subprocess.run([sys.executable, "-m", "ltd.cli.profile", *tiny, results, "threads=1", "top_k=3",
                               "max_depth=4", "contexts=[16,64]", "verify_sizes=[0,1,2,4,8]", "repeats=1",
                               f"hydra.run.dir={tmp_path / 'profile'}"], capture_output=True, text=True)
@@ -133,6 +134,11 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
     trained = subprocess.run(resps, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "tree shapes" in trained.stdout and "most likely shapes" in trained.stdout
+    assert "the best constant shape" in trained.stdout and "held N cycles: N 1:" in trained.stdout
+    # The answers recorded once per top-k of the grid, with the target's states.
+    recorded = {json.loads((d / "key.json").read_text())["top_k"]: Trace.load(next(d.glob("*.safetensors")))
+                for d in (tmp_path / "results" / "traces").glob("tiny-eagle3-mt_bench-*")}
+    assert sorted(recorded) == [2, 3] and all(t.states is not None for t in recorded.values())
     policy = tmp_path / "results" / "policies" / "tiny-eagle3-resps" / "policy.pt"
     assert policy.is_file()
     run = subprocess.run([sys.executable, "-m", "ltd.cli.decode", *tiny, "controller=resps",
@@ -140,9 +146,9 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resps" in run.stdout and "lossless (greedy outputs identical): True" in run.stdout
-    # make train evaluates Re-SpS beside LTD once it is trained (evaluate.also)
-    trained_ltd = train(tiny_model_dir, tmp_path, methods="[autoregressive]")
+    # make train evaluates Re-SpS beside LTD once it is trained, held each of evaluate.resps cycles
+    trained_ltd = train(tiny_model_dir, tmp_path, "evaluate.resps=[1,30]", methods="[autoregressive]")
     assert trained_ltd.returncode == 0, trained_ltd.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
-    assert {r["method"] for r in rows} == {"autoregressive", "resps", "ltd"}, trained_ltd.stderr[-2000:]
+    assert {r["method"] for r in rows} == {"autoregressive", "resps", "resps-p1", "ltd"}, trained_ltd.stderr[-2000:]
     assert all(r["lossless"] for r in rows)

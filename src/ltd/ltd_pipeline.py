@@ -15,7 +15,6 @@ import datetime
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +32,7 @@ from ltd.eval.records import Records
 from ltd.eval.report import format_table, overall_rows
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
 from ltd.eval.store import append_rows
-from ltd.eval.tasks import load_questions, task_identity
+from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, file_digest
 from ltd.learned.classifiers import load_classifier
 from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
@@ -45,8 +44,7 @@ from ltd.schema import TaskSchema
 from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
-from ltd.traces.trace import Trace
-from ltd.traces.trace_sets import record_questions, trace_set, traces_directory, traces_key
+from ltd.traces.trace_sets import Recorded, record_tasks, trace_set
 from ltd.tracking import LoggerSettings, Tracker
 
 POLICIES = 2  # format: a change to the environments, observations or policies makes earlier ones stale
@@ -160,33 +158,11 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
     return costs, file
 
 
-class Recorded(NamedTuple):
-    train: list  # traces to train on
-    held_out: list  # each task's last `validation` questions' traces, which pick checkpoints
-    train_paths: list[Path]
-    held_paths: list[Path]
-    directories: list[Path]
-
-
 def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
-    """The traces of make train's questions (the last of each task: evaluation reads the first),
-    recorded where missing."""
-
+    """The traces of make train's questions, recorded where missing."""
     r = cfg.record
-    train_paths, held_paths, directories = [], [], []
-    for task in map(task_config, r.tasks):
-        questions = load_questions(task.path, r.questions, task.per_category, from_end=True)
-        directory = traces_directory(Path(cfg.results), traces_key(model, drafter_id, task_identity(task),
-                                                                    r.max_new_tokens, r.top_k, r.max_depth))
-        directory.open(owned=("*.safetensors",))
-        split = len(questions) - r.validation
-        with tqdm(total=len(questions), desc=f"record {task.name}", unit="question") as bar:
-            for part, paths in ((questions[:split], train_paths), (questions[split:], held_paths)):
-                paths += record_questions(target, drafter, part, directory.path, r.max_new_tokens, r.top_k,
-                                          r.max_depth, bar.update)[0]
-        directories.append(directory.path)
-    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories)
+    return record_tasks(target, drafter, cfg.results, model, drafter_id, list(map(task_config, r.tasks)), r.questions,
+                        r.validation, r.max_new_tokens, r.top_k, r.max_depth)
 
 
 def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
@@ -282,7 +258,9 @@ def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> No
 
 
 def resps_method(job: Job) -> list[Method]:
-    """Re-SpS beside LTD (`evaluate.resps`) where make resps trained it into these results."""
+    """Re-SpS beside LTD, its shapes held each of `evaluate.resps` cycles (named resps at
+    conf/controller/resps.yaml's persistence, resps-p<N> otherwise), where make resps trained it
+    into these results."""
     cfg = job.cfg
     policy = resps_directory(cfg.results, cfg.model.name, cfg.drafter.kind) / "policy.pt"
     if not cfg.evaluate.resps:
@@ -291,7 +269,9 @@ def resps_method(job: Job) -> list[Method]:
         note(f"resps left out: no policy at {policy} (make resps trains one)")
         return []
     settings = {**method_config("resps", cfg), "policy": str(policy)}
-    return [Method("resps", build_controller(settings, cfg, (job.model, job.drafter)))]
+    return [Method("resps" if n == settings["persistence"] else f"resps-p{n}",
+                   build_controller({**settings, "persistence": n}, cfg, (job.model, job.drafter)))
+            for n in cfg.evaluate.resps]
 
 
 def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, dict]:

@@ -158,6 +158,7 @@ class RecordSchema:
     max_depth: int
     questions: int | None
     max_new_tokens: int
+    states: bool
     threads: int | None
     results: str
     output: str | None
@@ -231,7 +232,7 @@ class TrainRecordSchema:
 class TrainEvaluateSchema:
     tasks: list[str]
     methods: list[str]
-    resps: bool
+    resps: list[int]
     questions: int | None
     max_new_tokens: int
     warmup_tokens: int
@@ -272,8 +273,11 @@ class TrainRespsSchema:
     drafter: DrafterSchema
     trees: TreesSchema
     resps: ReSpSSettings
+    logger: LoggerSettings
+    experiment: str
     tasks: list[str]
     questions: int
+    validation: int
     top_k: int
     threads: int | None
     results: str

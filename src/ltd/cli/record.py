@@ -5,7 +5,8 @@ position, the drafter's full expansion, one file per turn; a run again skips the
 
 The traces go to results/traces/<model>-<drafter>-<task>-<digest>/, the digest of their key (the
 model and drafter with their weights, the task's questions, max_new_tokens, top_k, max_depth): other
-settings or another drafter record into another directory, never onto these.
+settings or another drafter record into another directory, never onto these. `states=true` also keeps
+the target's hidden state at every position (what Re-SpS's policy reads), in half precision.
 """
 from pathlib import Path
 
@@ -28,14 +29,15 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "record")
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category, from_end=True)
-        key = traces_key(*identities(cfg), task_identity(cfg.task), cfg.max_new_tokens, cfg.top_k, cfg.max_depth)
+        key = traces_key(*identities(cfg), task_identity(cfg.task), cfg.max_new_tokens, cfg.top_k, cfg.max_depth,
+                         cfg.states)
         traces = (Artefact(cfg.output, key, "traces", directory=True) if cfg.output
                   else traces_directory(Path(cfg.results), key))
         target, drafter = load_model(cfg)
         traces.open(owned=("*.safetensors",))
         with tqdm(total=len(questions), desc=f"record {cfg.task.name}", unit="question") as bar:
             paths, recorded = record_questions(target, drafter, questions, traces.path, cfg.max_new_tokens, cfg.top_k,
-                                               cfg.max_depth, bar.update)
+                                               cfg.max_depth, bar.update, cfg.states)
         reused = len(paths) - recorded
         files = sorted(traces.path.glob("*.safetensors"))
         positions = sum(Trace.load(f).positions for f in files)

@@ -1,35 +1,45 @@
-"""make resps: Re-SpS's policy trained online on the real engine (conf/train_resps.yaml; the steps:
-ltd.resps_pipeline). Then `controller=resps` decodes with it.
+"""make resps: Re-SpS's policy (conf/train_resps.yaml; the steps: ltd.resps_pipeline), trained in
+replay on traces recorded with the target's states, or online on the real engine. Then
+`controller=resps` decodes with it.
 
-    python -m ltd.cli.train_resps                      # the bins from this machine's profile (make profile)
-    python -m ltd.cli.train_resps resps=paper          # the paper's bins and budget
+    python -m ltd.cli.train_resps                          # replay, the bins from this machine's profile
+    python -m ltd.cli.train_resps resps=paper              # the paper's bins and settings, online
+    python -m ltd.cli.train_resps resps.persistence=30     # shapes held 30 cycles in training
 """
 import hydra
 from omegaconf import OmegaConf
 
 from ltd import resps_pipeline
-from ltd.cli.app import launch, set_threads, user_errors
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import identities, load_model
 from ltd.fingerprints import machine
 from ltd.schema import check_config
+from ltd.tracking import Tracker
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_resps", version_base=None)
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "train_resps")
-        settings = OmegaConf.to_object(cfg.resps)
+        settings, logger = OmegaConf.to_object(cfg.resps), OmegaConf.to_object(cfg.logger)
         settings.validate()
+        logger.validate()
         threads = set_threads(cfg.threads)
         (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
-        grid = resps_pipeline.shapes_for(settings, cfg.results, model, drafter, here, cfg.top_k)
+        needs_costs = settings.bins == "cost_model" or settings.environment == "replay"
+        costs = resps_pipeline.cost_model_for(cfg.results, model, drafter, here, cfg.top_k) if needs_costs else None
+        job = resps_pipeline.ReSpSJob(settings, resps_pipeline.shapes_for(settings, costs, cfg.top_k), costs,
+                                      chosen_tasks(cfg), cfg.questions, cfg.validation, cfg.results,
+                                      dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
-        prompts = resps_pipeline.first_turns(target, chosen_tasks(cfg), cfg.questions)
-        directory = resps_pipeline.resps_directory(cfg.results, cfg.model.name, cfg.drafter.kind)
-        key = {"artefact": "resps policy", "model": model, "drafter": drafter, "machine": here,
-               "tasks": list(cfg.tasks), "questions": cfg.questions}
-        resps_pipeline.run(target, draft, settings, grid, prompts, key, directory)
+        tracker = Tracker(logger, run_directory("a make resps run"), job_type="resps", name=f"resps-{cfg.model.name}-{settings.environment}",
+                          group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, "resps"],
+                          config=OmegaConf.to_container(cfg, resolve=True))
+        try:
+            resps_pipeline.train(target, draft, job, tracker)
+        finally:
+            tracker.finish()
 
 
 if __name__ == "__main__":

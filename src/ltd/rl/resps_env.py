@@ -7,10 +7,12 @@ As in the paper each window is one episode (done after every step), but the answ
 reset starts a new prompt only once the answer being decoded has ended. With an episode a step,
 PPO's advantage is the window's reward against the critic's estimate for that state.
 """
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
+from torchrl.envs import EnvBase
 
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine, SpeculativeRun
@@ -67,17 +69,19 @@ class ReSpSOnlineEnv(PolicyEnv):
         return step_output(1, observation, torch.tensor([True]), reward, ended)
 
 
-def train_resps(engine: Engine, prompts: list[list[int]], grid: tuple[Shape, ...], persistence: int,
-                hidden: tuple[int, ...], settings: PPOSettings, directory: Path, max_new_tokens: int = 256,
-                log=lambda metrics: None, progress=lambda done, total: None) -> Policy:
-    """PPO on the online environment; the last policy (there is no replay to validate on) is saved
-    to `directory`/policy.pt. The run checkpoints to `directory`/training.pt and resumes from it."""
-    state_width = engine.target.spec.hidden_size  # an EAGLE-3 drafter's three layers are averaged to one
-    spec = PolicySpec("resps", top_k=max(s.top_k for s in grid), max_depth=max(s.depth for s in grid), hidden=hidden,
+def resps_spec(grid: tuple[Shape, ...], state_width: int, hidden: tuple[int, ...]) -> PolicySpec:
+    return PolicySpec("resps", top_k=max(s.top_k for s in grid), max_depth=max(s.depth for s in grid), hidden=hidden,
                       state_width=state_width, grid=tuple((s.verify, s.depth, s.top_k) for s in grid))
+
+
+def train_resps(make_env: Callable[[], EnvBase], spec: PolicySpec, settings: PPOSettings, directory: Path,
+                validate: Callable[[Policy], float] | None = None, log=lambda metrics: None,
+                progress=lambda done, total: None) -> Policy:
+    """PPO on the environment `make_env` builds; the policy that validated best (or, without
+    `validate`, the last) is saved to `directory`/policy.pt. The run checkpoints to
+    `directory`/training.pt and resumes from it."""
     directory.mkdir(parents=True, exist_ok=True)
-    trainer = PPOTrainer(lambda: ReSpSOnlineEnv(engine, prompts, grid, state_width, persistence, max_new_tokens,
-                                                settings.seed), spec, settings, directory / "training.pt")
-    policy = trainer.train(log=log, progress=progress, keep_best=False)
+    trainer = PPOTrainer(make_env, spec, settings, directory / "training.pt")
+    policy = trainer.train(validate, log=log, progress=progress, keep_best=validate is not None)
     policy.save(directory / "policy.pt")
     return policy

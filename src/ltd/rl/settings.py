@@ -76,6 +76,8 @@ def check_depth_rows(rows: int, rollout: int, max_depth: int) -> None:
 class ReSpSSettings:
     """How make resps trains Re-SpS's policy (conf/resps)."""
     ppo: PPOSettings
+    environment: str = "online"  # online: the real engine (the paper); replay: traces and the cost model
+    envs: int = 64  # replay rows stepped at once
     bins: str = "cost_model"  # the grid of tree shapes: cost_model (this machine's profile) or paper
     budget: float = 2.0  # cost_model bins: V and depths costing at most this many target steps
     persistence: int = 10  # cycles a shape is held in training
@@ -88,6 +90,10 @@ class ReSpSSettings:
 
     def validate(self) -> None:
         self.ppo.validate()
+        if self.environment not in ("online", "replay"):
+            raise LtdError(f"resps.environment must be online or replay, got {self.environment!r}")
+        if self.environment == "replay" and (self.envs < 1 or self.ppo.rollout % self.envs):
+            raise LtdError(f"resps.ppo.rollout ({self.ppo.rollout}) must be a multiple of resps.envs ({self.envs})")
         if self.bins not in ("cost_model", "paper"):
             raise LtdError(f"resps.bins must be cost_model or paper, got {self.bins!r}")
         if self.persistence < 1 or self.budget <= 0:

@@ -8,6 +8,8 @@ which candidates lie on the target's own continuation says what each choice woul
 
 Position p means: the accepted prefix is prompt + answer[:p] and the tree's root is answer[p].
 Candidates are in creation order (level 1: k, each later level: k * k), as DraftTree keeps them.
+A trace recorded with `states` also holds, per position, the target's hidden state at the last
+accepted token (what Re-SpS's policy reads), in half precision.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ class Trace:
     entropies: torch.Tensor  # [P, 1 + (levels - 1) k] float32 the fed nodes' entropies (root first)
     on_path: torch.Tensor  # [P, N] bool the candidate and its ancestors are the target's continuation
     top_k: int
+    states: torch.Tensor | None = None  # [P, hidden] float16, the target's state at the last accepted token
 
     @property
     def positions(self) -> int:
@@ -49,6 +52,8 @@ class Trace:
         # Token ids and parent indices fit 32 bits: half the file of int64.
         tensors = dict(answer=self.answer, scores=self.scores, tokens=self.tokens.int(), parents=self.parents.int(),
                        entropies=self.entropies, on_path=self.on_path)
+        if self.states is not None:
+            tensors["states"] = self.states
         metadata = dict(prompt_length=str(self.prompt_length), top_k=str(self.top_k))
         write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -76,10 +81,12 @@ def on_target_path(tokens: torch.Tensor, parents: torch.Tensor, depths: torch.Te
 
 
 @torch.inference_mode()
-def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: int, max_depth: int) -> Trace:
+def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: int, max_depth: int,
+                  states: bool = False) -> Trace:
     """The trace of `answer` (the target's greedy answer to `prompt`): the target reads prompt and
     answer once for its features, the drafter absorbs them position by position and at each grows
-    the full tree, which is then rolled back."""
+    the full tree, which is then rolled back. `states`: keep the target's state at every position,
+    as SpeculativeRun.state() gives it (an EAGLE-3 drafter's layers averaged, else the last layer)."""
     decoder = target.decoder
     device = decoder.device
     sequence = torch.tensor(prompt + answer, dtype=torch.long, device=device)
@@ -91,7 +98,9 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
         raise LtdError(f"a trace of {len(sequence)} tokens with {max_depth} levels of {top_k} does not fit the "
                        f"context of {capacity}")
     decoder.reset(capacity)
-    _, features = decoder(sequence[:-1], feature_layers=drafter.feature_layers, last_only=True)
+    layers = drafter.feature_layers or ((decoder.spec.num_layers,) if states else ())
+    _, captured = decoder(sequence[:-1], feature_layers=layers, last_only=True)
+    features = captured if drafter.feature_layers else None
     drafter.reset(capacity)
     feature = lambda i: features[i : i + 1] if features is not None else None
     proposals = drafter.update(sequence[: n_prompt + 1], features[:n_prompt] if features is not None else None,
@@ -113,6 +122,9 @@ def record_answer(target, drafter, prompt: list[int], answer: list[int], top_k: 
     stacked = {key: torch.stack(value) for key, value in rows.items()}
     answer_tensor = torch.tensor(answer, dtype=torch.long)
     trace = Trace(prompt_length=n_prompt, answer=answer_tensor, on_path=torch.zeros(0), top_k=top_k, **stacked)
+    if states:  # position p's last accepted token is sequence[n_prompt + p - 1]
+        hidden = captured[n_prompt - 1 : n_prompt - 1 + positions].float()
+        trace.states = hidden.view(positions, len(layers), captured.shape[-1] // len(layers)).mean(1).half().cpu()
     depths = trace.depths
     trace.on_path = torch.stack([
         on_target_path(stacked["tokens"][p], stacked["parents"][p], depths, answer_tensor[p + 1 : p + 1 + max_depth])

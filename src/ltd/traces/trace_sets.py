@@ -4,11 +4,14 @@ what they depend on (model, drafter, task, answer length, tree). A turn already 
 so an interrupted recording goes on where it stopped; a damaged one is recorded again."""
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
+
+from tqdm import tqdm
 
 from ltd.artefacts import Artefact, find, read_key, read_or_drop
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError, reason
-from ltd.eval.tasks import Question
+from ltd.eval.tasks import Question, load_questions, task_identity
 from ltd.fingerprints import digest
 from ltd.models.proposals import check_top_k
 from ltd.traces.trace import Trace, record_answer
@@ -16,9 +19,12 @@ from ltd.traces.trace import Trace, record_answer
 TRACES = 1  # format: a change to what a trace holds makes earlier ones stale
 
 
-def traces_key(model: dict, drafter: dict, task: dict, max_new_tokens: int, top_k: int, max_depth: int) -> dict:
-    return {"artefact": "traces", "format": TRACES, "model": model, "drafter": drafter, "task": task,
-            "max_new_tokens": max_new_tokens, "top_k": top_k, "max_depth": max_depth}
+def traces_key(model: dict, drafter: dict, task: dict, max_new_tokens: int, top_k: int, max_depth: int,
+               states: bool = False) -> dict:
+    key = {"artefact": "traces", "format": TRACES, "model": model, "drafter": drafter, "task": task,
+           "max_new_tokens": max_new_tokens, "top_k": top_k, "max_depth": max_depth}
+    # Only traces with states say so: the keys (and directories) of those without stay as they were.
+    return {**key, "states": True} if states else key
 
 
 def traces_directory(results: Path, key: dict) -> Artefact:
@@ -53,7 +59,8 @@ def read_traces(paths: list[Path]) -> list[Trace]:
 
 
 def record_questions(target, drafter, questions: list[Question], directory: Path, max_new_tokens: int, top_k: int,
-                     max_depth: int, progress: Callable[[], None] = lambda: None) -> tuple[list[Path], int]:
+                     max_depth: int, progress: Callable[[], None] = lambda: None,
+                     states: bool = False) -> tuple[list[Path], int]:
     """The trace files of `questions` in question and turn order, and how many were recorded now."""
     check_top_k(drafter, top_k)
     engine = Engine(target.decoder, target.stop_token_ids, drafter)
@@ -69,9 +76,37 @@ def record_questions(target, drafter, questions: list[Question], directory: Path
             else:
                 prompt = target.encode_chat(messages)
                 answer = engine.generate_autoregressive(prompt, max_new_tokens).tokens
-                record_answer(target, drafter, prompt, answer, top_k, max_depth).save(path)
+                record_answer(target, drafter, prompt, answer, top_k, max_depth, states).save(path)
                 recorded += 1
             paths.append(path)
             messages.append({"role": "assistant", "content": target.tokenizer.decode(answer, skip_special_tokens=True)})
         progress()
     return paths, recorded
+
+
+class Recorded(NamedTuple):
+    train: list  # traces to train on
+    held_out: list  # each task's last `validation` questions' traces, which pick checkpoints
+    train_paths: list[Path]
+    held_paths: list[Path]
+    directories: list[Path]
+
+
+def record_tasks(target, drafter, results: str, model: dict, drafter_id: dict, tasks: list, questions: int,
+                 validation: int, max_new_tokens: int, top_k: int, max_depth: int, states: bool = False) -> Recorded:
+    """The traces of each task's last `questions` (evaluation reads the first), recorded where
+    missing; the last `validation` of each are held out. `tasks`: task configs."""
+    train_paths, held_paths, directories = [], [], []
+    for task in tasks:
+        chosen = load_questions(task.path, questions, task.per_category, from_end=True)
+        directory = traces_directory(Path(results), traces_key(model, drafter_id, task_identity(task), max_new_tokens,
+                                                                top_k, max_depth, states))
+        directory.open(owned=("*.safetensors",))
+        split = len(chosen) - validation
+        with tqdm(total=len(chosen), desc=f"record {task.name} (top-k {top_k})", unit="question") as bar:
+            for part, paths in ((chosen[:split], train_paths), (chosen[split:], held_paths)):
+                paths += record_questions(target, drafter, part, directory.path, max_new_tokens, top_k, max_depth,
+                                          bar.update, states)[0]
+        directories.append(directory.path)
+    load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories)
