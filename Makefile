@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter clean
+.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -23,6 +23,12 @@ run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the t
 
 eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>-<id>/ (resume=<dir>)
 	$(PY) -m ltd.cli.eval $(ARGS)
+
+sweep: setup  ## make sweep name=cpu_table1: a sweep of sweeps/ (Hydra multirun); run again, it goes on where it stopped
+	$(PY) -m ltd.cli.sweep $(name) $(ARGS)
+
+table1: setup  ## make table1 sweep=cpu_table1: the paper's Table 1 layout from the results store (markdown and CSV)
+	$(PY) -m ltd.cli.table1 $(if $(sweep),sweep=$(sweep)) $(ARGS)
 
 sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)

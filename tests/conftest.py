@@ -184,3 +184,11 @@ def save_tiny_checkpoint(directory, family: str = "llama"):
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny checkpoint on disk, for the jobs tests run as a user would."""
+    directory = tmp_path_factory.mktemp("model")
+    save_tiny_checkpoint(directory)
+    return directory

@@ -16,7 +16,7 @@ LAYERS = [
     {"schema"},
     {"config_files"},
     {"controllers"},
-    {"configured_models", "benchmarks"},
+    {"configured_models", "benchmarks", "sweeps"},
     {"ltd_pipeline", "resps_pipeline"},
     {"cli"},
 ]

@@ -5,19 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from conftest import save_tiny_checkpoint
 from ltd.traces.trace import Trace
 
 PPO = ["frames=128", "rollout=64", "minibatch=32", "epochs=1", "critic_hidden=[8]", "validate_every=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    save_tiny_checkpoint(directory)
-    return directory
 
 
 def tiny_model(tiny_model_dir, tmp_path):

@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 
 from ltd.atomic import write_json
+from ltd.errors import LtdError
 
 # The CPU features that decide which kernels a matmul can use, as /proc/cpuinfo names them.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",
@@ -92,6 +93,8 @@ def machine(threads: int, device: str = "cpu") -> dict:
     name, extensions = cpu()
     described = {"cpu": name, "vector extensions": extensions, "threads": threads, "torch": torch.__version__}
     if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LtdError(f"device {device} asked, and there is no CUDA GPU here (model.device=cpu runs on the CPU)")
         described["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return described
 

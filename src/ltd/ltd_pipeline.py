@@ -11,7 +11,6 @@ Each of the profile, the traces, the learned baselines and the policies is store
 (ltd.artefacts): reused only when made from the same model and drafter weights, machine and
 settings, made again (with a note saying what changed) otherwise.
 """
-import datetime
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
 from ltd.eval.report import format_table, overall_rows
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
-from ltd.eval.store import append_rows
+from ltd.eval.store import append_rows, stamped
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, file_digest
 from ltd.learned.classifiers import load_classifier
@@ -41,6 +40,7 @@ from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
 from ltd.rl.stages import TrainedPolicies, train_ltd
 from ltd.schema import TaskSchema
+from ltd.sweeps import job_overrides
 from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
@@ -303,11 +303,10 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
     for reference in ("tuned", "eagle3_default"):
         if reference in by_method:
             print(f"ltd / {reference}: {by_method['ltd'] / by_method[reference]:.3f}")
-    stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    stored = [dict(time=stamp, run_dir=str(run_dir), machine=machine, experiment=cfg.experiment, model=cfg.model.name,
-                   drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component, policies=job.name,
-                   task=task, max_new_tokens=cfg.evaluate.max_new_tokens, **row)
-              for task, s in summaries.items() for row in s["methods"]]
+    stored = [row for task, s in summaries.items() for row in stamped(
+        s["methods"], run_dir, machine=machine, experiment=cfg.experiment, overrides=" ".join(job_overrides()),
+        model=cfg.model.name, drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component,
+        policies=job.name, task=task, max_new_tokens=cfg.evaluate.max_new_tokens)]
     store = Path(cfg.results) / "store.jsonl"
     append_rows(store, stored)
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})

@@ -88,6 +88,8 @@ class EvalSchema:
     threads: int | None
     warmup_tokens: int
     resume: str | None  # a run directory to continue
+    skip_missing: bool
+    results: str
 
 
 @dataclass

@@ -73,6 +73,12 @@ class Tracker:
 
             self.run.log({key: wandb.Table(dataframe=frame)})
 
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
     def finish(self) -> None:
         if self.run is not None:
             self.run.finish()

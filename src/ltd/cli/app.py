@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from ltd.artefacts import hold, release
 from ltd.config_files import CONFIG_PATH
 from ltd.errors import LtdError
+from ltd.sweeps import clear_failure, in_sweep, record_failure
 
 
 def new_run_id() -> str:
@@ -31,6 +32,8 @@ def hydra_subdir(run_dir: str, run_id: str) -> str:
 OmegaConf.register_new_resolver("ltd.run_id", new_run_id, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("ltd.run_dir", lambda fresh, resume: resume or fresh, replace=True)
 OmegaConf.register_new_resolver("ltd.hydra_subdir", hydra_subdir, use_cache=True, replace=True)
+# A sweep's job directory is named after its overrides: a path in one must not nest directories.
+OmegaConf.register_new_resolver("ltd.file_name", lambda text: str(text).replace("/", "_"), replace=True)
 
 
 def run_directory(what: str) -> Path:
@@ -39,6 +42,7 @@ def run_directory(what: str) -> Path:
 
     directory = Path(HydraConfig.get().runtime.output_dir)
     hold(directory, what)
+    clear_failure(directory)
     return directory
 
 
@@ -66,11 +70,15 @@ def discard_session_files() -> None:
 @contextlib.contextmanager
 def user_errors():
     """A user's mistake ends the run with one line on stderr and exit code 2, no traceback, and
-    no run directory left behind."""
+    no run directory left behind. In a sweep it ends that job alone, its line kept for the sweep's
+    report (ltd.sweeps)."""
     try:
         yield
     except LtdError as error:
         discard_session_files()
+        if in_sweep():
+            record_failure(str(error))
+            return
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -3,30 +3,34 @@ check each against the autoregressive output, print the summary table and write 
 
     python -m ltd.cli.eval task=gsm8k questions=10 methods=[autoregressive,eagle3_default,ddd]
     python -m ltd.cli.eval resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
+    python -m ltd.cli.eval --config-dir sweeps --config-name cpu_table1     # a sweep (make sweep name=cpu_table1)
+
+Every run appends its rows (one per method) to <results>/store.jsonl, with its experiment and overrides.
 
 A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
 methods and settings (its key.json says which); it decodes the questions not yet finished.
 """
 import sys
+from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
-from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
 from ltd.eval.report import format_table
 from ltd.eval.runner import SUMMARY_COLUMNS, check_methods
+from ltd.eval.store import append_rows, stamped
 from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
+from ltd.sweeps import finished_before, in_sweep, job_overrides
 from ltd.tracking import Tracker
 
 EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
@@ -36,23 +40,29 @@ EVALUATION = 1  # format of the records: a change makes earlier runs impossible 
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "eval")
-        if cfg.resume is not None and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise LtdError("resume= goes on with one run directory: not with -m")
+        if cfg.resume is not None and in_sweep():
+            raise LtdError("resume= goes on with one run directory: not with -m (a sweep resumes by itself)")
         logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
-        methods = build_methods(list(cfg.methods), cfg, (model, drafter))
+        if cfg.skip_missing:
+            methods = methods_there(list(cfg.methods), cfg, model, drafter, here)
+        else:
+            methods = build_methods(list(cfg.methods), cfg, (model, drafter))
+            check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
         check_methods(methods)
-        check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
         names = [m.name for m in methods]
         key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
                "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens}
-        records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None)
-        run_dir = records.directory
+        records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None or in_sweep(),
+                               or_new=in_sweep())
+        run_dir, store = records.directory, Path(cfg.results) / "store.jsonl"
+        if finished_before(cfg.results, run_dir):
+            return
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         tracker = Tracker(logger, run_dir, job_type="eval",
@@ -67,8 +77,10 @@ def main(cfg) -> None:
         print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
               f"turn, temperature {c.temperature}, {describe_machine(here)}")
         print(format_table(summary["methods"], SUMMARY_COLUMNS))
+        append_rows(store, stamped(summary["methods"], run_dir, experiment=cfg.experiment,
+                                   overrides=" ".join(job_overrides()), **run))
         print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; lossless: "
-              f"{what_lossless_means(target.decoder.dtype)}; records in {run_dir}")
+              f"{what_lossless_means(target.decoder.dtype)}; records in {run_dir}, rows appended to {store}")
         if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
             print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
             sys.exit(1)

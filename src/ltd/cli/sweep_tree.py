@@ -11,6 +11,8 @@ for chat.
 
 A study is keyed like every artefact: the default study name ends with the key's digest, so other
 settings start another study; a study named with `study=` refuses settings other than its own.
+`storage=sqlite:///results/sweeps/studies.db` (or any database URL) lets several workers share one
+study: started on one or many machines with the same study=, they finish `trials` together.
 """
 import datetime
 from dataclasses import asdict
@@ -19,17 +21,14 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from ltd.artefacts import Artefact
-from ltd.atomic import write_file
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import identities, load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions, task_identity
-from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, tree_speedup,
-                                  trials_table, tuned_config)
+from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, study_location,
+                                  tree_speedup, trials_table, write_tuned)
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import check_config
 from ltd.tracking import Tracker
@@ -57,13 +56,9 @@ def main(cfg) -> None:
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                "warmup_tokens": cfg.warmup_tokens}
         name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
-        journal = Artefact(Path(cfg.storage) / f"{name}.journal", key, "tree search")
-        if journal.path.exists() and not journal.fresh:
-            raise LtdError(f"study {name} ({journal.path}) measured other settings ({journal.changes()}): name "
-                           f"another study= or delete it")
         run_dir = run_directory("a tree search")
-        journal.seal()
-        study = open_study(name, journal.path, cfg.mode, space, cfg.seed)
+        location = study_location(cfg.storage, name, key)
+        study = open_study(name, location, cfg.mode, space, cfg.seed)
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         tracker = Tracker(
@@ -82,19 +77,16 @@ def main(cfg) -> None:
         if not trials:
             return
         print(f"\n{name}: {len(trials)} trials on {len(questions)} questions of {tasks_name}, up to "
-              f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {journal.path})")
+              f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {location})")
         print(trials_table(study))
         best = best_tree(study)
         if cfg.write_best:
-            tuned = Artefact(Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml",
-                             {**key, "artefact": "tuned tree", "study": name}, "tuned tree")
+            path = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
             note = (f"Best static tree for {cfg.model.name} from make sweep-tree (study {name}, {len(trials)} trials, "
                     f"{tasks_name}) on {describe_machine(here)}: speed-up {best_trial(study).value:.3f}x, "
                     f"{datetime.date.today()}")
-            tuned.unseal()
-            write_file(tuned.path, lambda tmp: tmp.write_text(tuned_config(best, note)))
-            tuned.seal()
-            print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {tuned.path} "
+            write_tuned(path, {**key, "artefact": "tuned tree", "study": name}, best, note)
+            print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {path} "
                   f"(make eval names it as method `tuned`)")
 
 

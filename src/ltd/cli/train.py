@@ -14,6 +14,7 @@ from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities
 from ltd.fingerprints import machine
 from ltd.schema import check_config
+from ltd.sweeps import finished_before, in_sweep
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base=None)
@@ -24,7 +25,10 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         model, drafter = identities(cfg)
         job = ltd_pipeline.prepare(cfg, baselines, model, drafter, machine(threads, cfg.model.device))
-        lossless = ltd_pipeline.run(job, run_directory("a make train run"))
+        run_dir = run_directory("a make train run")
+        if in_sweep() and finished_before(cfg.results, run_dir):
+            return
+        lossless = ltd_pipeline.run(job, run_dir)
     if not lossless:
         print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
         sys.exit(1)

@@ -33,13 +33,10 @@ def main(cfg) -> None:
                                       chosen_tasks(cfg), cfg.questions, cfg.validation, cfg.results,
                                       dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
-        tracker = Tracker(logger, run_directory("a make resps run"), job_type="resps", name=f"resps-{cfg.model.name}-{settings.environment}",
-                          group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, "resps"],
-                          config=OmegaConf.to_container(cfg, resolve=True))
-        try:
+        with Tracker(logger, run_directory("a make resps run"), job_type="resps", group=cfg.experiment,
+                     name=f"resps-{cfg.model.name}-{settings.environment}", tags=[cfg.model.name, cfg.drafter.kind,
+                     "resps"], config=OmegaConf.to_container(cfg, resolve=True)) as tracker:
             resps_pipeline.train(target, draft, job, tracker)
-        finally:
-            tracker.finish()
 
 
 if __name__ == "__main__":

@@ -91,6 +91,20 @@ def check_tuned_methods(names: list[str], cfg, model: dict, drafter: dict, here:
             check_tuned(controller_file(name, cfg.model.name), model, drafter, here)
 
 
+def methods_there(names: list[str], cfg, model: dict, drafter: dict, here: dict) -> list[Method]:
+    """Every method of `names` that is there (a tuned tree found, policies trained for this model
+    and drafter); the others are left out with a note."""
+    methods = []
+    for name in names:
+        try:
+            methods += build_methods([name], cfg, (model, drafter))
+        except LtdError as error:
+            note(f"{name} left out: {error}")
+            continue
+        check_tuned_methods([name], cfg, model, drafter, here)
+    return methods
+
+
 def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: dict) -> list[Method]:
     """Autoregressive decoding and the controller config chosen (`choice`, the name of
     cfg.controller), or else every method of `methods` that is there (a tuned tree found, policies
@@ -100,14 +114,7 @@ def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: 
         check_tuned_methods([choice], cfg, model, drafter, here)
         controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
         return [Method(AUTOREGRESSIVE), Method(choice, controller)]
-    methods = [Method(AUTOREGRESSIVE)]
-    for name in cfg.methods:
-        try:
-            methods += build_methods([name], cfg, (model, drafter))
-        except LtdError as error:
-            note(f"{name} left out: {error}")
-            continue
-        check_tuned_methods([name], cfg, model, drafter, here)
+    methods = [Method(AUTOREGRESSIVE)] + methods_there(list(cfg.methods), cfg, model, drafter, here)
     if len(methods) == 1:
         raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
     return methods

@@ -70,12 +70,12 @@ def summary_metrics(summary: dict) -> dict:
     return flat
 
 
-def open_records(run_dir: Path, key: dict, names: list[str], resume: bool) -> Records:
+def open_records(run_dir: Path, key: dict, names: list[str], resume: bool, or_new: bool = False) -> Records:
     """The run directory's records: new, or (`resume`) those of the interrupted evaluation there,
-    which must have run under `key`."""
+    which must have run under `key`; with `or_new` (a sweep's job), new where there are none."""
     evaluation = Artefact(run_dir, key, "an evaluation", directory=True)
     stored = evaluation.stored_key()
-    if not resume:
+    if not resume or (or_new and stored is None):
         if stored is not None:
             raise LtdError(f"{run_dir} already holds an evaluation: resume={run_dir} goes on with it")
         evaluation.seal()

@@ -2,19 +2,25 @@
 
 A trial decodes the same questions with autoregressive decoding and the candidate tree,
 interleaved (the evaluation harness), and scores the tree by its speed-up: relative to the
-autoregressive run beside it, so drift of the machine between trials cancels. The study lives in
-a journal file: an interrupted search resumes with every finished trial, and a trial cut short is
-tried again first. A shape already measured (the sampler proposes one again, as it does after a
-resume) is not measured twice: the trial is closed with the earlier value and does not count.
+autoregressive run beside it, so drift of the machine between trials cancels.
+
+A study lives in a journal file (one worker) or a database URL (sqlite:///..., postgresql://...),
+which several workers share: they finish the asked number of trials together. An interrupted search
+resumes with every finished trial, and a trial cut short is tried again first (with a database: once
+its worker's heartbeat has been silent for a few minutes). A shape already measured, or being
+measured by another worker, is not measured twice: the trial is closed without counting.
 """
+import contextlib
 import itertools
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from tqdm import tqdm
 
-from ltd.artefacts import note
+from ltd.artefacts import Artefact, changes, note
 from ltd.atomic import write_file
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
@@ -51,29 +57,83 @@ def check_space(mode: str, space: TreeSpace) -> None:
         raise LtdError(f"sweep grid values must be non-empty lists of integers >= 1, got {space}")
 
 
-def open_study(name: str, path: Path, mode: str, space: TreeSpace, seed: int) -> optuna.Study:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+HEARTBEAT_S = 60  # a database study's workers say they are alive this often while measuring
 
+
+def is_database(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, seed: int) -> optuna.Study:
+    """The study `name` in a journal file (`location` a path) or a database (`location` a URL)."""
     check_space(mode, space)
-    path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if path.exists():
-        drop_cut_line(path)
+    shared = is_database(location)
     try:
-        study = optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
-                                    direction="maximize", load_if_exists=True)
+        storage = database(str(location)) if shared else journal(Path(location))
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     except ValueError as error:  # a line of the journal that is not JSON
-        raise LtdError(f"the study journal {path} is damaged ({reason(error)}): delete it to start the search over, "
-                       f"or name another study=") from None
-    # Seeded by how far the study got: a resumed search draws new shapes, not the first ones again.
-    # Grid mode queues its points itself (Optuna's GridSampler stops only inside study.optimize).
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+        raise LtdError(f"the study journal {location} is damaged ({reason(error)}): delete it to start the search "
+                       f"over, or name another study=") from None
+    # Seeded by how far the study got (and which worker): a resumed search draws new shapes, not the
+    # first ones again. Grid mode queues its points itself (GridSampler stops only inside optimize).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + (os.getpid() if shared else 0))
+    if shared:  # a dead worker's trial: failed, and queued again by the storage's retry callback
+        optuna.storages.fail_stale_trials(study)
+        return study
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         # Cut short by Ctrl-C or a crash: closed as failed, its shape queued to be measured again.
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)
     return study
+
+
+def journal(path: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        drop_cut_line(path)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def database(url: str):
+    """A database many workers share; sqlite waits for its lock rather than failing at once."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=3 * HEARTBEAT_S,
+                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback())
+    except (ArgumentError, OperationalError, ImportError) as error:
+        raise LtdError(f"cannot open the study database {url} ({reason(error)})") from None
+
+
+@contextlib.contextmanager
+def heartbeat(trial: optuna.Trial):
+    """While a trial is measured, its worker tells a shared study it is alive (Optuna does this
+    inside study.optimize only; ltd asks and tells)."""
+    storage = trial.storage
+    if not isinstance(storage, optuna.storages.RDBStorage) or not storage.is_heartbeat_enabled():
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(0 if not beats else HEARTBEAT_S):
+            storage.record_heartbeat(trial._trial_id)  # Optuna's own heartbeat thread does the same
+            beats.append(1)
+
+    beats = []
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def drop_cut_line(path: Path) -> None:
@@ -86,6 +146,11 @@ def drop_cut_line(path: Path) -> None:
 
 
 SAME_AS = "same_as"  # user attribute of a trial that repeated a measured shape: that trial's number
+
+
+def running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials being measured (by other workers, where run_study asks)."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -135,19 +200,30 @@ def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, mea
     if trials < 1:
         raise LtdError(f"trials must be at least 1, got {trials}")
     repeats = 0
-    while len(finished(study)) < trials and repeats < MAX_REPEATS:
+    # Other workers' trials in flight count: together the workers stop at `trials`.
+    while len(finished(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
         if mode == "grid" and not queue_grid_point(study, space):
             break
         trial = study.ask()
+        # Workers that asked at once: the earlier trials go first, a trial past the target stops its worker.
+        if len(finished(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            break
         tree = suggest_tree(trial, mode, space)
         earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
-        if earlier is not None:
-            trial.set_user_attr(SAME_AS, earlier.number)
-            study.tell(trial, earlier.value)
+        elsewhere = [t for t in running(study) if t.number != trial.number and set(t.params) == set(KEYS)
+                     and measured_shape(t) == shape(tree)]
+        if earlier is not None or elsewhere:
+            if earlier is not None:
+                trial.set_user_attr(SAME_AS, earlier.number)
+                study.tell(trial, earlier.value)
+            else:  # another worker is measuring it
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             repeats += 1
             continue
         repeats = 0
-        value, details = measure(tree)
+        with heartbeat(trial):
+            value, details = measure(tree)
         for key, detail in details.items():
             trial.set_user_attr(key, detail)
         study.tell(trial, value)
@@ -161,6 +237,33 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def best_tree(study: optuna.Study) -> StaticTree:
     return StaticTree(*measured_shape(best_trial(study)))
+
+
+def study_location(storage: str, name: str, key: dict) -> str | Path:
+    """Where study `name` lives (a database URL, or `<storage>/<name>.journal`), checked to hold
+    `key`'s search: a study made under other settings is refused, a new one is stamped with it."""
+    if is_database(storage):
+        study = open_study(name, storage, "grid", TreeSpace([1], [1], [1]), 0)
+        stored = study.user_attrs.get("ltd key")
+        if stored is not None and stored != key:
+            raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "
+                           f"another study=")
+        study.set_user_attr("ltd key", key)
+        return storage
+    journal_file = Artefact(Path(storage) / f"{name}.journal", key, "tree search")
+    if journal_file.path.exists() and not journal_file.fresh:
+        raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): name "
+                       f"another study= or delete it")
+    journal_file.seal()
+    return journal_file.path
+
+
+def write_tuned(path: Path, key: dict, tree: StaticTree, note: str) -> None:
+    """The best tree as conf/controller/tuned-<model>.yaml, with the key of its search beside it."""
+    tuned = Artefact(path, key, "tuned tree")
+    tuned.unseal()
+    write_file(tuned.path, lambda tmp: tmp.write_text(tuned_config(tree, note)))
+    tuned.seal()
 
 
 def tuned_config(tree: StaticTree, note: str) -> str:

@@ -1,0 +1,32 @@
+"""make table1 sweep=<name>: the paper's Table 1 layout (speed-up and tau per model x task x method,
+and the mean over tasks) from the rows the sweep's jobs appended to the results store; cells the
+sweep asked for and did not get are marked missing. Printed as markdown and written to
+<results>/tables/<sweep>.md and .csv.
+
+    python -m ltd.cli.table1 sweep=cpu_table1 [results=results]
+"""
+import sys
+
+from ltd.cli.app import user_errors
+from ltd.errors import LtdError
+from ltd.eval.table1 import MISSING, markdown
+from ltd.sweeps import write_table1
+
+
+def main(argv: list[str]) -> None:
+    with user_errors():
+        args = dict(sweep=None, results="results")
+        for arg in argv:
+            key, sep, value = arg.partition("=")
+            if not sep or key not in args:
+                raise LtdError(f"unknown argument {arg!r}: make table1 sweep=<name> [results=<dir>]")
+            args[key] = value
+        if not args["sweep"]:
+            raise LtdError("name the sweep: make table1 sweep=<one of sweeps/*.yaml>")
+        table, out = write_table1(args["sweep"], args["results"])
+        print(markdown(table))
+        print(f"\n{(table == MISSING).sum().sum()} cells missing; written to {out}.md and {out}.csv")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,140 @@
+"""Sweeps (sweeps/*.yaml): every file composes for its job; a sweep runs its jobs (through submitit's
+local executor too), appends their rows to the store, skips finished jobs when run again, reports a
+failing job in one line without stopping the others; Table 1 marks the cells it lacks."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from test_train_cli import tiny_model
+
+from ltd.config_files import CONFIG_PATH
+from ltd.errors import LtdError
+from ltd.eval.table1 import MISSING, markdown, table1
+from ltd.schema import check_config
+from ltd.sweeps import SWEEPS, sweep_job, swept_values
+
+SWEEP = """defaults:
+  - eval
+  - override logger: none
+  - override hydra: sweep
+  - _self_
+experiment: test_sweep
+questions: 1
+max_new_tokens: 4
+methods: [autoregressive, eagle3_default]
+hydra:
+  mode: MULTIRUN
+  sweeper:
+    params:
+      task: mt_bench,gsm8k
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+def test_every_job_of_every_sweep_composes_and_passes_its_schema(name):
+    import itertools
+
+    swept = swept_values(name)
+    jobs = list(itertools.product(*([f"{key}={value}" for value in values] for key, values in swept.items())))
+    assert len(jobs) >= 2
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base=None):
+        for overrides in jobs:
+            cfg = compose(name, overrides=[f"hydra.searchpath=[file://{CONFIG_PATH}]", *overrides])
+            check_config(cfg, sweep_job(name))
+            assert cfg.experiment == name
+
+
+def test_the_paper_table_sweeps_the_papers_five_targets_on_four_tasks():
+    swept = swept_values("paper_table1")
+    assert len(swept["model"]) * len(swept["task"]) == 20
+
+
+def run_sweep(tiny_model_dir, tmp_path, *overrides):
+    (tmp_path / "sweeps").mkdir(exist_ok=True)
+    (tmp_path / "sweeps" / "test_sweep.yaml").write_text(SWEEP)
+    command = [sys.executable, "-m", "ltd.cli.eval", "--config-dir", str(tmp_path / "sweeps"), "--config-name",
+               "test_sweep", *tiny_model(tiny_model_dir, tmp_path), f"results={tmp_path / 'results'}", "threads=1",
+               f"hydra.sweep.dir={tmp_path / 'multirun'}", *overrides]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def stored(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
+
+
+def test_a_sweep_runs_through_submitit_and_skips_its_finished_jobs_when_run_again(tiny_model_dir, tmp_path):
+    result = run_sweep(tiny_model_dir, tmp_path, "hydra/launcher=local", "hydra.launcher.timeout_min=10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = stored(tmp_path)
+    assert sorted((r["task"], r["method"]) for r in rows) == [
+        ("gsm8k", "autoregressive"), ("gsm8k", "eagle3_default"), ("mt_bench", "autoregressive"),
+        ("mt_bench", "eagle3_default")]
+    assert all(r["experiment"] == "test_sweep" and "task=" in r["overrides"] and r["lossless"] for r in rows)
+    assert len({r["run_dir"] for r in rows}) == 2
+    again = run_sweep(tiny_model_dir, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished already") == 2 and len(stored(tmp_path)) == 4
+
+
+def test_a_failing_job_is_one_line_and_the_others_run(tiny_model_dir, tmp_path):
+    result = run_sweep(tiny_model_dir, tmp_path, "model.device=cpu,cuda", "task=qa")
+    assert result.returncode == 2
+    failed = [line for line in result.stderr.splitlines() if "error:" in line]
+    # The line as the job printed it, and again in the sweep's report.
+    assert len(failed) == 2 and all("model.device=cuda" in line and "no CUDA GPU here" in line for line in failed)
+    assert "Traceback" not in result.stderr
+    assert "2 jobs" in result.stdout and "1 failed" in result.stdout
+    assert {r["task"] for r in stored(tmp_path)} == {"qa"}
+    [error] = list((tmp_path / "multirun").glob("*/error.txt"))
+    assert "model.device=cuda" in error.parent.name
+
+
+def test_table1_marks_what_a_sweep_lacks():
+    rows = pd.DataFrame([
+        dict(time="1", model="m", task="a", method="ltd", **{"speed-up": 2.0, "tau": 3.0}),
+        dict(time="2", model="m", task="a", method="ltd", **{"speed-up": 2.5, "tau": 3.5}),  # the latest counts
+        dict(time="1", model="m", task="b", method="ltd", **{"speed-up": 1.5, "tau": 2.0}),
+        dict(time="1", model="m", task="a", method="tuned", **{"speed-up": 1.2, "tau": 2.0}),
+    ])
+    table = table1(rows, ["m", "n"], ["a", "b"], ["tuned", "ltd"])
+    by = {(r.model, r.method): r for r in table.itertuples(index=False)}
+    assert by[("m", "ltd")].a == "2.50x (tau 3.50)" and by[("m", "ltd")].mean == "2.00x"
+    assert by[("m", "tuned")].b == MISSING and by[("m", "tuned")].mean == MISSING
+    assert (table[table.model == "n"][["a", "b", "mean"]] == MISSING).all().all()
+    assert markdown(table).splitlines()[0] == "| model | method | a | b | mean |"
+
+
+def test_sweep_and_table_commands_fail_in_one_line(tmp_path):
+    for command in (["ltd.cli.sweep", "nonesuch"], ["ltd.cli.table1", "sweep=nonesuch"],
+                    ["ltd.cli.table1", "sweep=cpu_table1", f"results={tmp_path}"], ["ltd.cli.table1", "colour=red"]):
+        result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("error: ")
+    with pytest.raises(LtdError, match="unknown sweep 'x'; choose from: ablation_components"):
+        sweep_job("x")
+
+
+def test_two_workers_share_one_optuna_study_and_measure_no_shape_twice(tiny_model_dir, tmp_path):
+    import optuna
+
+    from ltd.eval.tree_search import finished, measured_shape
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    command = [sys.executable, "-m", "ltd.cli.sweep_tree", *tiny_model(tiny_model_dir, tmp_path), "tasks=[qa]",
+               "questions=1", "max_new_tokens=4", "warmup_tokens=2", "trials=6", "threads=1", "logger=none",
+               "write_best=false", "study=shared", f"storage={url}"]
+    workers = [subprocess.Popen([*command, f"hydra.run.dir={tmp_path / f'run{i}'}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=url)
+    shapes = [measured_shape(t) for t in finished(study)]
+    assert len(shapes) == 6 and len(set(shapes)) == 6
+    # The study is stamped with its settings: another search under the same name is refused.
+    other = subprocess.run([*command[:-3], "study=shared", f"storage={url}", "max_new_tokens=5",
+                            f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True)
+    assert other.returncode == 2 and "study shared in sqlite" in other.stderr and "measured other settings" in other.stderr
