@@ -14,6 +14,8 @@ import contextlib
 import itertools
 import os
 import threading
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,16 +101,24 @@ def journal(path: Path):
 
 
 def database(url: str):
-    """A database many workers share; sqlite waits for its lock rather than failing at once."""
-    from sqlalchemy.exc import ArgumentError, OperationalError
+    """A database many workers share; sqlite waits for its lock rather than failing at once. Workers
+    started together may race to create its tables: the loser tries again."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=3 * HEARTBEAT_S,
-                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback())
-    except (ArgumentError, OperationalError, ImportError) as error:
-        raise LtdError(f"cannot open the study database {url} ({reason(error)})") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        except DBAPIError as error:  # another worker creating the tables (or their version row) at once
+            if attempt == 4:
+                raise LtdError(f"cannot open the study database {url} ({reason(error)})") from None
+            time.sleep(0.5 + attempt)
+        except (ArgumentError, ImportError) as error:
+            raise LtdError(f"cannot open the study database {url} ({reason(error)})") from None
 
 
 @contextlib.contextmanager
