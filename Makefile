@@ -7,7 +7,7 @@ ARGS ?=
 .PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter clean
 
 help:  ## this list (make with no target prints it too)
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 setup: $(VENV)/.installed  ## creates .venv with ltd and its dependencies (again when pyproject.toml changes)
 
