@@ -26,6 +26,9 @@ class Shape:
     depth: int
     top_k: int
 
+    def __str__(self) -> str:
+        return f"V {self.verify}, depth {self.depth}, top-k {self.top_k}"
+
 
 def valid(shape: Shape) -> bool:
     """The paper's rule on total tokens (V + 1 <= k^(d-1)) and what the engine's tree holds."""
