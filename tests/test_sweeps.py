@@ -85,6 +85,7 @@ def test_a_failing_job_is_one_line_and_the_others_run(tiny_model_dir, tmp_path):
     failed = [line for line in result.stderr.splitlines() if "error:" in line]
     # The line as the job printed it, and again in the sweep's report.
     assert len(failed) == 2 and all("model.device=cuda" in line and "no CUDA GPU here" in line for line in failed)
+    assert failed[1].strip().startswith("1 job (task=qa model=smollm2-135m")
     assert "Traceback" not in result.stderr
     assert "2 jobs" in result.stdout and "1 failed" in result.stdout
     assert {r["task"] for r in stored(tmp_path)} == {"qa"}
@@ -122,7 +123,7 @@ def test_two_workers_share_one_optuna_study_and_measure_no_shape_twice(tiny_mode
 
     from ltd.eval.tree_search import finished, measured_shape
 
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = f"sqlite:///{tmp_path / 'studies' / 'shared.db'}"  # its directory made by the first worker
     command = [sys.executable, "-m", "ltd.cli.sweep_tree", *tiny_model(tiny_model_dir, tmp_path), "tasks=[qa]",
                "questions=1", "max_new_tokens=4", "warmup_tokens=2", "trials=6", "threads=1", "logger=none",
                "write_best=false", "study=shared", f"storage={url}"]

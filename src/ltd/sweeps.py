@@ -100,9 +100,9 @@ def record_failure(message: str) -> None:
 
     directory = Path(HydraConfig.get().runtime.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    line = f"{' '.join(job_overrides())}: error: {message}"
-    (directory / ERROR_FILE).write_text(line + "\n")
-    print(line, file=sys.stderr)
+    overrides = " ".join(job_overrides())
+    (directory / ERROR_FILE).write_text(f"{overrides}\n{message}\n")
+    print(f"{overrides}: error: {message}", file=sys.stderr)
 
 
 def clear_failure(directory: Path) -> None:
@@ -111,7 +111,24 @@ def clear_failure(directory: Path) -> None:
 
 
 def failures(sweep_dir: Path) -> list[str]:
-    return [p.read_text().strip() for p in sorted(Path(sweep_dir).glob(f"*/{ERROR_FILE}"))]
+    """One line per distinct error of the sweep's failed jobs, with the jobs it stopped: a model
+    that is not there is one line, whatever tasks were asked of it."""
+    by_message: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(Path(sweep_dir).glob(f"*/{ERROR_FILE}")):
+        overrides, _, message = path.read_text().strip().partition("\n")
+        values = by_message.setdefault(message, {})
+        for override in overrides.split():
+            key, _, value = override.partition("=")
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+        values.setdefault("", []).append(path.parent.name)  # counts the jobs
+    lines = []
+    for message, values in by_message.items():
+        jobs = len(values.pop(""))
+        shown = " ".join(f"{key}={','.join(chosen)}" for key, chosen in values.items())
+        lines.append(f"{jobs} job{'s' if jobs > 1 else ''} ({shown}): error: {message}")
+    return lines
 
 
 class SweepReport(Callback):
@@ -122,7 +139,8 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = failures(sweep_dir)
         jobs = len([p for p in sweep_dir.glob("*") if p.is_dir() and not p.name.startswith(".")])
-        print(f"sweep {config.get('experiment', sweep_dir.name)}: {jobs} jobs in {sweep_dir}, {len(failed)} failed")
+        count = len(list(sweep_dir.glob(f"*/{ERROR_FILE}")))
+        print(f"sweep {config.get('experiment', sweep_dir.name)}: {jobs} jobs in {sweep_dir}, {count} failed")
         for line in failed:
             print(f"  {line}", file=sys.stderr)
         if failed:

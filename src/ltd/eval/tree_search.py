@@ -106,6 +106,8 @@ def database(url: str):
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":  # sqlite makes the file, not its directory
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8
