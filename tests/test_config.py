@@ -110,7 +110,7 @@ def test_missing_sources_are_one_line(tmp_path, monkeypatch):
         load_target("x", "pypi:no_such_package/model.gguf")
     with pytest.raises(LtdError, match="cannot load model 'no-such-org/no-such-model'"):
         load_target("x", "no-such-org/no-such-model")
-    with pytest.raises(LtdError, match="configured for a CUDA GPU"):
+    with pytest.raises(LtdError, match="asks for a CUDA GPU"):
         load_target("x", "no-such-org/no-such-model", device="cuda")
 
 

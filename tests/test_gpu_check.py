@@ -56,4 +56,5 @@ def test_bad_arguments_are_one_line(arguments, message):
 def test_without_a_gpu_it_says_so():
     result = subprocess.run([sys.executable, "-m", "ltd.cli.gpu_check"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: no CUDA GPU here (--device cpu runs the same checks on the CPU)"
+    assert result.stderr.strip() == ("error: make gpu-check asks for a CUDA GPU (cuda) and there is no CUDA GPU here "
+                                     "(--device cpu runs on the CPU)")

@@ -84,7 +84,8 @@ def test_a_failing_job_is_one_line_and_the_others_run(tiny_model_dir, tmp_path):
     assert result.returncode == 2
     failed = [line for line in result.stderr.splitlines() if "error:" in line]
     # The line as the job printed it, and again in the sweep's report.
-    assert len(failed) == 2 and all("model.device=cuda" in line and "no CUDA GPU here" in line for line in failed)
+    assert len(failed) == 2 and all("model.device=cuda" in line and "model tiny asks for a CUDA GPU (cuda) and there is no CUDA GPU here" in line
+                                   for line in failed)
     assert failed[1].strip().startswith("1 job (task=qa model=smollm2-135m")
     assert "Traceback" not in result.stderr
     assert "2 jobs" in result.stdout and "1 failed" in result.stdout

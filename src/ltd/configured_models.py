@@ -4,13 +4,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from ltd.config_files import model_config
 from ltd.drafter_training.loop import TrainSettings
 from ltd.drafter_training.pipeline import DrafterJob, HeadData, head_directory
 from ltd.errors import LtdError
+from ltd.fingerprints import check_device
 from ltd.models.drafters import drafter_identity, load_drafter
 from ltd.models.targets import load_target, model_identity
 from ltd.models.wheel_parts import WheelParts
@@ -67,9 +67,7 @@ def eagle3_weights(cfg, model: dict | None = None) -> str | None:
 
 def identities(cfg) -> tuple[dict, dict]:
     """Who the model and the drafter of a config are (their weights included), without loading them."""
-    if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
-        raise LtdError(f"model {cfg.model.name} is configured for a CUDA GPU (model.device={cfg.model.device}) and "
-                       f"there is no CUDA GPU here")
+    check_device(cfg.model.device, f"model {cfg.model.name}")
     d, model = cfg.drafter, model_identity_of(cfg)
     if d.kind == "eagle3":
         return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size)

@@ -85,6 +85,14 @@ def cpu() -> tuple[str, list[str]]:
     return name or platform.processor() or platform.machine(), [f for f in VECTOR_EXTENSIONS if f in flags]
 
 
+def check_device(device: str, what: str, instead: str = "model.device=cpu") -> None:
+    """One line, not torch's traceback, when `what` asks for a CUDA GPU this machine lacks."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LtdError(f"{what} asks for a CUDA GPU ({device}) and there is no CUDA GPU here ({instead} runs on the CPU)")
+
+
 def machine(threads: int, device: str = "cpu") -> dict:
     """What a measured time depends on besides the model: CPU, its vector extensions, threads, the
     accelerator if any, and torch's version (its kernels)."""
@@ -93,8 +101,7 @@ def machine(threads: int, device: str = "cpu") -> dict:
     name, extensions = cpu()
     described = {"cpu": name, "vector extensions": extensions, "threads": threads, "torch": torch.__version__}
     if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LtdError(f"device {device} asked, and there is no CUDA GPU here (model.device=cpu runs on the CPU)")
+        check_device(device, "this job")
         described["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return described
 

@@ -42,7 +42,7 @@ from ltd.rl.stages import TrainedPolicies, train_ltd
 from ltd.schema import TaskSchema
 from ltd.sweeps import job_overrides
 from ltd.traces.cost_check import priced_cycles
-from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key, saved_cost_model
 from ltd.traces.profiler import measure_cost_model
 from ltd.traces.trace_sets import Recorded, record_tasks, trace_set
 from ltd.tracking import LoggerSettings, Tracker
@@ -140,7 +140,7 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
 
     file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
     measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
-    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
+    costs = saved_cost_model(file)
     if costs is not None:
         if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
                 and costs.max_depth >= cfg.record.max_depth):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact, read_or_drop
+from ltd.artefacts import Artefact
 from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
@@ -30,7 +30,7 @@ from ltd.rl.resps_actions import Shape, action_grid, cost_model_bins, normalised
 from ltd.rl.resps_env import ReSpSOnlineEnv, resps_spec, train_resps
 from ltd.rl.resps_replay import ReSpSReplayEnv, ShapeTables, best_constant_shape, resps_replay_speedup
 from ltd.rl.settings import ReSpSSettings
-from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key, saved_cost_model
 from ltd.traces.trace_sets import record_tasks, trace_set
 from ltd.tracking import Tracker
 
@@ -44,7 +44,7 @@ def resps_directory(results: str, model_name: str, drafter_kind: str) -> Path:
 
 def cost_model_for(results: str, model: dict, drafter: dict, machine: dict, top_k: int) -> CostModel:
     file = cost_model_file(results, cost_model_key(model, drafter, machine, top_k))
-    costs = read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
+    costs = saved_cost_model(file)
     if costs is None:
         raise LtdError(f"no cost model of {model['name']} with this drafter on this machine in {results}/profiles "
                        f"(top-k {top_k}): make profile measures one (resps=paper trains online on the paper's bins without it)")
@@ -157,4 +157,4 @@ def most_likely_shapes(target, drafter, policy, grid: tuple[Shape, ...], prompts
     for prompt in prompts:
         state = SpeculativeRun(engine, prompt, max(s.top_k for s in grid), 1, state=True).state()
         picked[grid[int(policy(normalised_state(state)[None]).argmax())]] += 1
-    return ", ".join(f"V {s.verify} depth {s.depth} top-k {s.top_k} ({n})" for s, n in picked.most_common(5))
+    return ", ".join(f"{shape} ({n})" for shape, n in picked.most_common(5))

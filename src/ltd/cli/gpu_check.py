@@ -10,11 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
 from ltd.cli.app import user_errors
 from ltd.errors import LtdError
+from ltd.fingerprints import check_device
 
 
 def main() -> None:
@@ -28,8 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     known, models = {c.model for c in CHECKS}, args.models.split(",")
     with user_errors():
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise LtdError("no CUDA GPU here (--device cpu runs the same checks on the CPU)")
+        check_device(args.device, "make gpu-check", instead="--device cpu")
         if not set(models) <= known:
             raise LtdError(f"--models takes {', '.join(sorted(known))}; got {args.models}")
         if args.questions < 1:

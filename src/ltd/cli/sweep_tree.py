@@ -27,8 +27,8 @@ from ltd.configured_models import identities, load_model
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.eval.tasks import load_questions, task_identity
-from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_study, search, study_location,
-                                  tree_speedup, trials_table, write_tuned)
+from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_keyed_study, search, tree_speedup,
+                                  trials_table, write_tuned)
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import check_config
 from ltd.tracking import Tracker
@@ -57,8 +57,7 @@ def main(cfg) -> None:
                "warmup_tokens": cfg.warmup_tokens}
         name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
         run_dir = run_directory("a tree search")
-        location = study_location(cfg.storage, name, key)
-        study = open_study(name, location, cfg.mode, space, cfg.seed)
+        study, location = open_keyed_study(cfg.storage, name, key, cfg.mode, space, cfg.seed)
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         tracker = Tracker(

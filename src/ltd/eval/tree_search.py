@@ -251,23 +251,25 @@ def best_tree(study: optuna.Study) -> StaticTree:
     return StaticTree(*measured_shape(best_trial(study)))
 
 
-def study_location(storage: str, name: str, key: dict) -> str | Path:
-    """Where study `name` lives (a database URL, or `<storage>/<name>.journal`), checked to hold
-    `key`'s search: a study made under other settings is refused, a new one is stamped with it."""
-    if is_database(storage):
-        study = open_study(name, storage, "grid", TreeSpace([1], [1], [1]), 0)
-        stored = study.user_attrs.get("ltd key")
-        if stored is not None and stored != key:
-            raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "
-                           f"another study=")
-        study.set_user_attr("ltd key", key)
-        return storage
-    journal_file = Artefact(Path(storage) / f"{name}.journal", key, "tree search")
-    if journal_file.path.exists() and not journal_file.fresh:
-        raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): name "
-                       f"another study= or delete it")
-    journal_file.seal()
-    return journal_file.path
+def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeSpace,
+                     seed: int) -> tuple[optuna.Study, str | Path]:
+    """(study `name`, where it lives: a database URL, or `<storage>/<name>.journal` with its key
+    beside it), checked to hold `key`'s search: a study made under other settings is refused, a new
+    one is stamped with it."""
+    if not is_database(storage):
+        journal_file = Artefact(Path(storage) / f"{name}.journal", key, "tree search")
+        if journal_file.path.exists() and not journal_file.fresh:
+            raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): "
+                           f"name another study= or delete it")
+        journal_file.seal()
+        return open_study(name, journal_file.path, mode, space, seed), journal_file.path
+    study = open_study(name, storage, mode, space, seed)
+    stored = study.user_attrs.get("ltd key")
+    if stored is not None and stored != key:
+        raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "
+                       f"another study=")
+    study.set_user_attr("ltd key", key)
+    return study, storage
 
 
 def write_tuned(path: Path, key: dict, tree: StaticTree, note: str) -> None:

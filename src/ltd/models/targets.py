@@ -21,7 +21,7 @@ import torch
 from ltd.artefacts import Artefact, damaged, note, remove
 from ltd.atomic import write_directory
 from ltd.errors import LtdError, reason
-from ltd.fingerprints import cache_root, digest, directory_digest, file_digest
+from ltd.fingerprints import cache_root, check_device, digest, directory_digest, file_digest
 from ltd.models.decoder import Decoder
 from ltd.models.wheel_parts import WheelParts, fetch
 
@@ -357,8 +357,7 @@ def load_target(name: str, source: str, max_context: int | None = None, dtype: s
     `family`, when given, must match the checkpoint's architecture; `chat_template` replaces the
     tokenizer's (for models that ship none); `quantize="int8"` stores its linear weights in int8
     (see Decoder)."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LtdError(f"model {name!r} is configured for a CUDA GPU and none is available here")
+    check_device(device, f"model {name}")
     identity = model_identity(name, source, dtype, device, max_context, chat_template, parts, quantize)
     if dtype not in DTYPES:
         raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -37,7 +37,7 @@ class ShapeTables:
         if any(t.states is None for t in states):
             raise LtdError("Re-SpS's replay needs traces recorded with the target's states (make record states=true)")
         self.states = normalised_state(torch.cat([t.states for t in states]))
-        self.length, self.prompt_length, self.costs = first.length, first.prompt_length, costs
+        self.length = first.length
         self.first, self.grid = first, grid
         self.verify, self.depth, self.top_k = (torch.tensor([getattr(s, name) for s in grid])
                                                for name in ("verify", "depth", "top_k"))
@@ -60,12 +60,6 @@ class ShapeTables:
         draft_s, verify_s = self.first.seconds(depth, verify, context)
         return accepted, draft_s + verify_s
 
-    def autoregressive_seconds(self) -> torch.Tensor:
-        """[answers] each answer's seconds decoded one target pass per token, by the cost model."""
-        contexts = torch.cat([self.prompt_length[a] + torch.arange(int(n)) for a, n in enumerate(self.length)])
-        owner = torch.repeat_interleave(torch.arange(self.length.numel()), self.length)
-        step_s = self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
-        return torch.zeros(self.length.numel(), dtype=torch.float64).index_add_(0, owner, step_s)
 
 
 class ReSpSReplayEnv(PolicyEnv):
@@ -138,7 +132,7 @@ def resps_replay_speedup(tables: ShapeTables, policy: Policy | int, persistence:
         position[alive] = p + accepted + 1
         alive = position < tables.length
     tokens = tables.length.double()
-    speedup = (tokens / seconds) / (tokens / tables.autoregressive_seconds())
+    speedup = (tokens / seconds) / (tokens / tables.first.autoregressive_seconds)
     return dict(speedup=float(speedup.mean()), tau=float(tokens.sum()) / float(cycles.sum()), shapes=len(chosen))
 
 

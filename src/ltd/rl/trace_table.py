@@ -1,6 +1,8 @@
 """Every position of a set of recorded traces, stacked into one table, so that a replay
 environment serves a batch of positions with a few gathers: observations, what a (depth, V)
 choice accepts there, and what it costs by the cost model."""
+import functools
+
 import torch
 
 from ltd.errors import LtdError
@@ -42,6 +44,15 @@ class TraceTable:
 
     def accepted(self, rows: torch.Tensor, depth: torch.Tensor, verify: torch.Tensor) -> torch.Tensor:
         return accepted_in_rows(self.scores[rows], self.on_path[rows], self.candidate_depth, depth, verify)
+
+    @functools.cached_property
+    def autoregressive_seconds(self) -> torch.Tensor:
+        """[answers] each answer's seconds decoded one target pass per token (the root alone, V = 0),
+        by the cost model: what replayed speed-ups are measured against."""
+        contexts = torch.cat([self.prompt_length[a] + torch.arange(int(n)) for a, n in enumerate(self.length)])
+        owner = torch.repeat_interleave(torch.arange(self.length.numel()), self.length)
+        step_s = self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
+        return torch.zeros(self.length.numel(), dtype=torch.float64).index_add_(0, owner, step_s)
 
     def seconds(self, depth: torch.Tensor, verify: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(draft, verify) seconds of cycles by the cost model, float32."""

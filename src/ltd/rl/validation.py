@@ -36,11 +36,7 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
         chosen_sizes.append(sizes)
         alive = position < table.length
     tokens = table.length.double()  # every position yields one token, accepted or bonus
-    contexts = torch.cat([table.prompt_length[a] + torch.arange(int(table.length[a])) for a in range(answers)])
-    owner = torch.repeat_interleave(torch.arange(answers), table.length)
-    step_s = table.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
-    ar_seconds = torch.zeros(answers, dtype=torch.float64).index_add_(0, owner, step_s)
-    speedup = (tokens / seconds) / (tokens / ar_seconds)
+    speedup = (tokens / seconds) / (tokens / table.autoregressive_seconds)
     depths, sizes = torch.cat(chosen_depths).double(), torch.cat(chosen_sizes).double()
     return dict(speedup=float(speedup.mean()), tau=float(tokens.sum()) / float(cycles.sum()),
                 depth=float(depths.mean()), depth_sd=float(depths.std(correction=0)),

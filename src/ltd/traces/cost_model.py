@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ltd.artefacts import Artefact
+from ltd.artefacts import Artefact, read_or_drop
 from ltd.atomic import write_json
 from ltd.errors import LtdError
 from ltd.fingerprints import digest
@@ -106,3 +106,9 @@ class CostModel:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as error:
             raise LtdError(f"{path} is not a cost model ({error})") from None
+
+
+def saved_cost_model(file: Artefact) -> CostModel | None:
+    """The cost model `file` holds when it was measured under its key; None when it is missing,
+    stale, or damaged (then dropped, with a note)."""
+    return read_or_drop(file.path, CostModel.load, "measuring it again") if file.fresh else None
