@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter clean
+.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter drafter-rl clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -70,6 +70,10 @@ bench-env: setup  ## replay environments' speed: steps/s of the size and depth e
 
 drafter: setup  ## train (or reuse) the EAGLE-3 head for the model: prints per-depth acceptance and tau
 	$(PY) -m ltd.cli.train_drafter $(ARGS)
+
+# make drafter-rl variant=no_proximity | no_windowing | no_both | cst | full,no_proximity,no_windowing,no_both,cst
+drafter-rl: setup  ## PPOW on the head make drafter trained (or an ablation); tau and speed-up per task against the supervised head
+	$(PY) -m ltd.cli.train_ppow $(if $(variant),'variants=[$(variant)]') $(ARGS)
 
 clean:  ## removes .venv, outputs/, multirun/, results/; keeps checkpoints/ (trained drafters) and ~/.cache/ltd
 	rm -rf $(VENV) outputs multirun results .pytest_cache

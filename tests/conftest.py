@@ -5,6 +5,8 @@ sees the same weights on every run. Weights are re-drawn with a larger spread th
 init (std 0.02): logits then vary by a few units, which makes greedy argmax ties (and thus
 float-noise flakiness) practically impossible and gives sampled distributions some shape.
 """
+import json
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -192,3 +194,14 @@ def tiny_model_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("model")
     save_tiny_checkpoint(directory)
     return directory
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A drafter-training corpus of 40 short random-word conversations (make drafter's format)."""
+    rng = random.Random(0)
+    words = lambda n: " ".join(f"w{rng.randrange(6, 101)}" for _ in range(n))
+    rows = [{"instruction": words(6), "input": "", "response": words(rng.randrange(10, 30))} for _ in range(40)]
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps(rows))
+    return str(path)

@@ -1,6 +1,4 @@
 """make drafter on a tiny model: features, training-time test, resume, the finished head."""
-import json
-import random
 
 import pytest
 import torch
@@ -40,16 +38,6 @@ def tiny_target(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def bf16_target(tiny_checkpoint):
     return load_target("tiny", tiny_checkpoint, max_context=256, dtype="bfloat16")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    rng = random.Random(0)
-    words = lambda n: " ".join(f"w{rng.randrange(6, 101)}" for _ in range(n))
-    rows = [{"instruction": words(6), "input": "", "response": words(rng.randrange(10, 30))} for _ in range(40)]
-    path = tmp_path / "corpus.json"
-    path.write_text(json.dumps(rows))
-    return str(path)
 
 
 def tiny_job(corpus: str, *overrides: str):

@@ -17,7 +17,7 @@ LAYERS = [
     {"config_files"},
     {"controllers"},
     {"configured_models", "benchmarks", "sweeps"},
-    {"ltd_pipeline", "resps_pipeline"},
+    {"ltd_pipeline", "resps_pipeline", "ppow_pipeline"},
     {"cli"},
 ]
 

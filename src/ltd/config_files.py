@@ -4,6 +4,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ltd.drafter_training.ppow import PPOWSettings
 from ltd.errors import LtdError
 from ltd.schema import ModelSchema, TaskSchema
 
@@ -45,3 +46,16 @@ def controller_file(name: str, model_name: str) -> Path:
         options = sorted(p.stem for p in directory.glob("*.yaml"))
         raise LtdError(f"unknown method {name!r}; choose from: tuned, {', '.join(options)}")
     return path
+
+
+def ppow_variants(cfg) -> list[PPOWSettings]:
+    """The PPOW variants a job names (`variants`), each `ppow` with its own changes (conf/ppow/<name>.yaml), checked."""
+    if not cfg.variants or len(set(cfg.variants)) != len(cfg.variants):
+        raise LtdError(f"variants must name each variant of conf/ppow once, got {list(cfg.variants)}")
+    variants = []
+    for name in cfg.variants:
+        merged = OmegaConf.merge(OmegaConf.structured(PPOWSettings), cfg.ppow, group_option("ppow", name), {"name": name})
+        settings = OmegaConf.to_object(merged)
+        settings.validate()
+        variants.append(settings)
+    return variants

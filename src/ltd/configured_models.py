@@ -52,7 +52,8 @@ def drafter_job(drafter_cfg) -> DrafterJob:
     data = {f.name: block[f.name] for f in fields(HeadData)}
     data["eval_tree"] = tuple(data["eval_tree"])
     train = TrainSettings(**{f.name: block[f.name] for f in fields(TrainSettings)})
-    return DrafterJob(**data, draft_vocab_size=drafter_cfg.draft_vocab_size, train=train)
+    return DrafterJob(**data, draft_vocab_size=drafter_cfg.draft_vocab_size,
+                      intermediate_size=drafter_cfg.get("intermediate_size"), train=train)
 
 
 def eagle3_weights(cfg, model: dict | None = None) -> str | None:

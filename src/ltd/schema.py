@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ltd.drafter_training.loop import TrainSettings
 from ltd.drafter_training.pipeline import HeadData
+from ltd.drafter_training.ppow import PPOWSettings
 from ltd.errors import LtdError
 from ltd.eval.tree_search import TreeSpace
 from ltd.learned.fit import FitSettings
@@ -61,6 +62,7 @@ class DrafterSchema:
     model: str | None = None  # draft_lm: a model config of conf/model (instead of a source)
     quantize: str | None = None  # draft_lm: int8 stores its linear weights in int8 (CPU)
     draft_vocab_size: int = 8192
+    intermediate_size: int | None = None  # EAGLE-3: the head's MLP width (None: the target's)
     seed: int = 0
     root: str = "checkpoints/drafters"
     train: DrafterTrainSchema | None = None  # what make drafter does (EAGLE-3 heads)
@@ -286,6 +288,22 @@ class TrainRespsSchema:
 
 
 @dataclass
+class TrainPPOWSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    ppow: PPOWSettings
+    variants: list[str]
+    logger: LoggerSettings
+    experiment: str
+    tasks: list[str]
+    questions: int
+    max_new_tokens: int
+    eval_tree: list[int]
+    threads: int | None
+    results: str
+
+
+@dataclass
 class BenchEnvSchema:
     model: ModelSchema
     drafter: DrafterSchema
@@ -300,7 +318,7 @@ class BenchEnvSchema:
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
            "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
            "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema,
-           "train_resps": TrainRespsSchema}
+           "train_resps": TrainRespsSchema, "train_ppow": TrainPPOWSchema}
 
 
 def _whole(least: int):
@@ -337,6 +355,7 @@ VALUES = {
     "top_k": (_whole(1), "a whole number >= 1"),
     "max_depth": (_whole(1), "a whole number >= 1"),
     "draft_vocab_size": (_whole(1), "a whole number >= 1"),
+    "intermediate_size": (_optional(_whole(1)), "a whole number >= 1, or null (the target's)"),
     "lr": (_positive, "a number > 0"),
     "contexts": (_whole(2), "whole numbers >= 2"),
     "verify_sizes": (_whole(0), "whole numbers >= 0"),

@@ -17,7 +17,8 @@ from ltd.schema import check_config
 def main(cfg) -> None:
     with user_errors():
         if cfg.drafter.kind != "eagle3":
-            raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one")
+            raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one: add drafter=eagle3 "
+                           f"(or drafter=eagle3_cpu, a head sized for a CPU)")
         cfg = check_config(cfg, "train_drafter")
         threads = set_threads(cfg.threads)
         job = drafter_job(cfg.drafter)

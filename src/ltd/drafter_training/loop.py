@@ -93,52 +93,33 @@ def resume(head: Eagle3Head, params: list[torch.Tensor], lr: float,
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0), 0, []
 
 
-def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
-          state_path: Path, log=print) -> list[dict]:
-    """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists.
-
-    The head trains where the target's `embed` lives, and stays there. Its weights are float32
-    whatever the target's dtype (bfloat16 master weights would lose the small updates late in the
-    schedule); the shards' float16 features and probabilities are read as float32."""
-    torch.manual_seed(settings.seed)
-    device = embed.device
-    head.to(device, torch.float32)
-    plan = [b for epoch in range(settings.epochs) for b in batches_of(shards, settings.batch_tokens,
-                                                                      settings.seed + epoch)]
-    longest = max(int((sh["offsets"][1:] - sh["offsets"][:-1]).max()) for sh in shards)
-    cos, sin = (table.to(device) for table in rope_tables(head.config, longest + settings.ttt_steps + 1))
+def optimise(head: Eagle3Head, lr: float, total: int, one_step, state_path: Path, checkpoint_every: int,
+             desc: str, postfix, log=print, report=lambda row: None) -> list[dict]:
+    """Run `one_step(step, optimizer, params) -> row` until `total` steps, with a progress bar
+    (`postfix(recent rows)`), a checkpoint every `checkpoint_every` steps and on Ctrl-C; resumes
+    from `state_path` if it holds a run. Each row gains its step and seconds, then goes to
+    `report`. Returns the rows."""
     params = [p for p in head.parameters() if p.requires_grad]
-    optimizer, step, history = resume(head, params, settings.lr, state_path)
+    optimizer, step, history = resume(head, params, lr, state_path)
     if step:
-        log(f"resuming drafter training at step {step} of {len(plan)}")
+        log(f"resuming {desc} at step {step} of {total}")
 
     def checkpoint():
         state = dict(head=head.state_dict(), optimizer=optimizer.state_dict(), step=step, history=history)
         write_file(state_path, lambda tmp: torch.save(state, tmp))
 
     head.train()
-    bar = tqdm(total=len(plan), initial=step, desc="train drafter", unit="step", mininterval=1.0)
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", mininterval=1.0)
     try:
-        while step < len(plan):
+        while step < total:
             start = time.perf_counter()
-            batch = collate(shards, plan[step]).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, len(plan), settings)
-            loss, agreement = ttt_loss(head, embed, batch, settings.ttt_steps, cos, sin)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            optimizer.step()
+            row = one_step(step, optimizer, params)
             step += 1
-            tokens = int(batch.predicts_response.sum())
-            history.append(dict(step=step, loss=loss.item(), agreement=agreement, tokens=tokens,
-                                seconds=time.perf_counter() - start))
-            recent = history[-20:]
-            bar.set_postfix(loss=f"{sum(r['loss'] for r in recent) / len(recent):.3f}",
-                            top1=f"{sum(r['agreement'][0] for r in recent if r['agreement']) / len(recent):.2f}",
-                            tok_s=f"{sum(r['tokens'] for r in recent) / sum(r['seconds'] for r in recent):.0f}")
+            history.append(dict(step=step, **row, seconds=time.perf_counter() - start))
+            report(history[-1])
+            bar.set_postfix(postfix(history[-20:]))
             bar.update()
-            if step % settings.checkpoint_every == 0:
+            if step % checkpoint_every == 0:
                 checkpoint()
     except KeyboardInterrupt:
         checkpoint()
@@ -149,3 +130,53 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
     checkpoint()
     head.eval()
     return history
+
+
+def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: TrainSettings,
+          state_path: Path, log=print, steps: int | None = None) -> list[dict]:
+    """Train `head` in place; returns the logged rows. Resumes from `state_path` if it exists.
+    `steps`: that many optimizer steps instead of `settings.epochs` passes over the shards.
+
+    The head trains where the target's `embed` lives, and stays there. Its weights are float32
+    whatever the target's dtype (bfloat16 master weights would lose the small updates late in the
+    schedule); the shards' float16 features and probabilities are read as float32."""
+    torch.manual_seed(settings.seed)
+    device = embed.device
+    head.to(device, torch.float32)
+    plan = batch_plan(shards, settings.batch_tokens, settings.seed, settings.epochs, steps)
+    cos, sin = rope_for(head, shards, settings.ttt_steps + 1, device)
+
+    def one_step(step: int, optimizer, params) -> dict:
+        batch = collate(shards, plan[step]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, len(plan), settings)
+        loss, agreement = ttt_loss(head, embed, batch, settings.ttt_steps, cos, sin)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        return dict(loss=loss.item(), agreement=agreement, tokens=int(batch.predicts_response.sum()))
+
+    def postfix(recent: list[dict]) -> dict:
+        return dict(loss=f"{sum(r['loss'] for r in recent) / len(recent):.3f}",
+                    top1=f"{sum(r['agreement'][0] for r in recent if r['agreement']) / len(recent):.2f}",
+                    tok_s=f"{sum(r['tokens'] for r in recent) / sum(r['seconds'] for r in recent):.0f}")
+
+    return optimise(head, settings.lr, len(plan), one_step, state_path, settings.checkpoint_every, "train drafter",
+                    postfix, log)
+
+
+def batch_plan(shards: list[dict], batch_tokens: int, seed: int, epochs: int, steps: int | None = None) -> list:
+    """The batches of `epochs` passes over the shards, each pass in its own seeded order; with
+    `steps`, exactly that many (passes repeat as needed)."""
+    plan, epoch = [], 0
+    while len(plan) < steps if steps is not None else epoch < epochs:
+        plan += batches_of(shards, batch_tokens, seed + epoch)
+        epoch += 1
+    return plan if steps is None else plan[:steps]
+
+
+def rope_for(head: Eagle3Head, shards: list[dict], extra: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables long enough for the longest sequence plus `extra` positions."""
+    longest = max(int((sh["offsets"][1:] - sh["offsets"][:-1]).max()) for sh in shards)
+    return tuple(table.to(device) for table in rope_tables(head.config, longest + extra))

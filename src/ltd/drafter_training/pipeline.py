@@ -49,6 +49,7 @@ class HeadData:
 @dataclass
 class DrafterJob(HeadData):
     draft_vocab_size: int = 8192
+    intermediate_size: int | None = None  # the head's MLP width (None: the target's)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @property
@@ -84,7 +85,10 @@ def features_key(model: dict, job: DrafterJob) -> dict:
 
 
 def head_key(model: dict, job: DrafterJob) -> dict:
-    return {"artefact": "eagle3 head", "format": HEAD, "features": features_key(model, job), "job": asdict(job)}
+    settings = asdict(job)
+    if settings["intermediate_size"] is None:  # the key of heads as wide as their target, as before the option
+        del settings["intermediate_size"]
+    return {"artefact": "eagle3 head", "format": HEAD, "features": features_key(model, job), "job": settings}
 
 
 def head_directory(root: Path, model_name: str, model: dict, job: DrafterJob) -> Path:
@@ -186,6 +190,17 @@ def reusable_head(final: Artefact, log) -> dict | None:
         return None
 
 
+def head_data(target, job: DrafterJob, root: str | Path, log=print) -> tuple[list[dict], list]:
+    """The shards a head trains on (made where missing) and the held-out corpus examples."""
+    train_examples, held_out = split(load_corpus(job.corpus), job.held_out, job.train.seed)
+    sequences = select_sequences(target, train_examples, job)
+    key = features_key(target.identity, job)
+    features = Artefact(Path(root) / target.name / f"features-{digest(key, 10)}", key, "drafter features",
+                        directory=True)
+    features.open(owned=("shard-*.safetensors",))
+    return load_shards(features.path, prepare_features(target, sequences, features.path, job, log)), held_out
+
+
 def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple[Path, dict]:
     """Train (or reuse) the EAGLE-3 head for `target`; returns its directory and its metrics."""
     job.validate(target.config.vocab_size)
@@ -196,20 +211,13 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
         return final.path, metrics
     work = final.path.parent
     hold(work, "drafter training")
-
-    train_examples, held_out = split(load_corpus(job.corpus), job.held_out, job.train.seed)
-    sequences = select_sequences(target, train_examples, job)
-    key = features_key(target.identity, job)
-    features = Artefact(Path(root) / target.name / f"features-{digest(key, 10)}", key, "drafter features",
-                        directory=True)
-    features.open(owned=("shard-*.safetensors",))
-    shards = load_shards(features.path, prepare_features(target, sequences, features.path, job, log))
-
+    shards, held_out = head_data(target, job, root, log)
     vocabulary = choose_vocabulary(shards, target.config.vocab_size, job.draft_vocab_size)
     covered = coverage(shards, vocabulary, target.config.vocab_size)
     log(f"draft vocabulary: {job.draft_vocab_size} tokens cover {covered:.1%} of the target's top-1 predictions")
     torch.manual_seed(job.train.seed)
-    head = Eagle3Head(head_config(target.config, job.draft_vocab_size))
+    width = {"intermediate_size": job.intermediate_size} if job.intermediate_size else {}
+    head = Eagle3Head(head_config(target.config, job.draft_vocab_size, **width))
     head.set_vocabulary(vocabulary)
     warm_start(head, target.decoder)
     embed = target.decoder.embed

@@ -44,38 +44,58 @@ def draft_targets(head: Eagle3Head, top_ids: torch.Tensor, top_probs: torch.Tens
     return draft_ids.clamp(min=0), probs / mass.clamp(min=1e-6), mass.squeeze(-1)
 
 
+def layer_step(head: Eagle3Head, hidden: torch.Tensor, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               context: tuple | None = None, context_mask: torch.Tensor | None = None, chain: tuple = ()):
+    """One pass of the head's layer over queries [N, R]: `hidden` and `embeds` [N, R, H], `cos` and
+    `sin` broadcastable to [N, heads, R, d]. Returns the output hidden states and this step's
+    (keys, values) [N, heads, R, d].
+
+    Without `context` the R queries are a sequence (step 0): each attends causally to the keys up
+    to its own, which become the context of later steps. With it ((keys, values) [N, heads, T, d]),
+    each query attends to the context where `context_mask` [N, R, T] allows, to its own `chain`
+    (the (keys, values) of its earlier steps) and to itself: a draft node at inference."""
+    config, layer = head.config, head.midlayer
+    attn = layer.self_attn
+    N, R = hidden.shape[:2]
+    nh, nkv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    x = torch.cat((layer.input_layernorm(embeds), layer.hidden_norm(hidden)), dim=-1)
+    q = rotate(attn.q_proj(x).view(N, R, nh, d).transpose(1, 2), cos, sin)
+    k = rotate(attn.k_proj(x).view(N, R, nkv, d).transpose(1, 2), cos, sin).repeat_interleave(nh // nkv, dim=1)
+    v = attn.v_proj(x).view(N, R, nkv, d).transpose(1, 2).repeat_interleave(nh // nkv, dim=1)
+    if context is None:
+        context, chain = (k, v), ()
+        context_mask = torch.ones(R, R, dtype=torch.bool, device=x.device).tril()
+    else:
+        chain = (*chain, (k, v))
+    scale = d ** -0.5
+    scores = ((q @ context[0].transpose(-1, -2)) * scale).masked_fill(~context_mask.unsqueeze(-3), float("-inf"))
+    own = [(q * key).sum(-1, keepdim=True) * scale for key, _ in chain]
+    weights = torch.cat([scores, *own], dim=-1).softmax(dim=-1)
+    T = scores.shape[-1]
+    out = weights[..., :T] @ context[1]
+    for i, (_, value) in enumerate(chain):
+        out = out + weights[..., T + i : T + i + 1] * value
+    hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(N, R, nh * d))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), (k, v)
+
+
 def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor, steps: int,
            cos: torch.Tensor, sin: torch.Tensor):
     """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1.
 
     The head trains in float32 whatever the target's dtype: `embed` rows are upcast as read (a
     float32 copy of a large target's whole embedding would cost gigabytes)."""
-    config, layer = head.config, head.midlayer
-    attn = layer.self_attn
-    B, T = tokens.shape
-    nh, nkv, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    group = nh // nkv
-    scale = d ** -0.5
+    T = tokens.shape[1]
+    hidden, context = head.fc(features), None
     causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-    hidden = head.fc(features)
-    keys, values = [], []
+    chain = ()
     for j in range(steps):
         embeds = embed[shift_left(tokens, j + 1)].float()
-        x = torch.cat((layer.input_layernorm(embeds), layer.hidden_norm(hidden)), dim=-1)
-        q = attn.q_proj(x).view(B, T, nh, d).transpose(1, 2)
-        k = attn.k_proj(x).view(B, T, nkv, d).transpose(1, 2)
-        v = attn.v_proj(x).view(B, T, nkv, d).transpose(1, 2)
-        q, k = rotate(q, cos[j : j + T], sin[j : j + T]), rotate(k, cos[j : j + T], sin[j : j + T])
-        keys.append(k.repeat_interleave(group, dim=1))
-        values.append(v.repeat_interleave(group, dim=1))
-        context = ((q @ keys[0].transpose(-1, -2)) * scale).masked_fill(~causal, float("-inf"))
-        chain = [(q * key).sum(-1, keepdim=True) * scale for key in keys[1:]]
-        weights = torch.cat([context, *chain], dim=-1).softmax(dim=-1)
-        out = weights[..., :T] @ values[0]
-        for i, value in enumerate(values[1:]):
-            out = out + weights[..., T + i : T + i + 1] * value
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(B, T, nh * d))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden, kv = layer_step(head, hidden, embeds, cos[j : j + T], sin[j : j + T], context, causal, chain)
+        if context is None:
+            context = kv
+        else:
+            chain = (*chain, kv)
         yield hidden
 
 

@@ -30,9 +30,11 @@ SUMMARY_COLUMNS = ["method", "questions", "tokens", "seconds", "tok/s", "speed-u
 class Method:
     name: str
     controller: Controller | None = None  # None: autoregressive decoding, the baseline
+    engine: Engine | None = None  # its own engine (another drafter over the same target); None: the run's
 
     def generate(self, engine: Engine, prompt: list[int], max_new_tokens: int, temperature: float,
                  seed: int) -> Generation:
+        engine = self.engine or engine
         # Sampling draws where the logits live: CUDA's sampling takes only a CUDA generator.
         generator = torch.Generator(device=engine.target.device).manual_seed(seed)
         if self.controller is None:
