@@ -54,13 +54,19 @@ CASES = [
     ("train_drafter", "drafter=draft_lm", "make drafter trains EAGLE-3 heads; drafter 'draft_lm' is not one"),
     ("train_drafter", "drafter.train.epochs=0", "drafter.train.epochs must be a whole number >= 1, got 0"),
     ("train_drafter", "drafter.train.eval_tree=[1,2,50]", "static tree verify must be at most 2"),
+    ("train_ppow", "drafter=draft_lm", "PPOW tunes EAGLE-3 heads; drafter 'draft_lm' is not one"),
+    ("train_ppow", "variants=[full,nope]", "unknown ppow 'nope'; choose from: cst, full, no_both, no_proximity"),
+    ("train_ppow", "ppow.method=dpo", "ppow.method must be ppow or supervised, got 'dpo'"),
+    ("train_ppow", "ppow.steps=0", "ppow.steps must be a whole number >= 1, got 0"),
+    ("train_ppow", "eval_tree=[1,2,50]", "static tree verify must be at most 2"),
+    ("train_ppow", "questions=0", "questions must be a whole number >= 1 (null: all), got 0"),
     ("bench_decode", "repeats=0", "repeats must be a whole number >= 1, got 0"),
     ("bench_decode", "verify_sizes=[0,1]", "verify_sizes must be whole numbers >= 1 (draft tokens verified)"),
     ("bench_env", "batches=[0]", "batches must be whole numbers >= 1, got [0]"),
     ("bench_env", "steps=0", "steps must be a whole number >= 1, got 0"),
 ]
 
-LOGGED = {"eval", "sweep_tree", "train"}  # jobs with a logger group: W&B off in these runs
+LOGGED = {"eval", "sweep_tree", "train", "train_ppow"}  # jobs with a logger group: W&B off in these runs
 WITH_TASK = {"decode", "eval", "sweep_tree", "record", "bench_decode"}
 WITH_TASKS = {"decode", "sweep_tree"}  # their `tasks` list would read the repository's task files: `task` instead
 

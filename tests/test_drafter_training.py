@@ -123,6 +123,17 @@ def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus,
     assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
 
 
+def test_a_narrower_mlp_is_the_heads_own_and_part_of_its_key(tiny_target, corpus, tmp_path):
+    default, narrow = tiny_job(corpus), tiny_job(corpus, "drafter.intermediate_size=16")
+    assert narrow.intermediate_size == 16 and default.intermediate_size is None
+    assert "intermediate_size" not in pipeline.head_key(tiny_target.identity, default)["job"]  # older heads stay valid
+    assert pipeline.head_directory(tmp_path, "tiny", tiny_target.identity, narrow) != pipeline.head_directory(
+        tmp_path, "tiny", tiny_target.identity, default)
+    directory, _ = train_drafter(tiny_target, narrow, tmp_path)
+    head = Eagle3Head.load(directory)
+    assert head.midlayer.mlp.gate_proj.weight.shape == (16, tiny_target.config.hidden_size)
+
+
 def test_damaged_files_of_the_drafter_pipeline_are_made_again(tiny_target, corpus, tmp_path, capsys):
     job = tiny_job(corpus)
     directory, metrics = train_drafter(tiny_target, job, tmp_path)

@@ -89,8 +89,9 @@ def train_variant(target, supervised: Path, shards: list[dict], job: PPOWJob, se
         return final.path
     hold(final.path.parent, f"PPOW variant {settings.name}")
     head, state = Eagle3Head.load(supervised), final.path.parent / "training.pt"
+    # One W&B run holds every variant: its own step is a metric, W&B's counts rows across them.
     report = lambda row: tracker.log({f"{settings.name}/{k}": v for k, v in row.items()
-                                      if isinstance(v, float)}, step=row["step"])
+                                      if isinstance(v, (int, float))})
     if settings.method == "ppow":
         history = tune(head, target.decoder.embed, shards, settings, gamma, state, log, report)
     else:
