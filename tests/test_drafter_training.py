@@ -123,6 +123,26 @@ def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus,
     assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
 
 
+def test_features_accumulate_across_runs_with_a_larger_budget(tiny_target, corpus, tmp_path, monkeypatch):
+    small, large = tiny_job(corpus, "drafter.train.max_tokens=300"), tiny_job(corpus, "drafter.train.max_tokens=900")
+    shards_small, _ = pipeline.head_data(tiny_target, small, tmp_path)
+    answered, real_pass = [], pipeline.target_pass
+
+    def counting_pass(decoder, sequences, *args, **kwargs):
+        answered.append(len(sequences))
+        return real_pass(decoder, sequences, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "target_pass", counting_pass)
+    shards_large, _ = pipeline.head_data(tiny_target, large, tmp_path)
+    assert len(list((tmp_path / "tiny").glob("features-*"))) == 1  # one pool of shards
+    full = len(shards_small) - 1  # the small run's last shard is cut short by its budget
+    assert len(shards_large) > len(shards_small) and len(answered) == len(shards_large) - full
+    for before, after in zip(shards_small[:full], shards_large):
+        assert torch.equal(before["tokens"], after["tokens"])
+    answered.clear()
+    assert len(pipeline.head_data(tiny_target, small, tmp_path)[0]) == len(shards_small) and answered == []
+
+
 def test_a_narrower_mlp_is_the_heads_own_and_part_of_its_key(tiny_target, corpus, tmp_path):
     default, narrow = tiny_job(corpus), tiny_job(corpus, "drafter.intermediate_size=16")
     assert narrow.intermediate_size == 16 and default.intermediate_size is None

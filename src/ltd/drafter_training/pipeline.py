@@ -19,7 +19,8 @@ from ltd.decoding.controller import StaticTree
 from ltd.drafter_training.corpus import load_corpus, split
 from ltd.drafter_training.head_eval import evaluate_head
 from ltd.drafter_training.loop import TrainSettings, train
-from ltd.drafter_training.target_features import encode, load_shards, shard_path, target_pass, write_shard
+from ltd.drafter_training.target_features import (encode, first_sequences, load_shards, shard_path, target_pass,
+                                                  write_shard)
 from ltd.drafter_training.vocabulary import choose_vocabulary, coverage
 from ltd.errors import LtdError
 from ltd.fingerprints import digest
@@ -84,6 +85,15 @@ def features_key(model: dict, job: DrafterJob) -> dict:
             "seed": job.train.seed}
 
 
+def pool_key(model: dict, job: DrafterJob) -> dict:
+    """What the features directory depends on: the features' key but their budget. A larger
+    `max_tokens` answers the same conversations first, then more, so runs add to one pool of shards
+    and a run reads the first shards it needs."""
+    key = features_key(model, job)
+    del key["max_tokens"]
+    return key
+
+
 def head_key(model: dict, job: DrafterJob) -> dict:
     settings = asdict(job)
     if settings["intermediate_size"] is None:  # the key of heads as wide as their target, as before the option
@@ -138,14 +148,14 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
     """Run the target over every missing shard; returns the shard count."""
     directory.mkdir(parents=True, exist_ok=True)
     shards = (len(sequences) + job.shard_size - 1) // job.shard_size
-    missing = [i for i in range(shards) if not readable_shard(shard_path(directory, i))]
+    chunk = lambda i: sequences[i * job.shard_size : (i + 1) * job.shard_size]
+    missing = [i for i in range(shards) if not readable_shard(shard_path(directory, i), len(chunk(i)))]
     if not missing:
         return shards
     answering = job.answering
     log(f"the target {'answers' if answering else 'reads'} {len(sequences)} conversations into {directory} "
         f"({shards - len(missing)} of {shards} shards already there)")
     layers = eagle3_feature_layers(target.config.num_hidden_layers)
-    chunk = lambda i: sequences[i * job.shard_size : (i + 1) * job.shard_size]
     with tqdm(total=sum(len(chunk(i)) for i in missing), desc="target answers" if answering else "teacher forcing",
               unit="seq", mininterval=1.0) as bar:
         produced = 0
@@ -164,13 +174,15 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
     return shards
 
 
-def readable_shard(path: Path) -> bool:
-    """Whether a shard is there and whole (its header matches its size); a damaged one is deleted."""
-    def header(shard: Path) -> bool:
-        with safe_open(str(shard), framework="pt"):
-            return True
+def readable_shard(path: Path, sequences: int) -> bool:
+    """Whether a shard is there, whole (its header matches its size; a damaged one is deleted) and
+    holds at least `sequences` sequences (the last shard of a run with a smaller budget holds fewer:
+    made again; one of a larger budget holds more: the run reads its first `sequences`)."""
+    def count(shard: Path) -> int:
+        with safe_open(str(shard), framework="pt") as f:
+            return f.get_slice("offsets").get_shape()[0] - 1
 
-    return read_or_drop(path, header, "the target produces it again") is not None
+    return (read_or_drop(path, count, "the target produces it again") or 0) >= sequences
 
 
 def reusable_head(final: Artefact, log) -> dict | None:
@@ -194,11 +206,13 @@ def head_data(target, job: DrafterJob, root: str | Path, log=print) -> tuple[lis
     """The shards a head trains on (made where missing) and the held-out corpus examples."""
     train_examples, held_out = split(load_corpus(job.corpus), job.held_out, job.train.seed)
     sequences = select_sequences(target, train_examples, job)
-    key = features_key(target.identity, job)
+    key = pool_key(target.identity, job)
     features = Artefact(Path(root) / target.name / f"features-{digest(key, 10)}", key, "drafter features",
                         directory=True)
     features.open(owned=("shard-*.safetensors",))
-    return load_shards(features.path, prepare_features(target, sequences, features.path, job, log)), held_out
+    shards = load_shards(features.path, prepare_features(target, sequences, features.path, job, log))
+    shards[-1] = first_sequences(shards[-1], len(sequences) - (len(shards) - 1) * job.shard_size)
+    return shards, held_out
 
 
 def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple[Path, dict]:

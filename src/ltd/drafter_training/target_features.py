@@ -148,3 +148,9 @@ def write_shard(path: Path, shard: dict[str, torch.Tensor]) -> None:
 def load_shards(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
     return [load_file(shard_path(directory, i)) for i in range(count)]
 
+
+
+def first_sequences(shard: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """The shard cut to its first `count` sequences."""
+    end = int(shard["offsets"][count])
+    return {key: value[: count + 1] if key == "offsets" else value[:end] for key, value in shard.items()}
