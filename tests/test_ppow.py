@@ -98,7 +98,7 @@ def test_one_step_moves_the_log_prob_of_a_rewarded_window_up(tiny_target, tuned_
     advantages = torch.tensor([[1.0, -1.0, 0.0, 0.0]])
     rollout = Rollout(rows, starts, drafted, before, advantages, torch.ones_like(drafted, dtype=torch.bool), {})
     optimizer = torch.optim.SGD(head.parameters(), lr=settings.lr)
-    loss, _ = ppow_loss(head, embed, batch, rollout, settings, cos, sin)
+    loss, _ = ppow_loss(head, embed, batch, ppow.target_view(head, batch), rollout, settings, cos, sin)
     loss.backward()
     optimizer.step()
     _, after = window_logprobs(drafted)

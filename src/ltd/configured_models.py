@@ -56,6 +56,14 @@ def drafter_job(drafter_cfg) -> DrafterJob:
                       intermediate_size=drafter_cfg.get("intermediate_size"), train=train)
 
 
+def require_eagle3(cfg, job: str) -> None:
+    """One LtdError line when a job that trains EAGLE-3 heads is given another drafter (a model's
+    default drafter may be a draft LM)."""
+    if cfg.drafter.kind != "eagle3":
+        raise LtdError(f"{job} EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one: add drafter=eagle3 "
+                       f"(or drafter=eagle3_cpu, a head sized for a CPU)")
+
+
 def eagle3_weights(cfg, model: dict | None = None) -> str | None:
     """Which EAGLE-3 weights a config means (see conf/drafter/eagle3.yaml); None: untrained.
     `model`: the target's identity, when the caller has it already."""

@@ -6,9 +6,8 @@ import hydra
 
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import drafter_job, load_target_of
+from ltd.configured_models import drafter_job, load_target_of, require_eagle3
 from ltd.drafter_training.pipeline import train_drafter
-from ltd.errors import LtdError
 from ltd.eval.report import format_table
 from ltd.schema import check_config
 
@@ -16,9 +15,7 @@ from ltd.schema import check_config
 @hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)
 def main(cfg) -> None:
     with user_errors():
-        if cfg.drafter.kind != "eagle3":
-            raise LtdError(f"make drafter trains EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one: add drafter=eagle3 "
-                           f"(or drafter=eagle3_cpu, a head sized for a CPU)")
+        require_eagle3(cfg, "make drafter trains")
         cfg = check_config(cfg, "train_drafter")
         threads = set_threads(cfg.threads)
         job = drafter_job(cfg.drafter)

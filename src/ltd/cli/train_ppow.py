@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from ltd import ppow_pipeline
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, chosen_tasks, ppow_variants
-from ltd.configured_models import drafter_job, identities, load_model
+from ltd.configured_models import drafter_job, identities, load_model, require_eagle3
 from ltd.decoding.controller import StaticTree
-from ltd.errors import LtdError
 from ltd.fingerprints import machine
 from ltd.schema import check_config
 from ltd.tracking import Tracker
@@ -22,9 +21,7 @@ from ltd.tracking import Tracker
 @hydra.main(config_path=CONFIG_PATH, config_name="train_ppow", version_base=None)
 def main(cfg) -> None:
     with user_errors():
-        if cfg.drafter.kind != "eagle3":
-            raise LtdError(f"PPOW tunes EAGLE-3 heads; drafter {cfg.drafter.kind!r} is not one: add drafter=eagle3 "
-                           f"(or drafter=eagle3_cpu, a head sized for a CPU)")
+        require_eagle3(cfg, "PPOW tunes")
         cfg = check_config(cfg, "train_ppow")
         variants, logger = ppow_variants(cfg), OmegaConf.to_object(cfg.logger)
         logger.validate()

@@ -230,8 +230,8 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
     covered = coverage(shards, vocabulary, target.config.vocab_size)
     log(f"draft vocabulary: {job.draft_vocab_size} tokens cover {covered:.1%} of the target's top-1 predictions")
     torch.manual_seed(job.train.seed)
-    width = {"intermediate_size": job.intermediate_size} if job.intermediate_size else {}
-    head = Eagle3Head(head_config(target.config, job.draft_vocab_size, **width))
+    width = job.intermediate_size or target.config.intermediate_size
+    head = Eagle3Head(head_config(target.config, job.draft_vocab_size, intermediate_size=width))
     head.set_vocabulary(vocabulary)
     warm_start(head, target.decoder)
     embed = target.decoder.embed

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from ltd.drafter_training.loop import batch_plan, collate, optimise, rope_for
-from ltd.drafter_training.ppow_rewards import (accepted_length, first_token_gap, token_criticality, window_priority,
-                                               window_rewards)
-from ltd.drafter_training.ttt import Batch, draft_targets, layer_step, shift_left
+from ltd.drafter_training.ppow_rewards import (accepted_length, first_token_gap, near_miss, target_kl,
+                                               token_criticality, window_priority, window_rewards)
+from ltd.drafter_training.ttt import Batch, context_step, draft_targets, layer_step, shift_left
 from ltd.errors import LtdError
 from ltd.models.eagle3 import Eagle3Head
 
@@ -72,9 +72,7 @@ class Rollout:
 def context_pass(head: Eagle3Head, embed: torch.Tensor, batch: Batch, cos, sin):
     """Step 0 over the whole batch: the hidden states [B, T, H], the context's keys and values,
     and the head's next-token log-probs at every index [B, T, V']."""
-    T = batch.tokens.shape[1]
-    hidden, context = layer_step(head, head.fc(batch.features), embed[shift_left(batch.tokens, 1)].float(),
-                                 cos[:T], sin[:T])
+    hidden, context, _ = context_step(head, embed, batch.features, batch.tokens, cos, sin)
     return hidden, context, head.lm_head(head.norm(hidden)).log_softmax(-1)
 
 
@@ -92,8 +90,8 @@ def chain_pass(head: Eagle3Head, embed: torch.Tensor, hidden: torch.Tensor, cont
         if j:
             position = starts + j
             embeds = embed[head.draft_to_target(tokens[-1])].float()
-            h, kv = layer_step(head, h, embeds, cos[position][:, None, None], sin[position][:, None, None], context,
-                               mask, chain)
+            h, kv = layer_step(head, h, embeds, cos[position][:, None, None], sin[position][:, None, None], mask,
+                               context, chain)
             chain = (*chain, kv)
         logp = head.lm_head(head.norm(h)).log_softmax(-1)
         if drafted is None:
@@ -136,12 +134,13 @@ def choose_prefixes(priority: torch.Tensor, count: int, windowing: bool, generat
 
 
 @torch.no_grad()
-def draw_windows(head: Eagle3Head, embed: torch.Tensor, batch: Batch, settings: PPOWSettings, gamma: float, cos, sin,
-                 generator: torch.Generator) -> Rollout:
-    """Choose the prefixes, draft G windows from each, reward them and compare them within their group."""
+def draw_windows(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, settings: PPOWSettings, gamma: float,
+                 cos, sin, generator: torch.Generator) -> Rollout:
+    """Choose the prefixes, draft G windows from each, reward them and compare them within their
+    group (`view`: the batch's target_view)."""
     s = settings
     hidden, context, logq = context_pass(head, embed, batch, cos, sin)
-    ids, probs, has_target = target_view(head, batch)
+    ids, probs, has_target = view
     criticality = token_criticality(probs, logq.gather(-1, ids), head.config.vocab_size) * has_target
     priority = window_priority(criticality, valid_starts(batch, s.window), s.window)
     rows, starts = choose_prefixes(priority, s.prefixes, s.windowing, generator)
@@ -156,14 +155,13 @@ def draw_windows(head: Eagle3Head, embed: torch.Tensor, batch: Batch, settings: 
     rewards = window_rewards(accepted, gap, gamma, s.eta, s.epsilon, s.proximity)
     advantages = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     counted = torch.arange(s.window, device=accepted.device) <= accepted[..., None]
-    near_miss = (accepted == 0) & (gap < s.epsilon)
     metrics = dict(reward=rewards.mean().item(), accepted=accepted.float().mean().item(),
-                   near_miss=near_miss.float().mean().item(), priority=priority[rows, starts].mean().item())
+                   near_miss=near_miss(accepted, gap, s.epsilon).float().mean().item(), priority=priority[rows, starts].mean().item())
     return Rollout(rows, starts, drafted, logprobs, advantages, counted, metrics)
 
 
-def ppow_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, rollout: Rollout, settings: PPOWSettings, cos,
-              sin) -> tuple[torch.Tensor, dict]:
+def ppow_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, rollout: Rollout, settings: PPOWSettings,
+              cos, sin) -> tuple[torch.Tensor, dict]:
     """PPO's clipped objective on the rollout's counted tokens, plus beta * KL(target || head)."""
     s, r = settings, rollout
     hidden, context, logq = context_pass(head, embed, batch, cos, sin)
@@ -173,9 +171,8 @@ def ppow_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, rollout: Roll
     surrogate = torch.min(ratio * advantage, ratio.clamp(1 - s.clip, 1 + s.clip) * advantage)
     counted = r.counted.float()
     policy_loss = -(surrogate * counted).sum() / counted.sum()
-    ids, probs, has_target = target_view(head, batch)
-    kl_rows = (probs * (probs.clamp(min=1e-30).log() - logq.gather(-1, ids))).sum(-1)
-    kl = kl_rows[has_target].mean()
+    ids, probs, has_target = view
+    kl = target_kl(probs, logq.gather(-1, ids))[has_target].mean()
     clipped = ((ratio - 1).abs() > s.clip).float()
     return policy_loss + s.kl_coeff * kl, dict(policy_loss=policy_loss.item(), kl=kl.item(),
                                                clip_fraction=((clipped * counted).sum() / counted.sum()).item())
@@ -195,9 +192,10 @@ def tune(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: PP
     def one_step(step: int, optimizer, params) -> dict:
         batch = collate(shards, plan[step]).to(device)
         generator = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + step)
-        rollout = draw_windows(head, embed, batch, s, gamma, cos, sin, generator)
+        view = target_view(head, batch)  # the head's vocabulary is fixed: the same for every update
+        rollout = draw_windows(head, embed, batch, view, s, gamma, cos, sin, generator)
         for _ in range(s.updates):
-            loss, parts = ppow_loss(head, embed, batch, rollout, s, cos, sin)
+            loss, parts = ppow_loss(head, embed, batch, view, rollout, s, cos, sin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)

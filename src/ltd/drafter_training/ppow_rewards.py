@@ -35,24 +35,32 @@ def first_token_gap(drafted: torch.Tensor, top_ids: torch.Tensor, top_probs: tor
     return torch.where(hit.any(-1), gap, math.inf)
 
 
+def near_miss(accepted: torch.Tensor, gap: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """A window rejected at once whose first token was within `epsilon` nats of the target's choice."""
+    return (accepted == 0) & (gap < epsilon)
+
+
 def window_rewards(accepted: torch.Tensor, gap: torch.Tensor, gamma: float, eta: float, epsilon: float,
                    proximity: bool) -> torch.Tensor:
-    """The speed-up reward, plus (with `proximity`) eta for a rejected window whose first token was a near miss."""
+    """The speed-up reward, plus (with `proximity`) eta for a near miss."""
     reward = speedup_reward(accepted, gamma)
     if proximity:
-        reward = reward + eta * ((accepted == 0) & (gap < epsilon)).float()
+        reward = reward + eta * near_miss(accepted, gap, epsilon).float()
     return reward
 
 
-def token_criticality(target_probs: torch.Tensor, draft_logprobs: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """v = (1 - H(P)/log|V|) * KL(P || Q) per position: `target_probs` [..., n] the target's
-    distribution (its top tokens, renormalised), `draft_logprobs` [..., n] the drafter's log-probs
-    of the same tokens; |V| the target's vocabulary."""
+def target_kl(target_probs: torch.Tensor, draft_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) per position: `target_probs` [..., n] the target's distribution (its top tokens,
+    renormalised), `draft_logprobs` [..., n] the drafter's log-probs of the same tokens."""
     p = target_probs.float()
-    log_p = p.clamp(min=1e-30).log()
-    entropy = -(p * log_p).sum(-1)
-    kl = (p * (log_p - draft_logprobs.float())).sum(-1)
-    return (1 - entropy / math.log(vocab_size)) * kl.clamp(min=0)
+    return (p * (p.clamp(min=1e-30).log() - draft_logprobs.float())).sum(-1)
+
+
+def token_criticality(target_probs: torch.Tensor, draft_logprobs: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """v = (1 - H(P)/log|V|) * KL(P || Q) per position (as target_kl takes them), |V| the target's vocabulary."""
+    p = target_probs.float()
+    entropy = -(p * p.clamp(min=1e-30).log()).sum(-1)
+    return (1 - entropy / math.log(vocab_size)) * target_kl(p, draft_logprobs)
 
 
 def window_priority(criticality: torch.Tensor, valid: torch.Tensor, window: int) -> torch.Tensor:

@@ -149,7 +149,6 @@ def load_shards(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
     return [load_file(shard_path(directory, i)) for i in range(count)]
 
 
-
 def first_sequences(shard: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
     """The shard cut to its first `count` sequences."""
     end = int(shard["offsets"][count])

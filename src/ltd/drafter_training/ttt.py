@@ -45,15 +45,16 @@ def draft_targets(head: Eagle3Head, top_ids: torch.Tensor, top_probs: torch.Tens
 
 
 def layer_step(head: Eagle3Head, hidden: torch.Tensor, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-               context: tuple | None = None, context_mask: torch.Tensor | None = None, chain: tuple = ()):
+               context_mask: torch.Tensor, context: tuple | None = None, chain: tuple = ()):
     """One pass of the head's layer over queries [N, R]: `hidden` and `embeds` [N, R, H], `cos` and
     `sin` broadcastable to [N, heads, R, d]. Returns the output hidden states and this step's
     (keys, values) [N, heads, R, d].
 
-    Without `context` the R queries are a sequence (step 0): each attends causally to the keys up
-    to its own, which become the context of later steps. With it ((keys, values) [N, heads, T, d]),
-    each query attends to the context where `context_mask` [N, R, T] allows, to its own `chain`
-    (the (keys, values) of its earlier steps) and to itself: a draft node at inference."""
+    Without `context` the R queries are a sequence (step 0): each attends to the keys of the
+    sequence where `context_mask` [R, R] (causal) allows; they become the context of later steps.
+    With it ((keys, values) [N, heads, T, d]), each query attends to the context where
+    `context_mask` [N, R, T] allows, to its own `chain` (the (keys, values) of its earlier steps)
+    and to itself: a draft node at inference."""
     config, layer = head.config, head.midlayer
     attn = layer.self_attn
     N, R = hidden.shape[:2]
@@ -64,7 +65,6 @@ def layer_step(head: Eagle3Head, hidden: torch.Tensor, embeds: torch.Tensor, cos
     v = attn.v_proj(x).view(N, R, nkv, d).transpose(1, 2).repeat_interleave(nh // nkv, dim=1)
     if context is None:
         context, chain = (k, v), ()
-        context_mask = torch.ones(R, R, dtype=torch.bool, device=x.device).tril()
     else:
         chain = (*chain, (k, v))
     scale = d ** -0.5
@@ -79,22 +79,30 @@ def layer_step(head: Eagle3Head, hidden: torch.Tensor, embeds: torch.Tensor, cos
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden)), (k, v)
 
 
-def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor, steps: int,
-           cos: torch.Tensor, sin: torch.Tensor):
-    """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1.
+def context_step(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor,
+                 cos: torch.Tensor, sin: torch.Tensor):
+    """Step 0 over whole sequences: the hidden states [B, T, H], the context (keys, values) later
+    steps attend to, and the causal mask over it.
 
     The head trains in float32 whatever the target's dtype: `embed` rows are upcast as read (a
     float32 copy of a large target's whole embedding would cost gigabytes)."""
     T = tokens.shape[1]
-    hidden, context = head.fc(features), None
     causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    hidden, context = layer_step(head, head.fc(features), embed[shift_left(tokens, 1)].float(), cos[:T], sin[:T],
+                                 causal)
+    return hidden, context, causal
+
+
+def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens: torch.Tensor, steps: int,
+           cos: torch.Tensor, sin: torch.Tensor):
+    """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1."""
+    T = tokens.shape[1]
+    hidden, context, causal = context_step(head, embed, features, tokens, cos, sin)
     chain = ()
     for j in range(steps):
-        embeds = embed[shift_left(tokens, j + 1)].float()
-        hidden, kv = layer_step(head, hidden, embeds, cos[j : j + T], sin[j : j + T], context, causal, chain)
-        if context is None:
-            context = kv
-        else:
+        if j:
+            embeds = embed[shift_left(tokens, j + 1)].float()
+            hidden, kv = layer_step(head, hidden, embeds, cos[j : j + T], sin[j : j + T], causal, context, chain)
             chain = (*chain, kv)
         yield hidden
 
