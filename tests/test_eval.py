@@ -87,6 +87,16 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
     assert {m.name for m in methods} == set(names)
 
 
+def test_trained_weights_are_read_from_the_jobs_results_directory(tmp_path):
+    policies = tmp_path / "elsewhere" / "policies" / "smollm2-135m-eagle3-throughput-full"
+    Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
+    Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
+    cfg = compose_job("eval", ["model=smollm2-135m", f"results={tmp_path / 'elsewhere'}"])
+    assert build_methods(["ltd"], cfg)[0].controller.kind == "ltd"
+    with pytest.raises(LtdError, match=f"no policy at {tmp_path}/policies/"):
+        build_methods(["ltd"], compose_job("eval", ["model=smollm2-135m", f"results={tmp_path}"]))
+
+
 def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, capsys):
     from ltd.atomic import write_json
 
@@ -175,6 +185,10 @@ def test_eval_writes_the_documented_records_and_a_true_lossless_flag(tiny_eval_r
     assert list(cycles.columns) == CYCLE_COLUMNS and list(questions.columns) == QUESTION_COLUMNS
     assert len(questions) == 2 * 3 and questions["lossless"].all()
     assert set(cycles["turn"][cycles["question_id"] == "1"]) == {0, 1}
+    # a tree's score mass: its paths at one level are disjoint, so each level holds at most 1
+    drafted = cycles[cycles["method"] != AUTOREGRESSIVE]
+    assert (drafted["tree_mass"] > 0).all() and (drafted["tree_mass"] <= drafted["depth"] + 1e-4).all()
+    assert (cycles.loc[cycles["method"] == AUTOREGRESSIVE, "tree_mass"] == 0).all()
     assert [row["method"] for row in summary["methods"]] == [AUTOREGRESSIVE, "eagle3_default", "gammatune"]
     assert all(list(row) == SUMMARY_COLUMNS and row["lossless"] for row in summary["methods"])
     assert summary["questions_done"] == 2 and 0 <= summary["harness_overhead"] < 1

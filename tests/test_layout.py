@@ -16,8 +16,8 @@ LAYERS = [
     {"schema"},
     {"config_files"},
     {"controllers"},
-    {"configured_models", "benchmarks", "sweeps"},
-    {"ltd_pipeline", "resps_pipeline", "ppow_pipeline"},
+    {"configured_models", "benchmarks", "sweeps", "analysis"},
+    {"ltd_pipeline", "resps_pipeline", "ppow_pipeline", "dashboard"},
     {"cli"},
 ]
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ltd.traces.trace import Trace
 
 PPO = ["frames=128", "rollout=64", "minibatch=32", "epochs=1", "critic_hidden=[8]", "validate_every=1"]
@@ -16,7 +18,7 @@ def tiny_model(tiny_model_dir, tmp_path):
             "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}"]
 
 
-def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]"):
+def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]", run="run"):
     args = [
         sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), "logger=none",
         f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
@@ -25,7 +27,7 @@ def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_
         "ltd.depth_verify=2", "ltd.size_hidden=[8]", "ltd.depth_hidden=[8]", "ltd.size_envs=4", "ltd.depth_envs=8",
         "ltd.rounds=1", *(f"ltd.size_ppo.{o}" for o in PPO), *(f"ltd.depth_ppo.{o}" for o in PPO),
         "evaluate.tasks=[mt_bench,gsm8k]", "evaluate.questions=1", "evaluate.max_new_tokens=8",
-        *([f"evaluate.methods={methods}"] if methods else []), f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+        *([f"evaluate.methods={methods}"] if methods else []), f"hydra.run.dir={tmp_path / run}", *overrides]
     return subprocess.run(args, capture_output=True, text=True)
 
 
@@ -99,13 +101,24 @@ def test_bad_choices_are_one_line(tiny_model_dir, tmp_path):
     assert result.returncode == 2 and "unknown reward 'speed'" in result.stderr
 
 
-def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("temperature, name", [(0, "throughput-size_only"), (1, "throughput-size_only-t1")])
+def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path, temperature, name):
+    """Greedy, or sampling as it will be evaluated (the policies then named for their temperature)."""
     result = train(tiny_model_dir, tmp_path, "env=online", "env.task=mt_bench", "env.questions=2",
-                   "env.max_new_tokens=12", "component=size_only", "evaluate.tasks=[mt_bench]")
+                   "env.max_new_tokens=12", "component=size_only", "evaluate.tasks=[mt_bench]",
+                   f"temperature={temperature}")
     assert result.returncode == 0, result.stderr[-3000:]
-    training = json.loads((tmp_path / "results" / "policies" / "tiny-eagle3-throughput-size_only" /
-                           "training.json").read_text())
+    training = json.loads((tmp_path / "results" / "policies" / f"tiny-eagle3-{name}" / "training.json").read_text())
     assert training["backend"] == "OnlineBackend" and [s["stage"] for s in training["stages"]] == ["stage1-size"]
+    rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
+    assert {r["temperature"] for r in rows} == {temperature}
+    assert {r["lossless"] for r in rows} == ({True} if temperature == 0 else {None})
+
+
+def test_replay_cannot_train_at_a_temperature(tiny_model_dir, tmp_path):
+    result = train(tiny_model_dir, tmp_path, "temperature=1")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: the replay environments replay greedy traces: temperature > 0 trains online (env=online)")
 
 
 def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(tiny_model_dir, tmp_path):

@@ -70,7 +70,8 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     the training."""
     settings = ltd_settings(cfg)
     tasks = [task_config(name) for name in cfg.evaluate.tasks]
-    name = cfg.name or f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
+    name = cfg.name or (f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
+                        f"{f'-t{cfg.temperature:g}' if cfg.temperature else ''}")
     for method in cfg.evaluate.methods:
         controller_file(method, cfg.model.name)
     check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
@@ -116,7 +117,7 @@ def run(job: Job, run_dir: Path) -> bool:
         print(f"time spent: {spent}")
     finally:
         tracker.finish()
-    return all(row["lossless"] for row in rows)
+    return all(row["lossless"] is not False for row in rows)  # None: sampled, lossless in distribution
 
 
 def ltd_settings(cfg) -> LtdSettings:
@@ -129,6 +130,11 @@ def ltd_settings(cfg) -> LtdSettings:
         raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
     if cfg.env.backend not in ("replay", "online"):
         raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
+    if not cfg.temperature >= 0:
+        raise LtdError(f"temperature must be a number >= 0 (0: greedy), got {cfg.temperature}")
+    if cfg.temperature > 0 and cfg.env.backend == "replay":
+        # A trace holds the target's greedy answer: what a sampled cycle accepts is not in it.
+        raise LtdError("the replay environments replay greedy traces: temperature > 0 trains online (env=online)")
     if not 0 < cfg.record.validation < cfg.record.questions:
         raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
     return s
@@ -204,7 +210,9 @@ def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, reco
     return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
             "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
             "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
-            "component": cfg.component, "env": OmegaConf.to_container(cfg.env)}
+            "component": cfg.component, "env": OmegaConf.to_container(cfg.env),
+            # greedy policies made before training could sample keep their key
+            **({"temperature": cfg.temperature} if cfg.temperature else {})}
 
 
 def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
@@ -217,7 +225,7 @@ def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
     prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
     engine = Engine(target.decoder, target.stop_token_ids, drafter)
     return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
-                         cfg.env.max_new_tokens)
+                         cfg.env.max_new_tokens, cfg.temperature)
 
 
 def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,
@@ -277,13 +285,13 @@ def resps_method(job: Job) -> list[Method]:
 def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, dict]:
     """Every method on each task's questions with the real engine, interleaved; the summary of each task."""
     cfg, e = job.cfg, job.cfg.evaluate
-    settings = EvalSettings(e.max_new_tokens, 0.0, e.seed, e.warmup_tokens)
+    settings = EvalSettings(e.max_new_tokens, cfg.temperature, e.seed, e.warmup_tokens)
     summaries = {}
     for task in job.tasks:
         questions = load_questions(task.path, e.questions, task.per_category)
         records = Records(run_dir / task.name, [m.name for m in methods])
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.machine["threads"],
-                   max_new_tokens=e.max_new_tokens, temperature=0.0)
+                   max_new_tokens=e.max_new_tokens, temperature=cfg.temperature)
         with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
             summaries[task.name] = evaluate_task(engine, target, methods, questions, settings, records, run,
                                                  lambda *_: bar.update())
@@ -306,7 +314,7 @@ def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker
     stored = [row for task, s in summaries.items() for row in stamped(
         s["methods"], run_dir, machine=machine, experiment=cfg.experiment, overrides=" ".join(job_overrides()),
         model=cfg.model.name, drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component,
-        policies=job.name, task=task, max_new_tokens=cfg.evaluate.max_new_tokens)]
+        policies=job.name, task=task, max_new_tokens=cfg.evaluate.max_new_tokens, temperature=cfg.temperature)]
     store = Path(cfg.results) / "store.jsonl"
     append_rows(store, stored)
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})

@@ -131,8 +131,7 @@ def ppo(make_env, spec, settings: ReSpSSettings, directory: Path, tracker: Track
     with tqdm(total=settings.ppo.frames, desc="ppo resps", unit="window") as bar:
         def log(metrics: dict) -> None:
             tracker.log(metrics, step=metrics["batch"])
-            # ppo.batch_metrics names every loss term loss_*; loss_entropy is the policy's entropy itself.
-            shown = dict(window_tok_s=f"{metrics['reward_per_step']:.2f}", entropy=f"{metrics['loss_entropy']:.2f}")
+            shown = dict(window_tok_s=f"{metrics['reward_per_step']:.2f}", entropy=f"{metrics['entropy']:.2f}")
             if "validation" in metrics:
                 shown["held_out"] = f"{metrics['validation']:.2f}x"
             bar.set_postfix(shown)

@@ -267,6 +267,7 @@ class TrainSchema:
     experiment: str
     component: str
     name: str | None
+    temperature: float
     threads: int | None
     results: str
 

@@ -140,3 +140,15 @@ def launch(main, config_name: str) -> None:
         check_resume(sys.argv[1:])
         check_overrides(config_name, sys.argv[1:])
     main()
+
+
+def key_values(argv: list[str], defaults: dict, usage: str) -> dict:
+    """`key=value` arguments of the small entry points that compose no config; anything else is
+    one line naming `usage`."""
+    args = dict(defaults)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in args:
+            raise LtdError(f"unknown argument {arg!r}: {usage}")
+        args[key] = value
+    return args

@@ -33,7 +33,7 @@ from ltd.schema import check_config
 from ltd.sweeps import finished_before, in_sweep, job_overrides
 from ltd.tracking import Tracker
 
-EVALUATION = 1  # format of the records: a change makes earlier runs impossible to resume
+EVALUATION = 2  # format of the records: a change makes earlier runs impossible to resume
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)

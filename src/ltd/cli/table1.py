@@ -7,7 +7,7 @@ sweep asked for and did not get are marked missing. Printed as markdown and writ
 """
 import sys
 
-from ltd.cli.app import user_errors
+from ltd.cli.app import key_values, user_errors
 from ltd.errors import LtdError
 from ltd.eval.table1 import MISSING, markdown
 from ltd.sweeps import write_table1
@@ -15,12 +15,7 @@ from ltd.sweeps import write_table1
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = dict(sweep=None, results="results")
-        for arg in argv:
-            key, sep, value = arg.partition("=")
-            if not sep or key not in args:
-                raise LtdError(f"unknown argument {arg!r}: make table1 sweep=<name> [results=<dir>]")
-            args[key] = value
+        args = key_values(argv, dict(sweep=None, results="results"), "make table1 sweep=<name> [results=<dir>]")
         if not args["sweep"]:
             raise LtdError("name the sweep: make table1 sweep=<one of sweeps/*.yaml>")
         table, out = write_table1(args["sweep"], args["results"])

@@ -42,18 +42,18 @@ def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
              f"make sweep-tree tunes one here")
 
 
-def method_settings(settings: dict, model_name: str, drafter_name: str) -> dict:
-    """A controller's settings with `{model}` and `{drafter}` in its strings (the paths of trained
-    weights) naming the model and drafter in use."""
-    return {key: value.format(model=model_name, drafter=drafter_name) if isinstance(value, str) else value
-            for key, value in settings.items()}
+def method_settings(settings: dict, cfg) -> dict:
+    """A controller's settings with `{model}`, `{drafter}` and `{results}` in its strings (the paths
+    of trained weights) naming the model and drafter in use and the job's results directory."""
+    names = dict(model=cfg.model.name, drafter=cfg.drafter.kind, results=cfg.get("results", "results"))
+    return {key: value.format(**names) if isinstance(value, str) else value for key, value in settings.items()}
 
 
 def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
     """The controller `settings` describe (None for autoregressive decoding). With `made_for`
     (model and drafter identities), the weights it names must have been trained for them."""
 
-    settings = method_settings(settings, cfg.model.name, cfg.drafter.kind)
+    settings = method_settings(settings, cfg)
     if settings.get("kind") == AUTOREGRESSIVE:
         return None
     if made_for is not None:
@@ -64,9 +64,9 @@ def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = N
 
 
 def method_config(name: str, cfg) -> dict:
-    """The settings of method `name` (conf/controller), `{model}` and `{drafter}` filled in."""
+    """The settings of method `name` (conf/controller), `{model}`, `{drafter}` and `{results}` filled in."""
     settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
-    return method_settings(settings, cfg.model.name, cfg.drafter.kind)
+    return method_settings(settings, cfg)
 
 
 def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):

@@ -28,6 +28,9 @@ class Cycle:
     verify_s: float
     policy_s: float
     context_length: int
+    # The drafter's own estimate of the accepted length had the whole tree been verified: the sum of
+    # its candidates' path probabilities (what the size policy reads, summarised; 0 for a plain step).
+    tree_mass: float = 0.0
 
 
 @dataclass
@@ -230,7 +233,7 @@ class SpeculativeRun:
                                    self.prompt_length)
         t2 = engine.clock()
         cycle = Cycle(tree.depth, selection.size, accepted.numel() - 1, self.draft_s + t1 - t0, t2 - t1,
-                      policy_s, context)
+                      policy_s, context, float(tree.all_scores().float().exp().sum()))
         self.result.cycles.append(cycle)
         return cycle
 

@@ -19,7 +19,7 @@ from ltd.eval.tasks import Question
 AUTOREGRESSIVE = "autoregressive"
 
 CYCLE_COLUMNS = ["method", "question_id", "category", "turn", "cycle", "depth", "verify_size", "accepted",
-                 "draft_s", "verify_s", "policy_s", "context_length"]
+                 "draft_s", "verify_s", "policy_s", "context_length", "tree_mass"]
 QUESTION_COLUMNS = ["method", "question_id", "category", "turns", "tokens", "seconds", "throughput", "cycles",
                     "tau", "draft_s", "verify_s", "policy_s", "lossless"]
 SUMMARY_COLUMNS = ["method", "questions", "tokens", "seconds", "tok/s", "speed-up", "speed-up (total)", "tau",
@@ -79,7 +79,7 @@ def run_question(engine: Engine, target, methods: list[Method], question: Questi
                 cycle_rows.append(dict(method=name, question_id=question.id, category=question.category, turn=turn,
                                        cycle=index, depth=c.depth, verify_size=c.verify_size, accepted=c.accepted,
                                        draft_s=c.draft_s, verify_s=c.verify_s, policy_s=c.policy_s,
-                                       context_length=c.context_length))
+                                       context_length=c.context_length, tree_mass=c.tree_mass))
         answer = target.tokenizer.decode(reference, skip_special_tokens=True)
         messages.append({"role": "assistant", "content": answer})
     question_rows = []

@@ -37,11 +37,12 @@ class OnlineBackend:
     top_k: int
     max_depth: int
     max_new_tokens: int
+    temperature: float = 0.0  # the answers decoded in training: sampled, as evaluated, when > 0
 
     def size_env(self, depth: int | Policy | None, seed: int) -> SizeOnlineEnv:
         return SizeOnlineEnv(self.engine, self.prompts, list(self.sizes), self.top_k, self.max_depth, depth,
-                             self.reward, self.max_new_tokens, seed)
+                             self.reward, self.max_new_tokens, seed, self.temperature)
 
     def depth_env(self, verify: int | Policy, seed: int) -> DepthOnlineEnv:
         return DepthOnlineEnv(self.engine, self.prompts, self.top_k, self.max_depth, verify, self.reward,
-                              self.max_new_tokens, seed)
+                              self.max_new_tokens, seed, self.temperature)

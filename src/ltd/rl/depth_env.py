@@ -68,12 +68,14 @@ class DepthOnlineEnv(PolicyEnv):
     """Batch 1: continuing expands the real tree; stopping verifies it, timed by the wall clock."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], top_k: int, max_depth: int,
-                 verify: int | Policy = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0):
+                 verify: int | Policy = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0,
+                 temperature: float = 0.0):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         super().__init__(1, depth_width(top_k), 2, reward, seed)
         self.engine, self.prompts, self.partner = engine, prompts, size_partner(verify)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
+        self.temperature = temperature
         self.run: SpeculativeRun | None = None
 
     def _observe(self) -> torch.Tensor:
@@ -83,7 +85,7 @@ class DepthOnlineEnv(PolicyEnv):
         """The next cycle of the answer being decoded, or the first of a new answer."""
         if self.run is None or self.run.done:
             prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
-            self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
+            self.run = self.new_answer(self.engine, prompt, self.top_k, self.max_new_tokens, self.temperature)
         self.context, self.tree = self.run.context, self.run.draft_root()
         return step_output(1, self._observe(), torch.tensor([False]))
 

@@ -5,6 +5,7 @@ from tensordict import TensorDict
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ltd.decoding.engine import Engine, SpeculativeRun
 from ltd.rl.rewards import check_reward
 
 CYCLE_KEYS = ("cycle_end", "cycle_depth", "cycle_verify", "cycle_accepted")
@@ -21,6 +22,17 @@ class PolicyEnv(EnvBase):
 
     def _set_seed(self, seed: int | None) -> None:
         self.generator.manual_seed(0 if seed is None else seed)
+
+    def new_answer(self, engine: Engine, prompt: list[int], top_k: int, max_new_tokens: int,
+                   temperature: float) -> SpeculativeRun:
+        """An answer the online environments decode cycle by cycle. Sampled (temperature > 0), it
+        draws from a generator seeded from the environment's, on the target's device: a seeded
+        batch decodes the same answers again."""
+        generator = None
+        if temperature > 0:
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            generator = torch.Generator(device=engine.target.device).manual_seed(seed)
+        return SpeculativeRun(engine, prompt, top_k, max_new_tokens, temperature, generator)
 
     def rows_to_reset(self, tensordict: TensorDict | None) -> torch.Tensor:
         """The batch rows a reset is for: those TorchRL marks in `_reset`, else all."""

@@ -42,7 +42,7 @@ def batch_metrics(data, loss: dict) -> dict:
     metrics = {
         "reward_per_step": float(nxt["reward"].mean()),
         "cycles": int(ended.sum()),
-        **{f"loss_{name}": value for name, value in loss.items()},
+        **loss,  # loss_objective, loss_critic, loss_entropy (the entropy bonus), entropy (the policy's)
     }
     if ended.any():
         accepted = nxt["cycle_accepted"].reshape(-1)[ended].float()
@@ -51,6 +51,11 @@ def batch_metrics(data, loss: dict) -> dict:
         metrics["depth_chosen"] = nxt["cycle_depth"].reshape(-1)[ended]
         metrics["verify_chosen"] = nxt["cycle_verify"].reshape(-1)[ended]
     return metrics
+
+
+def scalars(metrics: dict) -> dict:
+    """A batch's metrics as plain numbers: the chosen depths and sizes by their means."""
+    return {k: float(v.float().mean()) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
 
 
 class PPOTrainer:
@@ -78,6 +83,7 @@ class PPOTrainer:
             self.optimizer, lambda u: learning_rate_factor(u, updates, settings.warmup))
         self.batch, self.best_score, self.best_weights, self.best_batch = 0, -float("inf"), None, 0
         self.start_score = self.last_score = None
+        self.curve: list[dict] = []  # every batch's scalar metrics, kept with the checkpoint for the analysis
         self.keep_best = True
         if self.checkpoint.is_file():
             try:
@@ -90,7 +96,7 @@ class PPOTrainer:
     def _save(self) -> None:
         state = dict(batch=self.batch, best_score=self.best_score, best_weights=self.best_weights,
                      best_batch=self.best_batch, start_score=self.start_score, last_score=self.last_score,
-                     loss=self.loss.state_dict(), optimizer=self.optimizer.state_dict(),
+                     curve=self.curve, loss=self.loss.state_dict(), optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict())
         write_file(self.checkpoint, lambda tmp: torch.save(state, tmp))
 
@@ -100,6 +106,7 @@ class PPOTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.batch, self.best_score, self.best_weights = state["batch"], state["best_score"], state["best_weights"]
         self.best_batch, self.start_score, self.last_score = state["best_batch"], state["start_score"], state["last_score"]
+        self.curve = state.get("curve", [])[: self.batch]  # batches after the checkpoint run again
 
     def _seed_batch(self) -> None:
         """Each batch's randomness depends only on (seed, batch): resuming changes nothing."""
@@ -129,6 +136,7 @@ class PPOTrainer:
                 metrics["lr"] = self.scheduler.get_last_lr()[0]
                 if validate is not None and (self.batch % s.validate_every == 0 or self.batch == s.batches):
                     metrics["validation"] = self._validate(validate)
+                self.curve.append(scalars(dict(batch=self.batch, **metrics)))
                 if self.batch % s.validate_every == 0 or self.batch == s.batches:
                     self._save()
                 log(dict(batch=self.batch, frames=self.batch * s.rollout, **metrics))
@@ -179,4 +187,4 @@ class PPOTrainer:
                 for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy"):
                     totals[key] = totals.get(key, 0.0) + float(parts[key].detach())
                 count += 1
-        return {key.removeprefix("loss_"): value / count for key, value in totals.items()}
+        return {key: value / count for key, value in totals.items()}

@@ -66,13 +66,14 @@ class SizeOnlineEnv(PolicyEnv):
 
     def __init__(self, engine: Engine, prompts: list[list[int]], sizes: list[int], top_k: int, max_depth: int,
                  depth: int | Policy | None = None, reward: str = "throughput", max_new_tokens: int = 256,
-                 seed: int = 0):
+                 seed: int = 0, temperature: float = 0.0):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
         super().__init__(1, size_width(top_k, max_depth), len(sizes), reward, seed)
         self.engine, self.prompts, self.sizes = engine, prompts, list(sizes)
         self.partner = depth_partner(depth, max_depth, self.generator)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
+        self.temperature = temperature
         self.run: SpeculativeRun | None = None
 
     def _draft(self) -> torch.Tensor:
@@ -84,7 +85,7 @@ class SizeOnlineEnv(PolicyEnv):
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
         prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
-        self.run = SpeculativeRun(self.engine, prompt, self.top_k, self.max_new_tokens)
+        self.run = self.new_answer(self.engine, prompt, self.top_k, self.max_new_tokens, self.temperature)
         done = torch.tensor([self.run.done])
         observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if self.run.done else self._draft()
         return step_output(1, observation, done)

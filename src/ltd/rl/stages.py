@@ -10,7 +10,7 @@ Each stage reports the held-out replay speed-up of the policy it started from (s
 random initialisation) next to the one it kept, and the held-out replay is also run for every
 constant tree (depth, V): the bar a state-dependent policy has to clear.
 
-A stage that finished is kept on disk (its policy, and its scores in <stage>.json) and skipped when
+A stage that finished is kept on disk (its policy, and its scores and PPO curve in <stage>.json) and skipped when
 the run is started again; a stage that was
 interrupted resumes from its PPO checkpoint; a damaged stage file is trained again. (Whether the
 directory's policies are of these traces, costs and settings at all is its key's business: see
@@ -112,7 +112,7 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
                                    keep_best=s.select == "validation")
             write_json(final.with_suffix(".json"), dict(start=trainer.start_score, trained=trainer.kept_score,
                                                         best_batch=trainer.kept_batch,
-                                                        batches=trainer.batch))
+                                                        batches=trainer.batch, curve=trainer.curve))
             policy.save(final)
         current[stage.role] = policy
         depth = current["depth"] if current["depth"] is not None else s.fixed_depth

@@ -1,0 +1,126 @@
+"""The paper's tables from the results store: numbers in DataFrames (for CSV and for checks), and
+markdown with the best cell of each column in bold. A cell the store has no row for is left empty,
+never filled in."""
+import pandas as pd
+
+from ltd.analysis import paper
+from ltd.errors import LtdError
+from ltd.eval.runner import AUTOREGRESSIVE
+
+SYSTEM = ["model", "drafter"]
+
+
+def latest(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The last row stored for each `keys` (a run repeated replaces the earlier one)."""
+    return rows.sort_values("time").groupby(keys, dropna=False).last().reset_index()
+
+
+def table1(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, drafter, method): speed-up and tau on each task, and their means over
+    the tasks every method of that system has (a mean over fewer tasks would not compare)."""
+    cells = latest(rows, [*SYSTEM, "task", "method"])
+    out = []
+    for system, group in cells.groupby(SYSTEM, dropna=False):
+        tasks = sorted(set.intersection(*(set(g["task"]) for _, g in group.groupby("method"))))
+        for method, g in group.groupby("method", sort=False):
+            by_task = g.set_index("task")
+            row = dict(zip(SYSTEM, system), method=method)
+            for task in sorted(set(group["task"])):
+                row[f"{task} speed-up"] = by_task["speed-up"].get(task)
+                row[f"{task} tau"] = by_task["tau"].get(task)
+            row["mean speed-up"] = by_task.loc[tasks, "speed-up"].mean() if tasks else None
+            row["mean tau"] = by_task.loc[tasks, "tau"].mean() if tasks else None
+            out.append(row)
+    tasks = sorted(set(cells["task"]))
+    columns = [*SYSTEM, "method", *(f"{t} {v}" for t in tasks for v in ("speed-up", "tau")), "mean speed-up", "mean tau"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    """Per system, cells `speed-up x / tau`, the fastest method of each column in bold."""
+    parts = []
+    for (model, drafter), group in table.groupby(SYSTEM, dropna=False):
+        columns = [c.removesuffix(" speed-up") for c in group if c.endswith(" speed-up")]
+        lines = [f"**{model}** (drafter {drafter})", "", "| method | " + " | ".join(columns) + " |",
+                 "|---|" + "---|" * len(columns)]
+        best = {c: group[f"{c} speed-up"].max() for c in columns}
+        for _, row in group.iterrows():
+            cells = []
+            for c in columns:
+                speedup, tau = row[f"{c} speed-up"], row[f"{c} tau"]
+                if pd.isna(speedup):
+                    cells.append("")
+                    continue
+                text = f"{speedup:.2f}x / {tau:.2f}"
+                cells.append(f"**{text}**" if speedup == best[c] and row["method"] != AUTOREGRESSIVE else text)
+            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def ablation_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """LTD's mean speed-up and tau over tasks for each (system, reward, component) of the ablation rows."""
+    ltd = latest(rows[rows["method"] == "ltd"], [*SYSTEM, "reward", "component", "task"])
+    return (ltd.groupby([*SYSTEM, "reward", "component"], dropna=False)
+            .agg(tasks=("task", "nunique"), speedup=("speed-up", "mean"), tau=("tau", "mean")).reset_index()
+            .rename(columns={"speedup": "mean speed-up", "tau": "mean tau"}))
+
+
+def reward_ablation(means: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 layout: one row per reward, ours beside the paper's (Vicuna-13B)."""
+    out = []
+    for reward, (speedup, tau) in paper.REWARDS.items():
+        ours = means[means["reward"] == reward]
+        for _, row in (ours.iterrows() if len(ours) else [(None, {})]):
+            out.append({"reward": reward, "model": row.get("model"), "component": row.get("component"),
+                        "mean speed-up": row.get("mean speed-up"), "mean tau": row.get("mean tau"),
+                        "paper speed-up": speedup, "paper tau": tau})
+    return pd.DataFrame(out)
+
+
+def component_ablation(means: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 4 layout: one row per component, ours beside the paper's (Vicuna-13B)."""
+    out = []
+    for component, speedup in paper.COMPONENTS.items():
+        ours = means[means["component"] == component]
+        for _, row in (ours.iterrows() if len(ours) else [(None, {})]):
+            out.append({"component": component, "model": row.get("model"), "reward": row.get("reward"),
+                        "mean speed-up": row.get("mean speed-up"), "paper speed-up": speedup})
+    return pd.DataFrame(out)
+
+
+def temperature_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean speed-up and tau over tasks per (system, method) at each temperature stored."""
+    cells = latest(rows, [*SYSTEM, "temperature", "task", "method"])
+    means = (cells.groupby([*SYSTEM, "method", "temperature"], dropna=False)
+             .agg(tasks=("task", "nunique"), speedup=("speed-up", "mean"), tau=("tau", "mean")).reset_index())
+    return means.pivot_table(index=[*SYSTEM, "method"], columns="temperature", values=["speedup", "tau", "tasks"],
+                             dropna=False).reset_index()
+
+
+def subject_speedups(questions: pd.DataFrame, method: str, reference: str) -> pd.DataFrame:
+    """Per MMLU subject (a question's category): each method's speed-up (mean per-question
+    throughput over the autoregressive one) and `method`'s over `reference`."""
+    mean = questions.groupby(["category", "method"])["throughput"].mean().unstack("method")
+    if missing := [m for m in (method, reference, AUTOREGRESSIVE) if m not in mean]:
+        raise LtdError(f"no MMLU questions of {', '.join(missing)} (evaluated: {', '.join(mean.columns)}): "
+                       f"make analysis ARGS=\"reference=<one of them>\"")
+    table = pd.DataFrame({
+        method: mean[method] / mean[AUTOREGRESSIVE],
+        reference: mean[reference] / mean[AUTOREGRESSIVE],
+        "questions": questions[questions["method"] == method].groupby("category").size(),
+    })
+    table[f"{method} / {reference}"] = table[method] / table[reference]
+    return table.sort_values(f"{method} / {reference}", ascending=False)
+
+
+def markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """A plain markdown table (numbers rounded, empty cells empty)."""
+    def text(value):
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return ""
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    columns = [" ".join(str(p) for p in c if str(p)) if isinstance(c, tuple) else str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""make dashboard: the W&B workspace and report build offline, their specs are written, and every
+panel plots keys the jobs really log, gathered by running each job's logging code on fakes."""
+import ast
+import importlib
+import inspect
+import json
+import re
+import textwrap
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ltd import dashboard, ltd_pipeline, ppow_pipeline, resps_pipeline
+from ltd.cli.dashboard import main
+from ltd.config_files import CONFIG_PATH
+from ltd.drafter_training import ppow
+from ltd.eval import tree_search
+from ltd.eval.runner import QUESTION_COLUMNS, summarise
+from ltd.rl.ppo import PPOTrainer, batch_metrics
+from ltd.rl.settings import LtdSettings, PPOSettings
+
+evaluate_task = importlib.import_module("ltd.eval.evaluate_task")
+
+
+class Tracker:
+    """Takes what a job logs and summarises: its keys by job type."""
+
+    def __init__(self):
+        self.keys = set()
+
+    def log(self, values: dict, step=None) -> None:
+        self.keys |= set(values)
+
+    summarise = log
+
+    def table(self, key, frame) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class AnyTerms(torch.nn.Module):
+    """A stand-in for ClipPPOLoss: whichever terms PPOTrainer._update reads, each differentiable."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, minibatch):
+        terms = type("Terms", (dict,), {"__missing__": lambda terms, key: self.weight * 1.0})
+        return terms()
+
+
+def ppo_row() -> dict:
+    """One batch's row as PPOTrainer.train logs it: batch_metrics of a fake batch, given the losses
+    PPOTrainer._update returns (run with everything around it faked), plus what train adds."""
+    loss = AnyTerms()
+    optimizer = torch.optim.SGD(loss.parameters(), lr=0.1)
+    trainer = SimpleNamespace(settings=SimpleNamespace(epochs=1, rollout=1, minibatch=1, max_grad_norm=1.0),
+                              advantage=lambda data: None, loss=loss, optimizer=optimizer,
+                              scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: 1.0))
+    buffer = SimpleNamespace(empty=lambda: None, extend=lambda data: None, sample=lambda: None)
+    losses = PPOTrainer._update(trainer, torch.zeros(1), buffer)
+    ended = torch.tensor([[True, False, True]])
+    batch = {"next": {"reward": torch.rand(1, 3), "cycle_end": ended, "cycle_accepted": torch.tensor([[2, 0, 3]]),
+                      "cycle_depth": torch.tensor([[4, 0, 5]]), "cycle_verify": torch.tensor([[8, 0, 12]])}}
+    return dict(batch=1, frames=3, **batch_metrics(batch, losses), lr=1e-3, validation=1.5)  # PPOTrainer.train's
+
+
+def train_keys(monkeypatch) -> set[str]:
+    """make train: ltd_pipeline's logging of every stage of the full schedule (11 rounds), and its summary."""
+    def train_ltd(environments, held_out, costs, settings, component, directory, log, progress):
+        from ltd.rl.stages import schedule
+        for stage in schedule(settings, component):
+            log(stage.name, ppo_row())
+
+    monkeypatch.setattr(ltd_pipeline, "train_ltd", train_ltd)
+    tracker, ppo = Tracker(), PPOSettings(frames=2048)
+    job = SimpleNamespace(settings=LtdSettings((4, 8), ppo, ppo, rounds=11), cfg=SimpleNamespace(component="full"))
+    ltd_pipeline.train_policies(job, None, [], None, None, tracker)
+    assert 'tracker.summarise({f"{row[\'method\']}/mean_speedup"' in inspect.getsource(ltd_pipeline.report)
+    return tracker.keys | {f"{m}/mean_speedup" for m in dashboard.methods()}
+
+
+def eval_keys(monkeypatch) -> set[str]:
+    """make eval: evaluate_tracked on one question of every method the dashboard names."""
+    names = dashboard.methods()
+    questions = pd.DataFrame([dict(zip(QUESTION_COLUMNS, (m, "q1", "c", 1, 10, 1.0, 10.0, 3, 2.5, 0.2, 0.7, 0.0,
+                                                          True))) for m in names])
+
+    def fake_evaluate_task(engine, target, methods, qs, settings, records, run, on_question):
+        summary = dict(run, methods=records.summary_rows())
+        on_question(0, questions.to_dict("records"), summary)
+        return summary
+
+    monkeypatch.setattr(evaluate_task, "evaluate_task", fake_evaluate_task)
+    records = SimpleNamespace(question_ids=[], questions=1, summary_rows=lambda: summarise(questions, names),
+                              frames=lambda: (None, questions))
+    tracker = Tracker()
+    evaluate_task.evaluate_tracked(None, None, [SimpleNamespace(name=m) for m in names], [None], None, records,
+                                   dict(task="t", questions_planned=1), tracker, "t")
+    return tracker.keys
+
+
+def dict_keywords(function) -> set[str]:
+    """The keywords of the dict(...) calls in `function`: the names of the numbers a PPOW step returns."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return {k.arg for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "dict"
+            for k in node.keywords if k.arg}
+
+
+def ppow_keys() -> set[str]:
+    """make drafter-rl: each variant's step rows under `<variant>/`, and the heads' table summarised."""
+    row = dict_keywords(ppow.draw_windows) | dict_keywords(ppow.ppow_loss) | {"step", "seconds"}  # optimise adds these
+    assert {"reward", "accepted", "kl"} <= row
+    assert 'tracker.log({f"{settings.name}/{k}": v' in inspect.getsource(ppow_pipeline.train_variant)
+    heads = [ppow_pipeline.SUPERVISED] + dashboard.ppow_variants()
+    results = pd.DataFrame([dict(task=t, method=h, tau=2.0, lossless=True, **{"speed-up": 1.5})
+                            for h in heads for t in ("gsm8k", "qa")])
+    assert "tracker.summarise({f\"{r['head']}/{k}\": v" in inspect.getsource(ppow_pipeline.run)
+    summary = {f"{r['head']}/{k}" for r in ppow_pipeline.table(results) for k, v in r.items() if isinstance(v, float)}
+    return {f"{v}/{k}" for v in dashboard.ppow_variants() for k in row} | summary
+
+
+def resps_keys(monkeypatch, tmp_path) -> set[str]:
+    """make resps: resps_pipeline.ppo's logging of a batch, and of the persistence ablation."""
+    monkeypatch.setattr(resps_pipeline, "best_constant_shape", lambda held: (0, dict(speedup=1.0, tau=2.0)))
+    monkeypatch.setattr(resps_pipeline, "resps_replay_speedup", lambda *a: dict(speedup=1.2, tau=2.0, shapes=1))
+    monkeypatch.setattr(resps_pipeline, "train_resps", lambda *a: a[5](ppo_row()))
+    tracker = Tracker()
+    settings = SimpleNamespace(ppo=SimpleNamespace(frames=1), persistence=1)
+    resps_pipeline.ppo(None, None, settings, tmp_path, tracker, SimpleNamespace(grid=["a shape"]))
+    return tracker.keys
+
+
+def sweep_keys(monkeypatch) -> set[str]:
+    """make sweep-tree: tree_search.search's logging of a trial and of the best one."""
+    tree = SimpleNamespace(depth=3, top_k=2, verify=4)
+    monkeypatch.setattr(tree_search, "run_study", lambda *a: a[5](0, tree, 1.5, dict(tau=2.0)))
+    monkeypatch.setattr(tree_search, "finished", lambda study: [1])
+    monkeypatch.setattr(tree_search, "best_tree", lambda study: tree)
+    monkeypatch.setattr(tree_search, "best_trial", lambda study: SimpleNamespace(value=1.5))
+    tracker = Tracker()
+    tree_search.search(None, 1, "tpe", None, None, tracker, "sweep")
+    return tracker.keys
+
+
+@pytest.fixture
+def logged(monkeypatch, tmp_path) -> dict[str, set[str]]:
+    """Every key each job type logs or summarises."""
+    return {"train": train_keys(monkeypatch), "eval": eval_keys(monkeypatch), "drafter-rl": ppow_keys(),
+            "resps": resps_keys(monkeypatch, tmp_path), "sweep": sweep_keys(monkeypatch)}
+
+
+def test_every_panel_plots_keys_its_job_logs(logged):
+    for part in dashboard.parts():
+        others = set().union(*(keys for job, keys in logged.items() if job != part.job_type))
+        for panel in part.panels:
+            keys = getattr(panel, "metrics", None) or getattr(panel, "y", None) or []
+            assert set(keys) <= logged[part.job_type], (part.name, panel.title)
+            regex = getattr(panel, "metric_regex", None)
+            assert keys or regex, (part.name, panel.title)
+            if regex:
+                assert any(re.search(regex, key) for key in logged[part.job_type]), (part.name, panel.title)
+                assert not any(re.search(regex, key) for key in others), (part.name, panel.title)
+    # Every stage's curve, not just some: each of the PPO panels' keys under each stage name logged.
+    stage_keys = {key for key in logged["train"] if "/" in key and not key.endswith("/mean_speedup")}
+    stages = {key.split("/")[0] for key in stage_keys}
+    assert stages >= {"stage1-size", "stage1-depth", "round1-size", "round10-depth"}
+    for key in ("tau", "depth_chosen", "verify_chosen", "validation", "reward_per_cycle", *dashboard.PPO_LOSSES):
+        matched = {k for k in stage_keys if re.search(dashboard.stage_regex(key), k)}
+        assert matched == {f"{stage}/{key}" for stage in stages}, key
+
+
+def test_the_dashboard_names_every_method_and_variant_the_jobs_run():
+    conf = lambda name: OmegaConf.load(f"{CONFIG_PATH}/{name}.yaml")
+    run = set(conf("eval").methods) | set(conf("train").evaluate.methods) | set(conf("decode").methods)
+    resps = {"resps"} | {f"resps-p{n}" for n in resps_pipeline.PERSISTENCE_ABLATION}
+    assert run | resps | {"ltd"} <= set(dashboard.methods())
+    assert set(conf("train_ppow").variants) <= set(dashboard.ppow_variants())
+
+
+def test_offline_it_writes_both_specs_and_says_how_to_publish(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    main([f"out={tmp_path / 'dash'}", "project=ltd-test"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "wrote" in out[0] and 'WANDB_MODE=online make dashboard ARGS="entity=' in out[0]
+    workspace, report = (json.loads((tmp_path / "dash" / f"{name}.json").read_text())
+                         for name in ("workspace", "report"))
+    assert (workspace["entity"], workspace["project"]) == (dashboard.ENTITY_PLACEHOLDER, "ltd-test")
+    assert report["project"] == {"name": "ltd-test", "entityName": dashboard.ENTITY_PLACEHOLDER}
+    sections = workspace["spec"]["section"]["panelBankConfig"]["sections"]
+    assert [s["name"] for s in sections] == [p.name for p in dashboard.parts()]
+    expected = sorted(json.dumps(getattr(panel, "metric_regex", None) or getattr(panel, "metrics", None) or panel.y)
+                      for part in dashboard.parts() for panel in part.panels)
+    assert plotted(workspace) == plotted(report) == expected
+
+
+def plotted(spec) -> list[str]:
+    """What each panel of a written spec plots: its metric regex, else its metrics."""
+    if isinstance(spec, list):
+        return sorted(x for item in spec for x in plotted(item))
+    if not isinstance(spec, dict):
+        return []
+    if "viewType" in spec:
+        return [json.dumps(spec["config"].get("metricRegex") or spec["config"]["metrics"])]
+    return plotted(list(spec.values()))
+
+
+def test_publishing_needs_an_entity_and_prints_the_urls(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "not-a-key")  # never sent: publish is faked below
+    with pytest.raises(SystemExit) as exit:
+        main([f"out={tmp_path / 'dash'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(err) == 1 and "entity=<your entity>" in err[0]
+    assert not (tmp_path / "dash").exists()
+    monkeypatch.setattr(dashboard, "publish", lambda views: {name: f"https://wandb.test/{name}" for name in views})
+    main([f"out={tmp_path / 'dash'}", "entity=me"])
+    assert capsys.readouterr().out.split() == ["workspace:", "https://wandb.test/workspace", "report:",
+                                               "https://wandb.test/report"]
+    assert json.loads((tmp_path / "dash" / "workspace.json").read_text())["entity"] == "me"
+
+
+@pytest.mark.parametrize("argv", [["colour=blue"], ["entity"], ["project="]])
+def test_a_bad_argument_is_one_line_and_exit_2(argv, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
