@@ -24,21 +24,16 @@ chose = cycles[cycles["method"] == method] if len(cycles) else cycles
 print(f"{len(chose)} cycles of {method} in {cycles['run_dir'].nunique() if len(cycles) else 0} evaluations")
 
 # %% [markdown]
-# ## Depth and V per cycle
+# ## Depth and V per cycle, and one answer against time (per model and drafter)
 
 # %%
-if len(chose):
-    saved = figures.save(figures.policy_choices(cycles, method), figures_dir, "policy_choices")
-else:
+for (model, drafter), mine in (chose.groupby(["model", "drafter"]) if len(chose) else []):
+    system = cycles[(cycles["model"] == model) & (cycles["drafter"] == drafter)]
+    saved = figures.save(figures.policy_choices(system, method), figures_dir, f"policy_choices_{model}-{drafter}")
+    saved = figures.save(figures.accepted_per_cycle(system, [method, reference]), figures_dir,
+                         f"accepted_per_cycle_{model}-{drafter}")
+if not len(chose):
     print(f"no cycles of {method}: make train evaluates it")
-
-# %% [markdown]
-# ## Tokens per cycle along one answer
-
-# %%
-if len(chose):
-    shown = cycles[cycles["run_dir"] == chose["run_dir"].iloc[0]]
-    saved = figures.save(figures.accepted_per_cycle(shown, [method, reference]), figures_dir, "accepted_per_cycle")
 
 # %% [markdown]
 # ## PPO curves per stage

@@ -12,7 +12,7 @@ from test_train_cli import tiny_model, train
 from ltd.analysis import tables
 from ltd.analysis.notebooks import with_parameters
 
-FIGURES = ["speedup_vs_tau", "cost_model", "policy_choices", "accepted_per_cycle",
+FIGURES = ["speedup_vs_tau", "cost_model", "policy_choices_tiny-eagle3", "accepted_per_cycle_tiny-eagle3",
            "ppo_tiny-eagle3-throughput-full", "mmlu_subjects"]
 
 

@@ -118,12 +118,13 @@ def ppo_curves(run: PolicyRun):
 
 
 def accepted_per_cycle(cycles: pd.DataFrame, methods: list[str]):
-    """One answer (the first question and turn recorded) decoded by each method: tokens per cycle
-    along it, and tokens against the seconds spent drafting and verifying, where the method that
-    accepts more per cycle need not finish first."""
-    first = cycles.iloc[0]
-    one = cycles[(cycles["question_id"] == first["question_id"]) & (cycles["turn"] == 0)
-                 & (cycles["run_dir"] == first["run_dir"]) & (cycles["task"] == first["task"])]
+    """One answer (the one the first method took most cycles over in these records) by each method:
+    tokens per cycle along it, and tokens against the seconds spent drafting and verifying, where
+    the method that accepts more per cycle need not finish first."""
+    answers = ["run_dir", "task", "question_id", "turn"]
+    longest = cycles[cycles["method"] == methods[0]].groupby(answers).size().idxmax()
+    one = cycles[(cycles[answers] == pd.Series(longest, index=answers)).all(axis=1)]
+    first = one.iloc[0]
     figure, (per_cycle, over_time) = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     for method in methods:
         m = one[one["method"] == method]

@@ -72,7 +72,8 @@ class Results:
             if path.is_file():
                 frame = pd.read_parquet(path)
                 frame["run_dir"], frame["task"] = row["run_dir"], row["task"]
-                frame["model"], frame["drafter"], frame["temperature"] = row["model"], row["drafter"], row["temperature"]
+                for column in ("model", "drafter", "temperature"):
+                    frame[column] = row[column]
                 frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -32,7 +32,8 @@ def table1(rows: pd.DataFrame) -> pd.DataFrame:
             row["mean tau"] = by_task.loc[tasks, "tau"].mean() if tasks else None
             out.append(row)
     tasks = sorted(set(cells["task"]))
-    columns = [*SYSTEM, "method", *(f"{t} {v}" for t in tasks for v in ("speed-up", "tau")), "mean speed-up", "mean tau"]
+    columns = [*SYSTEM, "method", *(f"{t} {v}" for t in tasks for v in ("speed-up", "tau")),
+               "mean speed-up", "mean tau"]
     return pd.DataFrame(out, columns=columns)
 
 

@@ -80,7 +80,8 @@ def main(cfg) -> None:
         append_rows(store, stamped(summary["methods"], run_dir, experiment=cfg.experiment,
                                    overrides=" ".join(job_overrides()), **run))
         print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; lossless: "
-              f"{what_lossless_means(target.decoder.dtype)}; records in {run_dir}, rows appended to {store}")
+              f"{what_lossless_means(target.decoder.dtype, cfg.temperature)}; records in {run_dir}, rows appended "
+              f"to {store}")
         if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
             print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
             sys.exit(1)

@@ -38,8 +38,10 @@ def matches_reference(target, prompt: list[int], reference: list[int], tokens: l
     return bool((logits[tokens[at]] - logits[reference[at]]).abs() <= tolerance * logits.abs().max())
 
 
-def what_lossless_means(dtype: torch.dtype) -> str:
+def what_lossless_means(dtype: torch.dtype, temperature: float = 0.0) -> str:
     """The words the tables put beside `lossless`."""
+    if temperature > 0:
+        return "sampled, so outputs are not compared (speculative sampling keeps the target's distribution)"
     if not TIE.get(dtype):
         return "greedy outputs identical"
     return f"greedy outputs identical, or parting only at ties of the {str(dtype).removeprefix('torch.')} target's logits"
