@@ -2,7 +2,8 @@
 # # MMLU: does LTD generalise across 57 subjects?
 #
 # LTD's policies (trained on other tasks' traces) against the tuned static tree on MMLU's subjects,
-# a few questions each (`make eval ARGS="task=mmlu task.per_category=2 methods=[autoregressive,tuned,ltd]"`).
+# a question each (`make eval ARGS="task=mmlu task.per_category=1 max_new_tokens=64
+# methods=[autoregressive,tuned,ltd]"`).
 # The paper: LTD ahead of EAGLE-3 on 54 of 57 subjects, +5 % on average.
 
 # %% tags=["parameters"]

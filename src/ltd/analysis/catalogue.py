@@ -28,5 +28,5 @@ NOTEBOOKS = [
     Notebook("temperature", lambda r: _any(r, lambda s: s["temperature"] > 0),
              'make eval ARGS="temperature=1" (or make sweep name=temperature)'),
     Notebook("mmlu", lambda r: _any(r, lambda s: (s["task"] == "mmlu") & (s["method"] == "ltd")),
-             'make eval ARGS="task=mmlu task.per_category=2 methods=[autoregressive,tuned,ltd]"'),
+             'make eval ARGS="task=mmlu task.per_category=1 max_new_tokens=64 methods=[autoregressive,tuned,ltd]"'),
 ]
