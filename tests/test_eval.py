@@ -73,9 +73,10 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
     """Trained controllers read their weights from `{model}-{drafter}` paths under results/: with
     weights of the right shapes there, every config builds."""
     monkeypatch.chdir(tmp_path)
-    policies = Path("results/policies/smollm2-135m-eagle3-throughput-full")
-    Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
-    Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
+    for name in ("throughput-full", "humaneval"):
+        policies = Path(f"results/policies/smollm2-135m-eagle3-{name}")
+        Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
+        Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
     Policy(PolicySpec("resps", 2, 3, (4,), state_width=576, grid=((2, 3, 2),))).save(
         Path("results/policies/smollm2-135m-eagle3-resps/policy.pt"))
     for kind, depth, features in [("disco", 12, DEPTH_FEATURES), ("specdec_pp", 12, DEPTH_FEATURES),

@@ -10,7 +10,7 @@ from ltd.analysis.sources import ABLATIONS, Results
 @dataclass
 class Notebook:
     name: str  # analysis/<name>.py
-    has_results: Callable[[Results], bool]
+    has_results: Callable[[Results, dict], bool]  # (the results, the notebooks' parameters)
     make: str  # what to run for its results
 
 
@@ -20,13 +20,13 @@ def _any(results: Results, test: Callable) -> bool:
 
 
 NOTEBOOKS = [
-    Notebook("table1", lambda r: not r.main_rows().empty, "make train (or make eval, make sweep name=cpu_table1)"),
-    Notebook("ablations", lambda r: _any(r, lambda s: s["experiment"].isin(ABLATIONS)),
+    Notebook("table1", lambda r, p: not r.main_rows().empty, "make train (or make eval, make sweep name=cpu_table1)"),
+    Notebook("ablations", lambda r, p: _any(r, lambda s: s["experiment"].isin(ABLATIONS)),
              "make ablation reward=acceptance (or make sweep name=ablation_rewards)"),
-    Notebook("cost_model", lambda r: bool(r.cost_models()), "make profile (make train runs it)"),
-    Notebook("policies", lambda r: bool(r.policy_runs()), "make train"),
-    Notebook("temperature", lambda r: _any(r, lambda s: s["temperature"] > 0),
+    Notebook("cost_model", lambda r, p: bool(r.cost_models()), "make profile (make train runs it)"),
+    Notebook("policies", lambda r, p: bool(r.policy_runs()), "make train"),
+    Notebook("temperature", lambda r, p: _any(r, lambda s: s["temperature"] > 0),
              'make eval ARGS="temperature=1" (or make sweep name=temperature)'),
-    Notebook("mmlu", lambda r: _any(r, lambda s: (s["task"] == "mmlu") & (s["method"] == "ltd")),
+    Notebook("mmlu", lambda r, p: _any(r, lambda s: (s["task"] == "mmlu") & (s["method"] == p["method"])),
              'make eval ARGS="task=mmlu task.per_category=1 max_new_tokens=64 methods=[autoregressive,tuned,ltd]"'),
 ]

@@ -3,9 +3,11 @@ results, each written as <out>/<name>.html and .ipynb, its tables as CSV and its
 and SVG under <out>/figures/. A notebook whose results are missing is skipped with the command that
 makes them.
 
-    python -m ltd.cli.analysis [results=results] [out=<results>/analysis] [only=table1,mmlu] [reference=tuned]
+    python -m ltd.cli.analysis [results=results] [out=<results>/analysis] [only=table1,mmlu] [method=ltd]
+                               [reference=tuned] [experiment=<name>]
 
-`reference` is the method LTD is set beside, per cycle along an answer and per MMLU subject;
+`method` is the learned method shown (`ltd`, or `ltd-humaneval`: the paper's HumanEval-only
+policies); `reference` is the method it is set beside, per cycle along an answer and per MMLU subject;
 `experiment` keeps Table 1 to one experiment's rows (a sweep's name; default: every greedy row,
 the latest per cell).
 """
@@ -19,13 +21,14 @@ from ltd.cli.app import key_values, user_errors
 from ltd.errors import LtdError
 
 ANALYSIS = Path(__file__).resolve().parents[3] / "analysis"
-USAGE = "make analysis [ARGS=\"results=<dir> out=<dir> only=<notebook>,... reference=<method> experiment=<name>\"]"
+USAGE = ('make analysis [ARGS="results=<dir> out=<dir> only=<notebook>,... method=<m> reference=<m> '
+         'experiment=<name>"]')
 
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = key_values(argv, dict(results="results", out=None, only=None, reference="tuned",
-                                          experiment=None), USAGE)
+        args = key_values(argv, dict(results="results", out=None, only=None, method="ltd",
+                                          reference="tuned", experiment=None), USAGE)
         results = Results(Path(args["results"]).resolve())
         results.store  # no results at all: one line saying what to run first
         names = [n.name for n in NOTEBOOKS]
@@ -33,11 +36,11 @@ def main(argv: list[str]) -> None:
         if unknown := sorted(set(only) - set(names)):
             raise LtdError(f"unknown notebook {', '.join(unknown)}; choose from: {', '.join(names)}")
         out = Path(args["out"] or results.root / "analysis").resolve()
-        parameters = dict(results=str(results.root), out=str(out), reference=args["reference"],
-                          experiment=args["experiment"])
+        parameters = dict(results=str(results.root), out=str(out), method=args["method"],
+                          reference=args["reference"], experiment=args["experiment"])
         failed = []
         for notebook in (n for n in NOTEBOOKS if n.name in only):
-            if not notebook.has_results(results):
+            if not notebook.has_results(results, parameters):
                 print(f"{notebook.name}: skipped, no results for it yet ({notebook.make})")
                 continue
             print(f"{notebook.name}: running analysis/{notebook.name}.py", flush=True)
