@@ -16,6 +16,7 @@ from IPython.display import Markdown, display
 
 from ltd.analysis import tables
 from ltd.analysis.sources import ABLATIONS, Results, describe_rows
+from ltd.eval.table1 import markdown
 
 store = Results(results).store
 rows = store[store["experiment"].isin(ABLATIONS)]
@@ -28,10 +29,10 @@ print("from", describe_rows(rows))
 # ## Reward signal (paper: size policy only; acceptance over-proposes, time cost under-proposes)
 
 # %%
-display(Markdown(tables.markdown(tables.reward_ablation(means))))
+display(Markdown(markdown(tables.reward_ablation(means))))
 
 # %% [markdown]
 # ## Components (paper: EAGLE-3's default tree 4.11x)
 
 # %%
-display(Markdown(tables.markdown(tables.component_ablation(means))))
+display(Markdown(markdown(tables.component_ablation(means))))

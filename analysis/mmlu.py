@@ -19,6 +19,7 @@ from IPython.display import Markdown, display
 
 from ltd.analysis import figures, tables
 from ltd.analysis.sources import Results
+from ltd.eval.table1 import markdown
 
 source = Results(results)
 mmlu = source.store[(source.store["task"] == "mmlu") & (source.store["method"] == method)]
@@ -32,7 +33,7 @@ table.to_csv(Path(out) / "mmlu.csv")
 ahead = int((table[f"{method} / {reference}"] > 1).sum())
 print(f"{method} ahead of {reference} on {ahead} of {len(table)} subjects; "
       f"mean ratio {table[f'{method} / {reference}'].mean():.3f}")
-display(Markdown(tables.markdown(table.reset_index(), digits=3)))
+display(Markdown(markdown(table.reset_index(), digits=3)))
 
 # %%
 saved = figures.save(figures.subject_speedups(table, method, reference), Path(out) / "figures", "mmlu_subjects")

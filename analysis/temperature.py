@@ -18,6 +18,7 @@ from IPython.display import Markdown, display
 
 from ltd.analysis import paper, tables
 from ltd.analysis.sources import GENERALISATION, Results, describe_rows
+from ltd.eval.table1 import markdown
 
 store = Results(results).store
 rows = store[~store["task"].isin(GENERALISATION) & (store["method"] != "autoregressive")]
@@ -28,7 +29,7 @@ print(f"rows of experiment {chosen}" if chosen else "every experiment's rows, th
 table = tables.temperature_table(rows)
 Path(out).mkdir(parents=True, exist_ok=True)
 table.to_csv(Path(out) / "temperature.csv", index=False)
-display(Markdown(tables.markdown(table)))
+display(Markdown(markdown(table)))
 print("from", describe_rows(rows))
 
 # %% [markdown]

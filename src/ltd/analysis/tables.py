@@ -6,13 +6,9 @@ import pandas as pd
 from ltd.analysis import paper
 from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE
+from ltd.eval.table1 import latest
 
 SYSTEM = ["model", "drafter"]
-
-
-def latest(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """The last row stored for each `keys` (a run repeated replaces the earlier one)."""
-    return rows.sort_values("time").groupby(keys, dropna=False).last().reset_index()
 
 
 def table1(rows: pd.DataFrame) -> pd.DataFrame:
@@ -113,15 +109,3 @@ def subject_speedups(questions: pd.DataFrame, method: str, reference: str) -> pd
     })
     table[f"{method} / {reference}"] = table[method] / table[reference]
     return table.sort_values(f"{method} / {reference}", ascending=False)
-
-
-def markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """A plain markdown table (numbers rounded, empty cells empty)."""
-    def text(value):
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return ""
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    columns = [" ".join(str(p) for p in c if str(p)) if isinstance(c, tuple) else str(c) for c in table.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)

@@ -233,7 +233,7 @@ class SpeculativeRun:
                                    self.prompt_length)
         t2 = engine.clock()
         cycle = Cycle(tree.depth, selection.size, accepted.numel() - 1, self.draft_s + t1 - t0, t2 - t1,
-                      policy_s, context, float(tree.all_scores().float().exp().sum()))
+                      policy_s, context, float(selection.tree_mass))
         self.result.cycles.append(cycle)
         return cycle
 

@@ -21,6 +21,7 @@ class Selection:
     depths: torch.Tensor  # [V], root children at 1
     parents: torch.Tensor  # [V], index in the verify input (0 = root)
     mask: torch.Tensor  # [V+1, V+1] bool, row i: the ancestors of input i and itself
+    tree_mass: torch.Tensor | float = 0.0  # the whole tree's sum of path probabilities (Cycle.tree_mass)
 
     @property
     def size(self) -> int:
@@ -110,4 +111,4 @@ class DraftTree:
             at = rows[depths == d]
             mask[at] = mask[parents[at - 1]]
             mask[at, at] = True
-        return Selection(tokens, depths, parents, mask)
+        return Selection(tokens, depths, parents, mask, scores.float().exp().sum())

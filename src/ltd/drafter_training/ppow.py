@@ -156,7 +156,8 @@ def draw_windows(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, sett
     advantages = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     counted = torch.arange(s.window, device=accepted.device) <= accepted[..., None]
     metrics = dict(reward=rewards.mean().item(), accepted=accepted.float().mean().item(),
-                   near_miss=near_miss(accepted, gap, s.epsilon).float().mean().item(), priority=priority[rows, starts].mean().item())
+                   near_miss=near_miss(accepted, gap, s.epsilon).float().mean().item(),
+                   priority=priority[rows, starts].mean().item())
     return Rollout(rows, starts, drafted, logprobs, advantages, counted, metrics)
 
 

@@ -8,16 +8,21 @@ MISSING = "missing"
 KEYS = ["model", "task", "method"]
 
 
+def latest(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The last row stored for each `keys` (a run repeated replaces the earlier one)."""
+    return rows.sort_values("time").groupby(keys, dropna=False).last().reset_index()
+
+
 def table1(rows: pd.DataFrame, models: list[str], tasks: list[str], methods: list[str]) -> pd.DataFrame:
     """One row per (model, method): `<task>` cells "2.06x (tau 3.41)", then `mean`."""
-    latest = rows.sort_values("time").groupby(KEYS).last()
+    latest_rows = latest(rows, KEYS).set_index(KEYS)
     table = []
     for model in models:
         for method in methods:
             cells, speedups = {}, []
             for task in tasks:
-                if (model, task, method) in latest.index:
-                    row = latest.loc[(model, task, method)]
+                if (model, task, method) in latest_rows.index:
+                    row = latest_rows.loc[(model, task, method)]
                     speedups.append(float(row["speed-up"]))
                     cells[task] = f"{row['speed-up']:.2f}x (tau {row['tau']:.2f})"
                 else:
@@ -27,8 +32,15 @@ def table1(rows: pd.DataFrame, models: list[str], tasks: list[str], methods: lis
     return pd.DataFrame(table)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    columns = list(table.columns)
+def markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """A markdown table: numbers rounded to `digits`, empty cells empty, a column of several levels
+    (a pivot's) named by its levels."""
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return ""
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    columns = [" ".join(str(p) for p in c if str(p)) if isinstance(c, tuple) else str(c) for c in table.columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
