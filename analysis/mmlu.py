@@ -1,9 +1,9 @@
 # %% [markdown]
 # # MMLU: does LTD generalise across 57 subjects?
 #
-# LTD's policies (trained on other tasks' traces) against the tuned static tree on MMLU's subjects,
-# a question each (`make eval ARGS="task=mmlu task.per_category=1 max_new_tokens=64
-# methods=[autoregressive,tuned,ltd]"`).
+# LTD's policies (trained on other tasks' traces; `ltd-humaneval`: on HumanEval's alone, as the paper)
+# against the tuned static tree on MMLU's subjects, a question each (`make eval ARGS="task=mmlu
+# task.per_category=1 max_new_tokens=64 methods=[autoregressive,tuned,ltd-humaneval]"`).
 # The paper: LTD ahead of EAGLE-3 on 54 of 57 subjects, +5 % on average.
 
 # %% tags=["parameters"]
@@ -18,7 +18,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from ltd.analysis import figures, tables
-from ltd.analysis.sources import Results
+from ltd.analysis.sources import Results, describe_rows
 from ltd.eval.table1 import markdown
 
 source = Results(results)
@@ -36,4 +36,4 @@ print(f"{method} ahead of {reference} on {ahead} of {len(table)} subjects; "
 display(Markdown(markdown(table.reset_index(), digits=3)))
 
 # %%
-saved = figures.save(figures.subject_speedups(table, method, reference), Path(out) / "figures", "mmlu_subjects")
+saved = figures.save(figures.subject_speedups(table, method, reference, describe_rows(rows)), Path(out) / "figures", "mmlu_subjects")

@@ -11,12 +11,16 @@ from ltd.schema import ModelSchema, TaskSchema
 CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group (conf/<group>/*.yaml), by name, sorted."""
+    return sorted(path.stem for path in (Path(CONFIG_PATH) / group).glob("*.yaml"))
+
+
 def group_option(group: str, name: str):
     """An option of a config group by name (conf/<group>/<name>.yaml), as loaded."""
     path = Path(CONFIG_PATH) / group / f"{name}.yaml"
     if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise LtdError(f"unknown {group} {name!r}; choose from: {', '.join(options)}")
+        raise LtdError(f"unknown {group} {name!r}; choose from: {', '.join(group_options(group))}")
     return OmegaConf.load(path)
 
 
@@ -43,8 +47,8 @@ def controller_file(name: str, model_name: str) -> Path:
     if not path.is_file():
         if name == "tuned":
             raise LtdError(f"no tuned tree for {model_name} ({path.name}): make sweep-tree finds one")
-        options = sorted(p.stem for p in directory.glob("*.yaml"))
-        raise LtdError(f"unknown method {name!r}; choose from: tuned, {', '.join(options)}")
+        options = ", ".join(group_options("controller"))
+        raise LtdError(f"unknown method {name!r}; choose from: tuned, {options}")
     return path
 
 

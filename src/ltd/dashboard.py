@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltd.atomic import write_json
-from ltd.config_files import CONFIG_PATH
+from ltd.config_files import group_options
 from ltd.errors import LtdError, reason
 from ltd.eval.runner import AUTOREGRESSIVE
 from ltd.ppow_pipeline import SUPERVISED
@@ -61,15 +61,14 @@ def methods() -> list[str]:
     """The names evaluations give their methods: conf/controller's (`tuned` for every
     tuned-<model>), and resps-p<N> for the persistence ablation make train evaluates
     (ltd_pipeline.resps_method); autoregressive, the baseline of every speed-up (1 by definition), first."""
-    stems = {path.stem for path in (Path(CONFIG_PATH) / "controller").glob("*.yaml")}
-    names = {"tuned" if stem.startswith("tuned-") else stem for stem in stems}
+    names = {"tuned" if stem.startswith("tuned-") else stem for stem in group_options("controller")}
     names |= {f"resps-p{n}" for n in PERSISTENCE_ABLATION}
     return [AUTOREGRESSIVE] + sorted(names - {AUTOREGRESSIVE})
 
 
 def ppow_variants() -> list[str]:
     """PPOW's variants: every conf/ppow option (config_files.ppow_variants names them so)."""
-    return sorted(path.stem for path in (Path(CONFIG_PATH) / "ppow").glob("*.yaml"))
+    return group_options("ppow")
 
 
 def stage_regex(key: str) -> str:

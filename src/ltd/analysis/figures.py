@@ -145,8 +145,9 @@ def accepted_per_cycle(cycles: pd.DataFrame, methods: list[str]):
     return figure
 
 
-def subject_speedups(table: pd.DataFrame, method: str, reference: str):
-    """Per MMLU subject, `method`'s speed-up over `reference`'s, sorted; above 1: `method` ahead."""
+def subject_speedups(table: pd.DataFrame, method: str, reference: str, source: str):
+    """Per MMLU subject, `method`'s speed-up over `reference`'s, sorted; above 1: `method` ahead.
+    `source`: the run's description, for the caption."""
     column = f"{method} / {reference}"
     figure, ax = plt.subplots(figsize=(12, 4))
     colours = ["tab:green" if v > 1 else "tab:red" for v in table[column]]
@@ -157,4 +158,5 @@ def subject_speedups(table: pd.DataFrame, method: str, reference: str):
     ax.set(ylabel=f"speed-up of {method} / {reference}",
            title=f"MMLU: {method} ahead of {reference} on {ahead} of {len(table)} subjects")
     figure.tight_layout()
+    caption(figure, f"{int(table['questions'].sum())} questions; {source}")
     return figure

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ltd.artefacts import hold, release
-from ltd.config_files import CONFIG_PATH
+from ltd.config_files import CONFIG_PATH, group_options
 from ltd.errors import LtdError
 from ltd.sweeps import clear_failure, in_sweep, record_failure
 
@@ -99,7 +99,7 @@ def check_choices(overrides: list[str]) -> None:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or "/" in key or not (conf / key).is_dir():
             continue
-        options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        options = group_options(key)
         for choice in value.split(","):
             if choice and choice not in options and not any(c in choice for c in "()[]{}*$"):
                 raise LtdError(f"unknown {key} {choice!r}; choose from: {', '.join(options)}")
