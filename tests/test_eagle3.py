@@ -246,3 +246,19 @@ def test_engine_feeds_the_head_the_features_of_the_accepted_path(tiny):
     fresh.reset()
     _, expected = fresh(torch.tensor(sequence[:n]), feature_layers=drafter.feature_layers)
     assert_close(features, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_untrained_head_is_as_wide_as_its_config_says(tiny_model_dir):
+    """A config's narrow head (drafter=eagle3_cpu) drafts, untrained, at its own width, so what is
+    profiled for it is what a trained one would cost; the width is part of its identity."""
+    from ltd.models.drafters import drafter_identity, load_drafter
+    from ltd.models.targets import load_target
+
+    target = load_target("tiny", str(tiny_model_dir), max_context=64)
+    full = load_drafter(target, "eagle3", None, DRAFT_VOCAB, 0)
+    narrow = load_drafter(target, "eagle3", None, DRAFT_VOCAB, 0, intermediate_size=8)
+    assert full.head.config.intermediate_size == target.config.intermediate_size != 8
+    assert narrow.head.midlayer.mlp.up_proj.weight.shape[0] == 8
+    plain = drafter_identity("eagle3", None, 0, DRAFT_VOCAB)
+    assert "intermediate_size" not in plain  # heads as wide as their target keep their keys
+    assert drafter_identity("eagle3", None, 0, DRAFT_VOCAB, intermediate_size=8) == dict(plain, intermediate_size=8)

@@ -79,7 +79,8 @@ def identities(cfg) -> tuple[dict, dict]:
     check_device(cfg.model.device, f"model {cfg.model.name}")
     d, model = cfg.drafter, model_identity_of(cfg)
     if d.kind == "eagle3":
-        return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size)
+        return model, drafter_identity(d.kind, eagle3_weights(cfg, model), d.seed, d.draft_vocab_size,
+                                       intermediate_size=d.get("intermediate_size"))
     draft = draft_lm_settings(cfg)
     return model, drafter_identity(d.kind, draft.pop("source"), **draft)
 
@@ -93,7 +94,8 @@ def load_model(cfg):
             print("note: no trained EAGLE-3 head for this model and drafter config (make drafter trains one); "
                   "drafting with an untrained head", file=sys.stderr)
         try:
-            drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed)
+            drafter = load_drafter(target, "eagle3", weights, d.draft_vocab_size, d.seed,
+                                   intermediate_size=d.get("intermediate_size"))
         except LtdError as error:
             if d.path or cfg.model.eagle3:
                 raise

@@ -11,12 +11,16 @@ from ltd.models.wheel_parts import WheelParts
 
 
 def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_size: int | None = None,
-                     parts: WheelParts | None = None, dtype: str | None = None, quantize: str | None = None) -> dict:
+                     parts: WheelParts | None = None, dtype: str | None = None, quantize: str | None = None,
+                     intermediate_size: int | None = None) -> dict:
     """Who a drafter is, for the keys of what ltd derives from it. `weights`: the EAGLE-3 head's
-    directory or hub id (None: an untrained head drawn from `seed`), or the draft LM's source (with
-    its `parts`, `dtype` and `quantize`)."""
+    directory or hub id (None: an untrained head drawn from `seed`, `intermediate_size` wide), or the
+    draft LM's source (with its `parts`, `dtype` and `quantize`)."""
     if kind == "eagle3" and weights is None:
-        return {"kind": kind, "weights": "untrained", "seed": seed, "draft_vocab_size": draft_vocab_size}
+        identity = {"kind": kind, "weights": "untrained", "seed": seed, "draft_vocab_size": draft_vocab_size}
+        if intermediate_size is not None:  # heads as wide as their target keep the keys they had
+            identity["intermediate_size"] = intermediate_size
+        return identity
     if kind == "eagle3" and is_path(weights) and not Path(weights).expanduser().is_dir():
         raise LtdError(f"no EAGLE-3 head at {weights} (not a directory)")
     if kind == "eagle3":
@@ -29,15 +33,18 @@ def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_
 
 def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab_size: int = 8192,
                  seed: int = 0, source: str | None = None, parts: WheelParts | None = None,
-                 dtype: str | None = None, quantize: str | None = None):
+                 dtype: str | None = None, quantize: str | None = None, intermediate_size: int | None = None):
     """kind `eagle3`: the head at `path` (directory or hub id), or an untrained seeded head when
-    `path` is None. kind `draft_lm`: the causal LM at `source` (with its `parts`; in `dtype`, by
-    default the target's; its weights quantised with `quantize`), with the target's tokenizer."""
+    `path` is None (its MLP `intermediate_size` wide, by default the target's, so that it costs what
+    a trained one of its config would). kind `draft_lm`: the causal LM at `source` (with its `parts`;
+    in `dtype`, by default the target's; its weights quantised with `quantize`), with the target's
+    tokenizer."""
     decoder = target.decoder
     if kind == "eagle3":
         if path is None:
             torch.manual_seed(seed)
-            head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size)))
+            width = {"intermediate_size": intermediate_size} if intermediate_size else {}
+            head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size), **width))
         else:
             head = Eagle3Head.load(path)
         return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
