@@ -156,6 +156,17 @@ def test_summary_is_the_papers_speed_up():
     assert summary[AUTOREGRESSIVE]["speed-up"] == 1.0 and tree["lossless"] is True
 
 
+def test_the_mean_over_tasks_says_lossless_only_of_greedy_runs():
+    """A sampled task's lossless is None (equal in distribution, not in tokens): the mean row over
+    tasks must not call it True."""
+    from ltd.eval.report import overall_rows
+
+    row = lambda lossless: dict(method="tree", **{"speed-up": 1.5, "tau": 3.0, "policy share": 0.0}, lossless=lossless)
+    assert overall_rows({"a": [row(True)], "b": [row(True)]})[0]["lossless"] is True
+    assert overall_rows({"a": [row(True)], "b": [row(False)]})[0]["lossless"] is False
+    assert overall_rows({"a": [row(None)], "b": [row(None)]})[0]["lossless"] is None
+
+
 @pytest.fixture(scope="module")
 def tiny_eval_run(tmp_path_factory):
     """One `make eval` on a tiny model: two questions (one with two turns), three methods."""

@@ -163,6 +163,27 @@ def test_depth_episode_is_one_cycle_paid_at_the_stop(recorded):
     assert bool(out["done"][0]) and int(out["cycle_depth"][0]) == 1
 
 
+def test_an_online_reset_mid_cycle_goes_on_with_that_cycle(recorded):
+    """TorchRL's collector resets its environment at every batch, mid-cycle as often as not: the
+    online depth environment goes on drafting the tree it has (drafting the cycle again would feed
+    the drafter the same tokens twice), and the answer stays the target's own."""
+    _, prompts, _, _, engine = recorded
+    env = DepthOnlineEnv(engine, prompts[:1], TOP_K, MAX_DEPTH, verify=4, max_new_tokens=16)
+    td, resets_mid_cycle = env.reset(), 0
+    while True:
+        td["action"] = torch.tensor([CONTINUE])
+        td = env.step(td)["next"]
+        if env.run.done:  # a reset would start the next answer
+            break
+        tree, ended = env.tree, bool(td["done"][0])
+        td = env.reset()
+        if not ended:
+            assert env.tree is tree and torch.equal(td["observation"], env._observe())
+            resets_mid_cycle += 1
+    assert resets_mid_cycle > 0
+    assert env.run.result.tokens == engine.generate_autoregressive(prompts[0], 16).tokens
+
+
 def test_the_engines_tree_gives_the_environments_observations(recorded):
     traces, prompts, target, drafter, _ = recorded
     size_env = SizeReplayEnv(traces[:1], costs(), SIZES, batch=1, depth=2, seed=0)

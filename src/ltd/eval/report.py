@@ -22,7 +22,8 @@ def overall_rows(per_task: dict[str, list[dict]]) -> list[dict]:
     for method in methods:
         mine = {task: next(r for r in task_rows if r["method"] == method) for task, task_rows in per_task.items()}
         mean = lambda column: sum(r[column] for r in mine.values()) / len(mine)
+        flags = [r["lossless"] for r in mine.values()]  # None: sampled, lossless in distribution only
         rows.append({"method": method, **{task: r["speed-up"] for task, r in mine.items()},
                      "mean speed-up": mean("speed-up"), "mean tau": mean("tau"), "policy share": mean("policy share"),
-                     "lossless": all(r["lossless"] is not False for r in mine.values())})
+                     "lossless": None if None in flags else all(flags)})
     return rows

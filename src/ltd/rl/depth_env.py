@@ -16,6 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from ltd.decoding.engine import Engine, SpeculativeRun
+from ltd.decoding.tree import DraftTree
 from ltd.errors import LtdError
 from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import depth_observation, depth_observations, depth_width, latest_level
@@ -77,16 +78,21 @@ class DepthOnlineEnv(PolicyEnv):
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.temperature = temperature
         self.run: SpeculativeRun | None = None
+        self.tree: DraftTree | None = None  # the cycle being drafted; None between cycles
 
     def _observe(self) -> torch.Tensor:
         return depth_observation(self.tree, self.context, self.max_depth)[None]
 
     def _reset(self, tensordict: TensorDict | None = None, **kwargs) -> TensorDict:
-        """The next cycle of the answer being decoded, or the first of a new answer."""
+        """The next cycle of the answer being decoded, or the first of a new answer. A reset in the
+        middle of a cycle (TorchRL's collector resets at every batch) goes on with that cycle: the
+        drafter holds its tree, and drafting it again would feed the drafter the same tokens twice."""
         if self.run is None or self.run.done:
             prompt = self.prompts[int(torch.randint(len(self.prompts), (1,), generator=self.generator))]
             self.run = self.new_answer(self.engine, prompt, self.top_k, self.max_new_tokens, self.temperature)
-        self.context, self.tree = self.run.context, self.run.draft_root()
+            self.tree = None
+        if self.tree is None:
+            self.context, self.tree = self.run.context, self.run.draft_root()
         return step_output(1, self._observe(), torch.tensor([False]))
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
@@ -100,4 +106,5 @@ class DepthOnlineEnv(PolicyEnv):
         cycle = run.verify(tree, verify, time.perf_counter() - p0)
         reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
                               torch.tensor([cycle.verify_s]))
-        return step_output(1, self._observe(), torch.tensor([True]), reward, cycle_of(cycle))
+        observation, self.tree = self._observe(), None
+        return step_output(1, observation, torch.tensor([True]), reward, cycle_of(cycle))
