@@ -36,4 +36,5 @@ print(f"{method} ahead of {reference} on {ahead} of {len(table)} subjects; "
 display(Markdown(markdown(table.reset_index(), digits=3)))
 
 # %%
-saved = figures.save(figures.subject_speedups(table, method, reference, describe_rows(rows)), Path(out) / "figures", "mmlu_subjects")
+figure = figures.subject_speedups(table, method, reference, describe_rows(rows))
+saved = figures.save(figure, Path(out) / "figures", "mmlu_subjects")

@@ -182,6 +182,10 @@ def test_an_online_reset_mid_cycle_goes_on_with_that_cycle(recorded):
             resets_mid_cycle += 1
     assert resets_mid_cycle > 0
     assert env.run.result.tokens == engine.generate_autoregressive(prompts[0], 16).tokens
+    run = env.new_answer(engine, prompts[0], TOP_K, 16, 0.0)
+    run.draft_root()
+    with pytest.raises(LtdError, match="verify it before drafting the next"):
+        run.draft_root()  # the run itself refuses what the environment used to do
 
 
 def test_the_engines_tree_gives_the_environments_observations(recorded):

@@ -158,6 +158,7 @@ class SpeculativeRun:
         self.new_context = torch.cat((tokens, torch.tensor([self.root], device=target.device)))
         self.done = engine._finish(self.result.tokens, [self.root], max_new_tokens, len(prompt))
         self.draft_s = 0.0
+        self.drafting = False  # between draft_root and verify: the drafter holds the cycle's tree
 
     @property
     def context(self) -> int:
@@ -176,6 +177,9 @@ class SpeculativeRun:
         top_k = top_k or self.top_k
         if top_k > self.top_k:
             raise LtdError(f"a cycle's top-k ({top_k}) is above the run's ({self.top_k})")
+        if self.drafting:  # the drafter would absorb the accepted tokens twice
+            raise LtdError("a cycle is being drafted: verify it before drafting the next")
+        self.drafting = True
         t0 = self.engine.clock()
         tree = DraftTree(top_k, self.engine.target.device)
         drafter_features = self.features if self.engine.drafter.feature_layers else None
@@ -216,6 +220,7 @@ class SpeculativeRun:
         t0 = engine.clock()
         selection = tree.select(min(size, engine.capacity - context - 1))
         drafter.rollback()
+        self.drafting = False
         t1 = engine.clock()
         verify_input = torch.cat((torch.tensor([self.root], device=device), selection.tokens))
         positions = context + torch.cat((torch.zeros(1, dtype=torch.long, device=device), selection.depths))

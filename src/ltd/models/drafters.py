@@ -43,8 +43,8 @@ def load_drafter(target: Target, kind: str, path: str | None = None, draft_vocab
     if kind == "eagle3":
         if path is None:
             torch.manual_seed(seed)
-            width = {"intermediate_size": intermediate_size} if intermediate_size else {}
-            head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size), **width))
+            head = Eagle3Head(head_config(target.config, min(draft_vocab_size, target.config.vocab_size),
+                                          intermediate_size=intermediate_size or target.config.intermediate_size))
         else:
             head = Eagle3Head.load(path)
         return Eagle3Drafter(head, decoder.embed, decoder.spec.num_layers, decoder.max_positions)
