@@ -53,7 +53,7 @@ def test_make_analysis_runs_every_notebook_and_writes_tables_and_figures(results
         assert (out / "figures" / f"{name}.svg").is_file()
 
     table1 = pd.read_csv(out / "table1.csv")
-    assert set(table1["method"]) == {"autoregressive", "eagle3_default", "ltd"}
+    assert set(table1["method"]) == {"autoregressive", "eagle3_default", "best-constant", "ltd"}
     assert {"mt_bench speed-up", "gsm8k tau", "mean speed-up"} <= set(table1.columns)
     assert table1.loc[table1["method"] == "autoregressive", "mean speed-up"].item() == pytest.approx(1.0)
     ablations = pd.read_csv(out / "ablations.csv")

@@ -117,7 +117,7 @@ def test_two_jobs_started_together_get_two_run_directories(tmp_path):
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={TASK}", "task.name=mt_bench", "questions=1",
                "max_new_tokens=4", "warmup_tokens=2", "logger=none", "threads=1",
-               "methods=[autoregressive,eagle3_default]"]
+               "methods=[autoregressive,eagle3_default]", f"results={tmp_path / 'results'}"]
     jobs = [subprocess.Popen(command, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [job.communicate() for job in jobs]
@@ -180,7 +180,8 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary(tmp_path):
     command = [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
                f"model.source={model}", "model.max_context=256", "drafter.draft_vocab_size=64",
                f"drafter.root={tmp_path}", f"task.path={task}", "task.name=tiny", "max_new_tokens=48",
-               "warmup_tokens=2", "logger=none", "threads=1", "methods=[autoregressive,eagle3_default,gammatune]"]
+               "warmup_tokens=2", "logger=none", "threads=1", "methods=[autoregressive,eagle3_default,gammatune]",
+               f"results={tmp_path / 'results'}"]
     whole = subprocess.run([*command, f"hydra.run.dir={tmp_path / 'whole'}"], capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
 

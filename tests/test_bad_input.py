@@ -40,7 +40,7 @@ CASES = [
     ("profile", "repeats=0", "repeats must be a whole number >= 1, got 0"),
     ("profile", "contexts=[1,64]", "contexts must be whole numbers >= 2, got [1, 64]"),
     ("profile", "verify_sizes=[-1]", "verify_sizes must be whole numbers >= 0, got [-1]"),
-    ("profile", "contexts=[4096]", "profiling needs 4162 positions; tiny has 256"),
+    ("profile", "contexts=[4096]", "profiling needs 4294 positions; tiny has 256"),
     ("record", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
     ("record", "top_k=0", "top_k must be a whole number >= 1, got 0"),
     ("record", "max_depth=0", "max_depth must be a whole number >= 1, got 0"),
@@ -48,7 +48,8 @@ CASES = [
     ("train_baselines", "lr=-1", "lr must be a number > 0, got -1.0"),
     ("train_baselines", "held_out=1.5", "held_out must be a fraction between 0 and 1, got 1.5"),
     ("train", "threads=-1", "threads must be a whole number >= 1, or null (every core), got -1"),
-    ("train", "record.validation=0", "record.validation must be between 1 and record.questions - 1, got 0"),
+    ("train", "record.validation=0", "record.validation (>= 1) and record.test (>= 0) must leave questions to train "
+              "on: 0 + 1 of record.questions 5"),
     ("train", "evaluate.max_new_tokens=0", "evaluate.max_new_tokens must be a whole number >= 1, got 0"),
     ("train", "ltd.size_ppo.frames=0", "ppo needs frames >= rollout and rollout a multiple of minibatch"),
     ("train_drafter", "drafter=draft_lm", "make drafter trains EAGLE-3 heads; drafter 'draft_lm' is not one"),

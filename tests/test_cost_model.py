@@ -18,8 +18,9 @@ from ltd.traces.profiler import measure_cost_model
 
 def hand_made() -> CostModel:
     return CostModel(model="m", drafter="eagle3", device="cpu", threads=1, top_k=4, contexts=[100, 300],
-                     verify_sizes=[1, 3], verify_s=[[1.0, 2.0], [3.0, 5.0]], update_s=[0.1, 0.3],
-                     expand_s=[[0.2, 0.4], [0.6, 0.8]])
+                     verify_sizes=[1, 3], verify_s=[[1.0, 2.0], [3.0, 5.0]],
+                     absorb_s=[[0.1, 0.15, 0.2, 0.25], [0.3, 0.35, 0.4, 0.45]], expand_s=[[0.2, 0.4], [0.6, 0.8]],
+                     overhead_s=[0.01, 0.03])
 
 
 def test_prices_reproduce_the_measured_points_and_interpolate_between():
@@ -27,14 +28,50 @@ def test_prices_reproduce_the_measured_points_and_interpolate_between():
     assert costs.verify_seconds(3, 300) == 5.0 and costs.verify_seconds(1, 100) == 1.0
     assert costs.verify_seconds(2, 200) == pytest.approx((1.5 + 4.0) / 2)
     assert costs.verify_seconds(5, 100) == pytest.approx(3.0)  # extrapolated from the last two sizes
-    assert costs.draft_seconds(1, 100) == pytest.approx(0.1)
-    assert costs.draft_seconds(3, 300) == pytest.approx(0.3 + 0.6 + 0.8)
+    assert costs.draft_seconds(1, 100, 0) == pytest.approx(0.1)
+    assert costs.draft_seconds(3, 300, 0) == pytest.approx(0.3 + 0.6 + 0.8)
+    assert costs.overhead_seconds(100) == 0.01 and costs.overhead_seconds(200) == pytest.approx(0.02)
     assert costs.max_depth == 3
     with pytest.raises(LtdError, match="covers depths 1 to 3, not 4"):
-        costs.draft_seconds(4, 100)
+        costs.draft_seconds(4, 100, 0)
     falling = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=4, contexts=[100],
-                        verify_sizes=[1, 2], verify_s=[[5.0, 1.0]], update_s=[0.1], expand_s=[[0.2]])
+                        verify_sizes=[1, 2], verify_s=[[5.0, 1.0]], absorb_s=[[0.1, 0.2, 0.3]], expand_s=[[0.2]],
+                        overhead_s=[0.0])
     assert falling.verify_seconds(10, 100) == 0.0  # never a negative time
+
+
+def test_a_cycle_drafts_the_absorption_of_what_it_accepts():
+    """A cycle accepting L tokens is priced for the drafter absorbing L + 1 (the next cycle does it),
+    then its own further levels; counts past the measured ones cost the most measured."""
+    costs = hand_made()
+    assert [costs.draft_seconds(2, 100, a) for a in range(4)] == pytest.approx([0.3, 0.35, 0.4, 0.45])
+    assert costs.draft_seconds(3, 300, 2) == pytest.approx(0.4 + 0.6 + 0.8)
+    assert costs.draft_seconds(1, 200, 1) == pytest.approx((0.15 + 0.35) / 2)
+    assert costs.draft_seconds(2, 100, 9) == pytest.approx(0.25 + 0.2)
+    with pytest.raises(LtdError, match="accepts 0 or more draft tokens, not -1"):
+        costs.draft_seconds(2, 100, -1)
+
+
+def test_shifted_prices_sum_to_what_the_engine_spends_over_an_answer():
+    """The engine's cycle k absorbs what cycle k - 1 accepted; the cost model prices it on cycle
+    k - 1. Over any answer the two sum the same drafting, once the engine's first absorption (the
+    prompt: the drafter's prefill, priced by neither) is traded for the one after its last cycle
+    (priced by the shift; the engine would make it if decoding went on). Absorbing does not depend
+    on the context here, as the engine absorbs a cycle's tokens a few positions later."""
+    generator = torch.Generator().manual_seed(0)
+    absorb = (0.1 * torch.rand(5, generator=generator, dtype=torch.float64)).tolist()
+    costs = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=2, contexts=[10, 100, 400],
+                      verify_sizes=[0], verify_s=[[1.0], [2.0], [4.0]], absorb_s=[absorb] * 3,
+                      expand_s=[[0.2, 0.3, 0.1], [0.4, 0.5, 0.6], [0.9, 0.7, 1.1]], overhead_s=[0.0] * 3)
+    for _ in range(100):
+        cycles = int(torch.randint(1, 30, (1,), generator=generator))
+        depths = torch.randint(1, costs.max_depth + 1, (cycles,), generator=generator)
+        accepted = (torch.rand(cycles, generator=generator) * (depths + 1)).long()  # 0..depth
+        contexts = 10 + torch.cat((torch.zeros(1, dtype=torch.long), (accepted + 1).cumsum(0)[:-1]))
+        shifted = float(costs.draft_seconds_batch(depths, contexts, accepted).sum())
+        levels = costs.draft_seconds_batch(depths, contexts, torch.zeros_like(accepted)) - absorb[0]
+        engine = float(levels.sum()) + sum(absorb[int(a)] for a in accepted[:-1])  # cycles 2.. absorb a + 1
+        assert shifted == pytest.approx(engine + absorb[int(accepted[-1])])
 
 
 def test_batched_prices_equal_one_at_a_time():
@@ -43,24 +80,29 @@ def test_batched_prices_equal_one_at_a_time():
     contexts = torch.tensor([50, 100, 200, 300, 400, 1000])
     assert costs.verify_seconds_batch(sizes, contexts).tolist() == pytest.approx(
         [costs.verify_seconds(int(v), int(c)) for v, c in zip(sizes, contexts)])
-    assert costs.draft_seconds_batch(depths, contexts).tolist() == pytest.approx(
-        [costs.draft_seconds(int(d), int(c)) for d, c in zip(depths, contexts)])
+    accepted = torch.tensor([0, 2, 1, 0, 5, 3])
+    assert costs.draft_seconds_batch(depths, contexts, accepted).tolist() == pytest.approx(
+        [costs.draft_seconds(int(d), int(c), int(a)) for d, c, a in zip(depths, contexts, accepted)])
+    assert costs.overhead_seconds_batch(contexts).tolist() == pytest.approx(
+        [costs.overhead_seconds(int(c)) for c in contexts])
     assert costs.verify_seconds_batch(torch.tensor([2]), torch.tensor([200])).item() == pytest.approx(2.75)
 
 
 def test_evaluated_cycles_are_set_against_their_prices():
-    """Cycles timed exactly as priced read 1.0; a verification that took twice its price shows in
-    its own column and in the ratio; autoregressive steps (depth 0) are not priced."""
+    """Cycles timed exactly as priced (drafting with what each accepted, verifying with the
+    overhead) read 1.0; a verification that took twice its price shows in its own column and in
+    the ratio; autoregressive steps (depth 0) are not priced."""
     costs = hand_made()
     cycles = pd.DataFrame({"method": ["autoregressive", "ltd", "ltd", "slow"], "depth": [0, 1, 3, 1],
-                           "verify_size": [0, 1, 3, 3], "context_length": [100, 100, 300, 100],
-                           "draft_s": [0.0, 0.1, 1.7, 0.1], "verify_s": [0.9, 1.0, 5.0, 4.0]})
+                           "verify_size": [0, 1, 3, 3], "accepted": [0, 0, 2, 1],
+                           "context_length": [100, 100, 300, 100],
+                           "draft_s": [0.0, 0.1, 1.8, 0.15], "verify_s": [0.9, 1.01, 5.03, 4.02]})
     ltd, slow = priced_cycles(cycles, costs)
     assert ltd["method"] == "ltd" and ltd["cycles"] == 2
-    assert ltd["draft ms"] == pytest.approx(ltd["draft priced"]) == pytest.approx(900.0)
-    assert ltd["verify ms"] == pytest.approx(3000.0) and ltd["measured / priced"] == pytest.approx(1.0)
-    assert slow["verify priced"] == pytest.approx(2000.0) and slow["verify ms"] == pytest.approx(4000.0)
-    assert slow["measured / priced"] == pytest.approx(4.1 / 2.1)
+    assert ltd["draft ms"] == pytest.approx(ltd["draft priced"]) == pytest.approx(950.0)
+    assert ltd["verify ms"] == pytest.approx(3020.0) and ltd["measured / priced"] == pytest.approx(1.0)
+    assert slow["verify priced"] == pytest.approx(2010.0) and slow["verify ms"] == pytest.approx(4020.0)
+    assert slow["measured / priced"] == pytest.approx(4.17 / 2.16)
     assert priced_cycles(cycles[cycles["method"] == "autoregressive"], costs) == []
 
 
@@ -93,8 +135,10 @@ def test_profile_measures_every_cell_on_a_tiny_model(tiny_model_dir, kind):
     assert len(rounds) == 2 * 3
     assert len(costs.verify_s) == 2 and all(len(row) == 3 for row in costs.verify_s)
     assert len(costs.expand_s) == 2 and all(len(row) == 3 for row in costs.expand_s)
-    assert all(t > 0 for row in costs.verify_s + costs.expand_s for t in row) and min(costs.update_s) > 0
-    assert costs.draft_seconds(4, 40) > costs.draft_seconds(1, 40)
+    assert len(costs.absorb_s) == 2 and all(len(row) == 5 for row in costs.absorb_s)  # 1 to max_depth + 1 tokens
+    assert all(t > 0 for row in costs.verify_s + costs.expand_s + costs.absorb_s for t in row)
+    assert len(costs.overhead_s) == 2 and min(costs.overhead_s) >= 0
+    assert costs.draft_seconds(4, 40, 0) > costs.draft_seconds(1, 40, 0)
     with pytest.raises(LtdError, match="profiling needs .* positions"):
         measure_cost_model(target, drafter, kind, 1, [250], [64], top_k=3, max_depth=4, repeats=1)
 

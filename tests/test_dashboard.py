@@ -89,8 +89,8 @@ def train_keys(monkeypatch) -> set[str]:
 def eval_keys(monkeypatch) -> set[str]:
     """make eval: evaluate_tracked on one question of every method the dashboard names."""
     names = dashboard.methods()
-    questions = pd.DataFrame([dict(zip(QUESTION_COLUMNS, (m, "q1", "c", 1, 10, 1.0, 10.0, 3, 2.5, 0.2, 0.7, 0.0,
-                                                          True))) for m in names])
+    questions = pd.DataFrame([dict(zip(QUESTION_COLUMNS, (m, "q1", "c", 0, 0, 1, 10, 1.0, 10.0, 3, 2.5, 0.2, 0.7, 0.0,
+                                                          True, 0.0, 0.0, 0.5))) for m in names])
 
     def fake_evaluate_task(engine, target, methods, qs, settings, records, run, on_question):
         summary = dict(run, methods=records.summary_rows())

@@ -77,6 +77,9 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
         policies = Path(f"results/policies/smollm2-135m-eagle3-{name}")
         Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
         Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
+    # make train writes the best constant tree beside its policies
+    (policies.parent / "smollm2-135m-eagle3-throughput-full" / "best-constant.yaml").write_text(
+        "kind: static\ndepth: 5\ntop_k: 3\nverify: 8\n")
     Policy(PolicySpec("resps", 2, 3, (4,), state_width=576, grid=((2, 3, 2),))).save(
         Path("results/policies/smollm2-135m-eagle3-resps/policy.pt"))
     for kind, depth, features in [("disco", 12, DEPTH_FEATURES), ("specdec_pp", 12, DEPTH_FEATURES),
@@ -86,6 +89,7 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
     names = [n for n in options("controller") if not n.startswith("tuned-")]
     methods = build_methods(names, compose_job("eval", ["model=smollm2-135m"]))
     assert {m.name for m in methods} == set(names)
+    assert next(m for m in methods if m.name == "best-constant").controller == StaticTree(5, 3, 8)
 
 
 def test_trained_weights_are_read_from_the_jobs_results_directory(tmp_path):
@@ -161,10 +165,13 @@ def test_the_mean_over_tasks_says_lossless_only_of_greedy_runs():
     tasks must not call it True."""
     from ltd.eval.report import overall_rows
 
-    row = lambda lossless: dict(method="tree", **{"speed-up": 1.5, "tau": 3.0, "policy share": 0.0}, lossless=lossless)
-    assert overall_rows({"a": [row(True)], "b": [row(True)]})[0]["lossless"] is True
-    assert overall_rows({"a": [row(True)], "b": [row(False)]})[0]["lossless"] is False
-    assert overall_rows({"a": [row(None)], "b": [row(None)]})[0]["lossless"] is None
+    def task(lossless):
+        return pd.DataFrame([dict(method=m, question_id=q, category="c", repeat=0, turns=1, tokens=10, seconds=1.0,
+                                  throughput=10.0, cycles=5, tau=2.0, draft_s=0.0, verify_s=0.0, policy_s=0.0,
+                                  lossless=lossless) for m in (AUTOREGRESSIVE, "tree") for q in ("1", "2")])
+
+    lossless = lambda a, b: overall_rows({"a": task(a), "b": task(b)}, [AUTOREGRESSIVE, "tree"])[1]["lossless"]
+    assert lossless(True, True) is True and lossless(True, False) is False and lossless(None, None) is None
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +189,8 @@ def tiny_eval_run(tmp_path_factory):
         [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny",
          f"model.source={root / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={root / 'drafters'}",
          f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
-         "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"hydra.run.dir={run_dir}"],
+         "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"results={root / 'results'}",
+         f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert result.returncode == 0, result.stderr
@@ -336,16 +344,24 @@ def test_the_main_job_reports_each_task_and_their_mean(tmp_path):
         [sys.executable, "-m", "ltd.cli.decode", "model=smollm2-135m", "model.name=tiny",
          f"model.source={tmp_path / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64",
          f"drafter.root={tmp_path / 'drafters'}", "tasks=[qa,gsm8k]", "methods=[eagle3_default,svip]",
-         "max_new_tokens=6", "threads=1", f"hydra.run.dir={tmp_path / 'run'}"],
+         "max_new_tokens=6", "threads=1", f"results={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=Path(CONFIG_PATH).parent,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("method "))
-    assert header.split() == ["method", "qa", "gsm8k", "mean", "speed-up", "mean", "tau"]
+    assert header.split() == ["method", "qa", "gsm8k", "mean", "speed-up", "mean", "tau", "tok/s"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 2:][:3]}
     assert list(rows) == ["autoregressive", "eagle3_default", "svip"]
-    assert rows["autoregressive"][:3] == ["1.000", "1.000", "1.000"]
+    # each cell: the speed-up and its 95 % interval over the task's 2 questions
+    assert rows["autoregressive"][:6] == ["1.00", "(1.00-1.00)"] * 3
+    assert any(line.startswith("autoregressive: ") and "intervals: paired bootstrap over 4 questions" in line
+               for line in lines)
+    assert any(line.startswith(("load while timing: other processes", "warning: the machine was busy")) for line in lines)
+    table = (tmp_path / "results" / "run.md").read_text()
+    assert table == (tmp_path / "run" / "run.md").read_text() and "| svip |" in table
+    questions = pd.read_parquet(tmp_path / "run" / "questions.parquet")
+    assert len(questions) == 3 * 4 and set(questions["task"]) == {"qa", "gsm8k"}
     assert "lossless (greedy outputs identical): True" in result.stdout
 
 

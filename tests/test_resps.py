@@ -35,10 +35,12 @@ def test_the_paper_grid_keeps_177_shapes_by_its_rule():
 
 
 def test_cost_model_bins_stay_within_the_budget():
-    # A step of 10 ms; verifying V tokens adds V ms; each level of drafting 3 ms.
+    # A step of 10 ms; verifying V tokens adds V ms; each level of drafting 3 ms, the first more when it
+    # absorbs more tokens (the bins price a cycle absorbing one).
     costs = CostModel(model="m", drafter="d", device="cpu", threads=2, top_k=3, contexts=[100, 200, 300],
                       verify_sizes=[0, 4, 8, 16, 32], verify_s=[[0.010, 0.014, 0.018, 0.026, 0.042]] * 3,
-                      update_s=[0.003] * 3, expand_s=[[0.003] * 11] * 3)
+                      absorb_s=[[0.003 + 0.001 * n for n in range(13)]] * 3, expand_s=[[0.003] * 11] * 3,
+                      overhead_s=[0.001] * 3)
     sizes, depths, top_ks = cost_model_bins(costs, top_k=3, budget=2.0)
     assert sizes == [4, 8] and depths == [1, 2, 3, 4, 5, 6] and top_ks == [2, 3]
 
@@ -238,6 +240,22 @@ def test_the_replay_environment_passes_torchrls_check_and_holds_its_shape(shape_
     walked = env.position - start  # three cycles of at least one token each, unless the answer ended
     assert ((walked >= 3) | (env.position >= tables.length[env.trace_index])).all()
     torch.testing.assert_close(out["observation"][0], tables.observe(env.trace_index, env.position)[0])
+
+
+def test_a_replayed_window_is_priced_with_what_its_cycle_accepts(shape_traces):
+    from test_rl import costs
+
+    model = costs()
+    tables = ShapeTables(shape_traces[0], model, GRID)
+    env = ReSpSReplayEnv(tables, persistence=1, batch=4)
+    td = env.reset()
+    rows, contexts = tables.first.rows(env.trace_index, env.position)
+    accepted = tables.tables[3].accepted(rows, torch.full((4,), 4), torch.full((4,), 8))
+    td["action"] = torch.full((4,), GRID.index(Shape(8, 4, 3)))
+    out = env.step(td)["next"]
+    seconds = [model.draft_seconds(4, c, a) + model.verify_seconds(8, c) + model.overhead_seconds(c)
+               for c, a in zip(contexts.tolist(), accepted.tolist())]
+    torch.testing.assert_close(out["reward"].reshape(-1), (accepted + 1) / torch.tensor(seconds, dtype=torch.float32))
 
 
 def test_replay_needs_the_states_and_every_top_k(shape_traces):

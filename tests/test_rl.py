@@ -53,7 +53,8 @@ def costs(verify_per_token: float = 0.01) -> CostModel:
     return CostModel(model="tiny", drafter="self", device="cpu", threads=1, top_k=TOP_K, contexts=[8, 64],
                      verify_sizes=[0, 1, 16], verify_s=[[0.01, 0.01 + verify_per_token, 0.01 + 16 * verify_per_token],
                                                         [0.02, 0.02 + verify_per_token, 0.02 + 16 * verify_per_token]],
-                     update_s=[0.001, 0.002], expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)])
+                     absorb_s=[[ms * n for n in range(1, MAX_DEPTH + 2)] for ms in (0.001, 0.002)],
+                     expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)], overhead_s=[0.0005, 0.001])
 
 
 def small_ppo(frames: int, **changes) -> PPOSettings:
@@ -112,7 +113,9 @@ def test_size_rewards_price_the_trace_with_the_cost_model(recorded, reward):
         trace, verify = traces[t], SIZES[int(td["action"][i])]
         accepted = accepted_for(trace, p, 3, verify)
         context = trace.prompt_length + p
-        draft_s, verify_s = model.draft_seconds(3, context), model.verify_seconds(verify, context)
+        # The draft absorbs what the cycle accepts; the overhead goes with the verification.
+        draft_s = model.draft_seconds(3, context, accepted)
+        verify_s = model.verify_seconds(verify, context) + model.overhead_seconds(context)
         expected = cycle_reward(reward, torch.tensor(float(accepted)), torch.tensor(draft_s), torch.tensor(verify_s))
         assert float(out["reward"][i]) == pytest.approx(float(expected))
         assert int(out["cycle_accepted"][i]) == accepted and int(out["cycle_verify"][i]) == verify
@@ -155,12 +158,33 @@ def test_depth_episode_is_one_cycle_paid_at_the_stop(recorded):
     assert len(rewards) == MAX_DEPTH - 1 and rewards[:-1] == [0.0] * (MAX_DEPTH - 2)
     context = trace.prompt_length + position
     accepted = accepted_for(trace, position, MAX_DEPTH, 2)
-    expected = (accepted + 1) / (model.draft_seconds(MAX_DEPTH, context) + model.verify_seconds(2, context))
+    expected = (accepted + 1) / (model.draft_seconds(MAX_DEPTH, context, accepted) + model.verify_seconds(2, context)
+                                 + model.overhead_seconds(context))
     assert rewards[-1] == pytest.approx(expected, rel=1e-5)
     td = env.reset()
     td["action"] = torch.tensor([STOP])  # stopping at once verifies the one-level tree
     out = env.step(td)["next"]
     assert bool(out["done"][0]) and int(out["cycle_depth"][0]) == 1
+
+
+def test_replay_validation_prices_each_cycle_with_what_it_accepts(recorded):
+    """The held-out speed-up walks each answer as the engine would, each cycle priced with the
+    tokens it accepts and its overhead, against one root-alone target pass per token."""
+    traces = recorded[0]
+    model = costs()
+    speedups, most = [], 0
+    for trace in traces:
+        position, seconds = 0, 0.0
+        while position < trace.positions:
+            context, accepted = trace.prompt_length + position, accepted_for(trace, position, 3, 4)
+            seconds += (model.draft_seconds(3, context, accepted) + model.verify_seconds(4, context)
+                        + model.overhead_seconds(context))
+            position, most = position + accepted + 1, max(most, accepted)
+        autoregressive = sum(model.verify_seconds(0, trace.prompt_length + p) for p in range(trace.positions))
+        speedups.append(autoregressive / seconds)
+    assert most > 0  # else the test could not tell an accepted-blind price
+    replayed = replay_speedup(TraceTable(traces, model), 3, 4)["speedup"]
+    assert replayed == pytest.approx(sum(speedups) / len(speedups), rel=1e-5)
 
 
 def test_an_online_reset_mid_cycle_goes_on_with_that_cycle(recorded):

@@ -9,6 +9,7 @@ import torch
 from conftest import FAMILIES, decoder_of, random_prompt, save_tiny_checkpoint
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
+from ltd.models.decoder import Decoder
 from ltd.models.draft_lm import DraftLM
 from ltd.traces.trace import Trace, accepted_for, on_target_path, record_answer
 
@@ -46,18 +47,24 @@ def check_replay_equals_engine(target_decoder, drafter, prompt, new_tokens, max_
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("kind", ["draft_lm", "self", "eagle3"])
+@pytest.mark.parametrize("kind", ["draft_lm", "self", "self_int8", "eagle3"])
 def test_acceptance_from_traces_equals_the_engines(tiny, small_draft_hf, family, kind):
+    """self_int8: the target's own weights in int8 (as the default draft LM's): a replay feeds the
+    drafter one token at a time, the engine the accepted ones and the next at once, and the proposals
+    agree only if an int8 row's result does not depend on the rows beside it."""
     tiny_target = tiny(family)
     target = tiny_target.decoder()
     if kind == "draft_lm":
         drafter = DraftLM(decoder_of(small_draft_hf), tiny_target.config.vocab_size)
     elif kind == "self":
         drafter = tiny_target.self_drafter()
+    elif kind == "self_int8":
+        hf = tiny_target.hf
+        drafter = DraftLM(Decoder.from_hf(hf.config, hf.state_dict(), quantize="int8"), tiny_target.config.vocab_size)
     else:
         drafter = tiny_target.eagle3_drafter(target)
     accepted = check_replay_equals_engine(target, drafter, random_prompt(9, seed=3), 40)
-    if kind == "self":
+    if kind in ("self", "self_int8"):
         assert accepted > 100  # long accepted paths were compared, not only rejections
 
 

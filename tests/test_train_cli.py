@@ -18,7 +18,7 @@ def tiny_model(tiny_model_dir, tmp_path):
             "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}"]
 
 
-def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default]", run="run"):
+def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default,best-constant]", run="run"):
     args = [
         sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), "logger=none",
         f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
@@ -41,9 +41,18 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
     policies = tmp_path / "results" / "policies" / "tiny-eagle3-throughput-full"
     assert (policies / "depth.pt").is_file() and (policies / "size.pt").is_file()
     rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("mt_bench", "gsm8k")
-                                                       for m in ("autoregressive", "eagle3_default", "ltd")}
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("mt_bench", "gsm8k") for m in (
+        "autoregressive", "eagle3_default", "best-constant", "ltd")}
     assert all(r["lossless"] for r in rows) and {r["reward"] for r in rows} == {"throughput"}
+    # one question per task: the store keeps the interval's columns, empty (NaN) where nothing resamples
+    assert all({"speed-up low", "speed-up high", "tok/s low", "other load", "steal"} <= set(r) for r in rows)
+    ltd_rows = [r for r in rows if r["method"] == "ltd"]
+    assert {r["best static"] for r in ltd_rows} == {"best-constant"} and all("ratio to best static" in r for r in ltd_rows)
+    assert "test replay on 2 answers held out from training and validation: ltd " in out
+    assert "ltd / best-constant (the best static tree here): " in out
+    best = (policies / "best-constant.yaml").read_text()
+    assert best.startswith("# the best constant tree of the replay") and "kind: static" in best
+    assert (tmp_path / "run" / "train.md").is_file()
 
     bench = subprocess.run([sys.executable, "-m", "ltd.cli.bench_env", *tiny_model(tiny_model_dir, tmp_path),
                             "traces=mt_bench", f"results={tmp_path / 'results'}", "ltd.sizes=[0,1,2,4]",
@@ -146,7 +155,7 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
     assert policy.is_file()
     run = subprocess.run([sys.executable, "-m", "ltd.cli.decode", *tiny, "controller=resps",
                           f"controller.policy={policy}", "tasks=[qa]", "max_new_tokens=12", "threads=1",
-                          f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+                          results, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resps" in run.stdout and "lossless (greedy outputs identical): True" in run.stdout
     # make train evaluates Re-SpS beside LTD once it is trained, held each of evaluate.resps cycles

@@ -103,3 +103,16 @@ def load_model(cfg):
     else:
         drafter = load_drafter(target, d.kind, **draft_lm_settings(cfg))
     return target, drafter
+
+
+def describe_models(cfg) -> str:
+    """One line naming the target, its precision and file, and the drafter and its precision:
+    `qwen2.5-coder-1.5b (float32, from qwen2.5-coder-1.5b-instruct-q4_k_m.gguf) drafted by draft_lm
+    qwen2.5-coder-0.5b (int8 weights)`."""
+    m, d = cfg.model, cfg.drafter
+    source = Path(str(m.source).split(":", 1)[-1]).name
+    target = f"{m.name} ({m.dtype}, from {source})" if source.endswith(".gguf") else f"{m.name} ({m.dtype})"
+    if d.kind == "eagle3":
+        return f"{target} drafted by an EAGLE-3 head ({m.dtype})"
+    name = d.model or Path(str(d.source)).name
+    return f"{target} drafted by draft LM {name} ({f'{d.quantize} weights' if d.quantize else m.dtype})"

@@ -9,3 +9,8 @@ def reason(error: BaseException) -> str:
     if not text:
         return type(error).__name__
     return text.splitlines()[0].split(". ")[0].rstrip(".")
+
+
+class NotLossless(Exception):
+    """A decoded output that is not the target's own: a bug, not a user's mistake. Entry points print
+    it as one line naming the method, task and question, keep what the run wrote, and exit 1."""

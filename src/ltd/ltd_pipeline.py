@@ -7,6 +7,14 @@
     5. evaluation of LTD against every baseline on the four tasks, with the real engine
     6. the tables, printed and appended to the results store
 
+Speed-ups come with 95 % intervals (a paired bootstrap over questions, ltd.eval.spread), LTD's
+against each baseline too, the best static tree first: the stronger of the tuned tree and the best
+constant tree of the replay LTD trained in (method `best-constant`, picked on the validation
+answers). The traces are split three ways per task: training, validation (picks each stage's
+checkpoint and the best constant tree) and test (scored once, after training). Evaluation runs
+under the load guard (ltd.eval.machine_load). A tuned tree measured on another machine, model or
+drafter is tuned again here first (`tune`, by default when its key differs), as make sweep-tree does.
+
 Each of the profile, the traces, the learned baselines and the policies is stored with its key
 (ltd.artefacts): reused only when made from the same model and drafter weights, machine and
 settings, made again (with a note saying what changed) otherwise.
@@ -20,25 +28,31 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ltd.artefacts import Artefact, note, read_or_drop
+from ltd.atomic import write_file, write_json
 from ltd.config_files import controller_file, task_config
-from ltd.configured_models import load_model
+from ltd.configured_models import describe_models, load_model
 from ltd.controllers.ltd import LTD
-from ltd.controllers.methods import build_controller, build_methods, check_tuned_methods, method_config
+from ltd.controllers.methods import build_controller, build_methods, method_config
+from ltd.decoding.controller import StaticTree
+from ltd.decoding.tree import tree_capacity
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_task
 from ltd.eval.records import Records
-from ltd.eval.report import format_table, overall_rows
-from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_COLUMNS, Method, check_methods
+from ltd.eval.headline import BEST_CONSTANT, LTD as LTD_METHOD, Headline, static_baselines
+from ltd.eval.machine_load import LoadGuard, LoadMeter
+from ltd.eval.report import format_table
+from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_SHOWN, Method, check_lossless, check_methods, summarise
 from ltd.eval.store import append_rows, stamped
 from ltd.eval.tasks import load_questions
+from ltd.eval.tree_search import SearchJob, open_search, tune, tuned_config
 from ltd.fingerprints import describe_machine, file_digest
 from ltd.learned.classifiers import load_classifier
 from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
 from ltd.resps_pipeline import resps_directory
 from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.settings import COMPONENTS, LtdSettings
-from ltd.rl.stages import TrainedPolicies, train_ltd
+from ltd.rl.stages import TrainedPolicies, test_replay, train_ltd
 from ltd.schema import TaskSchema
 from ltd.sweeps import job_overrides
 from ltd.traces.cost_check import priced_cycles
@@ -63,6 +77,8 @@ class Job:
     model: dict  # identities, for the keys of what is derived
     drafter: dict
     machine: dict  # the machine and thread count the timings are taken on
+    guard: LoadGuard
+    search: SearchJob | None = None  # a tuned tree to search here before evaluating (make sweep-tree's)
 
 
 def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, machine: dict) -> Job:
@@ -73,31 +89,43 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     name = cfg.name or (f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
                         f"{f'-t{cfg.temperature:g}' if cfg.temperature else ''}")
     for method in cfg.evaluate.methods:
-        controller_file(method, cfg.model.name)
-    check_methods([Method(method) for method in cfg.evaluate.methods] + [Method("ltd")])
+        controller_file(method, cfg.model.name)  # best-constant's too: it names the file it reads elsewhere
+    check_methods([Method(method) for method in cfg.evaluate.methods] + [Method(LTD_METHOD)])
     logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
-    check_tuned_methods(list(cfg.evaluate.methods), cfg, model, drafter, machine)
-    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine)
+    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine,
+               LoadGuard(cfg.max_other_load, cfg.require_quiet))
 
 
-def run(job: Job, run_dir: Path) -> bool:
-    """Every step of the pipeline; True when every method's output was lossless."""
+def run(job: Job, run_dir: Path) -> None:
+    """Every step of the pipeline; NotLossless, after the report, when a method's output was not
+    the target's own."""
     cfg, spent = job.cfg, Spent()
+    opened = open_search(job.search) if job.search else None
     target, drafter = load_model(cfg)
     spent("models")
-    costs, cost_file = cost_model(cfg, target, drafter, job.settings.sizes, job.model, job.drafter, job.machine)
+    if job.search:
+        print(f"tuned tree: none measured here with this model and drafter; searching one first ({job.search.trials} "
+              f"trials of {len(job.search.questions)} questions, conf/sweep_tree.yaml; tune=false skips this)")
+        tracker = Tracker(job.logger, run_dir / "tree-search", job_type="sweep", group=cfg.experiment,
+                          name=f"sweep-tree-{cfg.model.name}-{job.search.tasks_name}-{run_dir.name}",
+                          tags=[cfg.model.name, cfg.drafter.kind, job.search.mode], config={"study": job.search.name})
+        tune(job.search, opened, Engine(target.decoder, target.stop_token_ids, drafter), target, tracker)
+        spent("tree search")
+    costs, cost_file = cost_model(cfg, target, drafter, job.settings.sizes, job.model, job.drafter, job.machine,
+                                  job.guard)
     spent("profile")
     recorded = traces(cfg, target, drafter, job.model, job.drafter)
     spent("record")
     print(f"traces: {len(recorded.train)} answers to train on ({sum(t.positions for t in recorded.train)} "
-          f"positions), {len(recorded.held_out)} held out, in {', '.join(map(str, recorded.directories))}")
+          f"positions), {len(recorded.held_out)} for validation, {len(recorded.test)} for test, in "
+          f"{', '.join(map(str, recorded.directories))}")
     learned_baselines(cfg, job.baselines, recorded.train, recorded.train_paths, job.model, job.drafter)
     spent("baselines")
     policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{job.name}",
                         policies_key(cfg, job.settings, job.model, job.drafter, recorded, cost_file), "ltd policies",
                         directory=True)
-    policies.open(owned=("*.pt", "*.json", "checkpoints"))
+    policies.open(owned=("*.pt", "*.json", "*.yaml", "checkpoints"))
     tracker = Tracker(job.logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{job.name}-{run_dir.name}",
                       group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
                       config=OmegaConf.to_container(cfg, resolve=True))
@@ -106,18 +134,23 @@ def run(job: Job, run_dir: Path) -> bool:
                                  recorded.held_out, costs, policies.path, tracker)
         spent("ppo")
         print_stages(trained, policies.path, len(recorded.held_out))
+        if recorded.test:
+            print_test(test_replay(trained, recorded.test, costs, job.settings), trained, policies.path)
+        constant = best_constant_tree(trained, costs.top_k, policies.path)
         ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                   size_policy=str(trained.size) if trained.size else None,
                   depth=job.settings.fixed_depth, verify=job.settings.depth_verify)
-        methods = build_methods(list(cfg.evaluate.methods), cfg) + resps_method(job) + [Method("ltd", ltd)]
-        summaries = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
+        # best-constant: this run's own (its policies' replay), not the file of make train's default policies
+        methods = ([Method(BEST_CONSTANT, constant) if name == BEST_CONSTANT else build_methods([name], cfg)[0]
+                    for name in cfg.evaluate.methods] + resps_method(job) + [Method(LTD_METHOD, ltd)])
+        per_task = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
         spent("evaluation")
-        rows = report(job, summaries, run_dir, tracker)
+        report(job, per_task, [m.name for m in methods], run_dir, tracker)
         print_cost_check(job, costs, run_dir)
         print(f"time spent: {spent}")
     finally:
         tracker.finish()
-    return all(row["lossless"] is not False for row in rows)  # None: sampled, lossless in distribution
+    check_lossless(per_task)
 
 
 def ltd_settings(cfg) -> LtdSettings:
@@ -135,12 +168,15 @@ def ltd_settings(cfg) -> LtdSettings:
     if cfg.temperature > 0 and cfg.env.backend == "replay":
         # A trace holds the target's greedy answer: what a sampled cycle accepts is not in it.
         raise LtdError("the replay environments replay greedy traces: temperature > 0 trains online (env=online)")
-    if not 0 < cfg.record.validation < cfg.record.questions:
-        raise LtdError(f"record.validation must be between 1 and record.questions - 1, got {cfg.record.validation}")
+    r = cfg.record
+    if not (0 < r.validation and 0 <= r.test and r.validation + r.test < r.questions):
+        raise LtdError(f"record.validation (>= 1) and record.test (>= 0) must leave questions to train on: "
+                       f"{r.validation} + {r.test} of record.questions {r.questions}")
     return s
 
 
-def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict):
+def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict,
+               guard: LoadGuard):
     """(the cost model, its file): the saved profile of this model, drafter and machine when it
     covers the sizes and depths to be priced, else a new one."""
 
@@ -154,13 +190,17 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
             return costs, file
         measured |= set(costs.verify_sizes)
     p = cfg.profile
+    guard.before_timing()
+    meter = LoadMeter().start()
     with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
         costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
                                    sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
+    load = meter.read()
+    guard.check(load, "the profile")  # a busy profile is not saved: PPO would train on its prices
     file.unseal()
     costs.save(file.path)
     file.seal()
-    print(f"cost model: measured, {file.path}")
+    print(f"cost model: measured, {file.path}; {guard.verdict(load)}")
     return costs, file
 
 
@@ -168,7 +208,7 @@ def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
     """The traces of make train's questions, recorded where missing."""
     r = cfg.record
     return record_tasks(target, drafter, cfg.results, model, drafter_id, list(map(task_config, r.tasks)), r.questions,
-                        r.validation, r.max_new_tokens, r.top_k, r.max_depth)
+                        r.validation, r.max_new_tokens, r.top_k, r.max_depth, test=r.test)
 
 
 def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
@@ -181,6 +221,8 @@ def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model
                       "learned baselines", directory=True)
     kinds = []
     for method in cfg.evaluate.methods:
+        if method == BEST_CONSTANT:  # made after training
+            continue
         config = method_config(method, cfg)
         if config["kind"] in KINDS:
             weights = Path(config.get("weights", ""))
@@ -265,6 +307,27 @@ def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> No
           f"{c['speedup']:.3f}; ltd: {last:.3f} ({last / c['speedup']:.3f}x of it)")
 
 
+def print_test(scores: dict, trained: TrainedPolicies, directory: Path) -> None:
+    """The test replay (ltd.rl.stages.test_replay), printed and kept as test.json beside the policies."""
+    write_json(directory / "test.json", scores)
+    ltd, constant, c = scores["ltd"]["speedup"], scores["constant"]["speedup"], trained.constant
+    print(f"test replay on {scores['answers']} answers held out from training and validation: ltd {ltd:.3f}, "
+          f"the best constant tree of validation (depth {c['depth']:.0f}, V {c['verify']:.0f}) {constant:.3f}; "
+          f"ltd / constant {ltd / constant:.3f}")
+
+
+def best_constant_tree(trained: TrainedPolicies, top_k: int, directory: Path) -> StaticTree:
+    """The best constant tree of the replay (picked on validation) as a static tree of the traces'
+    top-k; written as best-constant.yaml beside the policies, which conf/controller/best-constant.yaml
+    reads (so make run and make eval decode it too)."""
+    c = trained.constant
+    depth = round(c["depth"])  # a V past what the tree holds verifies the whole tree, in replay as here
+    tree = StaticTree(depth=depth, top_k=top_k, verify=min(round(c["verify"]), tree_capacity(depth, top_k)))
+    note_line = f"the best constant tree of the replay in {directory}, picked on the validation answers"
+    write_file(directory / "best-constant.yaml", lambda tmp: tmp.write_text(tuned_config(tree, note_line)))
+    return tree
+
+
 def resps_method(job: Job) -> list[Method]:
     """Re-SpS beside LTD, its shapes held each of `evaluate.resps` cycles (named resps at
     conf/controller/resps.yaml's persistence, resps-p<N> otherwise), where make resps trained it
@@ -282,44 +345,55 @@ def resps_method(job: Job) -> list[Method]:
             for n in cfg.evaluate.resps]
 
 
-def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, dict]:
-    """Every method on each task's questions with the real engine, interleaved; the summary of each task."""
+def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Every method on each task's questions with the real engine, interleaved, the order of the
+    methods rotating across the tasks; each task's question rows."""
     cfg, e = job.cfg, job.cfg.evaluate
-    settings = EvalSettings(e.max_new_tokens, cfg.temperature, e.seed, e.warmup_tokens)
-    summaries = {}
+    settings = EvalSettings(e.max_new_tokens, cfg.temperature, e.seed, e.warmup_tokens, guard=job.guard)
+    per_task, first = {}, 0
     for task in job.tasks:
         questions = load_questions(task.path, e.questions, task.per_category)
         records = Records(run_dir / task.name, [m.name for m in methods])
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.machine["threads"],
                    max_new_tokens=e.max_new_tokens, temperature=cfg.temperature)
         with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
-            summaries[task.name] = evaluate_task(engine, target, methods, questions, settings, records, run,
-                                                 lambda *_: bar.update())
+            summary = evaluate_task(engine, target, methods, questions, settings, records, run,
+                                    lambda *_: bar.update(), first)
+        first += len(questions)
         print(f"\n{task.name}: {len(questions)} questions, up to {e.max_new_tokens} new tokens per turn")
-        print(format_table(summaries[task.name]["methods"], SUMMARY_COLUMNS))
-    return summaries
+        print(format_table(summary["methods"], SUMMARY_SHOWN))
+        per_task[task.name] = records.frames()[1]
+    return per_task
 
 
-def report(job: Job, summaries: dict[str, dict], run_dir: Path, tracker: Tracker) -> list[dict]:
-    """The table over tasks (printed, summarised in W&B) and every task's rows appended to the store."""
+def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str], run_dir: Path,
+           tracker: Tracker) -> None:
+    """The table over tasks with its intervals and LTD's ratios (printed, summarised in W&B, written
+    as train.md and train.json in the run directory), and every task's rows appended to the store."""
     cfg, machine = job.cfg, describe_machine(job.machine)
-    rows = overall_rows({task: s["methods"] for task, s in summaries.items()})
-    print(f"\n{cfg.model.name}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
-          f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {machine}")
-    print(format_table(rows, ["method", *summaries, "mean speed-up", "mean tau", "policy share", "lossless"]))
-    by_method = {row["method"]: row["mean speed-up"] for row in rows}
-    for reference in ("tuned", "eagle3_default"):
-        if reference in by_method:
-            print(f"ltd / {reference}: {by_method['ltd'] / by_method[reference]:.3f}")
-    stored = [row for task, s in summaries.items() for row in stamped(
-        s["methods"], run_dir, machine=machine, experiment=cfg.experiment, overrides=" ".join(job_overrides()),
-        model=cfg.model.name, drafter=cfg.drafter.kind, reward=cfg.reward.kind, component=cfg.component,
-        policies=job.name, task=task, max_new_tokens=cfg.evaluate.max_new_tokens, temperature=cfg.temperature)]
+    headline = Headline.of(per_task, method_order, static_baselines(method_order))
+    header = (f"{describe_models(cfg)}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
+              f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {cfg.evaluate.questions} questions per task, "
+              f"up to {cfg.evaluate.max_new_tokens} new tokens per turn, {machine}")
+    verdict = job.guard.verdict(headline.load)
+    print(f"\n{header}\n{headline.text()}\n{verdict}")
+    headline.write(header, verdict, [run_dir], name="train")
+    ratio = next((r for r in headline.ratios if r["over"] == headline.best_static), {})
+    stored = []
+    for task, rows in per_task.items():
+        for row in stamped(summarise(rows, method_order), run_dir, machine=machine, experiment=cfg.experiment,
+                           overrides=" ".join(job_overrides()), model=cfg.model.name, drafter=cfg.drafter.kind,
+                           reward=cfg.reward.kind, component=cfg.component, policies=job.name, task=task,
+                           max_new_tokens=cfg.evaluate.max_new_tokens, temperature=cfg.temperature):
+            if row["method"] == LTD_METHOD and ratio:  # LTD over the best static tree, the mean over tasks
+                row.update({"best static": ratio["over"], "ratio to best static": ratio["ratio"],
+                            "ratio to best static low": ratio["ratio low"],
+                            "ratio to best static high": ratio["ratio high"]})
+            stored.append(row)
     store = Path(cfg.results) / "store.jsonl"
     append_rows(store, stored)
-    tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in rows})
-    print(f"appended {len(stored)} rows to {store}; records in {run_dir}")
-    return rows
+    tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in headline.rows})
+    print(f"appended {len(stored)} rows to {store}; records and train.md in {run_dir}")
 
 
 def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:

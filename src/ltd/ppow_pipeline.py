@@ -26,7 +26,7 @@ from ltd.drafter_training.pipeline import DrafterJob, finished_head, head_data, 
 from ltd.drafter_training.ppow import PPOWSettings, tune
 from ltd.errors import LtdError
 from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, Method, compare
+from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, summarise
 from ltd.eval.store import append_rows, stamped
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import digest
@@ -54,7 +54,7 @@ class PPOWJob:
 
 def gamma_of(costs: CostModel) -> float:
     """One draft level (one node) over one target step, averaged over the profiled contexts."""
-    ratios = [(costs.draft_seconds(2, c) - costs.draft_seconds(1, c)) / costs.verify_seconds(0, c)
+    ratios = [(costs.draft_seconds(2, c, 0) - costs.draft_seconds(1, c, 0)) / costs.verify_seconds(0, c)
               for c in costs.contexts]
     return sum(ratios) / len(ratios)
 
@@ -111,7 +111,7 @@ def train_variant(target, supervised: Path, shards: list[dict], job: PPOWJob, se
     return final.path
 
 
-def evaluate(target, heads: dict[str, Path], job: PPOWJob, log=print) -> pd.DataFrame:
+def evaluate(target, heads: dict[str, Path], job: PPOWJob, log=print) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Every head decodes each task's first questions with the same tree, interleaved with
     autoregressive decoding; one row per task and head."""
     decoder, tree = target.decoder, StaticTree(*job.eval_tree)
@@ -123,13 +123,15 @@ def evaluate(target, heads: dict[str, Path], job: PPOWJob, log=print) -> pd.Data
     warm_up = target.encode_chat([{"role": "user", "content": "Say hello."}])
     for method in methods:  # the first method timed would otherwise pay for everything's first call
         method.generate(first, warm_up, 16, 0.0, 0)
-    rows = []
+    rows, per_task, decoded = [], {}, 0
     for task in job.tasks:
         questions = load_questions(task.path, job.questions)
         log(f"{task.name}: {len(questions)} questions, {len(methods)} methods interleaved")
-        summary = compare(first, target, methods, questions, job.max_new_tokens, 0.0, 0)
+        per_task[task.name] = decode_questions(first, target, methods, questions, job.max_new_tokens, 0.0, 0, decoded)
+        decoded += len(questions)
+        summary = summarise(per_task[task.name], [m.name for m in methods])
         rows += [dict(task=task.name, **row) for row in summary if row["method"] != AUTOREGRESSIVE]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), per_task
 
 
 def table(results: pd.DataFrame) -> list[dict]:
@@ -165,7 +167,7 @@ def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tra
     heads = {SUPERVISED: supervised.path}
     for settings in job.variants:
         heads[settings.name] = train_variant(target, supervised.path, shards, job, settings, gamma, tracker, log)
-    results = evaluate(target, heads, job, log)
+    results, per_task = evaluate(target, heads, job, log)
     rows = table(results)
     depth, top_k, verify = job.eval_tree
     print(f"\n{target.name}: EAGLE-3 heads, tree depth {depth}, top-k {top_k}, V {verify}, greedy, first "
@@ -176,4 +178,5 @@ def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tra
     append_rows(store, stamped(results.to_dict("records"), run_dir, job="drafter-rl", gamma=gamma,
                                model=target.name, eval_tree=list(job.eval_tree)))
     print(f"appended {len(results)} rows to {store}")
+    check_lossless(per_task)
     return rows

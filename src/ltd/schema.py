@@ -89,6 +89,9 @@ class EvalSchema:
     seed: int
     threads: int | None
     warmup_tokens: int
+    repeats: int
+    max_other_load: float
+    require_quiet: bool
     resume: str | None  # a run directory to continue
     skip_missing: bool
     results: str
@@ -102,10 +105,14 @@ class DecodeSchema:
     tasks: list[str] | None
     methods: list[str]
     questions: int
+    repeats: int
     max_new_tokens: int
     temperature: float
     seed: int
     threads: int | None
+    max_other_load: float
+    require_quiet: bool
+    results: str
     controller: dict[str, Any] | None = None  # the controller group, chosen or not
 
 
@@ -148,6 +155,8 @@ class ProfileSchema:
     max_depth: int
     repeats: int
     threads: int | None
+    max_other_load: float
+    require_quiet: bool
     results: str
     output: str | None
 
@@ -192,6 +201,7 @@ class SweepTreeSchema:
     model: ModelSchema
     drafter: DrafterSchema
     task: TaskSchema
+    trees: TreesSchema
     logger: LoggerSettings
     space: TreeSpace
     grid: TreeSpace
@@ -207,6 +217,8 @@ class SweepTreeSchema:
     temperature: float
     threads: int | None
     warmup_tokens: int
+    max_other_load: float
+    require_quiet: bool
     write_best: bool
 
 
@@ -230,6 +242,7 @@ class TrainRecordSchema:
     max_depth: int
     max_new_tokens: int
     validation: int
+    test: int
 
 
 @dataclass
@@ -269,6 +282,9 @@ class TrainSchema:
     name: str | None
     temperature: float
     threads: int | None
+    tune: bool | None
+    max_other_load: float
+    require_quiet: bool
     results: str
 
 
@@ -363,6 +379,7 @@ VALUES = {
     "batches": (_whole(1), "whole numbers >= 1"),
     "persistence": (_whole(1), "a whole number of cycles >= 1"),
     "budget": (_positive, "a number > 0 (target steps)"),
+    "max_other_load": (lambda v: _non_negative(v) and v <= 1, "a share of the CPU between 0 and 1"),
 }
 
 

@@ -26,7 +26,8 @@ def caption(figure, text: str) -> None:
 
 def cost_models(models: dict[str, CostModel]):
     """Per cost model: the verify pass's time against V at each profiled context (flat, then rising:
-    the bandwidth-bound stretch is what a tree spends), and the drafting time per level."""
+    the bandwidth-bound stretch is what a tree spends), and the drafting time per level (level 1:
+    the drafter absorbing one token, the bonus of a cycle that accepted nothing)."""
     figure, axes = plt.subplots(len(models), 2, figsize=(10, 3.4 * len(models)), squeeze=False)
     for (name, m), (verify, draft) in zip(models.items(), axes):
         for context, times in zip(m.contexts, m.verify_s):
@@ -34,9 +35,9 @@ def cost_models(models: dict[str, CostModel]):
         verify.set(xlabel="V (draft tokens verified)", ylabel="one verify pass (ms)",
                    title=f"{m.model}, {m.drafter}: verify")
         levels = list(range(1, m.max_depth + 1))
-        for context, update, expand in zip(m.contexts, m.update_s, m.expand_s):
-            draft.plot(levels, [1000 * t for t in [update, *expand]], marker="o", label=f"context {context}")
-        draft.set(xlabel="level (1: the drafter absorbs the accepted tokens)", ylabel="time of the level (ms)",
+        for context, absorb, expand in zip(m.contexts, m.absorb_s, m.expand_s):
+            draft.plot(levels, [1000 * t for t in [absorb[0], *expand]], marker="o", label=f"context {context}")
+        draft.set(xlabel="level (1: the drafter absorbs one token)", ylabel="time of the level (ms)",
                   title=f"{m.drafter}: draft, top-k {m.top_k}")
         verify.legend(fontsize=8)
         draft.legend(fontsize=8)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from ltd.artefacts import hold, release
 from ltd.config_files import CONFIG_PATH, group_options
-from ltd.errors import LtdError
+from ltd.errors import LtdError, NotLossless
 from ltd.sweeps import clear_failure, in_sweep, record_failure
 
 
@@ -70,8 +70,9 @@ def discard_session_files() -> None:
 @contextlib.contextmanager
 def user_errors():
     """A user's mistake ends the run with one line on stderr and exit code 2, no traceback, and
-    no run directory left behind. In a sweep it ends that job alone, its line kept for the sweep's
-    report (ltd.sweeps)."""
+    no run directory left behind; an output that is not lossless, with one line and exit code 1,
+    its records kept. In a sweep either ends that job alone, its line kept for the sweep's report
+    (ltd.sweeps)."""
     try:
         yield
     except LtdError as error:
@@ -81,6 +82,12 @@ def user_errors():
             return
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except NotLossless as error:  # the run's records stay: they show the output that differs
+        if in_sweep():
+            record_failure(str(error))
+            return
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

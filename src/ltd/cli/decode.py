@@ -1,24 +1,34 @@
-"""The main job: decode the first questions of each task (by default one of each of the five
+"""The main job: decode the first questions of each task (by default two of each of the five
 evaluation tasks) with autoregressive decoding and with the methods (by default the model's tuned
-static tree and LTD, each once it exists), interleaved on the same decoder, check that the outputs
-match, and print the speed-up table: per task and the mean over tasks.
+static tree, make train's best constant tree and LTD, each once it exists), interleaved on the same
+decoder with the order rotating across questions and tasks, check that the outputs match, and
+print the speed-up table: per task and the mean over tasks, each with its 95 % interval, the
+autoregressive tok/s behind them, LTD over the best static tree, and what else ran on the machine
+meanwhile. The table is also written to <results>/run.md (and run.json), and to the run directory.
 
     python -m ltd.cli.decode questions=5 tasks=[gsm8k]
     python -m ltd.cli.decode methods=[tuned,svip]
     python -m ltd.cli.decode controller=eagle3_default controller.depth=4   # one controller, its settings changed
+    python -m ltd.cli.decode questions=1 repeats=3        # one question each, decoded three times: the interval over repeats
+    python -m ltd.cli.decode require_quiet=true           # refuse to time on a busy machine
+
+Exits 1, naming the method, task and question, when an output is not the target's own.
 """
 import hydra
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from tqdm import tqdm
 
-from ltd.cli.app import launch, set_threads, user_errors
+from ltd.atomic import write_file
+from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, chosen_tasks
-from ltd.configured_models import identities, load_model
+from ltd.configured_models import describe_models, identities, load_model
 from ltd.controllers.methods import compared_methods
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
-from ltd.eval.report import format_table, overall_rows
-from ltd.eval.runner import AUTOREGRESSIVE, compare
+from ltd.eval.headline import Headline, static_baselines
+from ltd.eval.machine_load import Load, LoadGuard
+from ltd.eval.runner import AUTOREGRESSIVE, check_lossless, decode_questions
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
@@ -28,34 +38,52 @@ from ltd.schema import check_config
 def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "decode")
+        guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
         tasks = chosen_tasks(cfg)
         questions = {task.name: load_questions(task.path, cfg.questions, task.per_category) for task in tasks}
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
         methods = compared_methods(cfg, HydraConfig.get().runtime.choices["controller"], model, drafter, here)
+        run_dir = run_directory("a make run")
+        guard.before_timing()
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         warm_up = target.encode_chat([{"role": "user", "content": questions[tasks[0].name][0].turns[0]}])
         for method in methods:
             method.generate(engine, warm_up[:64], 16, cfg.temperature, cfg.seed)
-        per_task = {}
+        per_task, first = {}, 0
+
+        def done(rows: list[dict]) -> None:
+            bar.update()
+            guard.check(Load.of_question(rows[0]), f"question {rows[0]['question_id']}")
+
         with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
             for task in tasks:
                 bar.set_description(task.name)
-                per_task[task.name] = compare(engine, target, methods, questions[task.name], cfg.max_new_tokens,
-                                              cfg.temperature, cfg.seed, bar.update)
-        speed = sum(rows[0]["tok/s"] for rows in per_task.values()) / len(tasks)
-        print(f"\n{target.name} with drafter {cfg.drafter.kind}: {cfg.questions} question(s) of each task, up to "
-              f"{cfg.max_new_tokens} new tokens per turn, temperature {cfg.temperature}, {describe_machine(here)}; "
-              f"{AUTOREGRESSIVE} {speed:.2f} tok/s")
-        rows = overall_rows(per_task)
-        print(format_table(rows, ["method", *per_task, "mean speed-up", "mean tau"]))
+                per_task[task.name] = decode_questions(engine, target, methods, questions[task.name],
+                                                       cfg.max_new_tokens, cfg.temperature, cfg.seed, first,
+                                                       cfg.repeats, done)
+                first += len(questions[task.name])
+        headline = Headline.of(per_task, [m.name for m in methods], static_baselines([m.name for m in methods]))
+        header = (f"{describe_models(cfg)}; {cfg.questions} question(s) of each task"
+                  f"{f' decoded {cfg.repeats} times' if cfg.repeats > 1 else ''}, up to {cfg.max_new_tokens} new "
+                  f"tokens per turn, temperature {cfg.temperature}, {describe_machine(here)}")
+        print(f"\n{header}")
+        print(headline.text())
         for method in methods[1:]:
             c = method.controller
             shape = f" (depth {c.depth}, top-k {c.top_k}, V {c.verify})" if c.kind == "static" else ""
             print(f"{method.name}: {c.kind}{shape}")
+        print(guard.verdict(headline.load))
         if cfg.temperature == 0:
-            print(f"lossless ({what_lossless_means(target.decoder.dtype)}): {all(row['lossless'] for row in rows)}")
+            print(f"lossless ({what_lossless_means(target.decoder.dtype)}): "
+                  f"{all(row['lossless'] for row in headline.rows)}")
+        written = headline.write(header, guard.verdict(headline.load), [run_dir, cfg.results])
+        questions_file = run_dir / "questions.parquet"
+        rows = pd.concat([rows.assign(task=task) for task, rows in per_task.items()])
+        write_file(questions_file, lambda tmp: rows.to_parquet(tmp, index=False))
+        print(f"table in {', '.join(map(str, written))}; each question's rows in {questions_file}")
+        check_lossless(per_task)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,15 @@ check each against the autoregressive output, print the summary table and write 
     python -m ltd.cli.eval resume=outputs/eval/2026-11-29_17-32-49-3fa2c1   # go on after a kill
     python -m ltd.cli.eval --config-dir sweeps --config-name cpu_table1     # a sweep (make sweep name=cpu_table1)
 
-Every run appends its rows (one per method) to <results>/store.jsonl, with its experiment and overrides.
+Every run appends its rows (one per method) to <results>/store.jsonl, with its experiment and overrides:
+throughput and speed-up each with its 95 % interval (a paired bootstrap over questions, or over
+repeats for one question: repeats=N), and the load the guard read while timing (max_other_load,
+require_quiet=true refuses a busy run). Exits 1, naming the method and question, when an output is
+not the target's own.
 
 A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
 methods and settings (its key.json says which); it decodes the questions not yet finished.
 """
-import sys
 from pathlib import Path
 
 import hydra
@@ -18,14 +21,15 @@ from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities, load_model
+from ltd.configured_models import describe_models, identities, load_model
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
 from ltd.errors import LtdError
 from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
 from ltd.eval.report import format_table
-from ltd.eval.runner import SUMMARY_COLUMNS, check_methods
+from ltd.eval.machine_load import LoadGuard
+from ltd.eval.runner import SUMMARY_SHOWN, check_lossless, check_methods, run_load
 from ltd.eval.store import append_rows, stamped
 from ltd.eval.tasks import load_questions, task_identity
 from ltd.fingerprints import describe_machine, machine
@@ -33,7 +37,7 @@ from ltd.schema import check_config
 from ltd.sweeps import finished_before, in_sweep, job_overrides
 from ltd.tracking import Tracker
 
-EVALUATION = 2  # format of the records: a change makes earlier runs impossible to resume
+EVALUATION = 3  # format of the records: a change makes earlier runs impossible to resume
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base=None)
@@ -44,6 +48,7 @@ def main(cfg) -> None:
             raise LtdError("resume= goes on with one run directory: not with -m (a sweep resumes by itself)")
         logger = OmegaConf.to_object(cfg.logger)
         logger.validate()
+        guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
@@ -57,9 +62,10 @@ def main(cfg) -> None:
         key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
                "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-               "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens}
+               "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens,
+               **({"repeats": cfg.repeats} if cfg.repeats > 1 else {})}
         records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None or in_sweep(),
-                               or_new=in_sweep())
+                               or_new=in_sweep(), repeats=cfg.repeats)
         run_dir, store = records.directory, Path(cfg.results) / "store.jsonl"
         if finished_before(cfg.results, run_dir):
             return
@@ -71,20 +77,20 @@ def main(cfg) -> None:
                           config=OmegaConf.to_container(cfg, resolve=True))
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
                    machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens)
+        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens, cfg.repeats, guard)
         summary = evaluate_tracked(engine, target, methods, questions, settings, records, run, tracker, cfg.task.name)
         c = cfg
-        print(f"\n{target.name} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new tokens per "
-              f"turn, temperature {c.temperature}, {describe_machine(here)}")
-        print(format_table(summary["methods"], SUMMARY_COLUMNS))
+        print(f"\n{describe_models(cfg)} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new "
+              f"tokens per turn, temperature {c.temperature}, {describe_machine(here)}")
+        print(format_table(summary["methods"], SUMMARY_SHOWN))
+        verdict = guard.verdict(run_load(records.frames()[1]))
+        print(f"intervals: 95 %, paired bootstrap over {summary['methods'][0]['interval over']}; {verdict}")
         append_rows(store, stamped(summary["methods"], run_dir, experiment=cfg.experiment,
                                    overrides=" ".join(job_overrides()), **run))
         print(f"harness overhead {run['harness_overhead']:.2%} of {run['loop_seconds']:.0f} s; lossless: "
               f"{what_lossless_means(target.decoder.dtype, cfg.temperature)}; records in {run_dir}, rows appended "
               f"to {store}")
-        if cfg.temperature == 0 and not all(row["lossless"] for row in summary["methods"]):
-            print("error: a method's output differs from autoregressive decoding", file=sys.stderr)
-            sys.exit(1)
+        check_lossless({cfg.task.name: records.frames()[1]})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """make profile: measure this machine's cost model for a target and drafter, print it, save it.
 
     python -m ltd.cli.profile contexts=[256,1024] repeats=3
+    python -m ltd.cli.profile require_quiet=true     # refuse to profile on a busy machine
 
 The profile goes to results/profiles/<model>-<drafter>-<digest>.json with its key beside it (the
 model and drafter with their weights, this machine and thread count, top_k): make train reuses it
@@ -14,6 +15,7 @@ from ltd.artefacts import Artefact
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
 from ltd.configured_models import identities, load_model
+from ltd.eval.machine_load import LoadGuard, LoadMeter
 from ltd.eval.report import format_table
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
@@ -32,9 +34,14 @@ def main(cfg) -> None:
         key = cost_model_key(*identities(cfg), here, cfg.top_k)
         output = Artefact(cfg.output, key, "cost model") if cfg.output else cost_model_file(cfg.results, key)
         target, drafter = load_model(cfg)
+        guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
+        guard.before_timing()
+        meter = LoadMeter().start()
         with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
             costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(cfg.contexts),
                                        list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats, bar.update)
+        load = meter.read()
+        guard.check(load, "the profile")  # a busy profile is not saved: replay would train on its prices
         output.unseal()
         costs.save(output.path)
         output.seal()
@@ -44,14 +51,17 @@ def main(cfg) -> None:
         rows = []
         for i, context in enumerate(costs.contexts):
             expansions = costs.expand_s[i]
-            row = {"context": context, "update": 1000 * costs.update_s[i],
-                   "expansion": 1000 * sum(expansions) / max(1, len(expansions))}
+            row = {"context": context, "absorb 1": 1000 * costs.absorb_s[i][0],
+                   f"absorb {costs.max_depth + 1}": 1000 * costs.absorb_s[i][-1],
+                   "expansion": 1000 * sum(expansions) / max(1, len(expansions)),
+                   "overhead": 1000 * costs.overhead_s[i]}
             row.update({f"V={v}": 1000 * s for v, s in zip(costs.verify_sizes, costs.verify_s[i])})
             rows.append(row)
         print(format_table(rows, list(rows[0])))
-        print("update: the drafter absorbs an accepted token and its bonus (the root expansion); expansion: one "
-              f"further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); V=n: the target "
-              "verifies the root and n draft tokens")
+        print(f"absorb n: the drafter absorbs n tokens, what a cycle accepted and its bonus (the root expansion); "
+              f"expansion: one further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); "
+              "overhead: the engine's time per cycle outside these passes; V=n: the target verifies the root and n draft tokens")
+        print(guard.verdict(load))
         print(f"written: {output.path}")
 
 

@@ -5,16 +5,18 @@ with the key of what it was measured on (machine, model, drafter, settings) besi
     python -m ltd.cli.sweep_tree trials=40 tasks=null task=humaneval   # the paper's: HumanEval alone
     python -m ltd.cli.sweep_tree mode=grid questions=4
 
-With `tasks` (the default: the five of the evaluation), each trial decodes the first `questions` of
-every one and scores the speed-up over all their tokens: a tree tuned on code alone drafts too deep
-for chat.
+The search space covers every tree LTD may choose (depth up to trees.max_depth, top-k up to
+trees.top_k, V up to LTD's largest size), so the tuned tree is the strongest static baseline there
+is to find. With `tasks` (the default: the five of the evaluation), each trial decodes the last
+`questions` of every one and scores the speed-up over all their tokens: a tree tuned on code alone
+drafts too deep for chat. Each trial runs under the load guard (require_quiet=true refuses a busy
+one) and stops the search if its tree's output is not the target's own.
 
 A study is keyed like every artefact: the default study name ends with the key's digest, so other
 settings start another study; a study named with `study=` refuses settings other than its own.
 `storage=sqlite:///results/sweeps/studies.db` (or any database URL) lets several workers share one
 study: started on one or many machines with the same study=, they finish `trials` together.
 """
-import datetime
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,16 +26,42 @@ from omegaconf import OmegaConf
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import identities, load_model
-from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
+from ltd.eval.machine_load import LoadGuard
 from ltd.eval.tasks import load_questions, task_identity
-from ltd.eval.tree_search import (best_tree, best_trial, check_space, finished, open_keyed_study, search, tree_speedup,
-                                  trials_table, write_tuned)
+from ltd.eval.tree_search import SearchJob, check_space, open_search, tune
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import check_config
 from ltd.tracking import Tracker
 
-STUDY = 2  # format of what a trial measures (2: the last questions of each task; 1 read the first)
+STUDY = 3  # format of what a trial measures (3: rotation across trials, intervals; 2: the last questions of each task)
+
+
+def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
+    """The search a checked sweep_tree config describes, in plain values (make train builds one too)."""
+    space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
+    check_space(cfg.mode, space)
+    tasks = chosen_tasks(cfg)
+    tasks_name = "+".join(task.name for task in tasks)
+    questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
+                                                                              task.per_category, from_end=True)]
+    key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
+           "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
+           "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
+           "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+           "warmup_tokens": cfg.warmup_tokens}
+    name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
+    tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml" if cfg.write_best else None
+    return SearchJob(name, key, cfg.mode, space, cfg.trials, cfg.seed, cfg.storage, questions, tasks_name,
+                     cfg.max_new_tokens, cfg.temperature, cfg.warmup_tokens, tuned,
+                     LoadGuard(cfg.max_other_load, cfg.require_quiet), describe_machine(here))
+
+
+def search_tracker(cfg, job: SearchJob, run_dir: Path) -> Tracker:
+    logger = OmegaConf.to_object(cfg.logger)
+    return Tracker(logger, run_dir, job_type="sweep", name=f"sweep-tree-{cfg.model.name}-{job.tasks_name}-{run_dir.name}",
+                   group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, *job.tasks_name.split("+"), cfg.mode],
+                   config=OmegaConf.to_container(cfg, resolve=True))
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="sweep_tree", version_base=None)
@@ -41,52 +69,14 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "sweep_tree")
         threads = set_threads(cfg.threads)
-        space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
-        check_space(cfg.mode, space)
-        tasks = chosen_tasks(cfg)
-        tasks_name = "+".join(task.name for task in tasks)
-        questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
-                                                                                  task.per_category, from_end=True)]
-        logger = OmegaConf.to_object(cfg.logger)
-        logger.validate()
+        OmegaConf.to_object(cfg.logger).validate()
         model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
-        key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
-               "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
-               "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
-               "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-               "warmup_tokens": cfg.warmup_tokens}
-        name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
+        job = search_job(cfg, model, drafter_id, here)
         run_dir = run_directory("a tree search")
-        study, location = open_keyed_study(cfg.storage, name, key, cfg.mode, space, cfg.seed)
+        opened = open_search(job)
         target, drafter = load_model(cfg)
-        engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        tracker = Tracker(
-            logger, run_dir, job_type="sweep",
-            name=f"sweep-tree-{cfg.model.name}-{tasks_name}-{run_dir.name}", group=cfg.experiment,
-            tags=[cfg.model.name, cfg.drafter.kind, *(task.name for task in tasks), cfg.mode],
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-
-        warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
-        engine.generate(warm_up, StaticTree(depth=3, top_k=4, verify=8), cfg.warmup_tokens)
-        measure = tree_speedup(engine, target, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed)
-        search(study, cfg.trials, cfg.mode, space, measure, tracker, f"sweep {name}")
-
-        trials = finished(study)
-        if not trials:
-            return
-        print(f"\n{name}: {len(trials)} trials on {len(questions)} questions of {tasks_name}, up to "
-              f"{cfg.max_new_tokens} new tokens, {threads} threads (study: {location})")
-        print(trials_table(study))
-        best = best_tree(study)
-        if cfg.write_best:
-            path = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
-            note = (f"Best static tree for {cfg.model.name} from make sweep-tree (study {name}, {len(trials)} trials, "
-                    f"{tasks_name}) on {describe_machine(here)}: speed-up {best_trial(study).value:.3f}x, "
-                    f"{datetime.date.today()}")
-            write_tuned(path, {**key, "artefact": "tuned tree", "study": name}, best, note)
-            print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {path} "
-                  f"(make eval names it as method `tuned`)")
+        tune(job, opened, Engine(target.decoder, target.stop_token_ids, drafter), target,
+             search_tracker(cfg, job, run_dir))
 
 
 if __name__ == "__main__":

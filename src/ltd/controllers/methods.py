@@ -26,6 +26,13 @@ def check_trained_for(path: Path, model: dict, drafter: dict) -> None:
                            f"train it again for this one")
 
 
+def tuned_here(path: Path, model: dict, drafter: dict, here: dict) -> bool:
+    """Whether the tuned tree at `path` was measured on this machine with this model and drafter."""
+    stored = read_key(path, directory=False) if path.is_file() else None
+    wanted = normalised({"model": model, "drafter": drafter, "machine": here})
+    return stored is not None and all(stored.get(part) == wanted[part] for part in wanted)
+
+
 def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
     """A tuned tree is the best static tree of the machine, model and drafter it was measured on:
     anywhere else it runs (still lossless) but is no fair baseline, which a note says."""
@@ -60,13 +67,26 @@ def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = N
         for value in settings.values():
             if isinstance(value, str) and Path(value).is_file():
                 check_trained_for(Path(value), *made_for)
+    settings.pop(FROM, None)
     return make_controller(settings)
 
 
+FROM = "from"  # a controller config whose settings another job writes: conf/controller/best-constant.yaml
+
+
 def method_config(name: str, cfg) -> dict:
-    """The settings of method `name` (conf/controller), `{model}`, `{drafter}` and `{results}` filled in."""
-    settings = OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)), resolve=True)
-    return method_settings(settings, cfg)
+    """The settings of method `name` (conf/controller), `{model}`, `{drafter}` and `{results}` filled in.
+    A config that names a file `from` gets that file's settings (and keeps `from`: the file says
+    whom it was made for, and its digest is part of the method's identity)."""
+    settings = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)),
+                                                      resolve=True), cfg)
+    if FROM not in settings:
+        return settings
+    source = Path(settings[FROM])
+    if not source.is_file():
+        raise LtdError(f"{name} reads its settings from {source}, which is not there yet ({settings.get('made_by')} "
+                       f"writes it)")
+    return {**OmegaConf.to_container(OmegaConf.load(source), resolve=True), FROM: str(source)}
 
 
 def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):

@@ -3,7 +3,7 @@ decode question after question with the methods interleaved, writing the records
 evaluation read back from its records goes on where it stopped, with the same method order."""
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ltd.artefacts import Artefact
 from ltd.decoding.engine import Engine
 from ltd.errors import LtdError
+from ltd.eval.machine_load import Load, LoadGuard
 from ltd.eval.records import Records
 from ltd.eval.runner import AUTOREGRESSIVE, Method, run_question
 from ltd.eval.tasks import Question
@@ -23,14 +24,18 @@ class EvalSettings:
     temperature: float = 0.0
     seed: int = 0
     warmup_tokens: int = 32  # each method decodes this much of the first prompt before timing starts
+    repeats: int = 1  # each question decoded this many times by every method (the records' `repeat`)
+    guard: LoadGuard = field(default_factory=LoadGuard)
 
 
 def evaluate_task(engine: Engine, target, methods: list[Method], questions: list[Question], settings: EvalSettings,
                   records: Records, run: dict,
-                  on_question: Callable[[int, list[dict], dict], None] = lambda number, rows, summary: None) -> dict:
+                  on_question: Callable[[int, list[dict], dict], None] = lambda number, rows, summary: None,
+                  first: int = 0) -> dict:
     """Decode the `questions` that `records` does not hold yet; `run` (what the summary says about
     the run) gains the counts and timing. `on_question(number, question rows, summary)` follows
-    every question. Returns the summary."""
+    every question. `first`: the questions the job decoded before this task's (the order of the
+    methods rotates across tasks). Returns the summary."""
     s = settings
     done = records.question_ids
     if done != [q.id for q in questions[: len(done)]]:
@@ -42,13 +47,15 @@ def evaluate_task(engine: Engine, target, methods: list[Method], questions: list
     summary = dict(run, methods=records.summary_rows())
     if len(done) == len(questions):
         return summary
+    s.guard.before_timing()
     warm_up = target.encode_chat([{"role": "user", "content": questions[0].turns[0]}])
     for method in methods:
         method.generate(engine, warm_up, s.warmup_tokens, s.temperature, s.seed)
     start, before = time.perf_counter(), records.loop_seconds
     for number in range(len(done), len(questions)):
-        cycle_rows, question_rows = run_question(engine, target, methods, questions[number], number, s.max_new_tokens,
-                                                 s.temperature, s.seed)
+        cycle_rows, question_rows = run_question(engine, target, methods, questions[number], first + number,
+                                                 s.max_new_tokens, s.temperature, s.seed, s.repeats)
+        s.guard.check(Load.of_question(question_rows[0]), f"question {questions[number].id}")
         records.add(cycle_rows, question_rows)
         records.loop_seconds = before + time.perf_counter() - start
         run["questions_done"] += 1
@@ -70,7 +77,8 @@ def summary_metrics(summary: dict) -> dict:
     return flat
 
 
-def open_records(run_dir: Path, key: dict, names: list[str], resume: bool, or_new: bool = False) -> Records:
+def open_records(run_dir: Path, key: dict, names: list[str], resume: bool, or_new: bool = False,
+                 repeats: int = 1) -> Records:
     """The run directory's records: new, or (`resume`) those of the interrupted evaluation there,
     which must have run under `key`; with `or_new` (a sweep's job), new where there are none."""
     evaluation = Artefact(run_dir, key, "an evaluation", directory=True)
@@ -79,13 +87,13 @@ def open_records(run_dir: Path, key: dict, names: list[str], resume: bool, or_ne
         if stored is not None:
             raise LtdError(f"{run_dir} already holds an evaluation: resume={run_dir} goes on with it")
         evaluation.seal()
-        return Records(run_dir, names)
+        return Records(run_dir, names, repeats)
     if stored is None:
         raise LtdError(f"{run_dir} holds no evaluation to resume (no key.json): resume= names a make eval run "
                        f"directory")
     if stored != evaluation.key:
         raise LtdError(f"cannot resume {run_dir}: it ran under other settings ({evaluation.changes()})")
-    return Records.resume(run_dir, names)
+    return Records.resume(run_dir, names, repeats)
 
 
 def evaluate_tracked(engine: Engine, target, methods: list[Method], questions: list[Question],

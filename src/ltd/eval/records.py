@@ -19,18 +19,20 @@ from ltd.eval.runner import CYCLE_COLUMNS, QUESTION_COLUMNS, summarise
 
 
 class Records:
-    def __init__(self, directory: Path, method_order: list[str]):
+    def __init__(self, directory: Path, method_order: list[str], repeats: int = 1):
         self.directory = Path(directory)
         self.method_order = method_order
+        self.repeats = repeats
         self.cycles: list[dict] = []
         self.questions: list[dict] = []
         self.loop_seconds = 0.0  # wall time of the evaluation loops so far (earlier sessions included)
 
     @classmethod
-    def resume(cls, directory: Path, method_order: list[str]) -> "Records":
+    def resume(cls, directory: Path, method_order: list[str], repeats: int = 1) -> "Records":
         """What an interrupted evaluation in `directory` finished: the questions every method
-        decoded (cycles of any other question dropped: the files are written one after the other)."""
-        records = cls(directory, method_order)
+        decoded every time (cycles of any other question dropped: the files are written one after
+        the other)."""
+        records = cls(directory, method_order, repeats)
         if not (records.directory / "questions.parquet").exists():
             return records
         try:
@@ -38,7 +40,8 @@ class Records:
             cycles = pd.read_parquet(records.directory / "cycles.parquet")
         except Exception as error:  # pyarrow's errors for a damaged file are many
             raise LtdError(f"cannot resume from {records.directory}: {reason(error)}") from None
-        complete = questions.groupby("question_id", sort=False)["method"].transform("count") == len(method_order)
+        complete = (questions.groupby("question_id", sort=False)["method"].transform("count")
+                    == len(method_order) * repeats)
         questions = questions[complete]
         cycles = cycles[cycles["question_id"].isin(set(questions["question_id"]))]
         records.questions = questions.to_dict("records")

@@ -11,6 +11,7 @@ its worker's heartbeat has been silent for a few minutes). A shape already measu
 measured by another worker, is not measured twice: the trial is closed without counting.
 """
 import contextlib
+import datetime
 import itertools
 import os
 import threading
@@ -29,7 +30,8 @@ from ltd.decoding.engine import Engine
 from ltd.decoding.tree import tree_capacity
 from ltd.errors import LtdError, reason
 from ltd.eval.report import format_table
-from ltd.eval.runner import AUTOREGRESSIVE, Method, compare
+from ltd.eval.machine_load import LoadGuard
+from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, run_load, summarise
 from ltd.eval.tasks import Question
 from ltd.tracking import Tracker
 
@@ -286,28 +288,47 @@ def tuned_config(tree: StaticTree, note: str) -> str:
 
 
 def tree_speedup(engine: Engine, target, questions: list[Question], max_new_tokens: int, temperature: float,
-                 seed: int):
+                 seed: int, guard: LoadGuard | None = None):
     """What a trial measures: a function of a tree giving its speed-up over autoregressive decoding
-    on `questions` (both interleaved per question) and its tau, tok/s and lossless flag."""
+    on `questions` (both interleaved per question, the order rotating from one question to the next
+    and from trial to trial) and its tau, tok/s, interval, load and lossless flag. A tree whose output
+    is not the target's own stops the search (NotLossless); `guard` refuses a busy trial where
+    it requires quiet."""
+    trials = [0]
 
     def measure(tree: StaticTree):
         methods = [Method(AUTOREGRESSIVE), Method("tree", tree)]
-        result = {row["method"]: row for row in compare(engine, target, methods, questions, max_new_tokens,
-                                                        temperature, seed)}
+        rows = decode_questions(engine, target, methods, questions, max_new_tokens, temperature, seed,
+                                first=trials[0] * len(questions))
+        trials[0] += 1
+        check_lossless({"the search's tasks": rows})
+        load = run_load(rows)
+        if guard is not None:
+            guard.check(load, f"tree {shape(tree)}")
+        result = {row["method"]: row for row in summarise(rows, [m.name for m in methods])}
         tree_row = result["tree"]
         return tree_row["speed-up"], {"tau": tree_row["tau"], "tok/s": tree_row["tok/s"],
                                       "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
-                                      "lossless": tree_row["lossless"]}
+                                      "speed-up low": tree_row["speed-up low"],
+                                      "speed-up high": tree_row["speed-up high"],
+                                      "other load": load.share if load else None, "lossless": tree_row["lossless"]}
 
     return measure
 
 
 def trials_table(study: optuna.Study, top: int = 10) -> str:
-    """The `top` best finished trials: shape, speed-up, tau, lossless."""
+    """The `top` best finished trials: shape, speed-up (with its interval over the trial's
+    questions, where the trial kept one), tau, the autoregressive tok/s beside it, the share of the
+    CPU other work took during the trial, lossless."""
     rows = [dict(trial=t.number, **dict(zip(("depth", "top_k", "verify"), measured_shape(t))),
-                 **{"speed-up": t.value}, tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
+                 **{"speed-up": t.value, "speed-up low": t.user_attrs.get("speed-up low"),
+                    "speed-up high": t.user_attrs.get("speed-up high"),
+                    "autoregressive tok/s": t.user_attrs.get("autoregressive tok/s"),
+                    "other load": t.user_attrs.get("other load")},
+                 tau=t.user_attrs["tau"], lossless=t.user_attrs["lossless"])
             for t in sorted(finished(study), key=lambda t: -t.value)]
-    return format_table(rows[:top], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "lossless"])
+    return format_table(rows[:top], ["trial", "depth", "top_k", "verify", "speed-up", "tau", "autoregressive tok/s",
+                                     "other load", "lossless"])
 
 
 def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, tracker: Tracker,
@@ -331,3 +352,57 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
             tracker.summarise({"best/speed-up": best_trial(study).value, "best/depth": best.depth,
                                "best/top_k": best.top_k, "best/verify": best.verify})
         tracker.finish()
+
+
+@dataclass
+class SearchJob:
+    """A tree search in plain values (make sweep-tree's checked config; make train's when it tunes)."""
+
+    name: str  # the study
+    key: dict  # what the search measures on (model, drafter, machine, tasks, settings)
+    mode: str
+    space: TreeSpace
+    trials: int
+    seed: int
+    storage: str
+    questions: list[Question]
+    tasks_name: str  # `mt_bench+gsm8k+...`
+    max_new_tokens: int
+    temperature: float
+    warmup_tokens: int
+    tuned_path: Path | None  # where the best tree goes (conf/controller/tuned-<model>.yaml); None: nowhere
+    guard: LoadGuard
+    where: str  # the machine, in words, for the tuned config's note
+
+
+def open_search(job: SearchJob) -> tuple[optuna.Study, str | Path]:
+    """The study of `job` (open_keyed_study): before the models load, so a study of other settings
+    is one line, not a line after a minute of loading."""
+    return open_keyed_study(job.storage, job.name, job.key, job.mode, job.space, job.seed)
+
+
+def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine, target,
+         tracker: Tracker) -> StaticTree | None:
+    """Run (or resume) the search `job` describes in its `opened` study (open_search), print its best
+    trials and write the best tree; the best tree (None when no trial finished)."""
+    study, location = opened
+    job.guard.before_timing()
+    warm_up = target.encode_chat([{"role": "user", "content": job.questions[0].turns[0]}])
+    engine.generate(warm_up, StaticTree(depth=3, top_k=max(job.space.top_k), verify=8), job.warmup_tokens)
+    measure = tree_speedup(engine, target, job.questions, job.max_new_tokens, job.temperature, 0, job.guard)
+    search(study, job.trials, job.mode, job.space, measure, tracker, f"sweep {job.name}")
+    trials = finished(study)
+    if not trials:
+        return None
+    print(f"\n{job.name}: {len(trials)} trials on {len(job.questions)} questions of {job.tasks_name}, up to "
+          f"{job.max_new_tokens} new tokens (study: {location})")
+    print(trials_table(study))
+    best = best_tree(study)
+    if job.tuned_path is not None:
+        note_line = (f"Best static tree from make sweep-tree (study {job.name}, {len(trials)} trials, {job.tasks_name}, "
+                     f"{len(job.questions)} questions) on {job.where}: speed-up {best_trial(study).value:.3f}x, "
+                     f"{datetime.date.today()}")
+        write_tuned(job.tuned_path, {**job.key, "artefact": "tuned tree", "study": job.name}, best, note_line)
+        print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {job.tuned_path} "
+              f"(make eval names it as method `tuned`)")
+    return best

@@ -4,6 +4,7 @@ from pathlib import Path
 import torch
 
 from ltd.errors import LtdError
+from ltd.models.decoder import QUANTIZE_IDENTITY
 from ltd.models.draft_lm import DraftLM
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
 from ltd.models.targets import Target, is_path, load_target, source_identity
@@ -26,8 +27,8 @@ def drafter_identity(kind: str, weights: str | None, seed: int = 0, draft_vocab_
     if kind == "eagle3":
         return {"kind": kind, "weights": source_identity(weights)}
     identity = {"kind": kind, "weights": source_identity(weights, parts), "dtype": dtype}
-    if quantize is not None:
-        identity["quantize"] = quantize
+    if quantize is not None:  # the kernel's numerics, not only the config's word: "int8-rows" for int8
+        identity["quantize"] = QUANTIZE_IDENTITY.get(quantize, quantize)
     return identity
 
 

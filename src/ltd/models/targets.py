@@ -22,7 +22,7 @@ from ltd.artefacts import Artefact, damaged, note, remove
 from ltd.atomic import write_directory
 from ltd.errors import LtdError, reason
 from ltd.fingerprints import cache_root, check_device, digest, directory_digest, file_digest
-from ltd.models.decoder import Decoder
+from ltd.models.decoder import QUANTIZE_IDENTITY, Decoder
 from ltd.models.wheel_parts import WheelParts, fetch
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -108,7 +108,7 @@ def model_identity(name: str, source: str, dtype: str = "float32", device: str =
                 "device": torch.device(device).type, "max_context": max_context,
                 "chat_template": None if chat_template is None else digest(chat_template)}
     if quantize is not None:  # absent otherwise: keys made before quantisation existed stay valid
-        identity["quantize"] = quantize
+        identity["quantize"] = QUANTIZE_IDENTITY.get(quantize, quantize)  # its numerics: "int8-rows"
     return identity
 
 

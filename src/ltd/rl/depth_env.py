@@ -59,7 +59,7 @@ class DepthReplayEnv(PolicyEnv):
         if stops.any():
             verify[stops] = self.partner.sizes(self.table.scores[rows[stops]], self.depth[stops], context[stops])
         accepted = self.table.accepted(rows, self.depth, verify)
-        draft_s, verify_s = self.table.seconds(self.depth, verify, context)
+        draft_s, verify_s = self.table.seconds(self.depth, verify, context, accepted)
         reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
         cycle = (stops, self.depth.clone(), torch.where(stops, verify, 0), torch.where(stops, accepted, 0))
         return step_output(self.batch_size[0], self._observe(), stops, reward, cycle)

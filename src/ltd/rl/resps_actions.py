@@ -50,11 +50,12 @@ def cost_model_bins(costs: CostModel, top_k: int, budget: float = 2.0) -> tuple[
     """(V, depth, top-k) bins for the machine `costs` was measured on: V > 0 and depths whose verify
     or drafting cost at the middle profiled context is at most `budget` target steps (a V = 0
     verification), and every top-k from 2 to `top_k` (a chain, k = 1, holds no tree the paper's
-    rule allows)."""
+    rule allows). A depth is priced in a cycle that accepts nothing (the drafter absorbing one
+    token): the cheapest cycle of that depth, so no depth is left out for what it may accept."""
     context = costs.contexts[len(costs.contexts) // 2]
     step = costs.verify_seconds(0, context)
     sizes = [v for v in costs.verify_sizes if v > 0 and costs.verify_seconds(v, context) <= budget * step]
-    depths = [d for d in range(1, costs.max_depth + 1) if costs.draft_seconds(d, context) <= budget * step]
+    depths = [d for d in range(1, costs.max_depth + 1) if costs.draft_seconds(d, context, 0) <= budget * step]
     return sizes, depths, list(range(2, top_k + 1))
 
 

@@ -57,7 +57,7 @@ class ShapeTables:
             mine = top_k == k
             if mine.any():
                 accepted[mine] = table.accepted(rows[mine], depth[mine], verify[mine])
-        draft_s, verify_s = self.first.seconds(depth, verify, context)
+        draft_s, verify_s = self.first.seconds(depth, verify, context, accepted)
         return accepted, draft_s + verify_s
 
 

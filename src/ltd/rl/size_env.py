@@ -52,7 +52,7 @@ class SizeReplayEnv(PolicyEnv):
         verify = self.sizes[tensordict["action"].reshape(-1)]
         rows, context = self.table.rows(self.trace_index, self.position)
         accepted = self.table.accepted(rows, self.depth, verify)
-        draft_s, verify_s = self.table.seconds(self.depth, verify, context)
+        draft_s, verify_s = self.table.seconds(self.depth, verify, context, accepted)
         reward = cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s)
         self.position += accepted + 1
         ended = self.position >= self.table.length[self.trace_index]

@@ -131,3 +131,14 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
                                                  component=component, backend=type(backend).__name__,
                                                  settings=asdict(s)))
     return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary, constant)
+
+
+def test_replay(trained: TrainedPolicies, test: list[Trace], costs: CostModel, s: LtdSettings) -> dict:
+    """LTD's policies and the best constant tree, both as validation picked them, replayed on the
+    test answers, which picked nothing: a test score, where the stages' scores are validation's."""
+    table = TraceTable(test, costs)
+    depth = Policy.load(trained.depth, "depth") if trained.depth else s.fixed_depth
+    verify = Policy.load(trained.size, "size") if trained.size else s.depth_verify
+    c = trained.constant
+    return {"answers": len(test), "ltd": replay_speedup(table, depth, verify),
+            "constant": replay_speedup(table, round(c["depth"]), round(c["verify"]))}

@@ -54,7 +54,10 @@ class TraceTable:
         step_s = self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
         return torch.zeros(self.length.numel(), dtype=torch.float64).index_add_(0, owner, step_s)
 
-    def seconds(self, depth: torch.Tensor, verify: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(draft, verify) seconds of cycles by the cost model, float32."""
-        return (self.costs.draft_seconds_batch(depth, context).float(),
-                self.costs.verify_seconds_batch(verify, context).float())
+    def seconds(self, depth: torch.Tensor, verify: torch.Tensor, context: torch.Tensor,
+                accepted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(draft, verify) seconds by the cost model, float32, of cycles that accept `accepted` draft
+        tokens: drafting includes absorbing them (the cost model's shifted accounting), verifying
+        the cycle's overhead."""
+        verify_s = self.costs.verify_seconds_batch(verify, context) + self.costs.overhead_seconds_batch(context)
+        return self.costs.draft_seconds_batch(depth, context, accepted).float(), verify_s.float()

@@ -28,7 +28,7 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
         depths = depth_decider.depths(scores, context)
         sizes = size_decider.sizes(scores, depths, context)
         accepted = table.accepted(rows, depths, sizes)
-        draft_s, verify_s = table.seconds(depths, sizes, context)
+        draft_s, verify_s = table.seconds(depths, sizes, context, accepted)
         seconds[alive] += (draft_s + verify_s).double()
         cycles[alive] += 1
         position[alive] = p + accepted + 1
@@ -45,6 +45,8 @@ def replay_speedup(table: TraceTable, depth: int | Policy, verify: int | Policy)
 
 def best_constant(table: TraceTable, sizes: tuple[int, ...]) -> dict:
     """The best constant tree in replay: every depth up to the traces' with every V a size policy
-    may pick. What a state-dependent policy has to beat to be worth its name."""
-    scored = [replay_speedup(table, depth, verify) for depth in range(1, table.max_depth + 1) for verify in sizes]
+    may pick (but 0: a tree that verifies nothing is autoregressive decoding with drafting on top).
+    What a state-dependent policy has to beat to be worth its name."""
+    scored = [replay_speedup(table, depth, verify) for depth in range(1, table.max_depth + 1)
+              for verify in sizes if verify > 0]
     return max(scored, key=lambda row: row["speedup"])

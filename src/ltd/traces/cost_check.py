@@ -1,6 +1,12 @@
 """The cost model against the real engine: what the replay would have priced each evaluated cycle
 at, next to what it took. PPO learns from the cost model's prices, so a size it underprices (or a
-depth it overprices) is a choice the policies overrate; this table shows whether they do."""
+depth it overprices) is a choice the policies overrate; this table shows whether they do.
+
+Each cycle is priced as the replay prices it: its drafting with the tokens it accepted (which the
+engine absorbs at the start of the next cycle, see ltd.traces.cost_model), its verification with
+the cycle's overhead (which the engine spends partly in each of its two times). So the draft and
+verify columns shift a little time between them, and an answer's first cycle, whose drafting
+absorbs the prompt, takes longer than priced: the ratio over whole cycles is the one to read."""
 import pandas as pd
 import torch
 
@@ -14,9 +20,11 @@ def priced_cycles(cycles: pd.DataFrame, costs: CostModel) -> list[dict]:
     if drafted.empty:
         return []
     contexts = torch.tensor(drafted["context_length"].to_numpy(), dtype=torch.float64)
+    values = lambda name: torch.tensor(drafted[name].to_numpy())
+    verify = costs.verify_seconds_batch(values("verify_size"), contexts) + costs.overhead_seconds_batch(contexts)
     priced = drafted.assign(
-        draft_priced=costs.draft_seconds_batch(torch.tensor(drafted["depth"].to_numpy()), contexts).numpy(),
-        verify_priced=costs.verify_seconds_batch(torch.tensor(drafted["verify_size"].to_numpy()), contexts).numpy(),
+        draft_priced=costs.draft_seconds_batch(values("depth"), contexts, values("accepted")).numpy(),
+        verify_priced=verify.numpy(),
     )
     rows = []
     for method, group in priced.groupby("method", sort=False):

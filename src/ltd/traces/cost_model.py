@@ -1,10 +1,24 @@
 """The cost model: what one draft-and-verify cycle costs on this machine, measured by `make profile`.
 
-A cycle's draft time is the drafter absorbing the accepted tokens (which yields the root
-expansion) plus one expansion per further level; its verify time is one target pass over the
-root and V draft tokens. Both grow with the context. Times were measured at a few context lengths
-and sizes; in between they are interpolated linearly, and beyond the last point extrapolated from
-the last two, so a replay environment can price any (depth, V, context).
+A cycle's draft time is the drafter absorbing the tokens the previous cycle accepted (which yields
+the root expansion) plus one expansion per further level; its verify time is one target pass over
+the root and V draft tokens; its overhead is the engine's time around those passes (selecting the
+verified nodes, the drafter's rollback, acceptance, the target's cache, bookkeeping). All grow with
+the context. Times were measured at a few context lengths and sizes; in between they are
+interpolated linearly, and beyond the last point extrapolated from the last two, so a replay
+environment can price any (depth, V, context).
+
+The accounting is shifted by one cycle: a cycle that accepts L draft tokens makes the next one
+absorb L + 1 (them and the bonus token), and that absorption is priced on the cycle that accepted
+them: draft price = absorb(L + 1) + the expansions of levels 2..depth. A replay knows L once the
+cycle is verified, not what the next cycle will be. Over an answer the prices sum to what the
+engine spends but for its two ends: the engine's first cycle absorbs the prompt (the drafter's
+prefill, priced by neither, as the target's is not), and the last cycle's absorption is priced
+though the engine, its answer over, never makes it.
+
+The overhead is a term of its own, per cycle; the replay environments count it with the verify
+time (ltd.rl.trace_table). An autoregressive step is one target pass over the root alone
+(`verify_seconds(0, ...)`): it has no tree to pay overhead for.
 """
 import json
 from dataclasses import asdict, dataclass
@@ -17,7 +31,7 @@ from ltd.atomic import write_json
 from ltd.errors import LtdError
 from ltd.fingerprints import digest
 
-COST_MODEL = 1  # format: a change to what a profile measures makes earlier ones stale
+COST_MODEL = 2  # format: a change to what a profile measures makes earlier ones stale
 
 
 def cost_model_key(model: dict, drafter: dict, machine: dict, top_k: int) -> dict:
@@ -44,8 +58,11 @@ class CostModel:
     contexts: list[int]  # ascending
     verify_sizes: list[int]  # V, ascending (the root token comes on top)
     verify_s: list[list[float]]  # [context][V]: one target pass over 1 + V tokens
-    update_s: list[float]  # [context]: the drafter absorbs an accepted token and its bonus
+    # [context][n - 1]: the drafter absorbs n tokens (n = 1..max_depth + 1: a cycle accepts up to its
+    # depth, plus the bonus token), which yields the root expansion
+    absorb_s: list[list[float]]
     expand_s: list[list[float]]  # [context][level - 2]: expansion of level 2, 3, ... (top_k fed nodes)
+    overhead_s: list[float]  # [context]: the engine's time per cycle outside the target's and drafter's passes
 
     def __post_init__(self):
         if sorted(self.contexts) != list(self.contexts) or sorted(self.verify_sizes) != list(self.verify_sizes):
@@ -78,21 +95,37 @@ class CostModel:
             per_context = table[:, i - 1] + (table[:, i] - table[:, i - 1]) * (sizes - x0) / (x1 - x0)
         return self._along_contexts(per_context.clamp(min=0), contexts)
 
-    def draft_seconds_batch(self, depths: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-        """[B] float64 seconds of drafting depths[b] levels (the root expansion included) at contexts[b]."""
+    def draft_seconds_batch(self, depths: torch.Tensor, contexts: torch.Tensor,
+                            accepted: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of drafting depths[b] levels at contexts[b] in a cycle that accepts
+        accepted[b] draft tokens: the drafter absorbing accepted[b] + 1 tokens (priced here, see the
+        module's docstring; past the measured counts, as the most measured) and the expansions of
+        levels 2..depths[b]."""
         if int(depths.min()) < 1 or int(depths.max()) > self.max_depth:
             raise LtdError(f"the cost model covers depths 1 to {self.max_depth}, not {int(depths.max())}")
-        update = torch.tensor(self.update_s, dtype=torch.float64)[:, None]
+        if int(accepted.min()) < 0:
+            raise LtdError(f"a cycle accepts 0 or more draft tokens, not {int(accepted.min())}")
+        absorb = torch.tensor(self.absorb_s, dtype=torch.float64)  # [contexts, tokens]
         levels = torch.tensor(self.expand_s, dtype=torch.float64).cumsum(1)
-        cumulative = torch.cat((update, update + levels), dim=1)  # [contexts, depth]: drafting 1..max_depth levels
-        return self._along_contexts(cumulative[:, depths - 1], contexts)
+        further = torch.cat((torch.zeros(len(self.contexts), 1, dtype=torch.float64), levels), dim=1)
+        tokens = (accepted.long() + 1).clamp(max=absorb.shape[1])
+        return self._along_contexts(absorb[:, tokens - 1] + further[:, depths - 1], contexts)
+
+    def overhead_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds a cycle spends at contexts[b] outside the target's and drafter's passes."""
+        overhead = torch.tensor(self.overhead_s, dtype=torch.float64)[:, None].expand(-1, contexts.numel())
+        return self._along_contexts(overhead, contexts)
 
     def verify_seconds(self, size: int, context: int) -> float:
         return float(self.verify_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
 
-    def draft_seconds(self, depth: int, context: int) -> float:
-        """Seconds to draft a tree of `depth` levels (the root expansion included)."""
-        return float(self.draft_seconds_batch(torch.tensor([depth]), torch.tensor([context]))[0])
+    def draft_seconds(self, depth: int, context: int, accepted: int) -> float:
+        """Seconds to draft a tree of `depth` levels in a cycle accepting `accepted` draft tokens."""
+        return float(self.draft_seconds_batch(torch.tensor([depth]), torch.tensor([context]),
+                                              torch.tensor([accepted]))[0])
+
+    def overhead_seconds(self, context: int) -> float:
+        return float(self.overhead_seconds_batch(torch.tensor([context]))[0])
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))

@@ -1,19 +1,33 @@
 """Measuring the cost model: the real target and drafter, timed as the engine runs them.
 
-At each context length the target reads a random prompt (and the drafter its features); then,
-per repeat, the target verifies 1 + V tokens for every V, and the drafter absorbs two accepted
-tokens (the root expansion) and grows an EAGLE tree level by level with top-k fed nodes. Medians
-over the repeats, after one warm-up round.
+At each context length the engine first decodes a random prompt of that length in cycles of a few
+fixed shapes (`cycle_shapes`), each cycle timed whole. Then, per repeat, the target verifies 1 + V
+tokens for every V after that prompt, and the drafter absorbs n tokens for every n from 1 to
+max_depth + 1 (the root expansion), each cut back to the prompt, and grows an EAGLE tree level by
+level with top-k fed nodes. Medians over the repeats, after one warm-up round (of cycles too).
+Then each timed cycle's overhead is its time less what the table prices its passes at (the tokens
+it absorbed, its expansions, its verification, at its context), and a context's overhead is the
+median over its cycles.
 """
 import statistics
+from dataclasses import replace
 
 import torch
 
-from ltd.decoding.engine import Clock
-from ltd.decoding.tree import DraftTree
+from ltd.decoding.engine import Clock, Engine, SpeculativeRun
+from ltd.decoding.tree import DraftTree, tree_capacity
 from ltd.errors import LtdError
 from ltd.models.proposals import check_top_k
 from ltd.traces.cost_model import CostModel
+
+Timed = tuple[int, int, int, int, float]  # an engine cycle: context, tokens absorbed, depth, V, seconds
+
+
+def cycle_shapes(verify_sizes: list[int], top_k: int, max_depth: int) -> list[tuple[int, int]]:
+    """(depth, V) of the engine cycles timed for the overhead: the root level alone, half the depth
+    and all of it, each verifying the middle profiled V or as much of it as its tree holds."""
+    middle = sorted(verify_sizes)[len(verify_sizes) // 2]
+    return [(d, min(middle, tree_capacity(d, top_k))) for d in sorted({1, (max_depth + 1) // 2, max_depth})]
 
 
 def check_profile(contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
@@ -22,7 +36,10 @@ def check_profile(contexts: list[int], verify_sizes: list[int], top_k: int, max_
     if not contexts or not verify_sizes or min(contexts) < 2 or min(verify_sizes) < 0 or max_depth < 1 or repeats < 1:
         raise LtdError("profile contexts must be >= 2, verify sizes >= 0 (0: the root alone), max_depth and repeats "
                        ">= 1")
-    capacity = max(contexts) + max(max(verify_sizes) + 1, 2 * (repeats + 1) + top_k * max_depth) + 1
+    # After the prompt: what the timed cycles accept, then a verification, or the most tokens absorbed
+    # and a whole tree's fed nodes.
+    accepted = (repeats + 1) * sum(depth + 1 for depth, _ in cycle_shapes(verify_sizes, top_k, max_depth))
+    capacity = max(contexts) + accepted + max(max(verify_sizes) + 1, max_depth + 1 + top_k * max_depth) + 1
     if capacity > max_positions:
         raise LtdError(f"profiling needs {capacity} positions; {model_name} has {max_positions}: use shorter "
                        f"contexts or fewer verify tokens")
@@ -42,52 +59,97 @@ def timed_pass(decoder, context: int, size: int, generator: torch.Generator, clo
     return clock() - start
 
 
-def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int,
-                  repeats: int, progress=None) -> dict:
-    """The measured fields of a CostModel (see there)."""
-    decoder = target.decoder
+def engine_cycles(engine: Engine, prompt: list[int], shapes: list[tuple[int, int]], top_k: int, rounds: int,
+                  clock: Clock) -> tuple[list[Timed], torch.Tensor | None]:
+    """Greedy cycles of every shape in turn for `rounds` rounds on `prompt`, each timed whole; the
+    first round warms up (its first cycle absorbs the prompt, the drafter's prefill). Returns the
+    timed cycles, and the target's features of the last accepted tokens (what an EAGLE-3 drafter
+    absorbs; None for a drafter that reads tokens only)."""
+    run = SpeculativeRun(engine, prompt, top_k, engine.capacity)
+    timed = []
+    for r in range(rounds):
+        for depth, size in shapes:
+            context, absorbed = run.context, run.new_context.numel()
+            start = clock()
+            tree = run.draft_root()
+            for _ in range(depth - 1):
+                run.expand(tree)
+            cycle = run.verify(tree, size)
+            seconds = clock() - start
+            if r > 0:
+                timed.append((context, absorbed, cycle.depth, cycle.verify_size, seconds))
+    return timed, run.features
+
+
+def table_row(decoder, drafter, context: int, features: torch.Tensor | None, verify_sizes: list[int], top_k: int,
+              max_depth: int, repeats: int, generator: torch.Generator, clock: Clock, progress=None) -> dict:
+    """Medians of the verify, absorb and expansion times after the `context` tokens both models hold."""
     device, vocab = decoder.device, decoder.spec.vocab_size
+    absorbed = {n: (torch.randint(vocab, (n,), generator=generator).to(device),
+                    None if features is None else features[-1:].expand(n, -1).contiguous())
+                for n in range(1, max_depth + 2)}
+    verify, absorb = {v: [] for v in verify_sizes}, {n: [] for n in absorbed}
+    levels = [[] for _ in range(max_depth - 1)]
+    for _ in range(repeats + 1):
+        for v in verify_sizes:  # the root and v draft tokens
+            verify[v].append(timed_pass(decoder, context, v + 1, generator, clock, drafter.feature_layers))
+        for n, (tokens, n_features) in absorbed.items():
+            drafter.context = context  # both drafters roll back to their context: this drops the last absorption
+            drafter.rollback()
+            tree = DraftTree(top_k, device)
+            start = clock()
+            tree.add_root(*drafter.update(tokens, n_features, top_k))
+            absorb[n].append(clock() - start)
+        for level in range(max_depth - 1):
+            start = clock()
+            tree.grow(drafter)
+            levels[level].append(clock() - start)
+        drafter.rollback()
+        if progress is not None:
+            progress()
+    median = lambda times: statistics.median(times[1:])  # the first round warms up
+    return dict(verify_s=[median(verify[v]) for v in verify_sizes], absorb_s=[median(absorb[n]) for n in absorb],
+                expand_s=[median(level) for level in levels])
+
+
+def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int,
+                  repeats: int, progress=None) -> tuple[dict, list[list[Timed]]]:
+    """The measured tables of a CostModel (see there) but its overhead, and the engine cycles timed
+    at each context that give the overhead (`cycle_overheads`)."""
+    decoder = target.decoder
     contexts, verify_sizes = sorted(contexts), sorted(verify_sizes)
     capacity = check_profile(contexts, verify_sizes, top_k, max_depth, repeats, decoder.max_positions, target.name)
     check_top_k(drafter, top_k)
-    clock = Clock(device)
+    engine = Engine(decoder, (), drafter, capacity)
+    shapes = cycle_shapes(verify_sizes, top_k, max_depth)
     generator = torch.Generator().manual_seed(0)
-    random_tokens = lambda n: torch.randint(vocab, (n,), generator=generator).to(device)
-    verify_s, update_s, expand_s = [], [], []
+    tables, cycles = dict(contexts=contexts, verify_sizes=verify_sizes, verify_s=[], absorb_s=[], expand_s=[]), []
     for context in contexts:
-        prompt = random_tokens(context)
-        decoder.reset(capacity)
-        _, features = decoder(prompt, feature_layers=drafter.feature_layers, last_only=True)
-        drafter.reset(capacity)
-        drafter.update(torch.cat((prompt, random_tokens(1))), features, top_k)
-        verify = {v: [] for v in verify_sizes}
-        update, levels = [], [[] for _ in range(max_depth - 1)]
-        for _ in range(repeats + 1):
-            for v in verify_sizes:  # the root and v draft tokens
-                verify[v].append(timed_pass(decoder, context, v + 1, generator, clock, drafter.feature_layers))
-            accepted = features[-2:] if features is not None else None
-            tree = DraftTree(top_k, device)
-            start = clock()
-            tree.add_root(*drafter.update(random_tokens(2), accepted, top_k))
-            update.append(clock() - start)
-            for level in range(max_depth - 1):
-                start = clock()
-                tree.grow(drafter)
-                levels[level].append(clock() - start)
-            drafter.rollback()
-            if progress is not None:
-                progress()
-        median = lambda times: statistics.median(times[1:])  # the first round warms up
-        verify_s.append([median(verify[v]) for v in verify_sizes])
-        update_s.append(median(update))
-        expand_s.append([median(level) for level in levels])
-    return dict(contexts=contexts, verify_sizes=verify_sizes, verify_s=verify_s, update_s=update_s,
-                expand_s=expand_s)
+        prompt = torch.randint(decoder.spec.vocab_size, (context,), generator=generator).tolist()
+        timed, features = engine_cycles(engine, prompt, shapes, top_k, repeats + 1, engine.clock)
+        cycles.append(timed)
+        row = table_row(decoder, drafter, context, features, verify_sizes, top_k, max_depth, repeats, generator,
+                        engine.clock, progress)
+        for name, times in row.items():
+            tables[name].append(times)
+    return tables, cycles
+
+
+def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[float]:
+    """Per profiled context, the median of its cycles' times less what `costs` (its overhead not yet
+    known) prices their passes at; never below 0."""
+    overheads = []
+    for timed in cycles:
+        context, absorbed, depth, size, seconds = (torch.tensor(column) for column in zip(*timed))
+        priced = costs.draft_seconds_batch(depth, context, absorbed - 1) + costs.verify_seconds_batch(size, context)
+        overheads.append(max(0.0, statistics.median((seconds.double() - priced).tolist())))
+    return overheads
 
 
 def measure_cost_model(target, drafter, drafter_name: str, threads: int, contexts: list[int],
                        verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
                        progress=None) -> CostModel:
-    measured = profile_costs(target, drafter, contexts, verify_sizes, top_k, max_depth, repeats, progress)
-    return CostModel(model=target.name, drafter=drafter_name, device=str(target.decoder.device), threads=threads,
-                     top_k=top_k, **measured)
+    tables, cycles = profile_costs(target, drafter, contexts, verify_sizes, top_k, max_depth, repeats, progress)
+    passes = CostModel(model=target.name, drafter=drafter_name, device=str(target.decoder.device), threads=threads,
+                       top_k=top_k, overhead_s=[0.0] * len(tables["contexts"]), **tables)
+    return replace(passes, overhead_s=cycle_overheads(passes, cycles))

@@ -86,27 +86,34 @@ def record_questions(target, drafter, questions: list[Question], directory: Path
 
 class Recorded(NamedTuple):
     train: list  # traces to train on
-    held_out: list  # each task's last `validation` questions' traces, which pick checkpoints
+    held_out: list  # validation: each task's questions after the training ones, which pick checkpoints
     train_paths: list[Path]
     held_paths: list[Path]
     directories: list[Path]
+    test: list = []  # each task's last `test` questions' traces: scored once, after training
+    test_paths: list[Path] = []
 
 
 def record_tasks(target, drafter, results: str, model: dict, drafter_id: dict, tasks: list, questions: int,
-                 validation: int, max_new_tokens: int, top_k: int, max_depth: int, states: bool = False) -> Recorded:
+                 validation: int, max_new_tokens: int, top_k: int, max_depth: int, states: bool = False,
+                 test: int = 0) -> Recorded:
     """The traces of each task's last `questions` (evaluation reads the first), recorded where
-    missing; the last `validation` of each are held out. `tasks`: task configs."""
-    train_paths, held_paths, directories = [], [], []
+    missing, in three parts: training, then `validation` held out to pick checkpoints, then the last
+    `test` held out from both, to score what training kept. `tasks`: task configs."""
+    train_paths, held_paths, test_paths, directories = [], [], [], []
     for task in tasks:
         chosen = load_questions(task.path, questions, task.per_category, from_end=True)
         directory = traces_directory(Path(results), traces_key(model, drafter_id, task_identity(task), max_new_tokens,
                                                                 top_k, max_depth, states))
         directory.open(owned=("*.safetensors",))
-        split = len(chosen) - validation
+        train_end, validation_end = len(chosen) - validation - test, len(chosen) - test
+        parts = ((chosen[:train_end], train_paths), (chosen[train_end:validation_end], held_paths),
+                 (chosen[validation_end:], test_paths))
         with tqdm(total=len(chosen), desc=f"record {task.name} (top-k {top_k})", unit="question") as bar:
-            for part, paths in ((chosen[:split], train_paths), (chosen[split:], held_paths)):
+            for part, paths in parts:
                 paths += record_questions(target, drafter, part, directory.path, max_new_tokens, top_k, max_depth,
                                           bar.update, states)[0]
         directories.append(directory.path)
     load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories)
+    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories, load(test_paths),
+                    test_paths)
