@@ -270,3 +270,15 @@ def test_make_train_tunes_a_tree_measured_elsewhere(tune, measured_here, searche
         assert job.tuned_path.name == "tuned-smollm2-135m.yaml"
     if tune is False:
         assert "best-constant (make train's own static baseline) stands in" in capsys.readouterr().err
+
+
+def test_a_new_search_measures_the_tree_there_was_first(tmp_path):
+    from ltd.cli.sweep_tree import earlier_tree
+    from ltd.decoding.controller import StaticTree
+    from ltd.eval.tree_search import TreeSpace
+
+    tuned = tmp_path / "tuned-m.yaml"
+    assert earlier_tree(tuned, TreeSpace([1, 12], [1, 3], [1, 24])) is None
+    tuned.write_text("kind: static\ndepth: 10\ntop_k: 2\nverify: 15\n")
+    assert earlier_tree(tuned, TreeSpace([1, 12], [1, 3], [1, 24])) == StaticTree(10, 2, 15)
+    assert earlier_tree(tuned, TreeSpace([1, 8], [1, 3], [1, 24])) is None  # outside the space: not measured

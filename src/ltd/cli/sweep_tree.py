@@ -29,7 +29,8 @@ from ltd.configured_models import identities, load_model
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
 from ltd.eval.tasks import load_questions, task_identity
-from ltd.eval.tree_search import SearchJob, check_space, open_search, tune
+from ltd.decoding.controller import StaticTree
+from ltd.eval.tree_search import SearchJob, check_space, open_search, shape, tune
 from ltd.fingerprints import describe_machine, digest, machine
 from ltd.schema import check_config
 from ltd.tracking import Tracker
@@ -51,10 +52,22 @@ def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
            "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
-    tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml" if cfg.write_best else None
+    tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
     return SearchJob(name, key, cfg.mode, space, cfg.trials, cfg.seed, cfg.storage, questions, tasks_name,
-                     cfg.max_new_tokens, cfg.temperature, cfg.warmup_tokens, tuned,
-                     LoadGuard(cfg.max_other_load, cfg.require_quiet), describe_machine(here))
+                     cfg.max_new_tokens, cfg.temperature, cfg.warmup_tokens, tuned if cfg.write_best else None,
+                     LoadGuard(cfg.max_other_load, cfg.require_quiet), describe_machine(here),
+                     earlier_tree(tuned, space) if cfg.mode == "optuna" else None)
+
+
+def earlier_tree(path: Path, space) -> StaticTree | None:
+    """The tuned tree already there (from any machine), where it lies in an optuna `space`: a new
+    search measures it first."""
+    if not path.is_file():
+        return None
+    settings = OmegaConf.to_container(OmegaConf.load(path))
+    tree = StaticTree(settings["depth"], settings["top_k"], settings["verify"])
+    bounds = (space.depth, space.top_k, space.verify)
+    return tree if all(low <= value <= high for value, (low, high) in zip(shape(tree), bounds)) else None
 
 
 def search_tracker(cfg, job: SearchJob, run_dir: Path) -> Tracker:

@@ -373,6 +373,7 @@ class SearchJob:
     tuned_path: Path | None  # where the best tree goes (conf/controller/tuned-<model>.yaml); None: nowhere
     guard: LoadGuard
     where: str  # the machine, in words, for the tuned config's note
+    start: StaticTree | None = None  # measured first (optuna mode): the tuned tree there was, so the search can only improve on it
 
 
 def open_search(job: SearchJob) -> tuple[optuna.Study, str | Path]:
@@ -386,6 +387,8 @@ def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine
     """Run (or resume) the search `job` describes in its `opened` study (open_search), print its best
     trials and write the best tree; the best tree (None when no trial finished)."""
     study, location = opened
+    if job.start is not None and job.mode == "optuna" and not study.trials:
+        study.enqueue_trial(dict(zip(KEYS, shape(job.start))))
     job.guard.before_timing()
     warm_up = target.encode_chat([{"role": "user", "content": job.questions[0].turns[0]}])
     engine.generate(warm_up, StaticTree(depth=3, top_k=max(job.space.top_k), verify=8), job.warmup_tokens)
