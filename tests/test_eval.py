@@ -25,6 +25,7 @@ from ltd.rl.policies import Policy, PolicySpec
 from ltd.schema import check_config
 
 CONF = Path(CONFIG_PATH)
+each = lambda measure: lambda trees: [measure(tree) for tree in trees]  # run_study measures a batch of trees
 options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
@@ -262,7 +263,7 @@ def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
 
     path = tmp_path / "study.journal"
     with pytest.raises(KeyboardInterrupt):
-        run_study(open_study("s", path, "optuna", space, seed=0), 4, "optuna", space, measure)
+        run_study(open_study("s", path, "optuna", space, seed=0), 4, "optuna", space, each(measure))
     study = open_study("s", path, "optuna", space, seed=0)
     kept = [(t.params["depth"], t.params["top_k"], t.params["verify"]) for t in finished(study)]
     assert kept == [(t.depth, t.top_k, t.verify) for t in measured]
@@ -270,7 +271,7 @@ def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
     assert study.trials[-1].state == optuna.trial.TrialState.WAITING  # its shape, queued again
 
     measured.append(None)  # no more interruptions
-    run_study(study, 4, "optuna", space, lambda tree: (tree.depth / tree.verify, {"tau": 1.0}))
+    run_study(study, 4, "optuna", space, each(lambda tree: (tree.depth / tree.verify, {"tau": 1.0})))
     assert len(finished(study)) == 4
     assert [(t.params["depth"], t.params["top_k"], t.params["verify"]) for t in finished(study)][:2] == kept
     assert finished(study)[2].params == cut_short.params
@@ -279,7 +280,7 @@ def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
 def test_grid_mode_covers_the_grid_once(tmp_path):
     grid = TreeSpace(depth=[2, 3], top_k=[4], verify=[8, 16, 24])
     study = open_study("g", tmp_path / "grid.journal", "grid", grid, seed=0)
-    run_study(study, 100, "grid", grid, lambda tree: (1.0, {}))
+    run_study(study, 100, "grid", grid, each(lambda tree: (1.0, {})))
     shapes = sorted((t.params["depth"], t.params["verify"]) for t in finished(study))
     assert shapes == [(d, v) for d in (2, 3) for v in (8, 16, 24)]
     with pytest.raises(LtdError, match="sweep mode must be one of optuna, grid"):
@@ -293,7 +294,7 @@ def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_pa
     grid = TreeSpace(depth=[1], top_k=[2], verify=[51, 60])
     study = open_study("g", tmp_path / "g.journal", "grid", grid, seed=0)
     measured = []
-    run_study(study, 10, "grid", grid, lambda tree: (measured.append(shape(tree)), (1.0, {}))[1])
+    run_study(study, 10, "grid", grid, each(lambda tree: (measured.append(shape(tree)), (1.0, {}))[1]))
     assert measured == [(1, 2, 2)]  # one level of two candidates holds 2: V 51 and 60 are that tree, measured once
     text = tuned_config(best_tree(study), "note")
     tree = make_controller(OmegaConf.to_container(OmegaConf.create(text)))
@@ -306,11 +307,11 @@ def test_a_tree_holds_its_v_and_the_tuned_config_builds_the_tree_it_names(tmp_pa
 def test_a_journal_cut_in_the_middle_of_a_line_loses_that_line(tmp_path, capsys):
     space = TreeSpace(depth=[1, 4], top_k=[1, 4], verify=[1, 16])
     path = tmp_path / "study.journal"
-    run_study(open_study("s", path, "optuna", space, seed=0), 2, "optuna", space, lambda tree: (1.0, {}))
+    run_study(open_study("s", path, "optuna", space, seed=0), 2, "optuna", space, each(lambda tree: (1.0, {})))
     path.write_bytes(path.read_bytes()[:-30])  # killed while writing the last entry
     study = open_study("s", path, "optuna", space, seed=0)
     assert f"note: {path} ends in a line cut short; dropping it" in capsys.readouterr().err
-    run_study(study, 3, "optuna", space, lambda tree: (1.0, {}))
+    run_study(study, 3, "optuna", space, each(lambda tree: (1.0, {})))
     assert len(finished(open_study("s", path, "optuna", space, seed=0))) == 3
     path.write_text("not json\n" + path.read_text())
     with pytest.raises(LtdError, match=f"the study journal {path} is damaged"):
@@ -329,11 +330,27 @@ def test_a_resumed_study_measures_no_shape_twice(tmp_path):
 
     path = tmp_path / "study.journal"
     with pytest.raises(KeyboardInterrupt):
-        run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, measure)
+        run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, each(measure))
     measured.append(None)
-    run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, measure)
+    run_study(open_study("s", path, "optuna", space, seed=0), 6, "optuna", space, each(measure))
     shapes = measured[:3] + measured[4:]
     assert len(shapes) == 6 and len(set(shapes)) == 6
+
+
+def test_a_batch_measures_its_trees_together_and_the_study_counts_each(tmp_path):
+    space = TreeSpace(depth=[1, 4], top_k=[1, 3], verify=[1, 12])
+    batches = []
+
+    def measure(trees):
+        batches.append([shape(tree) for tree in trees])
+        return [(float(tree.depth), {"tau": 1.0}) for tree in trees]
+
+    study = open_study("b", tmp_path / "b.journal", "optuna", space, seed=0)
+    run_study(study, 7, "optuna", space, measure, batch=3)
+    assert [len(b) for b in batches] == [3, 3, 1] and len(finished(study)) == 7
+    shapes = [s for b in batches for s in b]
+    assert len(set(shapes)) == 7  # no shape twice, within a batch or across batches
+    assert sorted(t.value for t in finished(study)) == sorted(float(s[0]) for s in shapes)
 
 
 def test_the_main_job_reports_each_task_and_their_mean(tmp_path):

@@ -208,6 +208,7 @@ class SweepTreeSchema:
     experiment: str
     mode: str
     trials: int
+    batch: int
     seed: int
     study: str | None
     storage: str
@@ -364,6 +365,7 @@ VALUES = {
     "temperature": (_non_negative, "a number >= 0 (0: greedy)"),
     "warmup_tokens": (_whole(1), "a whole number >= 1"),
     "trials": (_whole(1), "a whole number >= 1"),
+    "batch": (_whole(1), "a whole number >= 1"),
     "repeats": (_whole(1), "a whole number >= 1"),
     "prompts": (_whole(1), "a whole number >= 1"),
     "steps": (_whole(1), "a whole number >= 1"),

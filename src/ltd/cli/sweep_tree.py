@@ -46,14 +46,14 @@ def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
     tasks_name = "+".join(task.name for task in tasks)
     questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
                                                                               task.per_category, from_end=True)]
-    key = {"artefact": "tree search", "format": STUDY, "model": model, "drafter": drafter_id, "machine": here,
+    key = {"artefact": "tree search", "format": STUDY, "batch": cfg.batch, "model": model, "drafter": drafter_id, "machine": here,
            "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
            "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
            "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
     tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
-    return SearchJob(name, key, cfg.mode, space, cfg.trials, cfg.seed, cfg.storage, questions, tasks_name,
+    return SearchJob(name, key, cfg.mode, space, cfg.trials, cfg.batch, cfg.seed, cfg.storage, questions, tasks_name,
                      cfg.max_new_tokens, cfg.temperature, cfg.warmup_tokens, tuned if cfg.write_best else None,
                      LoadGuard(cfg.max_other_load, cfg.require_quiet), describe_machine(here),
                      earlier_tree(tuned, space) if cfg.mode == "optuna" else None)

@@ -209,40 +209,66 @@ def queue_grid_point(study: optuna.Study, space: TreeSpace) -> bool:
 MAX_REPEATS = 200  # proposals in a row of shapes already measured before the search counts as exhausted
 
 
-def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, on_trial=None) -> None:
-    """Run trials until `trials` shapes have been measured; `measure(tree)` returns (speed-up, details)."""
-    if trials < 1:
-        raise LtdError(f"trials must be at least 1, got {trials}")
+REPEAT = "repeat"  # ask_tree's answer for a shape measured already (or being measured)
+
+
+def ask_tree(study: optuna.Study, trials: int, mode: str, space: TreeSpace):
+    """The next trial and its tree; REPEAT when its shape was measured (or is being measured: by
+    another worker, or earlier in this batch) and the trial is closed without counting; None when the
+    study holds `trials` already or the grid is done."""
+    if mode == "grid" and not queue_grid_point(study, space):
+        return None
+    trial = study.ask()
+    # Workers that asked at once: the earlier trials go first, a trial past the target stops its worker.
+    if len(finished(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return None
+    tree = suggest_tree(trial, mode, space)
+    earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
+    elsewhere = [t for t in running(study) if t.number != trial.number and set(t.params) == set(KEYS)
+                 and measured_shape(t) == shape(tree)]
+    if earlier is not None:
+        trial.set_user_attr(SAME_AS, earlier.number)
+        study.tell(trial, earlier.value)
+        return REPEAT
+    if elsewhere:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return REPEAT
+    return trial, tree
+
+
+def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, on_trial=None,
+              batch: int = 1) -> None:
+    """Run trials until `trials` shapes have been measured, `batch` at a time: `measure(trees)`
+    returns a (speed-up, details) per tree, the trees of a batch measured beside one
+    autoregressive run."""
+    if trials < 1 or batch < 1:
+        raise LtdError(f"trials and batch must be at least 1, got {trials} and {batch}")
     repeats = 0
     # Other workers' trials in flight count: together the workers stop at `trials`.
     while len(finished(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
-        if mode == "grid" and not queue_grid_point(study, space):
+        asked = []
+        while len(asked) < batch and len(finished(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
+            answer = ask_tree(study, trials, mode, space)
+            if answer is None:
+                break
+            if answer == REPEAT:
+                repeats += 1
+                continue
+            repeats = 0
+            asked.append(answer)
+        if not asked:
             break
-        trial = study.ask()
-        # Workers that asked at once: the earlier trials go first, a trial past the target stops its worker.
-        if len(finished(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            break
-        tree = suggest_tree(trial, mode, space)
-        earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
-        elsewhere = [t for t in running(study) if t.number != trial.number and set(t.params) == set(KEYS)
-                     and measured_shape(t) == shape(tree)]
-        if earlier is not None or elsewhere:
-            if earlier is not None:
-                trial.set_user_attr(SAME_AS, earlier.number)
-                study.tell(trial, earlier.value)
-            else:  # another worker is measuring it
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            repeats += 1
-            continue
-        repeats = 0
-        with heartbeat(trial):
-            value, details = measure(tree)
-        for key, detail in details.items():
-            trial.set_user_attr(key, detail)
-        study.tell(trial, value)
-        if on_trial is not None:
-            on_trial(trial.number, tree, value, details)
+        with contextlib.ExitStack() as stack:
+            for trial, _ in asked:
+                stack.enter_context(heartbeat(trial))
+            results = measure([tree for _, tree in asked])
+        for (trial, tree), (value, details) in zip(asked, results):
+            for key, detail in details.items():
+                trial.set_user_attr(key, detail)
+            study.tell(trial, value)
+            if on_trial is not None:
+                on_trial(trial.number, tree, value, details)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
@@ -289,29 +315,28 @@ def tuned_config(tree: StaticTree, note: str) -> str:
 
 def tree_speedup(engine: Engine, target, questions: list[Question], max_new_tokens: int, temperature: float,
                  seed: int, guard: LoadGuard | None = None):
-    """What a trial measures: a function of a tree giving its speed-up over autoregressive decoding
-    on `questions` (both interleaved per question, the order rotating from one question to the next
-    and from trial to trial) and its tau, tok/s, interval, load and lossless flag. A tree whose output
-    is not the target's own stops the search (NotLossless); `guard` refuses a busy trial where
-    it requires quiet."""
-    trials = [0]
+    """What a batch of trials measures: a function of trees giving each its speed-up over
+    autoregressive decoding on `questions` (all interleaved per question, the order rotating from
+    one question to the next and from batch to batch) and its tau, tok/s, interval, load and
+    lossless flag. A tree whose output is not the target's own stops the search (NotLossless);
+    `guard` refuses a busy batch where it requires quiet."""
+    batches = [0]
 
-    def measure(tree: StaticTree):
-        methods = [Method(AUTOREGRESSIVE), Method("tree", tree)]
+    def measure(trees: list[StaticTree]) -> list[tuple[float, dict]]:
+        methods = [Method(AUTOREGRESSIVE)] + [Method(f"tree {shape(tree)}", tree) for tree in trees]
         rows = decode_questions(engine, target, methods, questions, max_new_tokens, temperature, seed,
-                                first=trials[0] * len(questions))
-        trials[0] += 1
+                                first=batches[0] * len(questions))
+        batches[0] += 1
         check_lossless({"the search's tasks": rows})
         load = run_load(rows)
         if guard is not None:
-            guard.check(load, f"tree {shape(tree)}")
+            guard.check(load, f"trees {', '.join(str(shape(tree)) for tree in trees)}")
         result = {row["method"]: row for row in summarise(rows, [m.name for m in methods])}
-        tree_row = result["tree"]
-        return tree_row["speed-up"], {"tau": tree_row["tau"], "tok/s": tree_row["tok/s"],
-                                      "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
-                                      "speed-up low": tree_row["speed-up low"],
-                                      "speed-up high": tree_row["speed-up high"],
-                                      "other load": load.share if load else None, "lossless": tree_row["lossless"]}
+        return [(row["speed-up"], {"tau": row["tau"], "tok/s": row["tok/s"],
+                                   "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
+                                   "speed-up low": row["speed-up low"], "speed-up high": row["speed-up high"],
+                                   "other load": load.share if load else None, "lossless": row["lossless"]})
+                for row in (result[m.name] for m in methods[1:])]
 
     return measure
 
@@ -332,7 +357,7 @@ def trials_table(study: optuna.Study, top: int = 10) -> str:
 
 
 def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, tracker: Tracker,
-           description: str) -> None:
+           description: str, batch: int = 1) -> None:
     """run_study with a progress bar (the best speed-up so far) and every trial logged; however it
     ends (Ctrl-C too), the best so far is summarised in the tracker, which is then finished."""
     bar = tqdm(total=trials, initial=min(len(finished(study)), trials), desc=description, unit="trial")
@@ -344,7 +369,7 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
                      "tau": details["tau"]}, step=number)
 
     try:
-        run_study(study, trials, mode, space, measure, on_trial)
+        run_study(study, trials, mode, space, measure, on_trial, batch)
     finally:
         bar.close()
         if finished(study):
@@ -363,6 +388,7 @@ class SearchJob:
     mode: str
     space: TreeSpace
     trials: int
+    batch: int  # trees measured together, beside one autoregressive run
     seed: int
     storage: str
     questions: list[Question]
@@ -393,7 +419,7 @@ def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine
     warm_up = target.encode_chat([{"role": "user", "content": job.questions[0].turns[0]}])
     engine.generate(warm_up, StaticTree(depth=3, top_k=max(job.space.top_k), verify=8), job.warmup_tokens)
     measure = tree_speedup(engine, target, job.questions, job.max_new_tokens, job.temperature, 0, job.guard)
-    search(study, job.trials, job.mode, job.space, measure, tracker, f"sweep {job.name}")
+    search(study, job.trials, job.mode, job.space, measure, tracker, f"sweep {job.name}", job.batch)
     trials = finished(study)
     if not trials:
         return None
