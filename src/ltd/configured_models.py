@@ -25,12 +25,14 @@ def parts_of(model_cfg):
 
 def load_target_of(cfg):
     m = cfg.model
-    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m))
+    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m),
+                       m.get("quantize"))
 
 
 def model_identity_of(cfg) -> dict:
     m = cfg.model
-    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m))
+    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m),
+                          m.get("quantize"))
 
 
 def draft_lm_settings(cfg) -> dict:
@@ -111,7 +113,8 @@ def describe_models(cfg) -> str:
     qwen2.5-coder-0.5b (int8 weights)`."""
     m, d = cfg.model, cfg.drafter
     source = Path(str(m.source).split(":", 1)[-1]).name
-    target = f"{m.name} ({m.dtype}, from {source})" if source.endswith(".gguf") else f"{m.name} ({m.dtype})"
+    precision = {"int8": "int8 weights", "gguf": "its GGUF blocks"}.get(m.get("quantize"), m.dtype)
+    target = f"{m.name} ({precision}, from {source})" if source.endswith(".gguf") else f"{m.name} ({precision})"
     if d.kind == "eagle3":
         return f"{target} drafted by an EAGLE-3 head ({m.dtype})"
     name = d.model or Path(str(d.source)).name

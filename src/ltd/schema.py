@@ -46,6 +46,7 @@ class ModelSchema:
     eagle3: str | None = None
     chat_template: str | None = None
     parts: PartsSchema | None = None
+    quantize: str | None = None  # null: dense in dtype; int8: per-channel int8 (CPU); gguf: the GGUF's own blocks (CPU)
 
 
 @dataclass
@@ -401,6 +402,15 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
             raise LtdError(f"model.dtype must be one of {', '.join(DTYPES)}, got {cfg.model.dtype!r}")
         if cfg.model.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise LtdError(f"model.device must be cpu, cuda, cuda:<n> or mps, got {cfg.model.device!r}")
+        q = cfg.model.get("quantize")
+        if q not in (None, "int8", "gguf"):
+            raise LtdError(f"model.quantize must be int8, gguf or null, got {q!r}")
+        if q and (cfg.model.device != "cpu" or cfg.model.dtype != "float32"):
+            raise LtdError(f"model.quantize={q} is a CPU path in float32, and the model runs in {cfg.model.dtype} "
+                           f"on {cfg.model.device}: add model.quantize=null")
+        if q == "gguf" and not str(cfg.model.source).endswith(".gguf"):
+            raise LtdError(f"model.quantize=gguf runs a GGUF's own blocks, and model.source {cfg.model.source} is "
+                           f"not a GGUF: add model.quantize=null")
     if "drafter" in cfg:
         kinds = ("eagle3", "draft_lm")
         if cfg.drafter.kind not in kinds:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ltd.errors import LtdError
+from ltd.kernels.blocks import Blocks, dequantize
+from ltd.kernels.build import linear as gguf_linear
 from ltd.models.layouts import arrange, fastest_layout
 
 # What distinguishes the families inside a decoder layer.
@@ -70,12 +72,13 @@ def pick_linear(device: torch.device, dtype: torch.dtype):
     return F.linear
 
 
-QUANTIZE = ("int8",)
+QUANTIZE = ("int8", "gguf")
 # What a quantisation is called in the identities of models and drafters (the keys of traces, cost
 # models, tuned trees, policies): its numerics, not only its name. "int8-rows": activations
 # quantised per row (below); the first int8 path quantised a whole call on one scale, and what was
-# derived from a drafter on it is not reused.
-QUANTIZE_IDENTITY = {"int8": "int8-rows"}
+# derived from a drafter on it is not reused. "gguf-blocks": the file's own k-quant blocks, run by
+# ltd.kernels with activations quantised per row and block of 256.
+QUANTIZE_IDENTITY = {"int8": "int8-rows", "gguf": "gguf-blocks"}
 
 # Activations take 7 bits: as unsigned 1..127 (zero point 64), two products summed in 16 bits cannot
 # saturate on a CPU without VNNI (fbgemm's reduce_range, which the first int8 path used too).
@@ -217,6 +220,58 @@ class Layer:
     down: torch.Tensor
 
 
+class Placement:
+    """Takes a model's weights out of `state` as they are placed, on `device` in `dtype`, the matrices
+    as `quantize` has them: a joined copy (q, k, v) does not live beside its parts, and a GPU
+    model's weights are never held twice."""
+
+    def __init__(self, state: dict, device: torch.device, dtype: torch.dtype, quantize: str | None, linear):
+        self.state, self.device, self.dtype, self.quantize, self.linear = state, device, dtype, quantize, linear
+        self.layouts: dict[tuple[int, int], str] = {}
+
+    def tensor(self, *names) -> torch.Tensor:
+        tensors = [dequantize(t) if isinstance(t, Blocks) else t for t in (self.state.pop(n) for n in names)]
+        tensors = [t.to(self.device, self.dtype) for t in tensors]
+        return torch.cat(tensors) if len(tensors) > 1 else tensors[0].contiguous()
+
+    def blocks(self, *names) -> list[Blocks]:
+        parts = [self.state.pop(n) for n in names]
+        if not all(isinstance(p, Blocks) for p in parts):
+            raise LtdError(f"quantize=gguf needs GGUF blocks for {', '.join(names)}")
+        return parts
+
+    def matrix(self, *names):
+        if self.quantize == "gguf":
+            return self.blocks(*names)
+        weight = self.tensor(*names)
+        if self.quantize == "int8":
+            return int8_weight(weight)
+        if self.linear is not cpu_linear:
+            return weight
+        # [out, in] in shape; in memory as oneDNN reads it fastest on this machine.
+        shape = tuple(weight.shape)
+        if shape not in self.layouts:
+            self.layouts[shape] = fastest_layout(shape, cpu_linear)
+        return arrange(weight, self.layouts[shape])
+
+    def embedding_and_output(self):
+        """(embedding, output matrix for one row, output matrix for several rows)."""
+        tied = "lm_head.weight" not in self.state
+        if self.quantize == "gguf":
+            # The embedding is read a row at a time, never streamed: dequantised once.
+            embedding = self.state["model.embed_tokens.weight"]
+            output = self.blocks("model.embed_tokens.weight" if tied else "lm_head.weight")
+            self.state.pop("model.embed_tokens.weight", None)
+            embed = dequantize(embedding) if isinstance(embedding, Blocks) else embedding.to(self.device, self.dtype)
+            return embed, output, output
+        embed = self.tensor("model.embed_tokens.weight")
+        output = embed if tied else self.tensor("lm_head.weight")
+        lm_head = int8_weight(output) if self.quantize == "int8" else output.t().contiguous().t()
+        # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
+        # (half the time at 16 to 64 rows here): verification and batches get their own copy.
+        return embed, lm_head, output if self.linear is cpu_linear else lm_head
+
+
 class Decoder:
     """A causal LM with its own KV cache. `forward` appends tokens to the cache and returns logits."""
 
@@ -225,43 +280,22 @@ class Decoder:
         """`quantize="int8"`: the linear weights in int8 (a quarter of the bytes to stream per token;
         for a drafter, whose guesses need not be exact), on the CPU in float32; the activations
         quantised per token (int8_linear), so a token's logits do not depend on the tokens fed with
-        it. The weights are taken out of `state` (the caller's dict is emptied of them)."""
+        it. `quantize="gguf"`: the matrices in `state` are a GGUF's own blocks (ltd.kernels.Blocks,
+        from ltd.models.gguf_weights), run by the GGUF kernel; the embedding is dequantised (it is
+        read a row at a time, never streamed). The weights are taken out of `state` (the caller's
+        dict is emptied of them)."""
         self.spec = spec
         self.dtype = dtype
         self.device = torch.device(device)
         if quantize is not None and (quantize not in QUANTIZE or self.device.type != "cpu" or dtype != torch.float32):
             raise LtdError(f"quantize must be one of {', '.join(QUANTIZE)} (a CPU path, in float32), got {quantize!r}")
-        self.linear = int8_linear if quantize == "int8" else pick_linear(self.device, dtype)
+        self.linear = {"int8": int8_linear, "gguf": gguf_linear}.get(quantize) or pick_linear(self.device, dtype)
         self.max_positions = cos.shape[0]
         self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
 
-        # Each tensor is taken out of `state` as it is placed: a joined copy (q, k, v) does not
-        # live beside its parts, and a GPU model's weights are never held twice.
-        def w(*names):
-            tensors = [state.pop(n).to(self.device, dtype) for n in names]
-            return torch.cat(tensors) if len(tensors) > 1 else tensors[0].contiguous()
-
-        layouts: dict[tuple[int, int], str] = {}
-
-        def matrix(*names):
-            weight = w(*names)
-            if quantize == "int8":
-                return int8_weight(weight)
-            if self.linear is not cpu_linear:
-                return weight
-            # [out, in] in shape; in memory as oneDNN reads it fastest on this machine.
-            shape = tuple(weight.shape)
-            if shape not in layouts:
-                layouts[shape] = fastest_layout(shape, cpu_linear)
-            return arrange(weight, layouts[shape])
-
-        tied = "lm_head.weight" not in state
-        self.embed = w("model.embed_tokens.weight")
-        output = self.embed if tied else w("lm_head.weight")
-        self.lm_head = int8_weight(output) if quantize == "int8" else output.t().contiguous().t()
-        # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
-        # (half the time at 16 to 64 rows here): verification and batches get their own copy.
-        self.lm_head_rows = output if self.linear is cpu_linear else self.lm_head
+        place = Placement(state, self.device, dtype, quantize, self.linear)
+        w, matrix = place.tensor, place.matrix
+        self.embed, self.lm_head, self.lm_head_rows = place.embedding_and_output()
         self.final_norm = w("model.norm.weight")
         self.layers = []
         for i in range(spec.num_layers):
@@ -293,6 +327,8 @@ class Decoder:
         """Bytes of weights one token streams through: every layer's matrices and norms, the final
         norm and the output matrix (the embedding row it reads is negligible)."""
         def size(weight) -> int:
+            if isinstance(weight, list):  # GGUF blocks
+                return sum(part.nbytes() for part in weight)
             if isinstance(weight, torch.Tensor):
                 return weight.numel() * weight.element_size()
             unpacked = torch.ops.quantized.linear_unpack(weight)[0]  # int8: one byte each, plus a scale a row

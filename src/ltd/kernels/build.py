@@ -1,0 +1,108 @@
+"""The GGUF kernel (gguf_linear.cpp), compiled on first use for this CPU and cached.
+
+The build is keyed by the source, the CPU and its vector extensions, torch's version, the compiler
+and the instruction set asked for; it is made in a folder of its own and moved into place whole, so
+an interrupted build leaves nothing that a later run would trust. Where it cannot be built (no
+compiler), one note says so and `linear` computes the same sums with torch alone, far slower.
+"""
+import functools
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ltd.artefacts import note
+from ltd.fingerprints import cache_root, cpu, digest
+from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
+
+SOURCE = Path(__file__).with_name("gguf_linear.cpp")
+# "native": every extension this CPU has; the source picks AVX-512 VNNI, else AVX2, else plain C++.
+# The others exist so that each path can be tested on a CPU that has more.
+ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
+# OpenMP: at::parallel_for shares the output rows among torch's threads only when compiled with it.
+FLAGS = ["-O3", "-fopenmp"]
+
+
+def compiler() -> str | None:
+    """The C++ compiler's first line of `--version`, or None without one."""
+    executable = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if executable is None:
+        return None
+    try:
+        return subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_key(isa: str) -> str:
+    name, extensions = cpu()
+    return digest({"source": SOURCE.read_bytes().hex(), "cpu": name, "extensions": extensions, "flags": FLAGS + ISAS[isa],
+                   "torch": torch.__version__, "compiler": compiler(), "machine": platform.machine()})
+
+
+def load_built(name: str, folder: Path):
+    library = next(folder.glob(f"{name}*.so"), None)
+    if library is None:
+        return None
+    spec = importlib.util.spec_from_file_location(name, library,
+                                                  loader=importlib.machinery.ExtensionFileLoader(name, str(library)))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def kernel(isa: str = "native"):
+    """The compiled kernel for `isa`, or None (with one note) where it cannot be built here."""
+    if isa != "native" and platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    key = build_key(isa)
+    name = f"ltd_gguf_linear_{key}"
+    folder = cache_root() / "kernels" / name
+    if folder.is_dir():
+        module = load_built(name, folder)
+        if module is not None:
+            return module
+        shutil.rmtree(folder, ignore_errors=True)
+    if compiler() is None:
+        note("no C++ compiler here: the GGUF kernel is not built and matmuls on GGUF blocks run in torch (slow)")
+        return None
+    import ninja  # a dependency: torch's builder looks for the ninja executable on PATH
+    from torch.utils import cpp_extension
+
+    os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    print(f"compiling the GGUF kernel for this CPU ({isa}) once; cached in {folder}")
+    try:
+        module = cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=str(scratch),
+                                    extra_cflags=FLAGS + ISAS[isa], extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as error:  # a failed build is one note; the torch path still decodes
+        shutil.rmtree(scratch, ignore_errors=True)
+        note(f"the GGUF kernel did not build ({str(error).strip().splitlines()[-1][:200]}): matmuls on GGUF "
+             f"blocks run in torch (slow)")
+        return None
+    try:
+        scratch.rename(folder)
+    except OSError:  # another process finished the same build first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return module
+
+
+def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: str = "native") -> torch.Tensor:
+    """x [..., K] (float32) @ W.T for W the parts' rows stacked: [..., total rows]. `portable`: the
+    kernel's plain C++ path even where SIMD is available (for tests)."""
+    module = kernel(isa)
+    flat = x.reshape(-1, x.shape[-1])
+    if module is None:
+        out = torch.cat([reference_linear(flat, part) for part in parts], dim=1)
+    else:
+        out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
+                            [FORMATS[p.format] for p in parts], portable)
+    return out.view(*x.shape[:-1], out.shape[-1])
