@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-env gpu-check drafter drafter-rl analysis dashboard clean
+.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-peer bench-env gpu-check drafter drafter-rl analysis dashboard clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -67,6 +67,9 @@ test-fast: setup  ## only the tests on tiny random models
 
 bench-decode: setup  ## decoder speed vs transformers and vs the memory-bandwidth bound, verify curve; writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
+
+bench-peer: setup  ## ltd vs llama.cpp (built once from PyPI's llama-cpp-python sdist) on the same GGUFs and prompts, interleaved; results/peer.md
+	$(PY) -m ltd.cli.bench_peer $(ARGS)
 
 gpu-check: setup  ## on a CUDA GPU: the cuda tests, bench-decode and a short eval of SmolLM2 and the Qwen pair in bf16, one table
 	$(PY) -m ltd.cli.gpu_check $(ARGS)

@@ -94,3 +94,29 @@ def test_weight_bytes_count_the_blocks(model):
     weights = sum(p.numel() for n, p in CLASSES["qwen2"][1](config).state_dict().items()
                   if p.dim() == 2 and "embed" not in n)
     assert 4.5 / 8 * weights < decoder.weight_bytes() < 7 / 8 * weights
+
+
+@pytest.mark.parametrize("tree", ["chain", "branches"])
+def test_a_verified_row_equals_decoding_it_alone(model, tree):
+    """Bit for bit: the kernel's rows are independent of their batch, and a quantised target's tree
+    rows attend one by one to exactly the keys decoding alone reads (otherwise attention's last-bit
+    differences become different activation levels, and greedy output may part)."""
+    prompt = torch.tensor(random_prompt(12, seed=5))
+    path = [7, 3, 9]
+    alone = gguf_decoder(model)
+    alone.reset(64)
+    alone.forward(prompt)
+    expected = torch.stack([alone.forward(torch.tensor([token]))[0][0] for token in path])
+    verifier = gguf_decoder(model)
+    verifier.reset(64)
+    verifier.forward(prompt)
+    if tree == "chain":
+        tokens, depths = path, [0, 1, 2]
+        mask = torch.tril(torch.ones(3, 3, dtype=torch.bool))
+        rows = [0, 1, 2]
+    else:  # root 7 with children 5 and 3; 3's child 9 sits after 5's slot
+        tokens, depths = [7, 5, 3, 9], [0, 1, 1, 2]
+        mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+        rows = [0, 2, 3]
+    logits, _ = verifier.forward(torch.tensor(tokens), positions=12 + torch.tensor(depths), tree_mask=mask)
+    assert torch.equal(logits[rows], expected)

@@ -133,6 +133,29 @@ class BenchDecodeSchema:
 
 
 @dataclass
+class BenchPeerSchema:
+    model: ModelSchema
+    drafter: DrafterSchema
+    task: TaskSchema
+    tasks: list[str] | None
+    methods: list[str]
+    questions: int
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    threads: int | None
+    max_other_load: float
+    require_quiet: bool
+    n_max: list[int]
+    batch_sizes: list[int]
+    batch_context: int
+    llama_cpp: str
+    llama_cpp_tools: str | None
+    results: str
+    controller: dict[str, Any] | None = None
+
+
+@dataclass
 class TrainDrafterSchema:
     model: ModelSchema
     drafter: DrafterSchema
@@ -334,7 +357,7 @@ class BenchEnvSchema:
     results: str
 
 
-SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "train_drafter": TrainDrafterSchema,
+SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "bench_peer": BenchPeerSchema, "train_drafter": TrainDrafterSchema,
            "eval": EvalSchema, "sweep_tree": SweepTreeSchema, "profile": ProfileSchema,
            "record": RecordSchema, "train_baselines": TrainBaselinesSchema, "train": TrainSchema, "bench_env": BenchEnvSchema,
            "train_resps": TrainRespsSchema, "train_ppow": TrainPPOWSchema}
@@ -383,6 +406,9 @@ VALUES = {
     "persistence": (_whole(1), "a whole number of cycles >= 1"),
     "budget": (_positive, "a number > 0 (target steps)"),
     "max_other_load": (lambda v: _non_negative(v) and v <= 1, "a share of the CPU between 0 and 1"),
+    "n_max": (_whole(1), "whole numbers >= 1 (draft tokens a step)"),
+    "batch_sizes": (_whole(1), "whole numbers >= 1"),
+    "batch_context": (_whole(0), "a whole number >= 0"),
 }
 
 

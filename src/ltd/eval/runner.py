@@ -40,6 +40,7 @@ class Method:
     name: str
     controller: Controller | None = None  # None: autoregressive decoding, the baseline
     engine: Engine | None = None  # its own engine (another drafter over the same target); None: the run's
+    outside: bool = False  # a decoder of its own (llama.cpp): its outputs are its model's, not compared
 
     def generate(self, engine: Engine, prompt: list[int], max_new_tokens: int, temperature: float,
                  seed: int) -> Generation:
@@ -109,13 +110,16 @@ def decode_turns(engine: Engine, target, order: list[Method], question: Question
         messages.append({"role": "user", "content": text})
         prompt = target.encode_chat(messages)
         outputs = {m.name: m.generate(engine, prompt, max_new_tokens, temperature, seed) for m in order}
+        outside = {m.name for m in order if m.outside}
         reference = outputs[AUTOREGRESSIVE].tokens
         for name, out in outputs.items():
             t = totals[name]
             t["tokens"] += len(out.tokens)
             t["seconds"] += out.seconds
             t["cycles"] += len(out.cycles)
-            if temperature == 0:
+            if name in outside:
+                t["lossless"] = None
+            elif temperature == 0:
                 t["lossless"] &= matches_reference(engine.target, prompt, reference, out.tokens)
             for index, c in enumerate(out.cycles):
                 t["accepted"] += c.accepted + 1

@@ -191,19 +191,35 @@ class KVCache:
         return None
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
+               mask: torch.Tensor | None, rows_apart: bool = False) -> torch.Tensor:
         """Store k, v ([B, kv_heads, T, d]) after the cached prefix and attend q ([B, heads, T, d]) to
         it all; `mask` is [T, length + T] or, per row, [B, 1, T, length + T].
+
+        `rows_apart` (a tree, `mask` [T, length + T]): each row attends on its own to exactly the keys
+        it sees, in cache order, as decoding that token alone would (one query, no mask). Attention
+        kernels sum in another order for one query than for several, and a quantised decoder turns
+        such last-bit differences into different activation levels: this keeps a verified row's
+        logits bit-identical to autoregressive decoding's.
 
         Returns [B, T, heads * d]. Does not advance `length`: the caller does once all layers ran."""
         B, _, T, _ = q.shape
         start, end = self.length, self.length + T
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
-        out = F.scaled_dot_product_attention(
-            q.float(), self.k[layer, :, :, :end], self.v[layer, :, :, :end], attn_mask=mask,
-            enable_gqa=q.shape[1] != k.shape[1],
-        )
+        keys, values, gqa = self.k[layer, :, :, :end], self.v[layer, :, :, :end], q.shape[1] != k.shape[1]
+        if not rows_apart:
+            out = F.scaled_dot_product_attention(q.float(), keys, values, attn_mask=mask, enable_gqa=gqa)
+            return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
+        out = torch.empty_like(q, dtype=torch.float32)
+        for t in range(T):
+            seen = mask[t].nonzero().squeeze(1)
+            n = seen.numel()
+            if int(seen[-1]) == n - 1:  # the prefix and a chain: a slice, as decoding alone reads it
+                row_keys, row_values = keys[:, :, :n], values[:, :, :n]
+            else:
+                row_keys, row_values = keys[:, :, seen], values[:, :, seen]
+            out[:, :, t : t + 1] = F.scaled_dot_product_attention(q[:, :, t : t + 1].float(), row_keys, row_values,
+                                                                  enable_gqa=gqa)
         return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
 
 
@@ -290,6 +306,8 @@ class Decoder:
         if quantize is not None and (quantize not in QUANTIZE or self.device.type != "cpu" or dtype != torch.float32):
             raise LtdError(f"quantize must be one of {', '.join(QUANTIZE)} (a CPU path, in float32), got {quantize!r}")
         self.linear = {"int8": int8_linear, "gguf": gguf_linear}.get(quantize) or pick_linear(self.device, dtype)
+        # A quantised target's tree rows attend one by one (KVCache.attend); a drafter turns it off.
+        self.exact_trees = quantize is not None
         self.max_positions = cos.shape[0]
         self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
 
@@ -375,6 +393,9 @@ class Decoder:
         batched = tokens.dim() == 2
         B, T = tokens.shape if batched else (1, tokens.numel())
         mask = cache.attention_mask(T, tree_mask, tree_start)
+        # Quantised activations turn attention's last-bit differences into different levels: a tree's
+        # rows attend one by one there (KVCache.attend).
+        rows_apart = self.exact_trees and tree_mask is not None and not batched and T > 1
         if positions is None:
             positions = torch.arange(cache.length, cache.length + T, device=self.device)
         cos, sin = self.cos[positions], self.sin[positions]
@@ -392,7 +413,7 @@ class Decoder:
         for i, layer in enumerate(self.layers):
             if i in feature_layers:
                 captured[i] = x
-            x = self.block(i, layer, x, cos, sin, mask)
+            x = self.block(i, layer, x, cos, sin, mask, rows_apart)
         if spec.num_layers in feature_layers:
             captured[spec.num_layers] = x
         cache.length += T
@@ -409,7 +430,7 @@ class Decoder:
     __call__ = forward
 
     def block(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              mask: torch.Tensor | None) -> torch.Tensor:
+              mask: torch.Tensor | None, rows_apart: bool = False) -> torch.Tensor:
         """Layer `i`: attention over the cache (the new keys and values appended), then the MLP,
         each added to the residual stream `x` ([B, T, hidden])."""
         spec, linear = self.spec, self.linear
@@ -425,7 +446,7 @@ class Decoder:
         if layer.q_norm is not None:
             q = rms_norm(q, layer.q_norm, spec.rms_eps)
             k = rms_norm(k, layer.k_norm, spec.rms_eps)
-        attn = self.cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask)
+        attn = self.cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask, rows_apart)
         x = x + linear(attn, layer.o)
         gate, up = linear(rms_norm(x, layer.post_norm, spec.rms_eps), layer.gate_up).chunk(2, dim=-1)
         return x + linear(F.silu(gate) * up, layer.down)

@@ -15,6 +15,7 @@ class DraftLM:
                 f"draft LM vocabulary ({decoder.spec.vocab_size}) is smaller than the target's ({target_vocab_size})"
             )
         self.decoder = decoder
+        decoder.exact_trees = False  # its guesses need not match decoding alone: one attention call a level
         self.vocab_size = target_vocab_size  # what it proposes from: the target's ids
         self.slots = TreeSlots(decoder.device)
         self.context = 0

@@ -1,0 +1,90 @@
+"""make bench-peer: ltd against llama.cpp, on the same GGUF files and the same prompts, in one run.
+
+llama.cpp (built once from the source vendored in llama-cpp-python's sdist: ltd.benchmarks.peer)
+decodes every turn beside ltd's autoregressive decoding and ltd's methods, as methods of the same
+harness: the order rotates across questions and tasks, and the load guard watches them all. Its
+speculative decoding drafts with the GGUF of the model's draft LM, once per `n_max`. The table
+gives every method's tok/s and its ratio to llama.cpp's autoregressive decoding, each with a 95 %
+interval (paired bootstrap over questions), and llama.cpp's batch curve; it is written to
+<results>/peer.md and peer.json.
+
+    python -m ltd.cli.bench_peer questions=1 tasks=[gsm8k]
+    python -m ltd.cli.bench_peer model.quantize=null      # ltd in fp32 against the same file
+"""
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from tqdm import tqdm
+
+from ltd.atomic import write_file, write_json
+from ltd.benchmarks import peer
+from ltd.cli.app import launch, set_threads, user_errors
+from ltd.config_files import CONFIG_PATH, chosen_tasks
+from ltd.configured_models import describe_models, draft_lm_settings, identities, load_model, parts_of
+from ltd.controllers.methods import methods_there
+from ltd.decoding.engine import Engine
+from ltd.eval.machine_load import Load, LoadGuard
+from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, run_load
+from ltd.eval.spread import Spread
+from ltd.eval.tasks import load_questions
+from ltd.fingerprints import describe_machine, machine
+from ltd.schema import check_config
+
+@hydra.main(config_path=CONFIG_PATH, config_name="bench_peer", version_base=None)
+def main(cfg) -> None:
+    with user_errors():
+        cfg = check_config(cfg, "bench_peer")
+        guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
+        threads = set_threads(cfg.threads)
+        tasks = chosen_tasks(cfg)
+        questions = {task.name: load_questions(task.path, cfg.questions, task.per_category) for task in tasks}
+        draft = draft_lm_settings(cfg) if cfg.drafter.kind == "draft_lm" else None
+        model_file, draft_file = peer.gguf_files(cfg.model.source, parts_of(cfg.model), draft)
+        tools = peer.tools_in(Path(cfg.llama_cpp_tools)) if cfg.llama_cpp_tools else peer.build(cfg.llama_cpp)
+        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
+        chosen = HydraConfig.get().runtime.choices["controller"]
+        names = [chosen] if cfg.controller is not None else list(cfg.methods)
+        ltd_methods = [Method(AUTOREGRESSIVE)] + methods_there(names, cfg, model, drafter, here)
+        guard.before_timing()
+        target, drafter_model = load_model(cfg)
+        engine = Engine(target.decoder, target.stop_token_ids, drafter_model)
+        peers = peer.peer_methods(tools, model_file, draft_file, target.tokenizer, threads, list(cfg.n_max))
+        methods = ltd_methods + peers
+        warm_up = target.encode_chat([{"role": "user", "content": questions[tasks[0].name][0].turns[0]}])
+        for method in methods:
+            method.generate(engine, warm_up[:64], 16, cfg.temperature, cfg.seed)
+        for method in peers:
+            method.runs.clear()
+        per_task, first = {}, 0
+
+        def done(rows: list[dict]) -> None:
+            bar.update()
+            guard.check(Load.of_question(rows[0]), f"question {rows[0]['question_id']}")
+
+        with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
+            for task in tasks:
+                bar.set_description(task.name)
+                per_task[task.name] = decode_questions(engine, target, methods, questions[task.name],
+                                                       cfg.max_new_tokens, cfg.temperature, cfg.seed, first, 1, done)
+                first += len(questions[task.name])
+        curve = peer.batch_curve(tools, model_file, list(cfg.batch_sizes), cfg.batch_context, threads)
+        spread = Spread.of(per_task, [m.name for m in methods])
+        text, rows = peer.table(spread, methods, curve)
+        load = run_load(pd.concat(per_task.values()))
+        header = (f"{describe_models(cfg)} against llama.cpp (llama-cpp-python {cfg.llama_cpp}) on "
+                  f"{model_file.name}; {cfg.questions} question(s) of {', '.join(t.name for t in tasks)}, up to "
+                  f"{cfg.max_new_tokens} new tokens per turn, greedy, {describe_machine(here)}")
+        verdict = guard.verdict(load)
+        report = f"{header}\n\n{text}\n\n- intervals: paired bootstrap over {spread.units()}\n- {verdict}\n"
+        print(f"\n{report}")
+        results = Path(cfg.results)
+        write_file(results / "peer.md", lambda tmp: tmp.write_text(report))
+        write_json(results / "peer.json", {"header": header, "rows": rows, "batch_ms": curve, "load": verdict})
+        print(f"written: {results / 'peer.md'}, {results / 'peer.json'}")
+        check_lossless(per_task)
+
+
+if __name__ == "__main__":
+    launch(main, "bench_peer")
