@@ -16,7 +16,6 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from tqdm import tqdm
 
 from ltd.atomic import write_file, write_json
 from ltd.benchmarks import peer
@@ -25,8 +24,8 @@ from ltd.config_files import CONFIG_PATH, chosen_tasks
 from ltd.configured_models import describe_models, draft_lm_settings, identities, load_model, parts_of
 from ltd.controllers.methods import methods_there
 from ltd.decoding.engine import Engine
-from ltd.eval.machine_load import Load, LoadGuard
-from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, run_load
+from ltd.eval.machine_load import LoadGuard
+from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_tasks, run_load, warm_up
 from ltd.eval.spread import Spread
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, machine
@@ -52,23 +51,11 @@ def main(cfg) -> None:
         engine = Engine(target.decoder, target.stop_token_ids, drafter_model)
         peers = peer.peer_methods(tools, model_file, draft_file, target.tokenizer, threads, list(cfg.n_max))
         methods = ltd_methods + peers
-        warm_up = target.encode_chat([{"role": "user", "content": questions[tasks[0].name][0].turns[0]}])
-        for method in methods:
-            method.generate(engine, warm_up[:64], 16, cfg.temperature, cfg.seed)
+        warm_up(engine, target, methods, questions[tasks[0].name][0], cfg.temperature, cfg.seed)
         for method in peers:
-            method.runs.clear()
-        per_task, first = {}, 0
-
-        def done(rows: list[dict]) -> None:
-            bar.update()
-            guard.check(Load.of_question(rows[0]), f"question {rows[0]['question_id']}")
-
-        with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
-            for task in tasks:
-                bar.set_description(task.name)
-                per_task[task.name] = decode_questions(engine, target, methods, questions[task.name],
-                                                       cfg.max_new_tokens, cfg.temperature, cfg.seed, first, 1, done)
-                first += len(questions[task.name])
+            method.runs.clear()  # acceptance over the timed runs only
+        per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed, 1,
+                                guard)
         curve = peer.batch_curve(tools, model_file, list(cfg.batch_sizes), cfg.batch_context, threads)
         spread = Spread.of(per_task, [m.name for m in methods])
         text, rows = peer.table(spread, methods, curve)

@@ -17,7 +17,6 @@ Exits 1, naming the method, task and question, when an output is not the target'
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from tqdm import tqdm
 
 from ltd.atomic import write_file
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
@@ -27,8 +26,8 @@ from ltd.controllers.methods import compared_methods
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
 from ltd.eval.headline import Headline, static_baselines
-from ltd.eval.machine_load import Load, LoadGuard
-from ltd.eval.runner import AUTOREGRESSIVE, check_lossless, decode_questions
+from ltd.eval.machine_load import LoadGuard
+from ltd.eval.runner import AUTOREGRESSIVE, check_lossless, decode_tasks, warm_up
 from ltd.eval.tasks import load_questions
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
@@ -48,22 +47,9 @@ def main(cfg) -> None:
         guard.before_timing()
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        warm_up = target.encode_chat([{"role": "user", "content": questions[tasks[0].name][0].turns[0]}])
-        for method in methods:
-            method.generate(engine, warm_up[:64], 16, cfg.temperature, cfg.seed)
-        per_task, first = {}, 0
-
-        def done(rows: list[dict]) -> None:
-            bar.update()
-            guard.check(Load.of_question(rows[0]), f"question {rows[0]['question_id']}")
-
-        with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
-            for task in tasks:
-                bar.set_description(task.name)
-                per_task[task.name] = decode_questions(engine, target, methods, questions[task.name],
-                                                       cfg.max_new_tokens, cfg.temperature, cfg.seed, first,
-                                                       cfg.repeats, done)
-                first += len(questions[task.name])
+        warm_up(engine, target, methods, questions[tasks[0].name][0], cfg.temperature, cfg.seed)
+        per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed,
+                                cfg.repeats, guard)
         headline = Headline.of(per_task, [m.name for m in methods], static_baselines([m.name for m in methods]))
         header = (f"{describe_models(cfg)}; {cfg.questions} question(s) of each task"
                   f"{f' decoded {cfg.repeats} times' if cfg.repeats > 1 else ''}, up to {cfg.max_new_tokens} new "

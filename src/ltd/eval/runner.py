@@ -150,6 +150,34 @@ def decode_questions(engine: Engine, target, methods: list[Method], questions: l
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
 
 
+def warm_up(engine: Engine, target, methods: list[Method], question: Question, temperature: float, seed: int) -> None:
+    """Each method decodes a few tokens of `question` first: kernels built, caches touched."""
+    prompt = target.encode_chat([{"role": "user", "content": question.turns[0]}])
+    for method in methods:
+        method.generate(engine, prompt[:64], 16, temperature, seed)
+
+
+def decode_tasks(engine: Engine, target, methods: list[Method], questions: dict[str, list[Question]],
+                 max_new_tokens: int, temperature: float, seed: int, repeats: int, guard) -> dict[str, pd.DataFrame]:
+    """Every task's questions with every method, the rotation going on across tasks, a progress bar,
+    and `guard` (a LoadGuard) checking each question; the question rows per task."""
+    from tqdm import tqdm
+
+    per_task, first = {}, 0
+
+    def done(rows: list[dict]) -> None:
+        bar.update()
+        guard.check(Load.of_question(rows[0]), f"question {rows[0]['question_id']}")
+
+    with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
+        for task, task_questions in questions.items():
+            bar.set_description(task)
+            per_task[task] = decode_questions(engine, target, methods, task_questions, max_new_tokens, temperature,
+                                              seed, first, repeats, done)
+            first += len(task_questions)
+    return per_task
+
+
 def summarise(questions: pd.DataFrame, method_order: list[str]) -> list[dict]:
     """One row per method: speed-up = mean per-question throughput over the autoregressive one
     (the paper's definition), with its 95 % interval (ltd.eval.spread); `speed-up (total)` = total

@@ -190,13 +190,23 @@ class KVCache:
             return torch.arange(end, device=device)[None, :] <= torch.arange(start, end, device=device)[:, None]
         return None
 
+    @staticmethod
+    def seen_keys(mask: torch.Tensor) -> list:
+        """Per row of a [T, length + T] mask, the cache positions it sees: a slice where they are the
+        prefix and a chain (read as decoding alone reads them), else their indices in order."""
+        rows = []
+        for row in mask:
+            seen = row.nonzero().squeeze(1)
+            rows.append(slice(0, seen.numel()) if int(seen[-1]) == seen.numel() - 1 else seen)
+        return rows
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               mask: torch.Tensor | None, rows_apart: bool = False) -> torch.Tensor:
+               mask: torch.Tensor | None, rows_apart: list | None = None) -> torch.Tensor:
         """Store k, v ([B, kv_heads, T, d]) after the cached prefix and attend q ([B, heads, T, d]) to
         it all; `mask` is [T, length + T] or, per row, [B, 1, T, length + T].
 
-        `rows_apart` (a tree, `mask` [T, length + T]): each row attends on its own to exactly the keys
-        it sees, in cache order, as decoding that token alone would (one query, no mask). Attention
+        `rows_apart` (a tree: `seen_keys(mask)`): each row attends on its own to exactly the keys it
+        sees, in cache order, as decoding that token alone would (one query, no mask). Attention
         kernels sum in another order for one query than for several, and a quantised decoder turns
         such last-bit differences into different activation levels: this keeps a verified row's
         logits bit-identical to autoregressive decoding's.
@@ -211,13 +221,8 @@ class KVCache:
             out = F.scaled_dot_product_attention(q.float(), keys, values, attn_mask=mask, enable_gqa=gqa)
             return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
         out = torch.empty_like(q, dtype=torch.float32)
-        for t in range(T):
-            seen = mask[t].nonzero().squeeze(1)
-            n = seen.numel()
-            if int(seen[-1]) == n - 1:  # the prefix and a chain: a slice, as decoding alone reads it
-                row_keys, row_values = keys[:, :, :n], values[:, :, :n]
-            else:
-                row_keys, row_values = keys[:, :, seen], values[:, :, seen]
+        for t, seen in enumerate(rows_apart):
+            row_keys, row_values = keys[:, :, seen], values[:, :, seen]
             out[:, :, t : t + 1] = F.scaled_dot_product_attention(q[:, :, t : t + 1].float(), row_keys, row_values,
                                                                   enable_gqa=gqa)
         return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
@@ -395,7 +400,8 @@ class Decoder:
         mask = cache.attention_mask(T, tree_mask, tree_start)
         # Quantised activations turn attention's last-bit differences into different levels: a tree's
         # rows attend one by one there (KVCache.attend).
-        rows_apart = self.exact_trees and tree_mask is not None and not batched and T > 1
+        rows_apart = (cache.seen_keys(mask) if self.exact_trees and tree_mask is not None and not batched and T > 1
+                      else None)
         if positions is None:
             positions = torch.arange(cache.length, cache.length + T, device=self.device)
         cos, sin = self.cos[positions], self.sin[positions]
@@ -430,7 +436,7 @@ class Decoder:
     __call__ = forward
 
     def block(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              mask: torch.Tensor | None, rows_apart: bool = False) -> torch.Tensor:
+              mask: torch.Tensor | None, rows_apart: list | None = None) -> torch.Tensor:
         """Layer `i`: attention over the cache (the new keys and values appended), then the MLP,
         each added to the residual stream `x` ([B, T, hidden])."""
         spec, linear = self.spec, self.linear

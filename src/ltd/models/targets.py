@@ -264,9 +264,8 @@ def write_dense_cache(cache: Artefact, gguf: Path) -> None:
     write_directory(cache.path, write)
 
 
-def read_dense_cache(directory: Path, name: str, device: str, dtype: torch.dtype):
-    """(config, tokenizer, stop ids, weights on `device` in `dtype`) of the cached model; a file
-    that cannot be read raises Damaged naming it, a model that does not fit an LtdError."""
+def read_cached_model(directory: Path):
+    """(config, tokenizer, stop ids) of a model cache; Damaged naming the file that cannot be read."""
     from transformers import AutoConfig, AutoTokenizer
 
     path = directory / "config.json"
@@ -278,6 +277,13 @@ def read_dense_cache(directory: Path, name: str, device: str, dtype: torch.dtype
         stops = tuple(json.loads(path.read_text())["stop_token_ids"])
     except Exception as error:  # a truncated or garbled file fails in as many ways as there are readers
         raise Damaged(path, error) from None
+    return config, tokenizer, stops
+
+
+def read_dense_cache(directory: Path, name: str, device: str, dtype: torch.dtype):
+    """(config, tokenizer, stop ids, weights on `device` in `dtype`) of the cached model; a file
+    that cannot be read raises Damaged naming it, a model that does not fit an LtdError."""
+    config, tokenizer, stops = read_cached_model(directory)
     files = [directory / "model.safetensors"]
     check_fits(name, files, dtype, device)
     return config, tokenizer, stops, read_weights(files, device, dtype)
@@ -321,16 +327,10 @@ def read_blocks_cache(directory: Path):
     """(config, tokenizer, stop ids, state with Blocks) of a blocks cache; Damaged when a file
     cannot be read."""
     from safetensors import safe_open
-    from transformers import AutoConfig, AutoTokenizer
 
-    path = directory / "config.json"
+    config, tokenizer, stops = read_cached_model(directory)
+    path = directory / "blocks.safetensors"
     try:
-        config = AutoConfig.from_pretrained(directory)
-        path = directory / "tokenizer.json"
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        path = directory / "ltd.json"
-        stops = tuple(json.loads(path.read_text())["stop_token_ids"])
-        path = directory / "blocks.safetensors"
         with safe_open(path, framework="pt") as f:
             formats = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys() if not k.endswith((".codes", ".sub", ".d"))}
@@ -341,21 +341,27 @@ def read_blocks_cache(directory: Path):
     return config, tokenizer, stops, state
 
 
-def load_gguf_blocks(name: str, source: str, gguf: Path, max_context: int | None) -> Target:
-    """The GGUF run as it is: its k-quant matrices by the GGUF kernel (quantize="gguf")."""
-    cache = blocks_cache(gguf)
+def cached(cache: Artefact, what: str, write, read):
+    """`read()` of a model cache, made by `write()` first where it is missing, stale or damaged."""
     if cache.path.exists() and not cache.fresh:
-        note(f"the model cache {cache.path} is not the repacked {gguf.name} ({cache.changes()}); making it again")
+        note(f"the model cache {cache.path} is not {what} ({cache.changes()}); making it again")
         remove(cache.path)
     if not cache.path.exists():
-        write_blocks_cache(cache, gguf)
+        write()
     try:
-        config, tokenizer, stops, state = read_blocks_cache(cache.path)
+        return read()
     except Damaged as error:
         damaged(error.path, error, f"making the model cache {cache.path} again")
         remove(cache.path)
-        write_blocks_cache(cache, gguf)
-        config, tokenizer, stops, state = read_blocks_cache(cache.path)
+        write()
+        return read()
+
+
+def load_gguf_blocks(name: str, source: str, gguf: Path, max_context: int | None) -> Target:
+    """The GGUF run as it is: its k-quant matrices by the GGUF kernel (quantize="gguf")."""
+    cache = blocks_cache(gguf)
+    config, tokenizer, stops, state = cached(cache, f"the repacked {gguf.name}", lambda: write_blocks_cache(cache, gguf),
+                                             lambda: read_blocks_cache(cache.path))
     decoder = Decoder.from_hf(config, state, max_context, torch.float32, "cpu", "gguf")
     return Target(name, config, tokenizer, decoder, stops, source, str(dense_cache(gguf).path))
 
@@ -365,18 +371,8 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
     if quantize == "gguf":
         return load_gguf_blocks(name, source, gguf, max_context)
     cache = dense_cache(gguf)
-    if cache.path.exists() and not cache.fresh:
-        note(f"the model cache {cache.path} is not the dequantised {gguf.name} ({cache.changes()}); making it again")
-        remove(cache.path)
-    if not cache.path.exists():
-        write_dense_cache(cache, gguf)
-    try:
-        config, tokenizer, stops, state = read_dense_cache(cache.path, name, device, dtype)
-    except Damaged as error:
-        damaged(error.path, error, f"making the model cache {cache.path} again")
-        remove(cache.path)
-        write_dense_cache(cache, gguf)
-        config, tokenizer, stops, state = read_dense_cache(cache.path, name, device, dtype)
+    config, tokenizer, stops, state = cached(cache, f"the dequantised {gguf.name}", lambda: write_dense_cache(cache, gguf),
+                                             lambda: read_dense_cache(cache.path, name, device, dtype))
     decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
     return Target(name, config, tokenizer, decoder, stops, source, str(cache.path))
 
