@@ -96,11 +96,15 @@ def test_weight_bytes_count_the_blocks(model):
     assert 4.5 / 8 * weights < decoder.weight_bytes() < 7 / 8 * weights
 
 
+@pytest.mark.parametrize("attention", ["kernel", "torch"])
 @pytest.mark.parametrize("tree", ["chain", "branches"])
-def test_a_verified_row_equals_decoding_it_alone(model, tree):
-    """Bit for bit: the kernel's rows are independent of their batch, and a quantised target's tree
-    rows attend one by one to exactly the keys decoding alone reads (otherwise attention's last-bit
-    differences become different activation levels, and greedy output may part)."""
+def test_a_verified_row_equals_decoding_it_alone(model, tree, attention, monkeypatch):
+    """Bit for bit: the kernel's rows are independent of their batch, and a quantised target's rows
+    attend each on its own to exactly the keys decoding alone reads (otherwise attention's last-bit
+    differences become different activation levels, and greedy output may part): by ltd's attention
+    kernel, or without one by a torch call per tree row."""
+    if attention == "torch":
+        monkeypatch.setattr("ltd.models.decoder.kernel", lambda: None)
     prompt = torch.tensor(random_prompt(12, seed=5))
     path = [7, 3, 9]
     alone = gguf_decoder(model)

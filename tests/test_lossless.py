@@ -190,3 +190,19 @@ def test_a_difference_counts_as_lossless_only_at_a_tie_in_half_precision(tiny, d
     assert matches_reference(decoder, PROMPT, reference, runner_up(tied)) == (dtype == torch.bfloat16)
     assert not matches_reference(decoder, PROMPT, reference, runner_up(clear))
     assert not matches_reference(decoder, PROMPT, reference, reference[:-1])  # cut short is no tie
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_int8_target_of_every_family_is_lossless(family):
+    """A quantised target attends each row on its own (ltd's attention kernel, with the q/k norms of
+    qwen3 applied first): speculation on the int8 target equals its own autoregressive decoding."""
+    from conftest import build_hf, tiny_config
+
+    hf = build_hf(tiny_config(family), seed=3)
+    target = Decoder.from_hf(hf.config, hf.state_dict(), quantize="int8")
+    drafter = DraftLM(decoder_of(build_hf(tiny_config(family), seed=4)), hf.config.vocab_size)
+    engine = Engine(target, stop_token_ids=(), drafter=drafter)
+    expected = engine.generate_autoregressive(PROMPT, MAX_NEW).tokens
+    for depth, top_k, verify in [(3, 2, 4), (5, 1, 5)]:
+        got = engine.generate(PROMPT, StaticTree(depth=depth, top_k=top_k, verify=verify), MAX_NEW).tokens
+        assert got == expected

@@ -1,9 +1,9 @@
-"""The GGUF kernel (gguf_linear.cpp), compiled on first use for this CPU and cached.
+"""ltd's kernels (gguf_linear.cpp, attention.cpp), compiled on first use for this CPU and cached.
 
 The build is keyed by the source, the CPU and its vector extensions, torch's version, the compiler
 and the instruction set asked for; it is made in a folder of its own and moved into place whole, so
 an interrupted build leaves nothing that a later run would trust. Where it cannot be built (no
-compiler), one note says so and `linear` computes the same sums with torch alone, far slower.
+compiler), one note says so and `linear` and `attend` compute the same with torch alone, slower.
 """
 import functools
 import importlib.machinery
@@ -21,7 +21,7 @@ from ltd.artefacts import note
 from ltd.fingerprints import cache_root, cpu, digest
 from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
 
-SOURCE = Path(__file__).with_name("gguf_linear.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "attention.cpp", "bindings.cpp")]
 # "native": every extension this CPU has; the source picks AVX-512 VNNI, else AVX2, else plain C++.
 # The others exist so that each path can be tested on a CPU that has more.
 ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
@@ -42,7 +42,7 @@ def compiler() -> str | None:
 
 def build_key(isa: str) -> str:
     name, extensions = cpu()
-    return digest({"source": SOURCE.read_bytes().hex(), "cpu": name, "extensions": extensions, "flags": FLAGS + ISAS[isa],
+    return digest({"source": [source.read_bytes().hex() for source in SOURCES], "cpu": name, "extensions": extensions, "flags": FLAGS + ISAS[isa],
                    "torch": torch.__version__, "compiler": compiler(), "machine": platform.machine()})
 
 
@@ -63,7 +63,7 @@ def kernel(isa: str = "native"):
     if isa != "native" and platform.machine() not in ("x86_64", "AMD64"):
         return None
     key = build_key(isa)
-    name = f"ltd_gguf_linear_{key}"
+    name = f"ltd_kernels_{key}"
     folder = cache_root() / "kernels" / name
     if folder.is_dir():
         module = load_built(name, folder)
@@ -81,7 +81,7 @@ def kernel(isa: str = "native"):
     scratch = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
     print(f"compiling the GGUF kernel for this CPU ({isa}) once; cached in {folder}")
     try:
-        module = cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=str(scratch),
+        module = cpp_extension.load(name=name, sources=[str(source) for source in SOURCES], build_directory=str(scratch),
                                     extra_cflags=FLAGS + ISAS[isa], extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as error:  # a failed build is one note; the torch path still decodes
         shutil.rmtree(scratch, ignore_errors=True)

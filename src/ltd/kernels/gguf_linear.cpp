@@ -399,8 +399,3 @@ torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& c
   });
   return out;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("linear", &linear, "x @ W.T for W in GGUF k-quant blocks");
-  m.def("path", &path, "the SIMD path this build runs");
-}

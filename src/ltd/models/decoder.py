@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ltd.errors import LtdError
 from ltd.kernels.blocks import Blocks, dequantize
-from ltd.kernels.build import linear as gguf_linear
+from ltd.kernels.build import kernel, linear as gguf_linear
 from ltd.models.layouts import arrange, fastest_layout
 
 # What distinguishes the families inside a decoder layer.
@@ -227,6 +227,16 @@ class KVCache:
                                                                   enable_gqa=gqa)
         return out.to(q.dtype).transpose(1, 2).reshape(B, T, -1)
 
+    def attend_rows(self, rows_kernel, layer: int, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+        """What `attend` does for one sequence (the rotary embedding too: `qkv` [T, (heads + 2
+        kv_heads) * d] as projected), each row by ltd's attention kernel on its own, to the keys
+        `mask` ([T, length + T]; None: all) lets it see: [T, heads * d]. Every row runs the same
+        loops whatever the others, so a tree's rows equal decoding them alone, bit for bit."""
+        seen = mask if mask is not None else torch.empty(0, dtype=torch.bool)
+        return rows_kernel.attend(qkv.contiguous(), cos, sin, self.k[layer, 0], self.v[layer, 0], self.length, seen,
+                                  heads, self.k.shape[2])
+
 
 @dataclass
 class Layer:
@@ -398,9 +408,12 @@ class Decoder:
         batched = tokens.dim() == 2
         B, T = tokens.shape if batched else (1, tokens.numel())
         mask = cache.attention_mask(T, tree_mask, tree_start)
-        # Quantised activations turn attention's last-bit differences into different levels: a tree's
-        # rows attend one by one there (KVCache.attend).
-        rows_apart = (cache.seen_keys(mask) if self.exact_trees and tree_mask is not None and not batched and T > 1
+        # Quantised activations turn attention's last-bit differences into different levels: each row
+        # attends on its own there, by ltd's attention kernel (every row alike, trees or not) or,
+        # without one, a tree's rows one torch call each (KVCache.attend).
+        exact = self.exact_trees and not batched
+        rows_kernel = kernel() if exact else None
+        rows_apart = (cache.seen_keys(mask) if exact and rows_kernel is None and tree_mask is not None and T > 1
                       else None)
         if positions is None:
             positions = torch.arange(cache.length, cache.length + T, device=self.device)
@@ -419,7 +432,7 @@ class Decoder:
         for i, layer in enumerate(self.layers):
             if i in feature_layers:
                 captured[i] = x
-            x = self.block(i, layer, x, cos, sin, mask, rows_apart)
+            x = self.block(i, layer, x, cos, sin, mask, rows_apart, rows_kernel)
         if spec.num_layers in feature_layers:
             captured[spec.num_layers] = x
         cache.length += T
@@ -436,9 +449,10 @@ class Decoder:
     __call__ = forward
 
     def block(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              mask: torch.Tensor | None, rows_apart: list | None = None) -> torch.Tensor:
+              mask: torch.Tensor | None, rows_apart: list | None = None, rows_kernel=None) -> torch.Tensor:
         """Layer `i`: attention over the cache (the new keys and values appended), then the MLP,
-        each added to the residual stream `x` ([B, T, hidden])."""
+        each added to the residual stream `x` ([B, T, hidden]). `rows_kernel`: ltd's compiled
+        kernels, whose `attend` computes each row on its own (one sequence)."""
         spec, linear = self.spec, self.linear
         B, T, _ = x.shape
         nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -446,6 +460,13 @@ class Decoder:
         if layer.qkv_bias is not None:
             qkv = qkv + layer.qkv_bias
         q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
+        if rows_kernel is not None:
+            if layer.q_norm is not None:
+                q, k = (rms_norm(t.unflatten(-1, (-1, d)), norm, spec.rms_eps).flatten(-2)
+                        for t, norm in ((q, layer.q_norm), (k, layer.k_norm)))
+                qkv = torch.cat((q, k, v), dim=-1)
+            attn = self.cache.attend_rows(rows_kernel, i, qkv[0], cos, sin, mask, nh)
+            return self.mlp(layer, x + linear(attn[None], layer.o))
         q = q.view(B, T, nh, d).transpose(1, 2)
         k = k.view(B, T, nkv, d).transpose(1, 2)
         v = v.view(B, T, nkv, d).transpose(1, 2)
@@ -453,6 +474,8 @@ class Decoder:
             q = rms_norm(q, layer.q_norm, spec.rms_eps)
             k = rms_norm(k, layer.k_norm, spec.rms_eps)
         attn = self.cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask, rows_apart)
-        x = x + linear(attn, layer.o)
-        gate, up = linear(rms_norm(x, layer.post_norm, spec.rms_eps), layer.gate_up).chunk(2, dim=-1)
-        return x + linear(F.silu(gate) * up, layer.down)
+        return self.mlp(layer, x + linear(attn, layer.o))
+
+    def mlp(self, layer, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.linear(rms_norm(x, layer.post_norm, self.spec.rms_eps), layer.gate_up).chunk(2, dim=-1)
+        return x + self.linear(F.silu(gate) * up, layer.down)
