@@ -192,15 +192,20 @@ def test_a_difference_counts_as_lossless_only_at_a_tie_in_half_precision(tiny, d
     assert not matches_reference(decoder, PROMPT, reference, reference[:-1])  # cut short is no tie
 
 
+@pytest.mark.parametrize("quantize", ["int8", "q4_k"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_an_int8_target_of_every_family_is_lossless(family):
+def test_a_quantised_target_of_every_family_is_lossless(family, quantize):
     """A quantised target attends each row on its own (ltd's attention kernel, with the q/k norms of
-    qwen3 applied first): speculation on the int8 target equals its own autoregressive decoding."""
+    qwen3 applied first): speculation equals its own autoregressive decoding, drafted by a float
+    draft LM or by one in ltd's Q4_K blocks (columns padded: 64 wide)."""
     from conftest import build_hf, tiny_config
 
     hf = build_hf(tiny_config(family), seed=3)
-    target = Decoder.from_hf(hf.config, hf.state_dict(), quantize="int8")
-    drafter = DraftLM(decoder_of(build_hf(tiny_config(family), seed=4)), hf.config.vocab_size)
+    target = Decoder.from_hf(hf.config, hf.state_dict(), quantize=quantize)
+    draft_hf = build_hf(tiny_config(family), seed=4)
+    draft = (decoder_of(draft_hf) if quantize == "int8"
+             else Decoder.from_hf(draft_hf.config, draft_hf.state_dict(), quantize="q4_k"))
+    drafter = DraftLM(draft, hf.config.vocab_size)
     engine = Engine(target, stop_token_ids=(), drafter=drafter)
     expected = engine.generate_autoregressive(PROMPT, MAX_NEW).tokens
     for depth, top_k, verify in [(3, 2, 4), (5, 1, 5)]:

@@ -107,15 +107,19 @@ def load_model(cfg):
     return target, drafter
 
 
+# How a table names a model's quantisation.
+PRECISION = {"int8": "int8 weights", "gguf": "its GGUF blocks", "q4_k": "Q4_K blocks requantised by ltd"}
+
+
 def describe_models(cfg) -> str:
     """One line naming the target, its precision and file, and the drafter and its precision:
     `qwen2.5-coder-1.5b (float32, from qwen2.5-coder-1.5b-instruct-q4_k_m.gguf) drafted by draft_lm
     qwen2.5-coder-0.5b (int8 weights)`."""
     m, d = cfg.model, cfg.drafter
     source = Path(str(m.source).split(":", 1)[-1]).name
-    precision = {"int8": "int8 weights", "gguf": "its GGUF blocks"}.get(m.get("quantize"), m.dtype)
+    precision = PRECISION.get(m.get("quantize"), m.dtype)
     target = f"{m.name} ({precision}, from {source})" if source.endswith(".gguf") else f"{m.name} ({precision})"
     if d.kind == "eagle3":
         return f"{target} drafted by an EAGLE-3 head ({m.dtype})"
     name = d.model or Path(str(d.source)).name
-    return f"{target} drafted by draft LM {name} ({f'{d.quantize} weights' if d.quantize else m.dtype})"
+    return f"{target} drafted by draft LM {name} ({PRECISION.get(d.quantize, m.dtype)})"

@@ -19,6 +19,7 @@ from ltd.drafter_training.ppow import PPOWSettings
 from ltd.errors import LtdError
 from ltd.eval.tree_search import TreeSpace
 from ltd.learned.fit import FitSettings
+from ltd.models.decoder import QUANTIZE
 from ltd.models.targets import DTYPES
 from ltd.rl.settings import LtdSettings, ReSpSSettings
 from ltd.tracking import LoggerSettings
@@ -46,7 +47,8 @@ class ModelSchema:
     eagle3: str | None = None
     chat_template: str | None = None
     parts: PartsSchema | None = None
-    quantize: str | None = None  # null: dense in dtype; int8: per-channel int8 (CPU); gguf: the GGUF's own blocks (CPU)
+    quantize: str | None = None  # null: dense in dtype; int8: per-channel int8; gguf: the GGUF's own blocks; q4_k:
+    # requantised to Q4_K blocks by ltd (all three CPU paths in float32)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class DrafterSchema:
     path: str | None = None
     source: str | None = None
     model: str | None = None  # draft_lm: a model config of conf/model (instead of a source)
-    quantize: str | None = None  # draft_lm: int8 stores its linear weights in int8 (CPU)
+    quantize: str | None = None  # draft_lm: int8 or q4_k (ltd's Q4_K blocks) weights (CPU)
     draft_vocab_size: int = 8192
     intermediate_size: int | None = None  # EAGLE-3: the head's MLP width (None: the target's)
     seed: int = 0
@@ -429,8 +431,8 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
         if cfg.model.device.split(":")[0] not in ("cpu", "cuda", "mps"):
             raise LtdError(f"model.device must be cpu, cuda, cuda:<n> or mps, got {cfg.model.device!r}")
         q = cfg.model.get("quantize")
-        if q not in (None, "int8", "gguf"):
-            raise LtdError(f"model.quantize must be int8, gguf or null, got {q!r}")
+        if q not in (None, *QUANTIZE):
+            raise LtdError(f"model.quantize must be int8, gguf, q4_k or null, got {q!r}")
         if q and (cfg.model.device != "cpu" or cfg.model.dtype != "float32"):
             raise LtdError(f"model.quantize={q} is a CPU path in float32, and the model runs in {cfg.model.dtype} "
                            f"on {cfg.model.device}: add model.quantize=null")
@@ -442,8 +444,8 @@ def check_model_and_drafter(cfg: DictConfig) -> None:
         if cfg.drafter.kind not in kinds:
             raise LtdError(f"unknown drafter kind {cfg.drafter.kind!r}; choose from: {', '.join(kinds)}")
         d = cfg.drafter
-        if d.quantize not in (None, "int8"):
-            raise LtdError(f"drafter.quantize must be int8 or null, got {d.quantize!r}")
+        if d.quantize not in (None, "int8", "q4_k"):
+            raise LtdError(f"drafter.quantize must be int8, q4_k or null, got {d.quantize!r}")
         if d.quantize and "model" in cfg and (cfg.model.device != "cpu" or cfg.model.dtype != "float32"):
             raise LtdError(f"drafter.quantize={d.quantize} is a CPU path in float32, and the model runs in "
                            f"{cfg.model.dtype} on {cfg.model.device}: add drafter.quantize=null")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 KERNEL_LAYOUT = 1  # the version of the layout below: caches of repacked blocks are keyed by it
 BLOCK = 256
@@ -74,7 +75,11 @@ def natural_codes(format: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def repack(format: str, raw: np.ndarray, rows: int) -> Blocks:
     """A GGUF tensor's data ([rows, columns / 256 * raw bytes] uint8) as kernel blocks."""
     raw = np.ascontiguousarray(raw).reshape(-1, RAW_BYTES[format])
-    codes, sub, d = natural_codes(format, raw)
+    return pack(format, *natural_codes(format, raw), rows)
+
+
+def pack(format: str, codes: np.ndarray, sub: np.ndarray, d: np.ndarray, rows: int) -> Blocks:
+    """Blocks from codes [n, 256] in weight order, sub [n, 16] and d [n, 2] float16 (n = rows x blocks)."""
     ordered = codes[:, KERNEL_ORDER].reshape(-1, 4, 64)
     low = ordered & 0x0F
     packed = np.concatenate([low[:, 0] | (low[:, 1] << 4), low[:, 2] | (low[:, 3] << 4)], axis=1)
@@ -82,7 +87,7 @@ def repack(format: str, raw: np.ndarray, rows: int) -> Blocks:
         high = (ordered >> 4) & 0x03
         packed = np.concatenate([packed, high[:, 0] | (high[:, 1] << 2) | (high[:, 2] << 4) | (high[:, 3] << 6)],
                                 axis=1)
-    blocks = raw.shape[0] // rows
+    blocks = codes.shape[0] // rows
     return Blocks(format,
                   torch.from_numpy(np.ascontiguousarray(packed, dtype=np.uint8)).view(rows, blocks, -1),
                   torch.from_numpy(np.ascontiguousarray(sub)).view(rows, blocks, GROUPS),
@@ -147,3 +152,29 @@ def reference_linear(x: torch.Tensor, blocks: Blocks, slice_rows: int = 4096) ->
         total = (a[None] * dots - b[None] * sums[:, None]) * scale.double()[:, None]
         out.append(total.sum((-1, -2)).float())
     return torch.cat(out, dim=1)
+
+
+def quantize_q4_k(weight: torch.Tensor, slice_rows: int = 8192) -> Blocks:
+    """W [rows, columns] float as Q4_K blocks, its columns padded with zeros to a multiple of 256 (the
+    kernel pads the activations alike): for models whose files hold no k-quants, such as a draft
+    LM's Q5_0 and Q8_0 matrices. Per sub-block of 32 weights, codes 0..15 span [min(w, 0), max(w)];
+    the sub-blocks' scales and offsets are stored in 6 bits against the block's largest, as llama.cpp
+    stores them (its own quantiser searches for better ones; this one takes the range as it is)."""
+    rows, columns = weight.shape
+    padded = -(-columns // BLOCK) * BLOCK
+    parts = []
+    for start in range(0, rows, slice_rows):
+        w = F.pad(weight[start : start + slice_rows].float(), (0, padded - columns)).unflatten(-1, (-1, 8, 32))
+        low = w.amin(-1).clamp(max=0)
+        scale, offset = (w.amax(-1) - low) / 15, -low  # [n, blocks, 8]
+        d = (scale.amax(-1, keepdim=True) / 63).half()
+        dmin = (offset.amax(-1, keepdim=True) / 63).half()
+        levels = torch.where(d > 0, scale / d.float(), 0).round().clamp(0, 63)
+        mins = torch.where(dmin > 0, offset / dmin.float(), 0).round().clamp(0, 63)
+        a, b = (d.float() * levels)[..., None], (dmin.float() * mins)[..., None]
+        codes = torch.where(a > 0, (w + b) / a, 0).round().clamp(0, 15)
+        n = codes.shape[0] * codes.shape[1]
+        parts.append(pack("Q4_K", codes.to(torch.uint8).reshape(n, BLOCK).numpy(),
+                          torch.cat([levels, mins], -1).to(torch.uint8).reshape(n, GROUPS).numpy(),
+                          torch.cat([d, dmin], -1).reshape(n, 2).numpy(), codes.shape[0]))
+    return Blocks("Q4_K", *(torch.cat([getattr(p, name) for p in parts]) for name in ("codes", "sub", "d")))

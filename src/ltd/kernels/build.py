@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ltd.artefacts import note
 from ltd.fingerprints import cache_root, cpu, digest
@@ -100,6 +101,8 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
     kernel's plain C++ path even where SIMD is available (for tests)."""
     module = kernel(isa)
     flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[1] < parts[0].shape[1]:  # quantize_q4_k padded the weight's columns with zeros
+        flat = F.pad(flat, (0, parts[0].shape[1] - flat.shape[1]))
     if module is None:
         out = torch.cat([reference_linear(flat, part) for part in parts], dim=1)
     else:

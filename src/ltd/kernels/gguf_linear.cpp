@@ -192,18 +192,24 @@ inline void load_codes(int format, const uint8_t* codes, __m512i* v) {
   }
 }
 
+// The block's fp16 d (and dmin) in float: [d, dmin, 0, 0].
+inline __m128 load_d(const int16_t* d) {
+  int32_t both;
+  std::memcpy(&both, d, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(both));
+}
+
 inline void load_scales(int format, const uint8_t* sub, const int16_t* d, __m512* a, __m512* b) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sub));
   if (format == Q4_K) {
-    // Group l reads byte l/2 of the 8 scales (and of the 8 mins).
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sub));
-    const __m128i pairs = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    const __m128i mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    const __m512 scale = _mm512_set1_ps(half_to_float(d)), min = _mm512_set1_ps(half_to_float(d + 1));
-    *a = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, pairs))));
-    *b = _mm512_mul_ps(min, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, mins))));
+    // [scale_0..7, min_0..7] * [d x 8, dmin x 8], then group l takes sub-block l/2 of each half.
+    const __m512 twice = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                               _mm512_castps128_ps512(load_d(d)));
+    const __m512 both = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)), twice);
+    *a = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), both);
+    *b = _mm512_permutexvar_ps(_mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15), both);
   } else {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sub));
-    *a = _mm512_mul_ps(_mm512_set1_ps(half_to_float(d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
+    *a = _mm512_mul_ps(_mm512_broadcastss_ps(load_d(d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
     *b = _mm512_mul_ps(_mm512_set1_ps(32.0f), *a);
   }
 }

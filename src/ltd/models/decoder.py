@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ltd.errors import LtdError
-from ltd.kernels.blocks import Blocks, dequantize
+from ltd.kernels.blocks import Blocks, dequantize, quantize_q4_k
 from ltd.kernels.build import kernel, linear as gguf_linear
 from ltd.models.layouts import arrange, fastest_layout
 
@@ -72,13 +72,14 @@ def pick_linear(device: torch.device, dtype: torch.dtype):
     return F.linear
 
 
-QUANTIZE = ("int8", "gguf")
+QUANTIZE = ("int8", "gguf", "q4_k")
 # What a quantisation is called in the identities of models and drafters (the keys of traces, cost
 # models, tuned trees, policies): its numerics, not only its name. "int8-rows": activations
 # quantised per row (below); the first int8 path quantised a whole call on one scale, and what was
 # derived from a drafter on it is not reused. "gguf-blocks": the file's own k-quant blocks, run by
-# ltd.kernels with activations quantised per row and block of 256.
-QUANTIZE_IDENTITY = {"int8": "int8-rows", "gguf": "gguf-blocks"}
+# ltd.kernels with activations quantised per row and block of 256. "q4k-blocks": the dense weights
+# requantised by ltd.kernels.blocks.quantize_q4_k, run by the same kernel.
+QUANTIZE_IDENTITY = {"int8": "int8-rows", "gguf": "gguf-blocks", "q4_k": "q4k-blocks"}
 
 # Activations take 7 bits: as unsigned 1..127 (zero point 64), two products summed in 16 bits cannot
 # saturate on a CPU without VNNI (fbgemm's reduce_range, which the first int8 path used too).
@@ -277,6 +278,8 @@ class Placement:
         weight = self.tensor(*names)
         if self.quantize == "int8":
             return int8_weight(weight)
+        if self.quantize == "q4_k":
+            return [quantize_q4_k(weight)]
         if self.linear is not cpu_linear:
             return weight
         # [out, in] in shape; in memory as oneDNN reads it fastest on this machine.
@@ -297,6 +300,9 @@ class Placement:
             return embed, output, output
         embed = self.tensor("model.embed_tokens.weight")
         output = embed if tied else self.tensor("lm_head.weight")
+        if self.quantize == "q4_k":
+            head = [quantize_q4_k(output)]
+            return embed, head, head
         lm_head = int8_weight(output) if self.quantize == "int8" else output.t().contiguous().t()
         # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
         # (half the time at 16 to 64 rows here): verification and batches get their own copy.
@@ -313,16 +319,19 @@ class Decoder:
         quantised per token (int8_linear), so a token's logits do not depend on the tokens fed with
         it. `quantize="gguf"`: the matrices in `state` are a GGUF's own blocks (ltd.kernels.Blocks,
         from ltd.models.gguf_weights), run by the GGUF kernel; the embedding is dequantised (it is
-        read a row at a time, never streamed). The weights are taken out of `state` (the caller's
+        read a row at a time, never streamed). `quantize="q4_k"`: the float matrices requantised to
+        Q4_K blocks (ltd.kernels.blocks.quantize_q4_k) and run by the same kernel. The weights are taken out of `state` (the caller's
         dict is emptied of them)."""
         self.spec = spec
         self.dtype = dtype
         self.device = torch.device(device)
         if quantize is not None and (quantize not in QUANTIZE or self.device.type != "cpu" or dtype != torch.float32):
             raise LtdError(f"quantize must be one of {', '.join(QUANTIZE)} (a CPU path, in float32), got {quantize!r}")
-        self.linear = {"int8": int8_linear, "gguf": gguf_linear}.get(quantize) or pick_linear(self.device, dtype)
+        self.linear = ({"int8": int8_linear, "gguf": gguf_linear, "q4_k": gguf_linear}.get(quantize)
+                       or pick_linear(self.device, dtype))
         # A quantised target's tree rows attend one by one (KVCache.attend); a drafter turns it off.
         self.exact_trees = quantize is not None
+        self.quantize = quantize
         self.max_positions = cos.shape[0]
         self.cos, self.sin = cos.to(self.device, dtype), sin.to(self.device, dtype)
 
@@ -411,8 +420,9 @@ class Decoder:
         # Quantised activations turn attention's last-bit differences into different levels: each row
         # attends on its own there, by ltd's attention kernel (every row alike, trees or not) or,
         # without one, a tree's rows one torch call each (KVCache.attend).
+        # (A drafter on blocks takes the kernel too: it is faster than torch's for a few rows.)
         exact = self.exact_trees and not batched
-        rows_kernel = kernel() if exact else None
+        rows_kernel = kernel() if exact or (self.quantize in ("gguf", "q4_k") and not batched) else None
         rows_apart = (cache.seen_keys(mask) if exact and rows_kernel is None and tree_mask is not None and T > 1
                       else None)
         if positions is None:
