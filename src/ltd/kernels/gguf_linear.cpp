@@ -174,6 +174,19 @@ void rows_portable(const Weights& w, const Activations& act, int64_t n0, int64_t
   }
 }
 
+#if defined(LTD_AVX512) || defined(LTD_AVX2)
+// The blocks a row reads are consecutive, yet the hardware prefetcher alone left one row's step at
+// about half the memory's bandwidth: asking for the block 32 ahead (~5 KB) ran it 2.3x faster at
+// one row, 1.4x at 8 (the 2-core AVX-512 EPYC).
+constexpr int64_t kAhead = 32;
+
+inline void prefetch(const Weights& w, int64_t at, int64_t cb) {
+  const char* codes = reinterpret_cast<const char*>(w.codes + (at + kAhead) * cb);
+  for (int64_t line = 0; line < cb; line += 64) _mm_prefetch(codes + line, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(w.sub + (at + kAhead) * kGroups), _MM_HINT_T0);
+}
+#endif
+
 #if defined(LTD_AVX512)
 // The block's codes as 4 vectors of 64 unsigned bytes.
 inline void load_codes(int format, const uint8_t* codes, __m512i* v) {
@@ -229,6 +242,7 @@ void tile_avx512(const Weights& w, const Activations& act, int64_t r0, int64_t n
       const int64_t at = (n - w.first) * w.nb + blk;
       __m512i v[4];
       __m512 a, b;
+      prefetch(w, at, cb);
       load_codes(w.format, w.codes + at * cb, v);
       load_scales(w.format, w.sub + at * kGroups, w.d + at * 2, &a, &b);
       for (int r = 0; r < RT; ++r) {
@@ -290,6 +304,7 @@ void tile_avx2(const Weights& w, const Activations& act, int64_t r0, int64_t n0,
       const int64_t at = (n - w.first) * w.nb + blk;
       __m256i v[8];
       float a[kGroups], b[kGroups];
+      prefetch(w, at, cb);
       load_codes(w.format, w.codes + at * cb, v);
       group_scales(w.format, w.sub + at * kGroups, w.d + at * 2, a, b);
       for (int part = 0; part < 2; ++part) {
