@@ -26,7 +26,7 @@ def compose_job(name: str, overrides: list[str] = ()):
         return compose(name, overrides=list(overrides))
 
 
-CPU_MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"]
+CPU_MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-gguf", "smollm2-135m"]
 
 
 def test_the_paper_models_and_the_cpu_ones_exist():
@@ -46,7 +46,24 @@ def test_a_model_chooses_its_drafter_unless_the_user_does():
     assert model["weights"] == "sha256:cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert drafter["kind"] == "draft_lm" and drafter["weights"] == f"sha256:{draft['parts'].sha256}"
     assert compose_job("decode", ["model=qwen2.5-coder-1.5b", "drafter=eagle3"]).drafter.kind == "eagle3"
-    assert all(compose_job("decode", [f"model={m}"]).drafter.kind == "eagle3" for m in MODELS if m != CPU_MODELS[1])
+    assert all(compose_job("decode", [f"model={m}"]).drafter.kind == "eagle3" for m in MODELS
+               if not m.startswith("qwen2.5-coder-1.5b"))
+
+
+def test_the_gguf_model_is_the_same_file_on_its_blocks_with_its_own_name():
+    """Every artefact is keyed and named by the model's name: the blocks' tuned tree, traces and
+    policies are not the fp32 model's. It drafts with the 0.5B in ltd's Q4_K blocks."""
+    from ltd.config_files import model_config
+    from ltd.configured_models import identities
+
+    dense, blocks = (check_config(compose_job("decode", [f"model={m}"]), "decode")
+                     for m in ("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-gguf"))
+    assert (blocks.model.name, blocks.model.quantize, blocks.drafter.quantize) == ("qwen2.5-coder-1.5b-gguf", "gguf", "q4_k")
+    assert blocks.model.source == dense.model.source and blocks.model.parts == dense.model.parts
+    assert model_config("qwen2.5-coder-1.5b-gguf").parts.sha256 == dense.model.parts.sha256
+    (model, drafter), (dense_model, dense_drafter) = identities(blocks), identities(dense)
+    assert model["quantize"] == "gguf-blocks" and "quantize" not in dense_model
+    assert drafter["quantize"] == "q4k-blocks" and dense_drafter["quantize"] == "int8-rows"
 
 
 @pytest.mark.parametrize("job", ["decode", "bench_decode", "train_drafter"])

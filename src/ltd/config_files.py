@@ -35,8 +35,11 @@ def chosen_tasks(cfg) -> list:
 
 
 def model_config(name: str):
-    """A model config by name (as a draft LM names one): its `model` node (the file is global)."""
-    return OmegaConf.merge(OmegaConf.structured(ModelSchema), group_option("model", name).model)
+    """A model config by name (as a draft LM names one): its `model` node (the file is global), over
+    the model configs it names in its defaults (qwen2.5-coder-1.5b-gguf: qwen2.5-coder-1.5b's)."""
+    option = group_option("model", name)
+    bases = [model_config(entry) for entry in option.get("defaults", []) if isinstance(entry, str)]
+    return OmegaConf.merge(OmegaConf.structured(ModelSchema), *bases, option.model)
 
 
 def controller_file(name: str, model_name: str) -> Path:

@@ -9,7 +9,7 @@ interval (paired bootstrap over questions), and llama.cpp's batch curve; it is w
 <results>/peer.md and peer.json.
 
     python -m ltd.cli.bench_peer questions=1 tasks=[gsm8k]
-    python -m ltd.cli.bench_peer model.quantize=null      # ltd in fp32 against the same file
+    python -m ltd.cli.bench_peer model=qwen2.5-coder-1.5b   # ltd in fp32 against the same file
 """
 from pathlib import Path
 
