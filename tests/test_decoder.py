@@ -285,7 +285,9 @@ def test_an_int8_rows_result_is_its_own_and_near_the_floats(out_features, in_fea
         assert error[torch.arange(len(x)) != 6].max() < 0.04
 
 
-def test_bench_decode_reports_the_drafters_step_and_the_bandwidth_bound(tmp_path):
+@pytest.mark.parametrize("quantize", ["null", "q4_k"])
+def test_bench_decode_reports_the_drafters_step_and_the_bandwidth_bound(tmp_path, quantize):
+    """In every precision; a quantised target is not compared with transformers (another model)."""
     import json
     import subprocess
     import sys
@@ -299,9 +301,12 @@ def test_bench_decode_reports_the_drafters_step_and_the_bandwidth_bound(tmp_path
          f"model.source={tmp_path / 'model'}", "model.max_context=256", "drafter.draft_vocab_size=64",
          f"drafter.root={tmp_path}", "prompts=1", "repeats=1", "max_new_tokens=4", "verify_sizes=[1,2]",
          "verify_context=16", "controller.depth=2", "controller.top_k=2", "controller.verify=2", "threads=1",
-         f"output={output}", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+         f"model.quantize={quantize}", f"output={output}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(output.read_text())
     assert report["draft_step_ms"] > 0 and report["target_step_ms"] > 0 and 0 < report["of_bandwidth_bound"]
     assert report["machine"]["threads"] == 1 and "vector extensions" in report["machine"]
     assert "one step at a 16-token context: target" in result.stdout and "copy bandwidth" in result.stdout
+    assert ("transformers generate()" in result.stdout) == (quantize == "null")
+    assert report["precision"] == ("float32" if quantize == "null" else "Q4_K blocks requantised by ltd")

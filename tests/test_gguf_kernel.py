@@ -136,6 +136,37 @@ def test_a_row_alone_equals_the_row_in_a_batch(built, path, format):
     for r in range(13):
         assert torch.equal(linear(x[r : r + 1], [blocks], portable=portable, isa=isa)[0], batch[r])
     assert torch.equal(batch[5], torch.zeros(300))
+    norm = torch.rand(1536) + 0.5  # the RMS norm inside the kernel keeps rows apart too
+    normed = linear(x, [blocks], portable=portable, isa=isa, norm=norm, eps=1e-6)
+    for r in (0, 5, 12):
+        assert torch.equal(linear(x[r : r + 1], [blocks], portable=portable, isa=isa, norm=norm, eps=1e-6)[0], normed[r])
+
+
+@pytest.mark.parametrize("columns", [1536, 896])
+def test_the_norm_inside_the_kernel_is_the_decoders(built, columns):
+    """linear(x, norm=w) computes linear(rms_norm(x) * w): the same as normalising in torch first,
+    up to where float rounding moves an activation across a level (a few thousandths here), and over
+    the real columns only where the weight's were padded."""
+    from ltd.kernels.blocks import quantize_q4_k
+
+    g = torch.Generator().manual_seed(6)
+    blocks = quantize_q4_k(torch.randn(64, columns, generator=g))
+    x, norm = torch.randn(5, columns, generator=g) * 3, torch.rand(columns, generator=g) + 0.5
+    expected = linear(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm, [blocks])
+    got = linear(x, [blocks], norm=norm, eps=1e-6)
+    assert (got - expected).abs().max() < 3e-3 * expected.abs().max()
+
+
+def test_without_a_compiler_torch_computes_the_same(built, monkeypatch):
+    """The fallback (no kernel built): the reference's sums, the norm and the padding in torch."""
+    from ltd.kernels.blocks import quantize_q4_k
+
+    g = torch.Generator().manual_seed(8)
+    blocks = quantize_q4_k(torch.randn(32, 896, generator=g))
+    x, norm = torch.randn(3, 896, generator=g), torch.rand(896, generator=g) + 0.5
+    compiled = linear(x, [blocks], norm=norm, eps=1e-6)
+    monkeypatch.setattr("ltd.kernels.build.kernel", lambda isa="native": None)
+    assert (linear(x, [blocks], norm=norm, eps=1e-6) - compiled).abs().max() < 3e-3 * compiled.abs().max()
 
 
 def test_parts_stack_by_rows(built):

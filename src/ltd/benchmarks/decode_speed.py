@@ -105,14 +105,17 @@ def interleaved_tok_s(methods: dict[str, Callable[[list[int]], float]], prompts:
 
 def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new_tokens: int, repeats: int,
             verify_sizes: list[int], context: int, done: Callable[[], None] = lambda: None) -> dict:
-    """Every number of make bench-decode (`done` is called after each timed decode)."""
+    """Every number of make bench-decode (`done` is called after each timed decode). `hf_model`: None
+    for a quantised target (transformers would run another model)."""
     engine = Engine(target.decoder, (), drafter)  # no stop tokens: every method makes `new_tokens`
     clock = engine.clock
-    tok_s = interleaved_tok_s({
-        "hf_generate": lambda p: hf_generate(hf_model, p, new_tokens, clock),
+    methods = {
         "ar": lambda p: engine.generate_autoregressive(p, new_tokens).seconds,
         "spec": lambda p: engine.generate(p, controller, new_tokens).seconds,
-    }, prompts, new_tokens, repeats, done)
+    }
+    if hf_model is not None:
+        methods["hf_generate"] = lambda p: hf_generate(hf_model, p, new_tokens, clock)
+    tok_s = interleaved_tok_s(methods, prompts, new_tokens, repeats, done)
     verify_ms = verify_milliseconds(target.decoder, verify_sizes, context, repeats, clock)
     rounds = 4 * repeats + 5
     step_ms, bandwidth, of_bound = step_and_bandwidth(target.decoder, context, rounds, clock)
@@ -120,9 +123,9 @@ def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new
                                        target.decoder.device, clock)
     weight_gb = target.decoder.weight_bytes() / 1e9
     return {
-        "hf_generate_tok_s": tok_s["hf_generate"], "ar_tok_s": tok_s["ar"], "spec_tok_s": tok_s["spec"],
+        "hf_generate_tok_s": tok_s.get("hf_generate"), "ar_tok_s": tok_s["ar"], "spec_tok_s": tok_s["spec"],
         "spec_tau": engine.generate(prompts[0], controller, new_tokens).acceptance_length,
-        "ar_over_hf": tok_s["ar"] / tok_s["hf_generate"],
+        "ar_over_hf": tok_s["ar"] / tok_s["hf_generate"] if hf_model is not None else None,
         "verify_context": context, "verify_ms": verify_ms,
         "verify_16_over_1": verify_ms[16] / verify_ms[1] if {1, 16} <= set(verify_ms) else None,
         "target_step_ms": step_ms, "draft_step_ms": draft_ms, "draft_over_target": draft_ms / step_ms,
@@ -135,14 +138,17 @@ def report(r: dict, machine: str) -> str:
     """The tables make bench-decode prints from `measure`'s numbers (and the run's, in `r`)."""
     tree, verify_ms, context = r["tree"], r["verify_ms"], r["verify_context"]
     smallest = min(verify_ms)
-    speeds = [{"method": "transformers generate()", "tok/s": r["hf_generate_tok_s"], "vs generate()": 1.0},
-              {"method": "ltd autoregressive", "tok/s": r["ar_tok_s"], "vs generate()": r["ar_over_hf"]},
+    hf = r["hf_generate_tok_s"]
+    speeds = [{"method": "ltd autoregressive", "tok/s": r["ar_tok_s"], "vs generate()": r["ar_over_hf"]},
               {"method": f"ltd static tree (tau {r['spec_tau']:.2f})", "tok/s": r["spec_tok_s"],
-               "vs generate()": r["spec_tok_s"] / r["hf_generate_tok_s"]}]
+               "vs generate()": r["spec_tok_s"] / hf if hf else None}]
+    if hf:
+        speeds.insert(0, {"method": "transformers generate()", "tok/s": hf, "vs generate()": 1.0})
+    speeds = [{key: value for key, value in row.items() if value is not None} for row in speeds]
     curve = [{"V": v, "ms": ms, f"x V={smallest}": ms / verify_ms[smallest]} for v, ms in verify_ms.items()]
     return "\n".join([
-        f"\n{r['model']}, {r['prompts']} prompts x {r['repeats']} repeats, {r['max_new_tokens']} new tokens, "
-        f"{machine}, "
+        f"\n{r['model']} ({r['precision']}), {r['prompts']} prompts x {r['repeats']} repeats, "
+        f"{r['max_new_tokens']} new tokens, {machine}, "
         f"static tree {tree['depth']}/{tree['top_k']}/{tree['verify']} with drafter {r['drafter']}",
         format_table(speeds, ["method", "tok/s", "vs generate()"]),
         f"\nverify V tokens at a {context}-token context",

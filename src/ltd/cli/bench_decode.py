@@ -12,7 +12,7 @@ from ltd.atomic import write_json
 from ltd.benchmarks import decode_speed
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import eagle3_weights, load_model
+from ltd.configured_models import PRECISION, eagle3_weights, load_model
 from ltd.controllers.methods import build_controller
 from ltd.errors import LtdError
 from ltd.eval.tasks import load_questions
@@ -36,14 +36,17 @@ def main(cfg) -> None:
         target, drafter = load_model(cfg)
         load_s = time.perf_counter() - start
         prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
-        hf_model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=target.decoder.dtype)
-        hf_model = hf_model.to(target.decoder.device).eval()
-        with tqdm(total=cfg.repeats * len(prompts) * 3, desc="decode", unit="run") as bar:
+        hf_model = None  # a quantised target is not the model transformers would run
+        if not cfg.model.quantize:
+            hf_model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=target.decoder.dtype)
+            hf_model = hf_model.to(target.decoder.device).eval()
+        with tqdm(total=cfg.repeats * len(prompts) * (3 if hf_model else 2), desc="decode", unit="run") as bar:
             measured = decode_speed.measure(target, drafter, hf_model, controller, prompts, cfg.max_new_tokens,
                                             cfg.repeats, list(cfg.verify_sizes), cfg.verify_context, bar.update)
         here, c = machine(threads, cfg.model.device), cfg.controller
         untrained = cfg.drafter.kind == "eagle3" and not eagle3_weights(cfg)
-        result = {"model": target.name, "drafter": cfg.drafter.kind + (" (untrained)" if untrained else ""),
+        result = {"model": target.name, "precision": PRECISION.get(cfg.model.quantize, cfg.model.dtype),
+                  "drafter": cfg.drafter.kind + (" (untrained)" if untrained else ""),
                   "tree": {"depth": c.depth, "top_k": c.top_k, "verify": c.verify}, "prompts": len(prompts),
                   "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, **measured, "threads": threads,
                   "load_s": load_s, "machine": dict(here, device=str(target.decoder.device))}

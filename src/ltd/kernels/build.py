@@ -28,6 +28,7 @@ SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "atten
 ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
 # OpenMP: at::parallel_for shares the output rows among torch's threads only when compiled with it.
 FLAGS = ["-O3", "-fopenmp"]
+NO_NORM = torch.empty(0)
 
 
 def compiler() -> str | None:
@@ -96,16 +97,23 @@ def kernel(isa: str = "native"):
     return module
 
 
-def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: str = "native") -> torch.Tensor:
-    """x [..., K] (float32) @ W.T for W the parts' rows stacked: [..., total rows]. `portable`: the
+def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: str = "native",
+           norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """x [..., K] (float32) @ W.T for W the parts' rows stacked: [..., total rows]. With `norm` ([K]),
+    x is RMS-normalised first and scaled by it ((x / rms(x)) * norm, rms with `eps`), inside the
+    kernel: the norm before each of a layer's matrices costs no torch call. `portable`: the
     kernel's plain C++ path even where SIMD is available (for tests)."""
     module = kernel(isa)
     flat = x.reshape(-1, x.shape[-1])
-    if flat.shape[1] < parts[0].shape[1]:  # quantize_q4_k padded the weight's columns with zeros
-        flat = F.pad(flat, (0, parts[0].shape[1] - flat.shape[1]))
+    columns, padded = flat.shape[1], parts[0].shape[1]  # quantize_q4_k pads a weight's columns with zeros
     if module is None:
-        out = torch.cat([reference_linear(flat, part) for part in parts], dim=1)
+        if norm is not None:
+            flat = flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + eps) * norm
+        out = torch.cat([reference_linear(F.pad(flat, (0, padded - columns)), part) for part in parts], dim=1)
     else:
+        if padded > columns:
+            flat, norm = F.pad(flat, (0, padded - columns)), None if norm is None else F.pad(norm, (0, padded - columns))
         out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
-                            [FORMATS[p.format] for p in parts], portable)
+                            [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps,
+                            columns)
     return out.view(*x.shape[:-1], out.shape[-1])

@@ -450,7 +450,7 @@ class Decoder:
         if last_only:
             x = x[:, -1:]
         head = self.lm_head if x.shape[0] * x.shape[1] == 1 else self.lm_head_rows
-        logits = linear(rms_norm(x, self.final_norm, spec.rms_eps), head)
+        logits = self.normed(x, self.final_norm, head)
         features = torch.cat([captured[i] for i in feature_layers], dim=-1) if feature_layers else None
         if not batched:
             logits, features = logits[0], (features[0] if features is not None else None)
@@ -466,7 +466,7 @@ class Decoder:
         spec, linear = self.spec, self.linear
         B, T, _ = x.shape
         nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
-        qkv = linear(rms_norm(x, layer.input_norm, spec.rms_eps), layer.qkv)
+        qkv = self.normed(x, layer.input_norm, layer.qkv)
         if layer.qkv_bias is not None:
             qkv = qkv + layer.qkv_bias
         q, k, v = qkv.split((nh * d, nkv * d, nkv * d), dim=-1)
@@ -487,5 +487,11 @@ class Decoder:
         return self.mlp(layer, x + linear(attn, layer.o))
 
     def mlp(self, layer, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.linear(rms_norm(x, layer.post_norm, self.spec.rms_eps), layer.gate_up).chunk(2, dim=-1)
+        gate, up = self.normed(x, layer.post_norm, layer.gate_up).chunk(2, dim=-1)
         return x + self.linear(F.silu(gate) * up, layer.down)
+
+    def normed(self, x: torch.Tensor, norm: torch.Tensor, matrix) -> torch.Tensor:
+        """linear(rms_norm(x, norm), matrix); on blocks the kernel normalises as it quantises."""
+        if self.linear is gguf_linear:
+            return gguf_linear(x, matrix, norm=norm, eps=self.spec.rms_eps)
+        return self.linear(rms_norm(x, norm, self.spec.rms_eps), matrix)
