@@ -27,7 +27,7 @@ from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
 from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_tasks, run_load, warm_up
 from ltd.eval.spread import Spread
-from ltd.eval.tasks import load_questions
+from ltd.eval.tasks import questions_by_task
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
 
@@ -37,8 +37,7 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "bench_peer")
         guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
-        tasks = chosen_tasks(cfg)
-        questions = {task.name: load_questions(task.path, cfg.questions, task.per_category) for task in tasks}
+        questions = questions_by_task(chosen_tasks(cfg), cfg.questions)
         draft = draft_lm_settings(cfg) if cfg.drafter.kind == "draft_lm" else None
         model_file, draft_file = peer.gguf_files(cfg.model.source, parts_of(cfg.model), draft)
         tools = peer.tools_in(Path(cfg.llama_cpp_tools)) if cfg.llama_cpp_tools else peer.build(cfg.llama_cpp)
@@ -51,7 +50,7 @@ def main(cfg) -> None:
         engine = Engine(target.decoder, target.stop_token_ids, drafter_model)
         peers = peer.peer_methods(tools, model_file, draft_file, target.tokenizer, threads, list(cfg.n_max))
         methods = ltd_methods + peers
-        warm_up(engine, target, methods, questions[tasks[0].name][0], cfg.temperature, cfg.seed)
+        warm_up(engine, target, methods, next(iter(questions.values()))[0], cfg.temperature, cfg.seed)
         for method in peers:
             method.runs.clear()  # acceptance over the timed runs only
         per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed, 1,

@@ -28,7 +28,7 @@ from ltd.decoding.reference import what_lossless_means
 from ltd.eval.headline import Headline, static_baselines
 from ltd.eval.machine_load import LoadGuard
 from ltd.eval.runner import AUTOREGRESSIVE, check_lossless, decode_tasks, warm_up
-from ltd.eval.tasks import load_questions
+from ltd.eval.tasks import questions_by_task
 from ltd.fingerprints import describe_machine, machine
 from ltd.schema import check_config
 
@@ -39,15 +39,14 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "decode")
         guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
-        tasks = chosen_tasks(cfg)
-        questions = {task.name: load_questions(task.path, cfg.questions, task.per_category) for task in tasks}
+        questions = questions_by_task(chosen_tasks(cfg), cfg.questions)
         model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
         methods = compared_methods(cfg, HydraConfig.get().runtime.choices["controller"], model, drafter, here)
         run_dir = run_directory("a make run")
         guard.before_timing()
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        warm_up(engine, target, methods, questions[tasks[0].name][0], cfg.temperature, cfg.seed)
+        warm_up(engine, target, methods, next(iter(questions.values()))[0], cfg.temperature, cfg.seed)
         per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed,
                                 cfg.repeats, guard)
         headline = Headline.of(per_task, [m.name for m in methods], static_baselines([m.name for m in methods]))

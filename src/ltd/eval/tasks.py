@@ -52,3 +52,9 @@ def task_identity(task) -> dict:
     """A task's name and the digest of its questions."""
     return {"name": task.name, "questions": file_digest(task.path) if Path(task.path).is_file() else None,
             "per_category": task.per_category}
+
+
+def questions_by_task(tasks, limit: int) -> dict[str, list[Question]]:
+    """The first `limit` questions of each task (checked task configs: name, path, per_category), by
+    task name, in the tasks' order: what make run and make bench-peer decode."""
+    return {task.name: load_questions(task.path, limit, task.per_category) for task in tasks}

@@ -140,6 +140,10 @@ def rope_tables(config, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cos[0], sin[0]
 
 
+# The attention kernel's `seen` for one token that sees the whole cache (made once, not per layer).
+SEES_ALL = torch.empty(0, dtype=torch.bool)
+
+
 class KVCache:
     """Keys and values of every layer for `batch` sequences (rows) of one shared length,
     preallocated to `capacity` positions. Decoding uses one row; a batch of left-padded rows
@@ -234,7 +238,7 @@ class KVCache:
         kv_heads) * d] as projected), each row by ltd's attention kernel on its own, to the keys
         `mask` ([T, length + T]; None: all) lets it see: [T, heads * d]. Every row runs the same
         loops whatever the others, so a tree's rows equal decoding them alone, bit for bit."""
-        seen = mask if mask is not None else torch.empty(0, dtype=torch.bool)
+        seen = mask if mask is not None else SEES_ALL
         return rows_kernel.attend(qkv.contiguous(), cos, sin, self.k[layer, 0], self.v[layer, 0], self.length, seen,
                                   heads, self.k.shape[2])
 
