@@ -60,7 +60,7 @@ def main(cfg) -> None:
         text, rows = peer.table(spread, methods, curve)
         load = run_load(pd.concat(per_task.values()))
         header = (f"{describe_models(cfg)} against llama.cpp (llama-cpp-python {cfg.llama_cpp}) on "
-                  f"{model_file.name}; {cfg.questions} question(s) of {', '.join(t.name for t in tasks)}, up to "
+                  f"{model_file.name}; {cfg.questions} question(s) of {', '.join(questions)}, up to "
                   f"{cfg.max_new_tokens} new tokens per turn, greedy, {describe_machine(here)}")
         verdict = guard.verdict(load)
         report = f"{header}\n\n{text}\n\n- intervals: paired bootstrap over {spread.units()}\n- {verdict}\n"
