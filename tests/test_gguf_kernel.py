@@ -157,6 +157,26 @@ def test_the_norm_inside_the_kernel_is_the_decoders(built, columns):
     assert (got - expected).abs().max() < 3e-3 * expected.abs().max()
 
 
+@pytest.mark.parametrize("columns", [896, 1000])
+def test_the_kernel_pads_columns_as_zeros_would(built, columns):
+    """A weight padded to whole blocks reads activations that stop short: the kernel pads them with
+    zeros itself, bit for bit what zeros padded by the caller give (the norm's padding:
+    test_the_norm_inside_the_kernel_is_the_decoders)."""
+    from ltd.kernels.blocks import FORMATS, quantize_q4_k
+    from ltd.kernels.build import NO_NORM
+
+    g = torch.Generator().manual_seed(9)
+    blocks = quantize_q4_k(torch.randn(24, columns, generator=g))
+    x = torch.randn(7, columns, generator=g) * 2
+
+    def call(x):
+        return kernel().linear(x, [blocks.codes], [blocks.sub], [blocks.d], [FORMATS["Q4_K"]], False, NO_NORM, 0.0)
+
+    assert torch.equal(call(x), call(torch.nn.functional.pad(x, (0, blocks.shape[1] - columns))))
+    with pytest.raises(RuntimeError, match="columns"):
+        call(torch.randn(2, columns - 256))
+
+
 def test_without_a_compiler_torch_computes_the_same(built, monkeypatch):
     """The fallback (no kernel built): the reference's sums, the norm and the padding in torch."""
     from ltd.kernels.blocks import quantize_q4_k

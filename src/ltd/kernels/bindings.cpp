@@ -7,8 +7,7 @@
 std::string path();
 torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& codes,
                      const std::vector<torch::Tensor>& sub, const std::vector<torch::Tensor>& d,
-                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps,
-                     int64_t columns);
+                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps);
 torch::Tensor attend(const torch::Tensor& qkv, const torch::Tensor& cos, const torch::Tensor& sin,
                      torch::Tensor keys, torch::Tensor values, int64_t start, const torch::Tensor& seen,
                      int64_t heads, int64_t kv_heads);

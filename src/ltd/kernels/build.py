@@ -110,10 +110,7 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
         if norm is not None:
             flat = flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + eps) * norm
         out = torch.cat([reference_linear(F.pad(flat, (0, padded - columns)), part) for part in parts], dim=1)
-    else:
-        if padded > columns:
-            flat, norm = F.pad(flat, (0, padded - columns)), None if norm is None else F.pad(norm, (0, padded - columns))
+    else:  # the kernel pads the columns itself
         out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
-                            [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps,
-                            columns)
+                            [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps)
     return out.view(*x.shape[:-1], out.shape[-1])

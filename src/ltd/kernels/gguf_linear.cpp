@@ -93,13 +93,13 @@ struct Activations {
   torch::Tensor offsets;  // [R, K / 256, 16] int32: -32 * sum of each group's q (Q6_K's offset, exact)
 };
 
-// 1 / sqrt(mean(x^2) + eps) of each row over its first `columns` (the rest: zeros of padding),
-// summed in 16 interleaved lanes in a fixed order.
-std::vector<float> inverse_rms(const float* px, int64_t R, int64_t K, int64_t columns, float eps) {
+// 1 / sqrt(mean(x^2) + eps) of each row of px [R, columns], summed in 16 interleaved lanes in a
+// fixed order.
+std::vector<float> inverse_rms(const float* px, int64_t R, int64_t columns, float eps) {
   std::vector<float> inverse(R);
   for (int64_t r = 0; r < R; ++r) {
     float lanes[16] = {0.0f};
-    for (int64_t k = 0; k < K; ++k) lanes[k % 16] += px[r * K + k] * px[r * K + k];
+    for (int64_t k = 0; k < columns; ++k) lanes[k % 16] += px[r * columns + k] * px[r * columns + k];
     float total = 0.0f;
     for (int l = 0; l < 16; ++l) total += lanes[l];
     inverse[r] = 1.0f / std::sqrt(total / static_cast<float>(columns) + eps);
@@ -110,8 +110,10 @@ std::vector<float> inverse_rms(const float* px, int64_t R, int64_t K, int64_t co
 // Each row on its own: a block's scale is its largest magnitude / 127 (or 1 for an all-zero
 // block), q = x * (127 / largest), rounded half to even. With `norm` ([K]) the row is first RMS-
 // normalised and scaled by it, (x / rms) * norm, as the decoder's layers do before their matrices.
-Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, double eps, int64_t columns) {
-  const int64_t R = x.size(0), K = x.size(1), nb = K / kBlock;
+// x [R, columns] for a weight of K >= columns columns (padded to whole blocks): the activations past
+// x's columns are zeros, padded here rather than by a copy of x (a torch call per matrix).
+Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, double eps, int64_t K) {
+  const int64_t R = x.size(0), columns = x.size(1), nb = K / kBlock;
   Activations act{torch::empty({R, K}, torch::kInt8), torch::empty({R, nb}, torch::kFloat32),
                   torch::empty({R, nb, kGroups}, torch::kFloat32), torch::empty({R, nb, kGroups}, torch::kInt32)};
   const float* px = x.data_ptr<float>();
@@ -121,14 +123,16 @@ Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, dou
   int32_t* poffset = act.offsets.data_ptr<int32_t>();
   const bool normed = norm.defined() && norm.numel() > 0;
   const float* pnorm = normed ? norm.data_ptr<float>() : nullptr;
-  const std::vector<float> inverse_rms_of = normed ? inverse_rms(px, R, K, columns, static_cast<float>(eps)) : std::vector<float>();
+  const std::vector<float> inverse_rms_of = normed ? inverse_rms(px, R, columns, static_cast<float>(eps)) : std::vector<float>();
   at::parallel_for(0, R * nb, 16, [&](int64_t begin, int64_t end) {
     float y[kBlock];
     for (int64_t i = begin; i < end; ++i) {
       const int64_t r = i / nb, b = i % nb;
-      const float* v = px + r * K + b * kBlock;
-      if (normed) {
-        for (int k = 0; k < kBlock; ++k) y[k] = (v[k] * inverse_rms_of[r]) * pnorm[b * kBlock + k];
+      const int64_t first = b * kBlock, count = std::min<int64_t>(kBlock, columns - first);
+      const float* v = px + r * columns + first;
+      if (normed || count < kBlock) {
+        for (int k = 0; k < count; ++k) y[k] = normed ? (v[k] * inverse_rms_of[r]) * pnorm[first + k] : v[k];
+        std::fill(y + count, y + kBlock, 0.0f);
         v = y;
       }
       float largest = 0.0f;
@@ -416,15 +420,15 @@ std::string path() {
 #endif
 }
 
-// x [R, K] float32 (K a multiple of 256) times W [N, K], W given as parts stacked by rows (q, k
-// and v, say, each in its own format): part i is codes[i] [N_i, K/256, code bytes], sub[i]
-// [N_i, K/256, 16] bytes, d[i] [N_i, K/256, 2] fp16, in formats[i]. Returns [R, sum of N_i] float32.
-// x is quantised once for all parts (RMS-normalised first by `norm` [K] over its first `columns`
-// when norm is not empty); output rows are shared out among threads.
+// x [R, columns] float32 times W [N, K], K the multiple of 256 at or just above `columns` (a weight's
+// columns padded with zeros to whole blocks), W given as parts stacked by rows (q, k and v, say,
+// each in its own format): part i is codes[i] [N_i, K/256, code bytes], sub[i] [N_i, K/256, 16]
+// bytes, d[i] [N_i, K/256, 2] fp16, in formats[i]. Returns [R, sum of N_i] float32. x is quantised
+// once for all parts (RMS-normalised first by `norm` [columns] when norm is not empty); output rows
+// are shared out among threads.
 torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& codes,
                      const std::vector<torch::Tensor>& sub, const std::vector<torch::Tensor>& d,
-                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps,
-                     int64_t columns) {
+                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x must be [rows, K] float32");
   TORCH_CHECK(!codes.empty() && codes.size() == sub.size() && codes.size() == d.size() &&
                   codes.size() == formats.size(), "one codes, sub, d and format per part");
@@ -433,7 +437,8 @@ torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& c
   for (size_t i = 0; i < codes.size(); ++i) {
     const int64_t format = formats[i], nb = codes[i].size(1);
     TORCH_CHECK(format == Q4_K || format == Q6_K, "format must be 0 (Q4_K) or 1 (Q6_K)");
-    TORCH_CHECK(x.size(1) == nb * kBlock, "x has ", x.size(1), " columns, the weight ", nb * kBlock);
+    TORCH_CHECK(x.size(1) <= nb * kBlock && x.size(1) > (nb - 1) * kBlock, "x has ", x.size(1),
+                " columns, the weight ", nb * kBlock);
     TORCH_CHECK(codes[i].size(2) == code_bytes(format) && codes[i].is_contiguous() && sub[i].is_contiguous() &&
                     d[i].is_contiguous() && d[i].scalar_type() == torch::kHalf,
                 "weight blocks in the wrong layout");
@@ -444,8 +449,8 @@ torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& c
   }
   const int64_t N = first.back();
   TORCH_CHECK(norm.numel() == 0 || (norm.numel() == x.size(1) && norm.scalar_type() == torch::kFloat32 &&
-                                     norm.is_contiguous()), "norm must be [K] float32");
-  const Activations act = quantize_rows(x.contiguous(), norm, eps, columns);
+                                     norm.is_contiguous()), "norm must be [columns] float32");
+  const Activations act = quantize_rows(x.contiguous(), norm, eps, parts[0].nb * kBlock);
   torch::Tensor out = torch::empty({x.size(0), N}, x.options());
   float* po = out.data_ptr<float>();
   at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
