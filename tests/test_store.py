@@ -1,0 +1,100 @@
+"""The results store survives what ends runs badly: a row cut by a crash or a full disk, garbage,
+and writers appending at once (the jobs of a SLURM array sharing one results directory)."""
+import fcntl
+import json
+import multiprocessing
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ltd.eval.store import append_rows, load_store
+
+ROWS = [{"method": "autoregressive", "task": "gsm8k", "speed-up": 1.0},
+        {"method": "ltd", "task": "gsm8k", "speed-up": 2.1}]
+
+
+def test_a_cut_row_is_skipped_and_the_next_append_ends_it(tmp_path, capsys):
+    store = tmp_path / "store.jsonl"
+    append_rows(store, ROWS)
+    with open(store, "ab") as f:  # a full disk cut the next append in the middle of its row
+        f.write(json.dumps(ROWS[1]).encode()[:20])
+    assert len(load_store(store)) == 2
+    assert "1 line(s) skipped" in capsys.readouterr().err
+    append_rows(store, [dict(ROWS[0], task="qa")])
+    table = load_store(store)
+    assert list(table["task"]) == ["gsm8k", "gsm8k", "qa"]  # nothing glued to the cut row
+    assert len(store.read_text().splitlines()) == 4
+
+
+def test_garbage_lines_are_skipped_and_named(tmp_path, capsys):
+    store = tmp_path / "store.jsonl"
+    append_rows(store, ROWS[:1])
+    with open(store, "ab") as f:
+        f.write(b"\xff\xfe not utf-8\n[1, 2]\n{not json\n\n")
+    append_rows(store, ROWS[1:])
+    assert list(load_store(store)["method"]) == ["autoregressive", "ltd"]
+    assert "3 line(s) skipped, not a whole row (line 2, 3, 4" in capsys.readouterr().err
+
+
+def test_a_store_of_garbage_alone_reads_as_empty(tmp_path):
+    store = tmp_path / "store.jsonl"
+    store.write_bytes(b"{cut")
+    assert load_store(store).empty
+
+
+def write_many(store: str, writer: int) -> None:
+    for batch in range(100):
+        append_rows(store, [{"writer": writer, "row": 10 * batch + i, "padding": "x" * 300} for i in range(10)])
+
+
+def test_eight_writers_of_a_thousand_rows_lose_and_interleave_nothing(tmp_path):
+    store = tmp_path / "store.jsonl"
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=write_many, args=(str(store), w)) for w in range(8)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    lines = store.read_text().splitlines()
+    assert len(lines) == 8000
+    rows = [json.loads(line) for line in lines]  # each line one whole row
+    assert sorted((r["writer"], r["row"]) for r in rows) == [(w, i) for w in range(8) for i in range(1000)]
+
+
+def test_an_append_waits_for_the_writer_holding_the_lock(tmp_path):
+    """Appends take turns through a POSIX lock, which a shared filesystem (NFS) honours across
+    machines, where appending alone would not keep rows apart."""
+    store = tmp_path / "store.jsonl"
+    append_rows(store, ROWS[:1])
+    with open(store, "ab") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)
+        writer = subprocess.Popen([sys.executable, "-c", "import sys; from ltd.eval.store import append_rows; "
+                                   "append_rows(sys.argv[1], [{'method': 'late'}])", str(store)])
+        time.sleep(3)
+        still_waiting = writer.poll() is None
+        rows_while_held = len(store.read_text().splitlines())
+        fcntl.lockf(held, fcntl.LOCK_UN)
+    assert writer.wait(timeout=60) == 0
+    assert still_waiting and rows_while_held == 1
+    assert list(load_store(store)["method"]) == ["autoregressive", "late"]
+
+
+@pytest.mark.parametrize("reader", ["eval", "analysis"])
+def test_jobs_and_reports_read_a_damaged_store(tmp_path, reader):
+    """make eval and make sweep (has this job finished before?), make analysis and make table1
+    read the store through the same reader."""
+    store = tmp_path / "store.jsonl"
+    append_rows(store, ROWS)
+    with open(store, "ab") as f:
+        f.write(b'{"method": "cut')
+    if reader == "eval":
+        from ltd.sweeps import finished_before
+
+        assert not finished_before(str(tmp_path), tmp_path / "some-run")
+    else:
+        from ltd.analysis.sources import Results
+
+        assert len(Results(tmp_path).store) == 2
