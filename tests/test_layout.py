@@ -1,5 +1,6 @@
 """The shape of the code: layers import only downwards (no cycle anywhere in src/), no function
-runs past a screen, and the entry points stay thin (docs/layout.md)."""
+runs past a screen, the entry points stay thin (docs/layout.md), and torch.load unpickles
+nothing but weights."""
 import ast
 from pathlib import Path
 
@@ -85,3 +86,12 @@ def test_entry_points_are_under_a_tenth_of_the_code():
     cli = sum(n for path, n in lines.items() if path.parent.name == "cli")
     assert cli / sum(lines.values()) < 0.10
 
+
+
+def test_every_torch_load_is_weights_only():
+    """Unpickling runs code: every file ltd loads with torch.load is read as weights only."""
+    calls = [(path.relative_to(SRC), line) for path in sorted(SRC.rglob("*.py"))
+             for line in path.read_text().splitlines() if "torch.load(" in line]
+    assert calls, "no torch.load found: the test reads the wrong folder"
+    unsafe = [f"{path}: {line.strip()}" for path, line in calls if "weights_only=True" not in line]
+    assert not unsafe, unsafe

@@ -83,7 +83,7 @@ def resume(head: Eagle3Head, params: list[torch.Tensor], lr: float,
     initial_state = {k: v.clone() for k, v in head.state_dict().items()}
     try:
         # Saved from wherever it trained; the optimizer's moments follow its parameters' device.
-        state = torch.load(state_path, map_location=params[0].device, weights_only=False)
+        state = torch.load(state_path, map_location=params[0].device, weights_only=True)
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         return optimizer, state["step"], state["history"]
