@@ -65,16 +65,37 @@ def test_bad_limit_or_per_category_is_one_line(mixed, field, value):
     assert field in message and repr(value) in message
 
 
-@pytest.mark.parametrize("line", ['{"question_id": 1, "turns": ["x"', '{"category": "x", "turns": ["x"]}',
-                                  '{"question_id": 1, "turns": 5}', "[1, 2]", "7"])
-def test_malformed_row_is_one_line_naming_the_line(tmp_path, line):
+@pytest.mark.parametrize("line,reason", [
+    ('{"question_id": 1, "turns": ["x"', "not a JSON object"),
+    ('{"category": "x", "turns": ["x"]}', 'a question row needs "question_id" and "turns"'),
+    ("[1, 2]", 'a question row needs "question_id" and "turns"'),
+    ("7", 'a question row needs "question_id" and "turns"'),
+    ('{"question_id": 1, "turns": 5}', '"turns" must be a non-empty list of strings, got 5'),
+    ('{"question_id": 1, "turns": "Hi"}', '"turns" must be a non-empty list of strings, got "Hi"'),  # not 2 turns
+    ('{"question_id": 1, "turns": []}', '"turns" must be a non-empty list of strings, got []'),
+    ('{"question_id": 1, "turns": [123]}', '"turns" must be a non-empty list of strings, got [123]'),
+])
+def test_malformed_row_is_one_line_naming_the_line(tmp_path, line, reason):
     path = tmp_path / "question.jsonl"
     path.write_text('{"question_id": 0, "turns": ["ok"]}\n' + line + "\n")
     with pytest.raises(LtdError) as error:
         load_questions(path)
     message = str(error.value)
     assert "\n" not in message
-    assert f"{path}:2: not a question row" in message
+    assert message.startswith(f"{path}:2: {reason}")
+
+
+def test_bytes_that_are_not_utf8_are_one_line_naming_the_line(tmp_path):
+    path = tmp_path / "question.jsonl"
+    path.write_bytes(b'{"question_id": 0, "turns": ["ok"]}\n{"question_id": 1, "turns": ["caf\xe9"]}\n')
+    with pytest.raises(LtdError, match=r"question.jsonl:2: not UTF-8 \(byte 0xe9\)"):
+        load_questions(path)
+
+
+def test_a_line_separator_inside_a_prompt_stays_in_its_row(tmp_path):
+    path = tmp_path / "question.jsonl"
+    path.write_text('{"question_id": 0, "turns": ["one\u2028two"]}\n', encoding="utf-8")
+    assert load_questions(path)[0].turns == ["one\u2028two"]
 
 
 def test_missing_or_empty_task_file_is_one_line(tmp_path):

@@ -14,6 +14,20 @@ class Question:
     turns: list[str]
 
 
+def question_row(line: str, where: str) -> Question:
+    """One line of a task file as a Question; one LtdError line, naming `where`, for anything else."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise LtdError(f"{where}: not a JSON object ({error})") from None
+    if not isinstance(row, dict) or "question_id" not in row or "turns" not in row:
+        raise LtdError(f"{where}: a question row needs \"question_id\" and \"turns\"")
+    turns = row["turns"]
+    if not isinstance(turns, list) or not turns or not all(isinstance(turn, str) for turn in turns):
+        raise LtdError(f"{where}: \"turns\" must be a non-empty list of strings, got {json.dumps(turns)[:80]}")
+    return Question(str(row["question_id"]), str(row.get("category", "")), turns)
+
+
 def load_questions(path: str | Path, limit: int | None = None, per_category: int | None = None,
                    from_end: bool = False) -> list[Question]:
     """The questions of a task file in file order: with `per_category`, the first N of each
@@ -26,16 +40,17 @@ def load_questions(path: str | Path, limit: int | None = None, per_category: int
     path = Path(path)
     if not path.is_file():
         raise LtdError(f"task file not found: {path}")
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")  # not splitlines: U+2028 may sit in a prompt
+    except UnicodeDecodeError as error:
+        number = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise LtdError(f"{path}:{number}: not UTF-8 (byte {error.object[error.start]:#04x})") from None
     questions = []
     taken: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            question = Question(str(row["question_id"]), row.get("category", ""), list(row["turns"]))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise LtdError(f"{path}:{number}: not a question row ({error})") from None
+        question = question_row(line, f"{path}:{number}")
         if per_category is not None:
             if taken.get(question.category, 0) >= per_category:
                 continue
