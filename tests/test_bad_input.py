@@ -84,13 +84,39 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("job, override, message", CASES, ids=[f"{job}-{o}" for job, o, _ in CASES])
 def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny_model_dir, tmp_path):
+    assert_one_line(job, override.split(" "), message, tmp_path, source=tiny_model_dir)
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    files = {"not.gguf": b"PK\x03\x04 a zip, named .gguf", "latin1.jsonl": b'{"question_id": 0, "turns": ["caf\xe9"]}\n',
+             "string-turns.jsonl": b'{"question_id": 0, "turns": "Hi"}\n'}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in files}
+
+
+INPUTS = [("decode", "not.gguf", None, "{path} is not a GGUF file (it starts with b'PK\\x03\\x04', a GGUF with b'GGUF')"),
+          ("decode", None, "latin1.jsonl", "{path}:1: not UTF-8 (byte 0xe9)"),
+          ("eval", None, "string-turns.jsonl", '{path}:1: "turns" must be a non-empty list of strings, got "Hi"')]
+
+
+@pytest.mark.parametrize("job, source, task, message", INPUTS, ids=[f"{j}-{s or t}" for j, s, t, _ in INPUTS])
+def test_a_bad_file_is_one_line_and_writes_nothing(job, source, task, message, tiny_model_dir, tmp_path):
+    files = bad_files(tmp_path)
+    assert_one_line(job, [], message.format(path=files[source or task]), tmp_path,
+                    source=files[source] if source else tiny_model_dir, task=files[task] if task else TASK)
+
+
+def assert_one_line(job: str, overrides: list[str], message: str, tmp_path: Path, source, task: str = TASK) -> None:
+    """`make <job>` run as a user would, in an empty folder: one line (the last) starting with
+    `error: <message>`, exit code 2, nothing left in the folder."""
     work = tmp_path / "work"
     work.mkdir()
-    vocab = [] if override.startswith("drafter=") else ["drafter.draft_vocab_size=64"]
+    vocab = [] if any(o.startswith("drafter=") for o in overrides) else ["drafter.draft_vocab_size=64"]
     args = [sys.executable, "-m", f"ltd.cli.{job}", "model=smollm2-135m", "model.name=tiny",
-            f"model.source={tiny_model_dir}", "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
-            *([f"task.path={TASK}"] if job in WITH_TASK else []), *(["tasks=null"] if job in WITH_TASKS else []),
-            *override.split(" ")]
+            f"model.source={source}", "model.max_context=256", *vocab, *(["logger=none"] if job in LOGGED else []),
+            *([f"task.path={task}"] if job in WITH_TASK else []), *(["tasks=null"] if job in WITH_TASKS else []),
+            *overrides]
     result = subprocess.run(args, capture_output=True, text=True, cwd=work)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]

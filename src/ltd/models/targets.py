@@ -60,13 +60,26 @@ def resolve_gguf(source: str, parts: WheelParts | None = None) -> Path | None:
         path = Path(spec.submodule_search_locations[0]) / filename
         if not path.is_file():
             raise LtdError(f"{filename!r} not found in package {package!r}")
-        return path
+        return checked_gguf(path)
     if source.endswith(".gguf"):
         path = Path(source).expanduser()
         if not path.is_file():
             raise LtdError(f"GGUF file not found: {source}")
-        return path
+        return checked_gguf(path)
     return None
+
+
+def checked_gguf(path: Path) -> Path:
+    """`path`, after one look at its first bytes: a file that is not a GGUF is one line here, not a
+    parser's traceback later."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as error:
+        raise LtdError(f"cannot read {path}: {error.strerror}") from None
+    if magic != b"GGUF":
+        raise LtdError(f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF with b'GGUF')")
+    return path
 
 
 def is_path(source: str) -> bool:
