@@ -2,6 +2,7 @@
 local executor too), appends their rows to the store, skips finished jobs when run again, reports a
 failing job in one line without stopping the others; Table 1 marks the cells it lacks."""
 import json
+import os
 import subprocess
 import sys
 
@@ -140,3 +141,13 @@ def test_two_workers_share_one_optuna_study_and_measure_no_shape_twice(tiny_mode
     other = subprocess.run([*command[:-3], "study=shared", f"storage={url}", "max_new_tokens=5",
                             f"hydra.run.dir={tmp_path / 'run2'}"], capture_output=True, text=True)
     assert other.returncode == 2 and "study shared in sqlite" in other.stderr and "measured other settings" in other.stderr
+
+
+def test_a_slurm_sweep_without_slurm_is_one_line_before_any_job(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ltd.cli.sweep", "cpu_table1", "hydra/launcher=slurm"],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: hydra/launcher=slurm submits through SLURM, and this machine has no sbatch or srun on its PATH: "
+        "run make sweep on the cluster, or leave the launcher out to run the jobs here"]
+    assert list(tmp_path.iterdir()) == []

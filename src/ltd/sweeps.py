@@ -7,6 +7,7 @@ runs it (make sweep name=<name> says the same). Its jobs' directories are named 
 user's mistake (a model not installed, a missing GPU) leaves one line in its directory's error.txt
 and the sweep goes on; the lines are printed together when the sweep ends.
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,6 +41,18 @@ def sweep_job(name: str) -> str:
     if job is None or not (Path(CONFIG_PATH) / f"{job}.yaml").is_file():
         raise LtdError(f"sweeps/{name}.yaml must start its defaults with the job it sweeps (eval, train, ...)")
     return job
+
+
+def check_launcher(name: str, overrides: list[str]) -> None:
+    """One line, before any job starts, when the sweep is to go to SLURM (hydra/launcher=slurm, on
+    the command line or in the sweep file) from a machine without SLURM's commands."""
+    defaults = [str(d) for d in OmegaConf.load(sweep_file(name)).get("defaults") or []]
+    asked = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra/launcher=")]
+    asked += [d.split(":", 1)[1].strip() for d in defaults if "hydra/launcher" in d and ":" in d]
+    missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+    if any("slurm" in launcher for launcher in asked) and missing:
+        raise LtdError(f"hydra/launcher=slurm submits through SLURM, and this machine has no {' or '.join(missing)} "
+                       f"on its PATH: run make sweep on the cluster, or leave the launcher out to run the jobs here")
 
 
 def swept_values(name: str) -> dict[str, list[str]]:

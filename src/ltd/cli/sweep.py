@@ -10,12 +10,13 @@ import os
 import sys
 
 from ltd.cli.app import user_errors
-from ltd.sweeps import SWEEPS, sweep_job
+from ltd.sweeps import SWEEPS, check_launcher, sweep_job
 
 
 def main(argv: list[str]) -> None:
     with user_errors():
         job = sweep_job(argv[0] if argv else "")
+        check_launcher(argv[0], argv[1:])
     os.execv(sys.executable, [sys.executable, "-m", f"ltd.cli.{job}", "--config-dir", str(SWEEPS),
                               "--config-name", argv[0], *argv[1:]])
 
