@@ -8,7 +8,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ltd"
 
 # Lowest first: a unit (a package of ltd, or a top-level module) imports from its own layer and below.
 LAYERS = [
-    {"errors", "atomic", "fingerprints", "artefacts", "tracking"},
+    {"errors", "atomic", "fingerprints", "artefacts", "tracking", "preflight"},
     {"kernels"},
     {"models"},
     {"decoding"},

@@ -1,14 +1,17 @@
 """The results store survives what ends runs badly: a row cut by a crash or a full disk, garbage,
 and writers appending at once (the jobs of a SLURM array sharing one results directory)."""
+import errno
 import fcntl
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 
+from ltd.errors import LtdError
 from ltd.eval.store import append_rows, load_store
 
 ROWS = [{"method": "autoregressive", "task": "gsm8k", "speed-up": 1.0},
@@ -98,3 +101,27 @@ def test_jobs_and_reports_read_a_damaged_store(tmp_path, reader):
         from ltd.analysis.sources import Results
 
         assert len(Results(tmp_path).store) == 2
+
+
+def test_a_full_disk_during_the_append_keeps_the_rows_and_the_store_as_it_was(tmp_path, monkeypatch):
+    store, run_dir = tmp_path / "results" / "store.jsonl", tmp_path / "run"
+    run_dir.mkdir()
+    append_rows(store, ROWS)
+    before = store.read_bytes()
+    real_write = os.write
+
+    def full_after_a_few_bytes(fd, data):  # the disk fills in the middle of the rows
+        if fd > 2 and len(data) > 30:
+            real_write(fd, data[:30])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr("ltd.eval.store.os.write", full_after_a_few_bytes)
+    late = [dict(row, run_dir=str(run_dir)) for row in ROWS]
+    with pytest.raises(LtdError) as error:
+        append_rows(store, late)
+    kept = run_dir / "unstored-rows.jsonl"
+    assert str(error.value) == (f"could not append 2 rows to {store} (No space left on device): they are in {kept}; "
+                                f"once there is room: (echo; cat {kept}) >> {store}")
+    assert store.read_bytes() == before
+    assert [json.loads(line) for line in kept.read_text().splitlines()] == late

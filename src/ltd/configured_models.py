@@ -13,7 +13,7 @@ from ltd.errors import LtdError
 from ltd.fingerprints import check_device
 from ltd.models.drafters import drafter_identity, load_drafter
 from ltd.models.targets import load_target, model_identity
-from ltd.models.wheel_parts import WheelParts
+from ltd.models.wheel_parts import WheelParts, cache_bytes
 
 
 def parts_of(model_cfg):
@@ -85,6 +85,16 @@ def identities(cfg) -> tuple[dict, dict]:
                                        intermediate_size=d.get("intermediate_size"))
     draft = draft_lm_settings(cfg)
     return model, drafter_identity(d.kind, draft.pop("source"), **draft)
+
+
+def cache_bytes_needed(cfg) -> int:
+    """Roughly what loading the config's target and draft LM adds to the model cache (models
+    shipped as PyPI wheel parts; 0 for the rest, or once fetched)."""
+    # (model config, whether a float32 copy is made: for every precision but the GGUF's own blocks)
+    models = [(cfg.model, cfg.model.get("quantize") != "gguf")]
+    if cfg.get("drafter") is not None and cfg.drafter.get("kind") == "draft_lm" and cfg.drafter.get("model"):
+        models.append((model_config(cfg.drafter.model), True))
+    return sum(cache_bytes(parts_of(m), dense) for m, dense in models if parts_of(m) is not None)
 
 
 def load_model(cfg):

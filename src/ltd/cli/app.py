@@ -140,12 +140,36 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         raise LtdError(f"{lines[0]}{hint}") from None
 
 
+def check_room(config_name: str, args: list[str]) -> None:
+    """Before Hydra makes the run directory and any model loads: the run directories' folder, the
+    results folder and the model cache can be written, and the cache has room for what a first run
+    fetches (ltd.preflight)."""
+    from hydra import compose, initialize_config_dir
+
+    from ltd.configured_models import cache_bytes_needed
+    from ltd.fingerprints import cache_root
+    from ltd.preflight import check_writable
+
+    if any(arg.startswith("-") for arg in args):
+        return
+    overrides = [arg for arg in args if not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
+        cfg = compose(config_name, overrides=overrides)
+    check_writable(cfg.get("resume") or Path.cwd() / "outputs", "run directories")
+    if cfg.get("results"):
+        check_writable(cfg.results, "results")
+    if cfg.get("model") is not None:
+        check_writable(cache_root(), "the model cache (LTD_CACHE)", cache_bytes_needed(cfg))
+
+
 def launch(main, config_name: str) -> None:
-    """Run a Hydra entry point after checking the command line: group options, keys, values' syntax."""
+    """Run a Hydra entry point after checking the command line (group options, keys, values' syntax)
+    and the folders it will write."""
     with user_errors():
         check_choices(sys.argv[1:])
         check_resume(sys.argv[1:])
         check_overrides(config_name, sys.argv[1:])
+        check_room(config_name, sys.argv[1:])
     main()
 
 

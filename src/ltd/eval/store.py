@@ -6,6 +6,7 @@ A store outlives the runs that write it, so it is written and read to survive th
 takes a lock on the file (POSIX, which NFS honours: jobs of a SLURM array may share a store), first
 ends a line a crash or a full disk cut short, and writes its rows whole; a reader skips a line that
 is not a whole JSON object, saying so once, instead of failing on it."""
+import contextlib
 import datetime
 import fcntl
 import io
@@ -16,23 +17,45 @@ from pathlib import Path
 import pandas as pd
 
 from ltd.artefacts import note
+from ltd.atomic import write_file
+from ltd.errors import LtdError
 
 
 def append_rows(path: str | Path, rows: list[dict]) -> None:
+    """Append `rows` whole, in turn with other writers. Where the append fails (a full disk), the
+    store is put back as it was and one LtdError line says where the rows were kept instead."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
-    with open(path, "a+b") as f:  # read too: is the last byte a newline?
-        fcntl.lockf(f, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        end = os.fstat(fd).st_size
+        lead = b"\n" if end and os.pread(fd, 1, end - 1) != b"\n" else b""  # end a cut last line
         try:
-            end = os.fstat(f.fileno()).st_size
-            if end and os.pread(f.fileno(), 1, end - 1) != b"\n":
-                text = b"\n" + text  # the last line was cut: end it, so that no row is glued to it
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
+            written = lead + text
+            while written:
+                written = written[os.write(fd, written):]
+            os.fsync(fd)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)  # no half row left behind, no row stored twice
+            raise LtdError(unstored(path, rows, text, error)) from None
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def unstored(path: Path, rows: list[dict], text: bytes, error: OSError) -> str:
+    """Where rows that could not be appended went (their run directory, if it can be written), and
+    how to append them later."""
+    run_dir = rows[0].get("run_dir") if rows else None
+    if run_dir:
+        kept = Path(run_dir) / "unstored-rows.jsonl"
+        with contextlib.suppress(OSError):
+            write_file(kept, lambda tmp: tmp.write_bytes(text))
+            return (f"could not append {len(rows)} rows to {path} ({error.strerror}): they are in {kept}; "
+                    f"once there is room: (echo; cat {kept}) >> {path}")
+    return f"could not append {len(rows)} rows to {path} ({error.strerror}), nor keep them elsewhere"
 
 
 def stamped(rows: list[dict], run_dir: str | Path, **run) -> list[dict]:
