@@ -89,21 +89,28 @@ def test_a_bad_value_is_one_line_and_writes_nothing(job, override, message, tiny
 
 def bad_files(folder: Path) -> dict[str, Path]:
     files = {"not.gguf": b"PK\x03\x04 a zip, named .gguf", "latin1.jsonl": b'{"question_id": 0, "turns": ["caf\xe9"]}\n',
-             "string-turns.jsonl": b'{"question_id": 0, "turns": "Hi"}\n'}
+             "string-turns.jsonl": b'{"question_id": 0, "turns": "Hi"}\n',
+             "long.jsonl": b'{"question_id": 0, "turns": ["' + b"word " * 400 + b'"]}\n'}
     for name, content in files.items():
         (folder / name).write_bytes(content)
-    return {name: folder / name for name in files}
+    (folder / "no-weights").mkdir()
+    (folder / "no-weights" / "config.json").write_text("{}")
+    return {name: folder / name for name in [*files, "no-weights"]}
 
 
 INPUTS = [("decode", "not.gguf", None, "{path} is not a GGUF file (it starts with b'PK\\x03\\x04', a GGUF with b'GGUF')"),
           ("decode", None, "latin1.jsonl", "{path}:1: not UTF-8 (byte 0xe9)"),
-          ("eval", None, "string-turns.jsonl", '{path}:1: "turns" must be a non-empty list of strings, got "Hi"')]
+          ("eval", None, "string-turns.jsonl", '{path}:1: "turns" must be a non-empty list of strings, got "Hi"'),
+          ("decode", None, "long.jsonl", "prompt of "),
+          ("eval", "no-weights", None, "cannot load model ")]
+BEYOND_CHECKS = ["controller=eagle3_default", "methods=[autoregressive,eagle3_default]"]  # past the methods' checks
 
 
 @pytest.mark.parametrize("job, source, task, message", INPUTS, ids=[f"{j}-{s or t}" for j, s, t, _ in INPUTS])
 def test_a_bad_file_is_one_line_and_writes_nothing(job, source, task, message, tiny_model_dir, tmp_path):
     files = bad_files(tmp_path)
-    assert_one_line(job, [], message.format(path=files[source or task]), tmp_path,
+    overrides = [BEYOND_CHECKS[0] if job == "decode" else BEYOND_CHECKS[1]]
+    assert_one_line(job, overrides, message.format(path=files[source or task]), tmp_path,
                     source=files[source] if source else tiny_model_dir, task=files[task] if task else TASK)
 
 

@@ -47,8 +47,9 @@ def run_directory(what: str) -> Path:
 
 
 def discard_session_files() -> None:
-    """After a user error: what Hydra wrote for this session goes, and the run directory with it
-    when nothing else is there (an earlier session's files, when resuming, stay)."""
+    """After a user error: a run directory this session made goes whole (what the job wrote before
+    the mistake showed, a key, too); resuming or in a sweep, what Hydra wrote for this session goes,
+    and the directory with it when nothing else is there (an earlier session's files stay)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
@@ -56,7 +57,10 @@ def discard_session_files() -> None:
     config = HydraConfig.get()
     directory = Path(config.runtime.output_dir)
     release(directory)
-    if config.output_subdir:
+    resumed = any(o.startswith("resume=") and o != "resume=null" for o in config.overrides.task)
+    if not resumed and not in_sweep():  # made by this session alone (what it wrote before the mistake too)
+        shutil.rmtree(directory, ignore_errors=True)
+    elif config.output_subdir:
         shutil.rmtree(directory / config.output_subdir, ignore_errors=True)
     # Then the directories that leaves empty: `.hydra`, the run directory, its parents up to the
     # working directory (outputs/<job>).
