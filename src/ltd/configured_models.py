@@ -94,7 +94,8 @@ def cache_bytes_needed(cfg) -> int:
     models = [(cfg.model, cfg.model.get("quantize") != "gguf")]
     if cfg.get("drafter") is not None and cfg.drafter.get("kind") == "draft_lm" and cfg.drafter.get("model"):
         models.append((model_config(cfg.drafter.model), True))
-    return sum(cache_bytes(parts_of(m), dense) for m, dense in models if parts_of(m) is not None)
+    parts = [(parts_of(m), dense) for m, dense in models]
+    return sum(cache_bytes(p, dense) for p, dense in parts if p is not None)
 
 
 def load_model(cfg):

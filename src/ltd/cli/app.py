@@ -125,40 +125,33 @@ def check_resume(overrides: list[str]) -> None:
             raise LtdError(f"nothing to resume at {value} (not a directory)")
 
 
-def check_overrides(config_name: str, args: list[str]) -> None:
+def check_overrides(config_name: str, args: list[str]):
     """A misspelt key or a value the override grammar cannot read is one line here, not Hydra's
     report of it (a dozen lines). Command lines with Hydra's own flags (-m sweeps, --cfg, ...) are
-    left to Hydra."""
+    left to Hydra. Returns the composed config (None when left to Hydra)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     if any(arg.startswith("-") for arg in args):
-        return
+        return None
     overrides = [arg for arg in args if not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
-            compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides)
     except HydraException as error:
         lines = str(error).splitlines()
         hint = f" {lines[1]}" if len(lines) > 1 and lines[1].startswith("To append") else ""
         raise LtdError(f"{lines[0]}{hint}") from None
 
 
-def check_room(config_name: str, args: list[str]) -> None:
+def check_room(cfg) -> None:
     """Before Hydra makes the run directory and any model loads: the run directories' folder, the
     results folder and the model cache can be written, and the cache has room for what a first run
-    fetches (ltd.preflight)."""
-    from hydra import compose, initialize_config_dir
-
+    fetches (ltd.preflight). `cfg`: the job's config as check_overrides composed it."""
     from ltd.configured_models import cache_bytes_needed
     from ltd.fingerprints import cache_root
     from ltd.preflight import check_writable
 
-    if any(arg.startswith("-") for arg in args):
-        return
-    overrides = [arg for arg in args if not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
-        cfg = compose(config_name, overrides=overrides)
     check_writable(cfg.get("resume") or Path.cwd() / "outputs", "run directories")
     if cfg.get("results"):
         check_writable(cfg.results, "results")
@@ -172,8 +165,9 @@ def launch(main, config_name: str) -> None:
     with user_errors():
         check_choices(sys.argv[1:])
         check_resume(sys.argv[1:])
-        check_overrides(config_name, sys.argv[1:])
-        check_room(config_name, sys.argv[1:])
+        cfg = check_overrides(config_name, sys.argv[1:])
+        if cfg is not None:
+            check_room(cfg)
     main()
 
 

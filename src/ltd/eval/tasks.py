@@ -40,10 +40,11 @@ def load_questions(path: str | Path, limit: int | None = None, per_category: int
     path = Path(path)
     if not path.is_file():
         raise LtdError(f"task file not found: {path}")
+    data = path.read_bytes()
     try:
-        lines = path.read_bytes().decode("utf-8").split("\n")  # not splitlines: U+2028 may sit in a prompt
+        lines = data.decode("utf-8").split("\n")  # not splitlines: U+2028 may sit in a prompt
     except UnicodeDecodeError as error:
-        number = path.read_bytes()[: error.start].count(b"\n") + 1
+        number = data[: error.start].count(b"\n") + 1
         raise LtdError(f"{path}:{number}: not UTF-8 (byte {error.object[error.start]:#04x})") from None
     questions = []
     taken: dict[str, int] = {}

@@ -105,11 +105,11 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
     kernel's plain C++ path even where SIMD is available (for tests)."""
     module = kernel(isa)
     flat = x.reshape(-1, x.shape[-1])
-    columns, padded = flat.shape[1], parts[0].shape[1]  # quantize_q4_k pads a weight's columns with zeros
     if module is None:
         if norm is not None:
             flat = flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + eps) * norm
-        out = torch.cat([reference_linear(F.pad(flat, (0, padded - columns)), part) for part in parts], dim=1)
+        padding = parts[0].shape[1] - flat.shape[1]  # quantize_q4_k pads a weight's columns with zeros
+        out = torch.cat([reference_linear(F.pad(flat, (0, padding)), part) for part in parts], dim=1)
     else:  # the kernel pads the columns itself
         out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
                             [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps)

@@ -80,11 +80,16 @@ def join(parts: WheelParts, wheels: list[Path], destination: Path) -> None:
     write_file(destination, write)
 
 
+def joined_path(parts: WheelParts) -> Path:
+    """Where the joined GGUF lives in the cache."""
+    return cache_root() / "downloads" / parts.file
+
+
 def cache_bytes(parts: WheelParts, dense: bool) -> int:
     """Roughly what a first run adds to the cache for this model: the wheels and the joined file
     (the wheels go once it is joined), then its repacked blocks or, `dense`, its float32 copy (~7x
     a file of 4-5 bits a weight). Nothing once the joined file is there."""
-    if (cache_root() / "downloads" / parts.file).exists():
+    if joined_path(parts).exists():
         return 0
     return 2 * parts.size + (7 if dense else 1) * parts.size
 
@@ -92,7 +97,7 @@ def cache_bytes(parts: WheelParts, dense: bool) -> int:
 def fetch(parts: WheelParts) -> Path:
     """The joined GGUF in the cache: fetched and joined the first time, checked every time."""
     parts.validate()
-    path = cache_root() / "downloads" / parts.file
+    path = joined_path(parts)
     if path.exists():
         if path.stat().st_size == parts.size and file_digest(path) == parts.sha256:
             return path
