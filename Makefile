@@ -65,7 +65,7 @@ test: setup  ## every test, the real-model ones included
 test-fast: setup  ## only the tests on tiny random models
 	$(PY) -m pytest -q -m "not real" $(ARGS)
 
-bench-decode: setup  ## decoder speed vs transformers and vs the memory-bandwidth bound, verify curve; writes results/bench-decode.json
+bench-decode: setup  ## decoder speed vs transformers, the memory-bandwidth bound and the arithmetic floor, verify curve; writes results/bench-decode.json
 	$(PY) -m ltd.cli.bench_decode $(ARGS)
 
 bench-peer: setup  ## ltd vs llama.cpp (built once from PyPI's llama-cpp-python sdist) on the same GGUFs and prompts, interleaved; results/peer.md

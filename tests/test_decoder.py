@@ -7,6 +7,7 @@ from torch.testing import assert_close
 
 from conftest import FAMILIES, LLAMA3_ROPE, PLACES, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
 from ltd.errors import LtdError
+from ltd.kernels.build import kernel
 from ltd.models.decoder import Decoder, rope_tables
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -254,6 +255,19 @@ def test_weight_bytes_count_what_a_token_streams(tiny):
         sum(t.numel() + 4 * t.shape[0] for t in matrices) + 4 * sum(t.numel() for t in norms))
 
 
+@pytest.mark.parametrize("quantize", [None, "int8", "q4_k"])
+def test_multiply_adds_count_every_matrix_entry_once(tiny, quantize):
+    """One a weight of every layer's matrices and of the output matrix; on blocks, the columns the
+    kernel pads to a multiple of 256 count too (it multiplies them)."""
+    target = tiny("qwen2")
+    config, state = target.hf.config, target.hf.state_dict()
+    head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+    matrices = [t for k, t in state.items() if k.startswith("model.layers.") and t.dim() == 2] + [state[head]]
+    padded = (lambda columns: -(-columns // 256) * 256) if quantize == "q4_k" else (lambda columns: columns)
+    assert Decoder.from_hf(config, dict(state), quantize=quantize).multiply_adds() == sum(
+        t.shape[0] * padded(t.shape[1]) for t in matrices)
+
+
 @pytest.mark.parametrize("out_features, in_features", [(96, 64), (37, 13), (1, 5)])
 def test_an_int8_rows_result_is_its_own_and_near_the_floats(out_features, in_features):
     """Each row of x is quantised on its own scale and its integer products summed exactly, so a row
@@ -310,3 +324,6 @@ def test_bench_decode_reports_the_drafters_step_and_the_bandwidth_bound(tmp_path
     assert "one step at a 16-token context: target" in result.stdout and "copy bandwidth" in result.stdout
     assert ("transformers generate()" in result.stdout) == (quantize == "null")
     assert report["precision"] == ("float32" if quantize == "null" else "Q4_K blocks requantised by ltd")
+    # on blocks, the kernel's arithmetic floor beside the verify curve
+    assert ("arithmetic floor:" in result.stdout) == (quantize == "q4_k" and kernel() is not None
+                                                      and kernel().path() != "portable")

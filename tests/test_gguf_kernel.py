@@ -228,3 +228,20 @@ def test_q4_k_requantisation_is_close_and_pads_columns(built, columns):
     x_padded = torch.nn.functional.pad(x, (0, padded - columns))
     assert torch.equal(linear(x, [blocks]), linear(x_padded, [blocks]))
     torch.testing.assert_close(linear(x, [blocks]), reference_linear(x_padded, blocks), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ["native", "avx2", "portable"])
+def test_the_dot_product_peak_counts_the_work_it_times(built, isa):
+    """A rate where there is an instruction to time (64 products an AVX-512 VNNI instruction, 32 an
+    AVX2 sequence), none on plain C++; rounds scale the work, not the rate."""
+    from ltd.kernels.build import dot_products_per_second
+
+    if isa == "avx2" and (platform.machine() not in ("x86_64", "AMD64") or "avx2" not in cpu()[1]):
+        pytest.skip("needs an x86 CPU with AVX2")
+    module = kernel(isa)
+    rate = dot_products_per_second(isa, rounds=2_000_000)
+    if module.path() == "portable":
+        assert rate is None and module.dot_peak(10) == 0
+        return
+    # a billion multiply-adds a second is far below any SIMD unit's, and 10^13 far above two cores'
+    assert 1e9 < rate < 1e13 * torch.get_num_threads()

@@ -10,6 +10,7 @@ import torch
 
 from ltd.decoding.engine import Clock, Engine
 from ltd.eval.report import format_table
+from ltd.kernels.build import dot_products_per_second
 from ltd.traces.profiler import timed_pass
 
 
@@ -122,6 +123,8 @@ def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new
     draft_ms = draft_step_milliseconds(drafter, context, drafter.vocab_size, controller.top_k, 2 * repeats + 3,
                                        target.decoder.device, clock)
     weight_gb = target.decoder.weight_bytes() / 1e9
+    # The arithmetic floor is the kernel's: on blocks, its dot-product instructions at their peak.
+    peak = dot_products_per_second() if target.decoder.quantize in ("gguf", "q4_k") else None
     return {
         "hf_generate_tok_s": tok_s.get("hf_generate"), "ar_tok_s": tok_s["ar"], "spec_tok_s": tok_s["spec"],
         "spec_tau": engine.generate(prompts[0], controller, new_tokens).acceptance_length,
@@ -131,6 +134,7 @@ def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new
         "target_step_ms": step_ms, "draft_step_ms": draft_ms, "draft_over_target": draft_ms / step_ms,
         "weight_gb_per_token": weight_gb, "copy_bandwidth_gb_s": bandwidth,
         "bandwidth_bound_ms": 1000 * weight_gb / bandwidth, "of_bandwidth_bound": of_bound, "bound_rounds": rounds,
+        "multiply_adds_per_token": target.decoder.multiply_adds(), "dot_products_per_s": peak,
     }
 
 
@@ -145,14 +149,22 @@ def report(r: dict, machine: str) -> str:
     if hf:
         speeds.insert(0, {"method": "transformers generate()", "tok/s": hf, "vs generate()": 1.0})
     speeds = [{key: value for key, value in row.items() if value is not None} for row in speeds]
-    curve = [{"V": v, "ms": ms, f"x V={smallest}": ms / verify_ms[smallest]} for v, ms in verify_ms.items()]
+    peak = r.get("dot_products_per_s")
+    floor_ms = (lambda v: 1000 * v * r["multiply_adds_per_token"] / peak) if peak else None
+    curve = [{"V": v, "ms": ms, f"x V={smallest}": ms / verify_ms[smallest],
+              **({"arithmetic floor ms": floor_ms(v)} if floor_ms else {})} for v, ms in verify_ms.items()]
+    floor = [] if not floor_ms else [
+        f"arithmetic floor: the kernel's dot products do {peak / 1e9:.0f} G multiply-adds/s here (all threads, "
+        f"operands in registers) and a token's matrices cost {r['multiply_adds_per_token'] / 1e9:.2f} G: V tokens "
+        f"take at least V x {floor_ms(1):.1f} ms, however the weights are streamed"]
     return "\n".join([
         f"\n{r['model']} ({r['precision']}), {r['prompts']} prompts x {r['repeats']} repeats, "
         f"{r['max_new_tokens']} new tokens, {machine}, "
         f"static tree {tree['depth']}/{tree['top_k']}/{tree['verify']} with drafter {r['drafter']}",
         format_table(speeds, ["method", "tok/s", "vs generate()"]),
         f"\nverify V tokens at a {context}-token context",
-        format_table(curve, ["V", "ms", f"x V={smallest}"]),
+        format_table(curve, ["V", "ms", f"x V={smallest}"] + (["arithmetic floor ms"] if floor_ms else [])),
+        *floor,
         f"\none step at a {context}-token context: target {r['target_step_ms']:.1f} ms, drafter "
         f"{r['draft_step_ms']:.1f} ms ({r['draft_over_target']:.2f} of the target's)",
         f"the target streams {r['weight_gb_per_token']:.2f} GB of weights a token; copy bandwidth "

@@ -1,4 +1,4 @@
-"""ltd's kernels (gguf_linear.cpp, attention.cpp), compiled on first use for this CPU and cached.
+"""ltd's kernels (gguf_linear.cpp, attention.cpp, dot_peak.cpp), compiled on first use for this CPU and cached.
 
 The build is keyed by the source, the CPU and its vector extensions, torch's version, the compiler
 and the instruction set asked for; it is made in a folder of its own and moved into place whole, so
@@ -22,7 +22,7 @@ from ltd.artefacts import note
 from ltd.fingerprints import cache_root, cpu, digest
 from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
 
-SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "attention.cpp", "bindings.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "attention.cpp", "dot_peak.cpp", "bindings.cpp")]
 # "native": every extension this CPU has; the source picks AVX-512 VNNI, else AVX2, else plain C++.
 # The others exist so that each path can be tested on a CPU that has more.
 ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
@@ -114,3 +114,13 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
         out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
                             [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def dot_products_per_second(isa: str = "native", rounds: int = 20_000_000) -> float | None:
+    """The kernel's dot-product instructions' multiply-adds a second, torch's threads together
+    (dot_peak.cpp; ~1 s for the default rounds): None where the kernel is not built or runs plain C++."""
+    module = kernel(isa)
+    if module is None or module.path() == "portable":
+        return None
+    module.dot_peak(rounds // 10)  # warm up the threads and the clock
+    return module.dot_peak(rounds)

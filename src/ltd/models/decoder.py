@@ -384,6 +384,19 @@ class Decoder:
                         ("input_norm", "qkv", "o", "post_norm", "gate_up", "down"))
         return per_layer + size(self.final_norm) + size(self.lm_head)
 
+    def multiply_adds(self) -> int:
+        """Multiply-adds one token costs in the matrices (every layer's and the output matrix's
+        weights: one each; attention over the context is not counted)."""
+        def count(weight) -> int:
+            if isinstance(weight, list):  # GGUF blocks
+                return sum(part.shape[0] * part.shape[1] for part in weight)
+            if isinstance(weight, torch.Tensor):
+                return weight.numel()
+            return torch.ops.quantized.linear_unpack(weight)[0].numel()
+
+        return sum(count(getattr(layer, name)) for layer in self.layers for name in ("qkv", "o", "gate_up", "down")) + \
+            count(self.lm_head)
+
     # -- cache ---------------------------------------------------------------------------------
     def reset(self, capacity: int | None = None, batch: int = 1) -> None:
         capacity = capacity or self.max_positions
