@@ -56,3 +56,23 @@ def test_a_job_stops_before_the_work_and_leaves_nothing(tmp_path, setting):
         f"error: cannot write {what} at {blocker}{'/results' if setting == 'results' else ''}: {blocker} is a file, "
         f"not a folder"]
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, what", [
+    (["ltd.cli.table1", "sweep=cpu_table1", "results={blocker}/results"], "the table at {blocker}/results/tables"),
+    (["ltd.cli.analysis", "results={work}/results", "out={blocker}/analysis"], "the analysis at {blocker}/analysis"),
+    (["ltd.cli.dashboard", "out={blocker}/dashboard"], "the dashboard's specs at {blocker}/dashboard"),
+])
+def test_a_report_stops_before_the_work_when_its_output_cannot_be_written(tmp_path, command, what):
+    """make table1, make analysis and make dashboard: one line, exit 2, nothing written."""
+    work, blocker = tmp_path / "work", tmp_path / "blocker"
+    (work / "results").mkdir(parents=True)
+    (work / "results" / "store.jsonl").write_text('{"method": "ltd", "task": "gsm8k", "speedup": 1.5}\n')
+    blocker.write_text("")
+    args = [part.format(work=work, blocker=blocker) for part in command]
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=work,
+                            env=dict(os.environ, WANDB_MODE="offline"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write {what.format(blocker=blocker)}: {blocker} is a file, not a folder"]
+    assert sorted(p.name for p in work.rglob("*")) == ["results", "store.jsonl"]

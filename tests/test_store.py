@@ -125,3 +125,56 @@ def test_a_full_disk_during_the_append_keeps_the_rows_and_the_store_as_it_was(tm
                                 f"once there is room: (echo; cat {kept}) >> {store}")
     assert store.read_bytes() == before
     assert [json.loads(line) for line in kept.read_text().splitlines()] == late
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB filesystem (a tmpfs: root, or wherever mounting is allowed), so that a full disk
+    is the kernel's ENOSPC, not an injected one; skipped where no tmpfs can be mounted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("no tmpfs can be mounted here; the injected ENOSPC above stands in for a full disk")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_store_on_a_disk_that_fills_up_is_put_back_and_its_rows_append_later(tmp_path, small_disk):
+    """The disk fills in the middle of an append: the store is as it was, the rows wait in the run
+    directory, and the command the error prints appends them once there is room."""
+    store, run_dir = small_disk / "results" / "store.jsonl", tmp_path / "run"
+    run_dir.mkdir()
+    append_rows(store, ROWS)
+    before = store.read_bytes()
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # all the room but 2 KB
+        f.write(b"x" * (os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - 2048))
+    late = [dict(row, run_dir=str(run_dir), padding="y" * 3000) for row in ROWS]  # 6 KB: more than is left
+    with pytest.raises(LtdError, match="No space left on device") as error:
+        append_rows(store, late)
+    assert store.read_bytes() == before
+    filler.unlink()
+    command = str(error.value).split("once there is room: ")[1]
+    subprocess.run(["bash", "-c", command], check=True)
+    rows = load_store(store)
+    assert rows[["method", "task", "speed-up"]].values.tolist() == [list(row.values()) for row in ROWS] * 2
+    assert rows["padding"].iloc[2:].tolist() == ["y" * 3000] * 2
+
+
+def test_eval_on_a_store_cut_by_a_full_disk_runs_and_keeps_every_row(tmp_path, tiny_model_dir):
+    """A store whose last row a full disk cut (the old append): the next make eval on it runs, and the
+    store holds every earlier row and the new ones."""
+    results = tmp_path / "results"
+    append_rows(results / "store.jsonl", ROWS)
+    with open(results / "store.jsonl", "ab") as f:
+        f.write(b'{"method": "ltd", "task": "mt_bench", "spe')
+    result = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.eval", "model=smollm2-135m", "model.name=tiny", f"model.source={tiny_model_dir}",
+         "model.max_context=256", "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}", "logger=none",
+         f"results={results}", "threads=1", "questions=1", "max_new_tokens=4", "methods=[autoregressive]",
+         "task=gsm8k", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    store = load_store(results / "store.jsonl")
+    assert store[["method", "task"]].values.tolist()[:2] == [["autoregressive", "gsm8k"], ["ltd", "gsm8k"]]
+    assert len(store) > 2 and set(store["run_dir"].iloc[2:]) == {str(tmp_path / "run")}

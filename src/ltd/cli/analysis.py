@@ -19,6 +19,7 @@ from ltd.analysis.notebooks import run_notebook
 from ltd.analysis.sources import Results
 from ltd.cli.app import key_values, user_errors
 from ltd.errors import LtdError
+from ltd.preflight import check_writable
 
 ANALYSIS = Path(__file__).resolve().parents[3] / "analysis"
 USAGE = ('make analysis [ARGS="results=<dir> out=<dir> only=<notebook>,... method=<m> reference=<m> '
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> None:
         if unknown := sorted(set(only) - set(names)):
             raise LtdError(f"unknown notebook {', '.join(unknown)}; choose from: {', '.join(names)}")
         out = Path(args["out"] or results.root / "analysis").resolve()
+        check_writable(out, "the analysis")
         parameters = dict(results=str(results.root), out=str(out), method=args["method"],
                           reference=args["reference"], experiment=args["experiment"])
         failed = []

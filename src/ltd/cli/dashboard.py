@@ -8,6 +8,7 @@ import sys
 from ltd import dashboard
 from ltd.cli.app import key_values, user_errors
 from ltd.errors import LtdError
+from ltd.preflight import check_writable
 
 USAGE = 'make dashboard ARGS="[entity=<W&B entity>] [project=ltd] [out=results/dashboard]"'
 
@@ -17,6 +18,7 @@ def main(argv: list[str]) -> None:
         args = key_values(argv, dict(entity="", project="ltd", out="results/dashboard"), USAGE)
         if not args["project"] or not args["out"]:
             raise LtdError(f"project and out need a value: {USAGE}")
+        check_writable(args["out"], "the dashboard's specs")
         online = dashboard.can_publish()
         if online and not args["entity"]:
             raise LtdError('publishing (W&B online, logged in) needs the entity: make dashboard ARGS="entity=<your '

@@ -6,10 +6,12 @@ sweep asked for and did not get are marked missing. Printed as markdown and writ
     python -m ltd.cli.table1 sweep=cpu_table1 [results=results]
 """
 import sys
+from pathlib import Path
 
 from ltd.cli.app import key_values, user_errors
 from ltd.errors import LtdError
 from ltd.eval.table1 import MISSING, markdown
+from ltd.preflight import check_writable
 from ltd.sweeps import write_table1
 
 
@@ -18,6 +20,7 @@ def main(argv: list[str]) -> None:
         args = key_values(argv, dict(sweep=None, results="results"), "make table1 sweep=<name> [results=<dir>]")
         if not args["sweep"]:
             raise LtdError("name the sweep: make table1 sweep=<one of sweeps/*.yaml>")
+        check_writable(Path(args["results"]) / "tables", "the table")
         table, out = write_table1(args["sweep"], args["results"])
         print(markdown(table))
         print(f"\n{(table == MISSING).sum().sum()} cells missing; written to {out}.md and {out}.csv")
