@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import save_tiny_checkpoint
-from ltd.artefacts import Artefact, changes, find, hold, release
-from ltd.atomic import write_directory, write_file, write_json
 from ltd.cli.app import new_run_id
-from ltd.config_files import CONFIG_PATH
-from ltd.errors import LtdError
-from ltd.fingerprints import file_digest, machine
+from ltd.config.files import CONFIG_PATH
+from ltd.core.artefacts import Artefact, changes, find, hold, release
+from ltd.core.atomic import write_directory, write_file, write_json
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import file_digest, machine
 from ltd.models import targets
 
 TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
@@ -66,7 +66,7 @@ def test_a_file_artefact_is_fresh_only_when_sealed_with_its_key(tmp_path):
 
 def test_a_held_directory_refuses_another_live_job_until_it_ends(tmp_path):
     held = tmp_path / "run"
-    code = (f"import time; from ltd.artefacts import hold; hold({str(held)!r}, 'a test'); print('held', flush=True); "
+    code = (f"import time; from ltd.core.artefacts import hold; hold({str(held)!r}, 'a test'); print('held', flush=True); "
             f"time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -81,7 +81,7 @@ def test_a_held_directory_refuses_another_live_job_until_it_ends(tmp_path):
 
 
 def test_files_get_the_users_umask(tmp_path):
-    code = ("import os, sys; os.umask(int(sys.argv[2], 8)); from ltd.atomic import write_file, write_directory; "
+    code = ("import os, sys; os.umask(int(sys.argv[2], 8)); from ltd.core.atomic import write_file, write_directory; "
             "write_file(sys.argv[1] + '/f', lambda p: p.write_text('x')); "
             "write_directory(sys.argv[1] + '/d', lambda p: (p / 'g').write_text('y'))")
     for umask, file_mode, directory_mode in (("022", 0o644, 0o755), ("002", 0o664, 0o775), ("077", 0o600, 0o700)):

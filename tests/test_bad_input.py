@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import save_tiny_checkpoint
-from ltd.config_files import CONFIG_PATH
+from ltd.config.files import CONFIG_PATH
 
 TASK = str(Path(CONFIG_PATH).parent / "data" / "bench" / "mt_bench" / "question.jsonl")
 

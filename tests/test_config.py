@@ -8,14 +8,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ltd.cli.app import check_choices
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import drafter_job
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import drafter_job
+from ltd.config.schema import SCHEMAS, check_config
 from ltd.controllers.methods import build_controller
-from ltd.errors import LtdError
-from ltd.eval.tasks import load_questions
+from ltd.core.errors import LtdError
+from ltd.core.tasks import load_questions
 from ltd.models.decoder import FAMILIES
 from ltd.models.targets import load_target
-from ltd.schema import SCHEMAS, check_config
 
 MODELS = sorted(p.stem for p in (Path(CONFIG_PATH) / "model").glob("*.yaml"))
 PAPER_MODELS = ["deepseek-r1-distill-llama-8b", "llama-3.1-8b", "qwen3-14b", "qwen3-32b", "vicuna-13b"]
@@ -36,7 +36,7 @@ def test_the_paper_models_and_the_cpu_ones_exist():
 def test_a_model_chooses_its_drafter_unless_the_user_does():
     """The 1.5B drafts with its 0.5B sibling (a model config of its own, in wheel parts); the others
     with an EAGLE-3 head; drafter= on the command line wins."""
-    from ltd.configured_models import draft_lm_settings, identities
+    from ltd.config.models import draft_lm_settings, identities
 
     cfg = check_config(compose_job("decode", ["model=qwen2.5-coder-1.5b"]), "decode")
     assert (cfg.drafter.kind, cfg.drafter.model) == ("draft_lm", "qwen2.5-coder-0.5b")
@@ -53,8 +53,8 @@ def test_a_model_chooses_its_drafter_unless_the_user_does():
 def test_the_gguf_model_is_the_same_file_on_its_blocks_with_its_own_name():
     """Every artefact is keyed and named by the model's name: the blocks' tuned tree, traces and
     policies are not the fp32 model's. It drafts with the 0.5B in ltd's Q4_K blocks."""
-    from ltd.config_files import model_config
-    from ltd.configured_models import identities
+    from ltd.config.files import model_config
+    from ltd.config.models import identities
 
     dense, blocks = (check_config(compose_job("decode", [f"model={m}"]), "decode")
                      for m in ("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-gguf"))

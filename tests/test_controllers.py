@@ -14,9 +14,9 @@ from torch.testing import assert_close
 from conftest import PLACES, decoder_of, hf_logits, random_prompt, randomize_
 from ltd.controllers.heuristics import DDD, SVIP, ConfidenceThreshold, GammaTune
 from ltd.controllers.registry import make_controller
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.models.draft_lm import DraftLM
 from ltd.models.proposals import top_k_entropy
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import save_tiny_checkpoint
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.models.drafters import load_drafter
 from ltd.models.targets import load_target
 from ltd.traces.cost_check import priced_cycles

@@ -13,16 +13,19 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ltd import dashboard, ltd_pipeline, ppow_pipeline, resps_pipeline
+from ltd.baselines import tree_search
 from ltd.cli.dashboard import main
-from ltd.config_files import CONFIG_PATH
-from ltd.drafter_training import ppow
-from ltd.eval import tree_search
+from ltd.config.files import CONFIG_PATH
+from ltd.drafter import ppow
 from ltd.eval.runner import QUESTION_COLUMNS, summarise
+from ltd.jobs import dashboard
+from ltd.jobs import train as train_job
+from ltd.jobs import ppow as ppow_job
+from ltd.jobs import resps as resps_job
 from ltd.rl.ppo import PPOTrainer, batch_metrics
 from ltd.rl.settings import LtdSettings, PPOSettings
 
-evaluate_task = importlib.import_module("ltd.eval.evaluate_task")
+evaluate_task = importlib.import_module("ltd.jobs.eval")
 
 
 class Tracker:
@@ -72,17 +75,17 @@ def ppo_row() -> dict:
 
 
 def train_keys(monkeypatch) -> set[str]:
-    """make train: ltd_pipeline's logging of every stage of the full schedule (11 rounds), and its summary."""
+    """make train: train_job's logging of every stage of the full schedule (11 rounds), and its summary."""
     def train_ltd(environments, held_out, costs, settings, component, directory, log, progress):
-        from ltd.rl.stages import schedule
+        from ltd.rl.ltd.stages import schedule
         for stage in schedule(settings, component):
             log(stage.name, ppo_row())
 
-    monkeypatch.setattr(ltd_pipeline, "train_ltd", train_ltd)
+    monkeypatch.setattr(train_job, "train_ltd", train_ltd)
     tracker, ppo = Tracker(), PPOSettings(frames=2048)
     job = SimpleNamespace(settings=LtdSettings((4, 8), ppo, ppo, rounds=11), cfg=SimpleNamespace(component="full"))
-    ltd_pipeline.train_policies(job, None, [], None, None, tracker)
-    assert 'tracker.summarise({f"{row[\'method\']}/mean_speedup"' in inspect.getsource(ltd_pipeline.report)
+    train_job.train_policies(job, None, [], None, None, tracker)
+    assert 'tracker.summarise({f"{row[\'method\']}/mean_speedup"' in inspect.getsource(train_job.report)
     return tracker.keys | {f"{m}/mean_speedup" for m in dashboard.methods()}
 
 
@@ -117,23 +120,23 @@ def ppow_keys() -> set[str]:
     """make drafter-rl: each variant's step rows under `<variant>/`, and the heads' table summarised."""
     row = dict_keywords(ppow.draw_windows) | dict_keywords(ppow.ppow_loss) | {"step", "seconds"}  # optimise adds these
     assert {"reward", "accepted", "kl"} <= row
-    assert 'tracker.log({f"{settings.name}/{k}": v' in inspect.getsource(ppow_pipeline.train_variant)
-    heads = [ppow_pipeline.SUPERVISED] + dashboard.ppow_variants()
+    assert 'tracker.log({f"{settings.name}/{k}": v' in inspect.getsource(ppow_job.train_variant)
+    heads = [ppow_job.SUPERVISED] + dashboard.ppow_variants()
     results = pd.DataFrame([dict(task=t, method=h, tau=2.0, lossless=True, **{"speed-up": 1.5})
                             for h in heads for t in ("gsm8k", "qa")])
-    assert "tracker.summarise({f\"{r['head']}/{k}\": v" in inspect.getsource(ppow_pipeline.run)
-    summary = {f"{r['head']}/{k}" for r in ppow_pipeline.table(results) for k, v in r.items() if isinstance(v, float)}
+    assert "tracker.summarise({f\"{r['head']}/{k}\": v" in inspect.getsource(ppow_job.run)
+    summary = {f"{r['head']}/{k}" for r in ppow_job.table(results) for k, v in r.items() if isinstance(v, float)}
     return {f"{v}/{k}" for v in dashboard.ppow_variants() for k in row} | summary
 
 
 def resps_keys(monkeypatch, tmp_path) -> set[str]:
-    """make resps: resps_pipeline.ppo's logging of a batch, and of the persistence ablation."""
-    monkeypatch.setattr(resps_pipeline, "best_constant_shape", lambda held: (0, dict(speedup=1.0, tau=2.0)))
-    monkeypatch.setattr(resps_pipeline, "resps_replay_speedup", lambda *a: dict(speedup=1.2, tau=2.0, shapes=1))
-    monkeypatch.setattr(resps_pipeline, "train_resps", lambda *a: a[5](ppo_row()))
+    """make resps: resps_job.ppo's logging of a batch, and of the persistence ablation."""
+    monkeypatch.setattr(resps_job, "best_constant_shape", lambda held: (0, dict(speedup=1.0, tau=2.0)))
+    monkeypatch.setattr(resps_job, "resps_replay_speedup", lambda *a: dict(speedup=1.2, tau=2.0, shapes=1))
+    monkeypatch.setattr(resps_job, "train_resps", lambda *a: a[5](ppo_row()))
     tracker = Tracker()
     settings = SimpleNamespace(ppo=SimpleNamespace(frames=1), persistence=1)
-    resps_pipeline.ppo(None, None, settings, tmp_path, tracker, SimpleNamespace(grid=["a shape"]))
+    resps_job.ppo(None, None, settings, tmp_path, tracker, SimpleNamespace(grid=["a shape"]))
     return tracker.keys
 
 
@@ -179,7 +182,7 @@ def test_every_panel_plots_keys_its_job_logs(logged):
 def test_the_dashboard_names_every_method_and_variant_the_jobs_run():
     conf = lambda name: OmegaConf.load(f"{CONFIG_PATH}/{name}.yaml")
     run = set(conf("eval").methods) | set(conf("train").evaluate.methods) | set(conf("decode").methods)
-    resps = {"resps"} | {f"resps-p{n}" for n in resps_pipeline.PERSISTENCE_ABLATION}
+    resps = {"resps"} | {f"resps-p{n}" for n in resps_job.PERSISTENCE_ABLATION}
     assert run | resps | {"ltd"} <= set(dashboard.methods())
     assert set(conf("train_ppow").variants) <= set(dashboard.ppow_variants())
 

@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 from conftest import FAMILIES, LLAMA3_ROPE, PLACES, build_hf, decoder_of, hf_logits, random_prompt, tiny_config
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.kernels.build import kernel
 from ltd.models.decoder import Decoder, rope_tables
 

@@ -6,18 +6,19 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from conftest import save_tiny_checkpoint
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import drafter_job
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import drafter_job
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.drafter_training import loop, pipeline
-from ltd.drafter_training.corpus import load_corpus
-from ltd.drafter_training.loop import train
-from ltd.drafter_training.pipeline import prepare_features, select_sequences, train_drafter
-from ltd.drafter_training.target_features import Sequence, load_shards, target_pass, write_shard
-from ltd.drafter_training.ttt import unroll
-from ltd.drafter_training.vocabulary import choose_vocabulary
-from ltd.errors import LtdError
+from ltd.drafter import heads, loop
+from ltd.drafter.corpus import load_corpus
+from ltd.drafter.loop import train
+from ltd.drafter.target_features import Sequence, load_shards, target_pass, write_shard
+from ltd.drafter.ttt import unroll
+from ltd.drafter.vocabulary import choose_vocabulary
+from ltd.jobs import drafter as drafter_pipeline
+from ltd.jobs.drafter import prepare_features, select_sequences, train_drafter
 from ltd.models.decoder import rope_tables
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, eagle3_feature_layers, head_config
 from ltd.models.targets import load_target
@@ -119,35 +120,35 @@ def test_finished_head_is_lossless_in_the_engine_and_reused(tiny_target, corpus,
     for shape in [(3, 4, 8), (6, 10, 40)]:
         assert engine.generate(prompt, StaticTree(*shape), 30).tokens == expected
 
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("a finished head was retrained"))
+    monkeypatch.setattr(drafter_pipeline, "train", lambda *a, **k: pytest.fail("a finished head was retrained"))
     assert train_drafter(tiny_target, job, tmp_path) == (directory, metrics)
 
 
 def test_features_accumulate_across_runs_with_a_larger_budget(tiny_target, corpus, tmp_path, monkeypatch):
     small, large = tiny_job(corpus, "drafter.train.max_tokens=300"), tiny_job(corpus, "drafter.train.max_tokens=900")
-    shards_small, _ = pipeline.head_data(tiny_target, small, tmp_path)
-    answered, real_pass = [], pipeline.target_pass
+    shards_small, _ = drafter_pipeline.head_data(tiny_target, small, tmp_path)
+    answered, real_pass = [], drafter_pipeline.target_pass
 
     def counting_pass(decoder, sequences, *args, **kwargs):
         answered.append(len(sequences))
         return real_pass(decoder, sequences, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "target_pass", counting_pass)
-    shards_large, _ = pipeline.head_data(tiny_target, large, tmp_path)
+    monkeypatch.setattr(drafter_pipeline, "target_pass", counting_pass)
+    shards_large, _ = drafter_pipeline.head_data(tiny_target, large, tmp_path)
     assert len(list((tmp_path / "tiny").glob("features-*"))) == 1  # one pool of shards
     full = len(shards_small) - 1  # the small run's last shard is cut short by its budget
     assert len(shards_large) > len(shards_small) and len(answered) == len(shards_large) - full
     for before, after in zip(shards_small[:full], shards_large):
         assert torch.equal(before["tokens"], after["tokens"])
     answered.clear()
-    assert len(pipeline.head_data(tiny_target, small, tmp_path)[0]) == len(shards_small) and answered == []
+    assert len(drafter_pipeline.head_data(tiny_target, small, tmp_path)[0]) == len(shards_small) and answered == []
 
 
 def test_a_narrower_mlp_is_the_heads_own_and_part_of_its_key(tiny_target, corpus, tmp_path):
     default, narrow = tiny_job(corpus), tiny_job(corpus, "drafter.intermediate_size=16")
     assert narrow.intermediate_size == 16 and default.intermediate_size is None
-    assert "intermediate_size" not in pipeline.head_key(tiny_target.identity, default)["job"]  # older heads stay valid
-    assert pipeline.head_directory(tmp_path, "tiny", tiny_target.identity, narrow) != pipeline.head_directory(
+    assert "intermediate_size" not in heads.head_key(tiny_target.identity, default)["job"]  # older heads stay valid
+    assert heads.head_directory(tmp_path, "tiny", tiny_target.identity, narrow) != heads.head_directory(
         tmp_path, "tiny", tiny_target.identity, default)
     directory, _ = train_drafter(tiny_target, narrow, tmp_path)
     head = Eagle3Head.load(directory)
@@ -256,7 +257,7 @@ def test_bad_input_is_one_line(tiny_target, corpus, tmp_path):
 
 
 def test_decoding_configs_find_the_trained_head(tiny_target, corpus, tmp_path):
-    from ltd.configured_models import eagle3_weights
+    from ltd.config.models import eagle3_weights
 
     directory, _ = train_drafter(tiny_target, tiny_job(corpus), tmp_path)
     overrides = ["drafter=eagle3_tiny", f"drafter.train.corpus=[{corpus}]", f"drafter.root={tmp_path}",

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from conftest import random_prompt, randomize_, tiny_config
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.models.decoder import KVCache
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config
 from ltd.models.proposals import top_k_entropy

@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import random_prompt
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
-from ltd.errors import LtdError
 
 
 @pytest.mark.parametrize("field", ["depth", "top_k", "verify"])

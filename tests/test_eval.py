@@ -13,16 +13,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import save_tiny_checkpoint
-from ltd.config_files import CONFIG_PATH
+from ltd.baselines.classifiers import Classifier, TrainedClassifier, save_classifier
+from ltd.baselines.features import CANDIDATE_FEATURES, DEPTH_FEATURES
+from ltd.baselines.tree_search import TreeSpace, best_tree, finished, open_study, run_study, shape, tuned_config
+from ltd.config.files import CONFIG_PATH
+from ltd.config.schema import check_config
 from ltd.controllers.methods import build_methods
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
-from ltd.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
-from ltd.eval.tree_search import TreeSpace, best_tree, finished, open_study, run_study, shape, tuned_config
-from ltd.learned.classifiers import Classifier, TrainedClassifier, save_classifier
-from ltd.learned.features import CANDIDATE_FEATURES, DEPTH_FEATURES
 from ltd.rl.policies import Policy, PolicySpec
-from ltd.schema import check_config
 
 CONF = Path(CONFIG_PATH)
 each = lambda measure: lambda trees: [measure(tree) for tree in trees]  # run_study measures a batch of trees
@@ -104,7 +104,7 @@ def test_trained_weights_are_read_from_the_jobs_results_directory(tmp_path):
 
 
 def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, capsys):
-    from ltd.atomic import write_json
+    from ltd.core.atomic import write_json
 
     monkeypatch.chdir(tmp_path)
     weights = Path("results/baselines/smollm2-135m-eagle3/disco.pt")
@@ -121,7 +121,7 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
 
 
 def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
-    from ltd.atomic import write_json
+    from ltd.core.atomic import write_json
     from ltd.controllers.methods import check_tuned
 
     tuned = tmp_path / "tuned-m.yaml"

@@ -8,7 +8,7 @@ import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
 
-from ltd.fingerprints import cpu
+from ltd.core.fingerprints import cpu
 from ltd.kernels.blocks import BLOCK, RAW_BYTES, dequantize, quantize_rows, reference_linear, repack
 from ltd.kernels.build import kernel, linear
 

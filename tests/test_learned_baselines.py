@@ -9,15 +9,15 @@ import torch
 from test_lossless import CPU_FP32, MAX_NEW, PROMPT, autoregressive
 
 from conftest import PLACES, decoder_of, random_prompt
+from ltd.baselines.classifiers import Classifier, TrainedClassifier, load_classifier, save_classifier
+from ltd.baselines.features import (candidate_depths, candidate_features, depth_features, tree_candidate_features,
+                                    tree_depth_features)
+from ltd.baselines.fit import KINDS, FitSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.controllers.registry import make_controller
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller
 from ltd.decoding.engine import Engine
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
-from ltd.learned.classifiers import Classifier, TrainedClassifier, load_classifier, save_classifier
-from ltd.learned.features import (candidate_depths, candidate_features, depth_features, tree_candidate_features,
-                                  tree_depth_features)
-from ltd.learned.fit import KINDS, FitSettings, dataset, disco_rows, train_baseline, train_classifier
 from ltd.models.draft_lm import DraftLM
 from ltd.traces.trace import record_answer
 

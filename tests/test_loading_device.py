@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from test_artefacts import fake_dequantise
 
 from conftest import build_hf, hf_logits, random_prompt, save_tiny_checkpoint, tiny_config
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.models import targets
 from ltd.models.drafters import load_drafter
 from ltd.models.eagle3 import Eagle3Head, head_config

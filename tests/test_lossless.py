@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import FAMILIES, PLACES, decoder_of, random_prompt
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import TIE, matches_reference
-from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
 from ltd.models.draft_lm import DraftLM
 

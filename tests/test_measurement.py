@@ -12,15 +12,16 @@ import pandas as pd
 import pytest
 
 from conftest import save_tiny_checkpoint
-from ltd.config_files import CONFIG_PATH
+from ltd.config.files import CONFIG_PATH
+from ltd.core.errors import LtdError, NotLossless
+from ltd.core.tables import format_table
+from ltd.core.tasks import Question
 from ltd.decoding.engine import Generation
-from ltd.errors import LtdError, NotLossless
 from ltd.eval import machine_load
 from ltd.eval.machine_load import Load, LoadGuard, LoadMeter
-from ltd.eval.report import format_table, overall_rows, ratio_rows
+from ltd.eval.report import overall_rows, ratio_rows
 from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, rotation, summarise
 from ltd.eval.spread import Spread
-from ltd.eval.tasks import Question
 
 ROOT = Path(CONFIG_PATH).parent
 
@@ -238,7 +239,7 @@ def compose(name: str, overrides=()):
 def test_the_tree_search_covers_every_tree_ltd_may_choose_with_a_fair_budget():
     from omegaconf import OmegaConf
 
-    from ltd.schema import check_config
+    from ltd.config.schema import check_config
 
     search = check_config(compose("sweep_tree"), "sweep_tree")
     train = check_config(compose("train", ["ltd=cpu"]), "train")
@@ -255,7 +256,7 @@ def test_make_train_tunes_a_tree_measured_elsewhere(tune, measured_here, searche
     from hydra import initialize_config_dir
 
     from ltd.cli import train
-    from ltd.schema import check_config
+    from ltd.config.schema import check_config
 
     monkeypatch.setattr(train, "tuned_here", lambda path, model, drafter, here: measured_here)
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
@@ -275,7 +276,7 @@ def test_make_train_tunes_a_tree_measured_elsewhere(tune, measured_here, searche
 def test_a_new_search_measures_the_tree_there_was_first(tmp_path):
     from ltd.cli.sweep_tree import earlier_tree
     from ltd.decoding.controller import StaticTree
-    from ltd.eval.tree_search import TreeSpace
+    from ltd.baselines.tree_search import TreeSpace
 
     tuned = tmp_path / "tuned-m.yaml"
     assert earlier_tree(tuned, TreeSpace([1, 12], [1, 3], [1, 24])) is None

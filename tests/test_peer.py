@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ltd.benchmarks.peer import TOOLS, parse_completion, parse_speculative
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 
 # What llama.cpp (llama-cpp-python 0.3.36's) printed on the 2-core EPYC, cut to the lines read.
 COMPLETION = """\

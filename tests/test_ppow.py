@@ -8,21 +8,21 @@ from hydra import compose, initialize_config_dir
 from test_drafter_training import fresh_head, shards_for, tiny_job
 
 from conftest import save_tiny_checkpoint
-from ltd import ppow_pipeline
-from ltd.config_files import CONFIG_PATH, ppow_variants
+from ltd.config.files import CONFIG_PATH, ppow_variants
+from ltd.core.errors import LtdError
+from ltd.core.tasks import Question
+from ltd.core.tracking import LoggerSettings, Tracker
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.drafter_training import ppow
-from ltd.drafter_training.loop import collate, rope_for, train
-from ltd.drafter_training.pipeline import train_drafter
-from ltd.drafter_training.ppow import PPOWSettings, Rollout, chain_pass, context_pass, ppow_loss, tune
-from ltd.drafter_training.ppow_rewards import (accepted_length, first_token_gap, speedup_reward, token_criticality,
-                                               window_priority, window_rewards)
-from ltd.errors import LtdError
-from ltd.eval.tasks import Question
+from ltd.drafter import ppow
+from ltd.drafter.loop import collate, rope_for, train
+from ltd.drafter.ppow import PPOWSettings, Rollout, chain_pass, context_pass, ppow_loss, tune
+from ltd.drafter.ppow_rewards import (accepted_length, first_token_gap, speedup_reward, token_criticality,
+                                      window_priority, window_rewards)
+from ltd.jobs import ppow as ppow_pipeline
+from ltd.jobs.drafter import train_drafter
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head
 from ltd.models.targets import load_target
-from ltd.tracking import LoggerSettings, Tracker
 
 SMALL = dict(window=3, group=4, prefixes=4, batch_tokens=512, checkpoint_every=100)
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ltd.errors import LtdError
-from ltd.preflight import check_writable
+from ltd.core.errors import LtdError
+from ltd.core.preflight import check_writable
 
 
 def test_a_folder_to_be_made_is_checked_where_it_would_be_made(tmp_path):
@@ -26,14 +26,14 @@ def test_a_read_only_filesystem_is_one_line(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr("ltd.preflight.tempfile.TemporaryFile", read_only)
+    monkeypatch.setattr("ltd.core.preflight.tempfile.TemporaryFile", read_only)
     with pytest.raises(LtdError, match=f"cannot write results at {tmp_path}: Read-only file system"):
         check_writable(tmp_path, "results")
 
 
 def test_too_little_room_is_one_line(tmp_path, monkeypatch):
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("ltd.preflight.shutil.disk_usage", lambda path: usage(2**40, 2**40 - 2**30, 2**30))
+    monkeypatch.setattr("ltd.core.preflight.shutil.disk_usage", lambda path: usage(2**40, 2**40 - 2**30, 2**30))
     with pytest.raises(LtdError, match=r"not enough room for the model cache at .*: 1.00 GiB free in .*, about "
                                        r"3.00 GiB needed"):
         check_writable(tmp_path, "the model cache", 3 * 2**30)

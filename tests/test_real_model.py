@@ -3,11 +3,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import load_model
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import load_model
+from ltd.core.tasks import load_questions
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
-from ltd.eval.tasks import load_questions
 from ltd.models.drafters import load_drafter
 
 pytestmark = pytest.mark.real

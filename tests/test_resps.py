@@ -11,13 +11,13 @@ from torchrl.envs.utils import check_env_specs
 from conftest import PLACES, random_prompt
 from ltd.controllers.registry import make_controller
 from ltd.controllers.resps import ReSpS
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller, StaticTree
 from ltd.decoding.engine import Engine
-from ltd.errors import LtdError
 from ltd.rl.policies import Policy, PolicySpec
-from ltd.rl.resps_actions import Shape, action_grid, cost_model_bins, paper_grid, valid
-from ltd.rl.resps_env import ReSpSOnlineEnv, resps_spec, train_resps
-from ltd.rl.resps_replay import ReSpSReplayEnv, ShapeTables, resps_replay_speedup
+from ltd.rl.resps.actions import Shape, action_grid, cost_model_bins, paper_grid, valid
+from ltd.rl.resps.env import ReSpSOnlineEnv, resps_spec, train_resps
+from ltd.rl.resps.replay import ReSpSReplayEnv, ShapeTables, resps_replay_speedup
 from ltd.rl.settings import PPOSettings
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import record_answer

@@ -7,18 +7,18 @@ from torchrl.envs.utils import check_env_specs
 
 from conftest import random_prompt
 from ltd.controllers.ltd import LTD
+from ltd.core.errors import LtdError
 from ltd.decoding.engine import Engine
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.rl.backends import ReplayBackend
-from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.ltd.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.ltd.size_env import SizeOnlineEnv, SizeReplayEnv
+from ltd.rl.ltd.stages import schedule, train_ltd
 from ltd.rl.observations import depth_observation, size_observation
 from ltd.rl.policies import CONTINUE, STOP, Policy, PolicySpec, policy_depths
 from ltd.rl.ppo import PPOTrainer, learning_rate_factor
 from ltd.rl.rewards import cycle_reward
 from ltd.rl.settings import LtdSettings, PPOSettings
-from ltd.rl.size_env import SizeOnlineEnv, SizeReplayEnv
-from ltd.rl.stages import schedule, train_ltd
 from ltd.rl.trace_table import TraceTable
 from ltd.rl.validation import replay_speedup
 from ltd.traces.cost_model import CostModel

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.eval.store import append_rows, load_store
 
 ROWS = [{"method": "autoregressive", "task": "gsm8k", "speed-up": 1.0},
@@ -94,7 +94,7 @@ def test_jobs_and_reports_read_a_damaged_store(tmp_path, reader):
     with open(store, "ab") as f:
         f.write(b'{"method": "cut')
     if reader == "eval":
-        from ltd.sweeps import finished_before
+        from ltd.jobs.sweeps import finished_before
 
         assert not finished_before(str(tmp_path), tmp_path / "some-run")
     else:

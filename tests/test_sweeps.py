@@ -11,11 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_train_cli import tiny_model
 
-from ltd.config_files import CONFIG_PATH
-from ltd.errors import LtdError
+from ltd.config.files import CONFIG_PATH
+from ltd.config.schema import check_config
+from ltd.core.errors import LtdError
 from ltd.eval.table1 import MISSING, markdown, table1
-from ltd.schema import check_config
-from ltd.sweeps import SWEEPS, sweep_job, swept_values
+from ltd.jobs.sweeps import SWEEPS, sweep_job, swept_values
 
 SWEEP = """defaults:
   - eval
@@ -123,7 +123,7 @@ def test_sweep_and_table_commands_fail_in_one_line(tmp_path):
 def test_two_workers_share_one_optuna_study_and_measure_no_shape_twice(tiny_model_dir, tmp_path):
     import optuna
 
-    from ltd.eval.tree_search import finished, measured_shape
+    from ltd.baselines.tree_search import finished, measured_shape
 
     url = f"sqlite:///{tmp_path / 'studies' / 'shared.db'}"  # its directory made by the first worker
     command = [sys.executable, "-m", "ltd.cli.sweep_tree", *tiny_model(tiny_model_dir, tmp_path), "tasks=[qa]",

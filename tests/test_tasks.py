@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ltd.errors import LtdError
-from ltd.eval.tasks import load_questions
+from ltd.core.errors import LtdError
+from ltd.core.tasks import load_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 MMLU = ROOT / "data/bench/mmlu/question.jsonl"

@@ -127,9 +127,9 @@ def test_make_record_resumes(tmp_path):
 def test_traces_replay_the_default_models_engine():
     from hydra import compose, initialize_config_dir
 
-    from ltd.config_files import CONFIG_PATH
-    from ltd.configured_models import load_model
-    from ltd.eval.tasks import load_questions
+    from ltd.config.files import CONFIG_PATH
+    from ltd.config.models import load_model
+    from ltd.core.tasks import load_questions
     from ltd.models.drafters import load_drafter
 
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.models.targets import source_identity
 from ltd.models.wheel_parts import WheelParts, fetch
 

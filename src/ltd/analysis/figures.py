@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ltd.analysis.sources import PolicyRun, describe_rows
-from ltd.atomic import write_file
+from ltd.core.atomic import write_file
 from ltd.eval.runner import AUTOREGRESSIVE
 from ltd.traces.cost_model import CostModel
 

@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-from ltd.atomic import write_file
+from ltd.core.atomic import write_file
 
 
 @dataclass

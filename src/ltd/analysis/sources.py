@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.eval.store import load_store
 from ltd.traces.cost_model import CostModel
 

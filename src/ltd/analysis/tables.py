@@ -4,7 +4,7 @@ never filled in."""
 import pandas as pd
 
 from ltd.analysis import paper
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE
 from ltd.eval.table1 import latest
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from ltd.core.tables import format_table
 from ltd.decoding.engine import Clock, Engine
-from ltd.eval.report import format_table
 from ltd.kernels.build import dot_products_per_second
 from ltd.traces.profiler import timed_pass
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltd.eval.report import format_table
+from ltd.core.tables import format_table
 
 
 @dataclass

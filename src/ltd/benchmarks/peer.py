@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import cache_root, cpu, digest
 from ltd.decoding.engine import Engine, Generation
-from ltd.errors import LtdError
 from ltd.eval.headline import fmt
 from ltd.eval.runner import Method
 from ltd.eval.spread import Spread
-from ltd.fingerprints import cache_root, cpu, digest
 from ltd.kernels.build import compiler
 from ltd.models.targets import resolve_gguf
 
@@ -211,7 +211,7 @@ def peer_methods(tools: Path, model: Path, draft: Path | None, tokenizer, thread
 
 def gguf_files(source: str, parts, draft: dict | None) -> tuple[Path, Path | None]:
     """(the target's GGUF, the draft LM's GGUF or None): what llama.cpp runs. `draft`: the draft
-    LM's source and parts (configured_models.draft_lm_settings), None for other drafters."""
+    LM's source and parts (config.models.draft_lm_settings), None for other drafters."""
     target = resolve_gguf(source, parts)
     if target is None:
         raise LtdError(f"make bench-peer runs llama.cpp on the model's GGUF, and {source} is not one")

@@ -18,8 +18,8 @@ from ltd.analysis.catalogue import NOTEBOOKS
 from ltd.analysis.notebooks import run_notebook
 from ltd.analysis.sources import Results
 from ltd.cli.app import key_values, user_errors
-from ltd.errors import LtdError
-from ltd.preflight import check_writable
+from ltd.core.errors import LtdError
+from ltd.core.preflight import check_writable
 
 ANALYSIS = Path(__file__).resolve().parents[3] / "analysis"
 USAGE = ('make analysis [ARGS="results=<dir> out=<dir> only=<notebook>,... method=<m> reference=<m> '

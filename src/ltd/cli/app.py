@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ltd.artefacts import hold, release
-from ltd.config_files import CONFIG_PATH, group_options
-from ltd.errors import LtdError, NotLossless
-from ltd.sweeps import clear_failure, in_sweep, record_failure
+from ltd.config.files import CONFIG_PATH, group_options
+from ltd.core.artefacts import hold, release
+from ltd.core.errors import LtdError, NotLossless
+from ltd.jobs.sweeps import clear_failure, in_sweep, record_failure
 
 
 def new_run_id() -> str:
@@ -76,7 +76,7 @@ def user_errors():
     """A user's mistake ends the run with one line on stderr and exit code 2, no traceback, and
     no run directory left behind; an output that is not lossless, with one line and exit code 1,
     its records kept. In a sweep either ends that job alone, its line kept for the sweep's report
-    (ltd.sweeps)."""
+    (ltd.jobs.sweeps)."""
     try:
         yield
     except LtdError as error:
@@ -147,10 +147,10 @@ def check_overrides(config_name: str, args: list[str]):
 def check_room(cfg) -> None:
     """Before Hydra makes the run directory and any model loads: the run directories' folder, the
     results folder and the model cache can be written, and the cache has room for what a first run
-    fetches (ltd.preflight). `cfg`: the job's config as check_overrides composed it."""
-    from ltd.configured_models import cache_bytes_needed
-    from ltd.fingerprints import cache_root
-    from ltd.preflight import check_writable
+    fetches (ltd.core.preflight). `cfg`: the job's config as check_overrides composed it."""
+    from ltd.config.models import cache_bytes_needed
+    from ltd.core.fingerprints import cache_root
+    from ltd.core.preflight import check_writable
 
     check_writable(cfg.get("resume") or Path.cwd() / "outputs", "run directories")
     if cfg.get("results"):

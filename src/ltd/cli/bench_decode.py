@@ -8,16 +8,16 @@ import hydra
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ltd.atomic import write_json
 from ltd.benchmarks import decode_speed
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import PRECISION, eagle3_weights, load_model
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import PRECISION, eagle3_weights, load_model
+from ltd.config.schema import check_config
 from ltd.controllers.methods import build_controller
-from ltd.errors import LtdError
-from ltd.eval.tasks import load_questions
-from ltd.fingerprints import describe_machine, machine
-from ltd.schema import check_config
+from ltd.core.atomic import write_json
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.tasks import load_questions
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench_decode", version_base=None)

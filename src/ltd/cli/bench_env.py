@@ -11,15 +11,15 @@ import hydra
 import torch
 from omegaconf import OmegaConf
 
-from ltd.artefacts import find
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities
-from ltd.errors import LtdError
-from ltd.eval.report import format_table
-from ltd.rl.depth_env import DepthReplayEnv
-from ltd.rl.size_env import SizeReplayEnv
-from ltd.schema import check_config
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import identities
+from ltd.config.schema import check_config
+from ltd.core.artefacts import find
+from ltd.core.errors import LtdError
+from ltd.core.tables import format_table
+from ltd.rl.ltd.depth_env import DepthReplayEnv
+from ltd.rl.ltd.size_env import SizeReplayEnv
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace_sets import read_traces, recorded_traces
 

@@ -17,19 +17,19 @@ import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 
-from ltd.atomic import write_file, write_json
 from ltd.benchmarks import peer
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, chosen_tasks
-from ltd.configured_models import describe_models, draft_lm_settings, identities, load_model, parts_of
+from ltd.config.files import CONFIG_PATH, chosen_tasks
+from ltd.config.models import describe_models, draft_lm_settings, identities, load_model, parts_of
+from ltd.config.schema import check_config
 from ltd.controllers.methods import methods_there
+from ltd.core.atomic import write_file, write_json
+from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
 from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_tasks, run_load, warm_up
 from ltd.eval.spread import Spread
-from ltd.eval.tasks import questions_by_task
-from ltd.fingerprints import describe_machine, machine
-from ltd.schema import check_config
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench_peer", version_base=None)
 def main(cfg) -> None:

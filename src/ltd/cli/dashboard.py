@@ -1,14 +1,14 @@
-"""make dashboard: the `ltd` W&B project's workspace and report as code (ltd.dashboard), written to
+"""make dashboard: the `ltd` W&B project's workspace and report as code (ltd.jobs.dashboard), written to
 <out>/workspace.json and report.json; published, their URLs printed, when W&B is online and logged in.
 
     python -m ltd.cli.dashboard [entity=<W&B entity>] [project=ltd] [out=results/dashboard]
 """
 import sys
 
-from ltd import dashboard
 from ltd.cli.app import key_values, user_errors
-from ltd.errors import LtdError
-from ltd.preflight import check_writable
+from ltd.core.errors import LtdError
+from ltd.core.preflight import check_writable
+from ltd.jobs import dashboard
 
 USAGE = 'make dashboard ARGS="[entity=<W&B entity>] [project=ltd] [out=results/dashboard]"'
 

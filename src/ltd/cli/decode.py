@@ -18,19 +18,19 @@ import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 
-from ltd.atomic import write_file
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, chosen_tasks
-from ltd.configured_models import describe_models, identities, load_model
+from ltd.config.files import CONFIG_PATH, chosen_tasks
+from ltd.config.models import describe_models, identities, load_model
+from ltd.config.schema import check_config
 from ltd.controllers.methods import compared_methods
+from ltd.core.atomic import write_file
+from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
 from ltd.eval.headline import Headline, static_baselines
 from ltd.eval.machine_load import LoadGuard
-from ltd.eval.runner import AUTOREGRESSIVE, check_lossless, decode_tasks, warm_up
-from ltd.eval.tasks import questions_by_task
-from ltd.fingerprints import describe_machine, machine
-from ltd.schema import check_config
+from ltd.eval.runner import check_lossless, decode_tasks, warm_up
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="decode", version_base=None)

@@ -20,22 +20,22 @@ import hydra
 from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import describe_models, identities, load_model
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import describe_models, identities, load_model
+from ltd.config.schema import check_config
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.tables import format_table
+from ltd.core.tasks import load_questions, task_identity
+from ltd.core.tracking import Tracker
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
-from ltd.errors import LtdError
-from ltd.eval.evaluate_task import EvalSettings, evaluate_tracked, open_records
-from ltd.eval.report import format_table
 from ltd.eval.machine_load import LoadGuard
 from ltd.eval.runner import SUMMARY_SHOWN, check_lossless, check_methods, run_load
 from ltd.eval.store import append_rows, stamped
-from ltd.eval.tasks import load_questions, task_identity
-from ltd.fingerprints import describe_machine, machine
-from ltd.schema import check_config
-from ltd.sweeps import finished_before, in_sweep, job_overrides
-from ltd.tracking import Tracker
+from ltd.jobs.eval import EvalSettings, evaluate_tracked, open_records
+from ltd.jobs.sweeps import finished_before, in_sweep, job_overrides
 
 EVALUATION = 3  # format of the records: a change makes earlier runs impossible to resume
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
 from ltd.cli.app import user_errors
-from ltd.errors import LtdError
-from ltd.fingerprints import check_device
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import check_device
 
 
 def main() -> None:

@@ -11,14 +11,14 @@ only where all of these are the same.
 import hydra
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities, load_model
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import identities, load_model
+from ltd.config.schema import check_config
+from ltd.core.artefacts import Artefact
+from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.tables import format_table
 from ltd.eval.machine_load import LoadGuard, LoadMeter
-from ltd.eval.report import format_table
-from ltd.fingerprints import describe_machine, machine
-from ltd.schema import check_config
 from ltd.traces.cost_model import cost_model_file, cost_model_key
 from ltd.traces.profiler import check_profile, measure_cost_model
 

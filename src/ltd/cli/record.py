@@ -13,12 +13,12 @@ from pathlib import Path
 import hydra
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities, load_model
-from ltd.eval.tasks import load_questions, task_identity
-from ltd.schema import check_config
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import identities, load_model
+from ltd.config.schema import check_config
+from ltd.core.artefacts import Artefact
+from ltd.core.tasks import load_questions, task_identity
 from ltd.traces.trace import Trace
 from ltd.traces.trace_sets import record_questions, traces_directory, traces_key
 

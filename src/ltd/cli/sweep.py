@@ -10,7 +10,7 @@ import os
 import sys
 
 from ltd.cli.app import user_errors
-from ltd.sweeps import SWEEPS, check_launcher, sweep_job
+from ltd.jobs.sweeps import SWEEPS, check_launcher, sweep_job
 
 
 def main(argv: list[str]) -> None:

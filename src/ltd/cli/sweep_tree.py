@@ -23,17 +23,17 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
+from ltd.baselines.tree_search import SearchJob, check_space, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, chosen_tasks
-from ltd.configured_models import identities, load_model
+from ltd.config.files import CONFIG_PATH, chosen_tasks
+from ltd.config.models import identities, load_model
+from ltd.config.schema import check_config
+from ltd.core.fingerprints import describe_machine, digest, machine
+from ltd.core.tasks import load_questions, task_identity
+from ltd.core.tracking import Tracker
+from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
-from ltd.eval.tasks import load_questions, task_identity
-from ltd.decoding.controller import StaticTree
-from ltd.eval.tree_search import SearchJob, check_space, open_search, shape, tune
-from ltd.fingerprints import describe_machine, digest, machine
-from ltd.schema import check_config
-from ltd.tracking import Tracker
 
 STUDY = 3  # format of what a trial measures (3: rotation across trials, intervals; 2: the last questions of each task)
 

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from ltd.cli.app import key_values, user_errors
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
+from ltd.core.preflight import check_writable
 from ltd.eval.table1 import MISSING, markdown
-from ltd.preflight import check_writable
-from ltd.sweeps import write_table1
+from ltd.jobs.sweeps import write_table1
 
 
 def main(argv: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""make train: the whole LTD pipeline on one model (conf/train.yaml; the steps: ltd.ltd_pipeline).
+"""make train: the whole LTD pipeline on one model (conf/train.yaml; the steps: ltd.jobs.train).
 
     python -m ltd.cli.train ltd=cpu                          # what `make train` runs
     python -m ltd.cli.train ltd=cpu reward=acceptance         # `make ablation reward=acceptance`
@@ -14,17 +14,17 @@ import hydra
 from hydra import compose
 from omegaconf import OmegaConf
 
-from ltd import ltd_pipeline
-from ltd.artefacts import note
+from ltd.baselines.tree_search import SearchJob
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.cli.sweep_tree import search_job
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import identities
+from ltd.config.schema import check_config
 from ltd.controllers.methods import check_tuned_methods, tuned_here
-from ltd.eval.tree_search import SearchJob
-from ltd.fingerprints import machine
-from ltd.schema import check_config
-from ltd.sweeps import finished_before, in_sweep
+from ltd.core.artefacts import note
+from ltd.core.fingerprints import machine
+from ltd.jobs import train
+from ltd.jobs.sweeps import finished_before, in_sweep
 
 
 def tree_search(cfg, model: dict, drafter: dict, here: dict) -> SearchJob | None:
@@ -57,12 +57,12 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         model, drafter = identities(cfg)
         here = machine(threads, cfg.model.device)
-        job = ltd_pipeline.prepare(cfg, baselines, model, drafter, here)
+        job = train.prepare(cfg, baselines, model, drafter, here)
         job.search = tree_search(cfg, model, drafter, here)
         run_dir = run_directory("a make train run")
         if in_sweep() and finished_before(cfg.results, run_dir):
             return
-        ltd_pipeline.run(job, run_dir)
+        train.run(job, run_dir)
 
 
 if __name__ == "__main__":

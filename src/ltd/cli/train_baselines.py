@@ -12,13 +12,13 @@ from pathlib import Path
 
 import hydra
 
-from ltd.artefacts import Artefact, note, read_key
+from ltd.baselines.fit import KINDS, baselines_key, baselines_settings, fit_baselines
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import identities
-from ltd.errors import LtdError
-from ltd.learned.fit import KINDS, baselines_key, baselines_settings, fit_baselines
-from ltd.schema import check_config
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import identities
+from ltd.config.schema import check_config
+from ltd.core.artefacts import Artefact, note, read_key
+from ltd.core.errors import LtdError
 from ltd.traces.trace_sets import read_traces, recorded_traces, trace_set
 
 

@@ -5,11 +5,11 @@
 import hydra
 
 from ltd.cli.app import launch, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH
-from ltd.configured_models import drafter_job, load_target_of, require_eagle3
-from ltd.drafter_training.pipeline import train_drafter
-from ltd.eval.report import format_table
-from ltd.schema import check_config
+from ltd.config.files import CONFIG_PATH
+from ltd.config.models import drafter_job, load_target_of, require_eagle3
+from ltd.config.schema import check_config
+from ltd.core.tables import format_table
+from ltd.jobs.drafter import train_drafter
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_drafter", version_base=None)

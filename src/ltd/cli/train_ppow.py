@@ -1,5 +1,5 @@
 """make drafter-rl: PPOW, the second training stage of an EAGLE-3 head, and its ablations
-(conf/train_ppow.yaml, conf/ppow/; the steps: ltd.ppow_pipeline). `make drafter` first.
+(conf/train_ppow.yaml, conf/ppow/; the steps: ltd.jobs.ppow). `make drafter` first.
 
     python -m ltd.cli.train_ppow                                           # SmolLM2-135M's head, full PPOW
     python -m ltd.cli.train_ppow variants=[full,no_proximity,no_windowing,no_both,cst]   # the ablation table
@@ -8,14 +8,14 @@
 import hydra
 from omegaconf import OmegaConf
 
-from ltd import ppow_pipeline
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, chosen_tasks, ppow_variants
-from ltd.configured_models import drafter_job, identities, load_model, require_eagle3
+from ltd.config.files import CONFIG_PATH, chosen_tasks, ppow_variants
+from ltd.config.models import drafter_job, identities, load_model, require_eagle3
+from ltd.config.schema import check_config
+from ltd.core.fingerprints import machine
+from ltd.core.tracking import Tracker
 from ltd.decoding.controller import StaticTree
-from ltd.fingerprints import machine
-from ltd.schema import check_config
-from ltd.tracking import Tracker
+from ltd.jobs import ppow
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_ppow", version_base=None)
@@ -28,7 +28,7 @@ def main(cfg) -> None:
         StaticTree(*cfg.eval_tree)
         threads = set_threads(cfg.threads)
         (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
-        job = ppow_pipeline.PPOWJob(drafter_job(cfg.drafter), variants, chosen_tasks(cfg), cfg.questions,
+        job = ppow.PPOWJob(drafter_job(cfg.drafter), variants, chosen_tasks(cfg), cfg.questions,
                                     cfg.max_new_tokens, tuple(cfg.eval_tree), cfg.drafter.root, cfg.results,
                                     dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
@@ -36,7 +36,7 @@ def main(cfg) -> None:
         with Tracker(logger, run_dir, job_type="drafter-rl", group=cfg.experiment, name=f"ppow-{cfg.model.name}",
                      tags=[cfg.model.name, "ppow", *cfg.variants],
                      config=OmegaConf.to_container(cfg, resolve=True)) as tracker:
-            ppow_pipeline.run(target, draft, job, threads, run_dir, tracker)
+            ppow.run(target, draft, job, threads, run_dir, tracker)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""make resps: Re-SpS's policy (conf/train_resps.yaml; the steps: ltd.resps_pipeline), trained in
+"""make resps: Re-SpS's policy (conf/train_resps.yaml; the steps: ltd.jobs.resps), trained in
 replay on traces recorded with the target's states, or online on the real engine. Then
 `controller=resps` decodes with it.
 
@@ -9,13 +9,13 @@ replay on traces recorded with the target's states, or online on the real engine
 import hydra
 from omegaconf import OmegaConf
 
-from ltd import resps_pipeline
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config_files import CONFIG_PATH, chosen_tasks
-from ltd.configured_models import identities, load_model
-from ltd.fingerprints import machine
-from ltd.schema import check_config
-from ltd.tracking import Tracker
+from ltd.config.files import CONFIG_PATH, chosen_tasks
+from ltd.config.models import identities, load_model
+from ltd.config.schema import check_config
+from ltd.core.fingerprints import machine
+from ltd.core.tracking import Tracker
+from ltd.jobs import resps
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train_resps", version_base=None)
@@ -28,15 +28,15 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
         needs_costs = settings.bins == "cost_model" or settings.environment == "replay"
-        costs = resps_pipeline.cost_model_for(cfg.results, model, drafter, here, cfg.top_k) if needs_costs else None
-        job = resps_pipeline.ReSpSJob(settings, resps_pipeline.shapes_for(settings, costs, cfg.top_k), costs,
+        costs = resps.cost_model_for(cfg.results, model, drafter, here, cfg.top_k) if needs_costs else None
+        job = resps.ReSpSJob(settings, resps.shapes_for(settings, costs, cfg.top_k), costs,
                                       chosen_tasks(cfg), cfg.questions, cfg.validation, cfg.results,
                                       dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
         with Tracker(logger, run_directory("a make resps run"), job_type="resps", group=cfg.experiment,
                      name=f"resps-{cfg.model.name}-{settings.environment}", tags=[cfg.model.name, cfg.drafter.kind,
                      "resps"], config=OmegaConf.to_container(cfg, resolve=True)) as tracker:
-            resps_pipeline.train(target, draft, job, tracker)
+            resps.train(target, draft, job, tracker)
 
 
 if __name__ == "__main__":

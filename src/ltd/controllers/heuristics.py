@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import torch
 
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 
 
 def _is_integer(value) -> bool:

@@ -13,12 +13,12 @@ stops a run before any decoding.
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ltd.baselines.classifiers import TrainedClassifier, load_classifier
+from ltd.baselines.features import tree_candidate_features, tree_depth_features
 from ltd.controllers.heuristics import DepthRule
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
-from ltd.learned.classifiers import TrainedClassifier, load_classifier
-from ltd.learned.features import tree_candidate_features, tree_depth_features
 
 
 def _load(controller, depth: int) -> TrainedClassifier:

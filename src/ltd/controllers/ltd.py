@@ -9,9 +9,9 @@ The engine counts the time spent here as policy time.
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller, check_verify
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.rl.partners import FixedDepth, FixedSize, PolicyDepth, PolicySize
 from ltd.rl.policies import Policy
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ltd.artefacts import changes, normalised, note, read_key
-from ltd.config_files import controller_file
+from ltd.config.files import controller_file
 from ltd.controllers.registry import make_controller
-from ltd.errors import LtdError
+from ltd.core.artefacts import changes, normalised, note, read_key
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import describe_machine, file_digest
 from ltd.eval.runner import AUTOREGRESSIVE, Method
-from ltd.fingerprints import describe_machine, file_digest
 
 
 def check_trained_for(path: Path, model: dict, drafter: dict) -> None:

@@ -7,8 +7,8 @@ from ltd.controllers.heuristics import BASELINES
 from ltd.controllers.learned import LEARNED_BASELINES
 from ltd.controllers.ltd import LTD
 from ltd.controllers.resps import ReSpS
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller, StaticTree
-from ltd.errors import LtdError
 
 
 def controller_kinds() -> dict[str, type[Controller]]:

@@ -9,11 +9,11 @@ from typing import ClassVar
 
 import torch
 
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.rl.policies import Policy
-from ltd.rl.resps_actions import Shape, normalised_state
+from ltd.rl.resps.actions import Shape, normalised_state
 
 
 @dataclass

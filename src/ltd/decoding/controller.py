@@ -10,8 +10,8 @@ top-k (`cycle_top_k`, at most its `top_k`). The controllers themselves live in l
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ltd.core.errors import LtdError
 from ltd.decoding.tree import DraftTree, tree_capacity
-from ltd.errors import LtdError
 
 
 class Controller:

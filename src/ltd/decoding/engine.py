@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ltd.core.errors import LtdError
 from ltd.decoding.acceptance import accept_greedy, accept_sampling, sample
 from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.models.decoder import Decoder
 from ltd.models.proposals import check_top_k
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltd.atomic import write_file, write_json
+from ltd.core.atomic import write_file, write_json
+from ltd.core.tables import format_table
 from ltd.eval.machine_load import Load
-from ltd.eval.report import format_table, overall_rows, ratio_rows
+from ltd.eval.report import overall_rows, ratio_rows
 from ltd.eval.runner import AUTOREGRESSIVE, run_load
 
 LTD = "ltd"

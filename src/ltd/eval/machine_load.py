@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 
 PROC = Path("/proc")
 BUSY = (0, 1, 2, 5, 6)  # user nice system irq softirq (guest time is counted in user already)

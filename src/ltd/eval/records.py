@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltd.atomic import write_file, write_json
-from ltd.errors import LtdError, reason
+from ltd.core.atomic import write_file, write_json
+from ltd.core.errors import LtdError, reason
 from ltd.eval.runner import CYCLE_COLUMNS, QUESTION_COLUMNS, summarise
 
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from ltd.core.errors import LtdError, NotLossless
+from ltd.core.tasks import Question
 from ltd.decoding.controller import Controller
 from ltd.decoding.engine import Engine, Generation
 from ltd.decoding.reference import matches_reference
-from ltd.errors import LtdError, NotLossless
 from ltd.eval.machine_load import Load, LoadMeter, job_cpus
 from ltd.eval.spread import Spread
-from ltd.eval.tasks import Question
 
 AUTOREGRESSIVE = "autoregressive"
 

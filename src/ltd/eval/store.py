@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltd.artefacts import note
-from ltd.atomic import write_file
-from ltd.errors import LtdError
+from ltd.core.artefacts import note
+from ltd.core.atomic import write_file
+from ltd.core.errors import LtdError
 
 
 def append_rows(path: str | Path, rows: list[dict]) -> None:

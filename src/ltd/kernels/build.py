@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ltd.artefacts import note
-from ltd.fingerprints import cache_root, cpu, digest
+from ltd.core.artefacts import note
+from ltd.core.fingerprints import cache_root, cpu, digest
 from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
 
 SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "attention.cpp", "dot_peak.cpp", "bindings.cpp")]

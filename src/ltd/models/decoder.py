@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.kernels.blocks import Blocks, dequantize, quantize_q4_k
 from ltd.kernels.build import kernel, linear as gguf_linear
 from ltd.models.layouts import arrange, fastest_layout
@@ -430,7 +430,7 @@ class Decoder:
         attend causally to their own row's real tokens; `positions` ([B, T]) are their rotary
         positions. Logits and features then gain the leading batch dimension.
         """
-        spec, cache, linear = self.spec, self.cache, self.linear
+        spec, cache = self.spec, self.cache
         batched = tokens.dim() == 2
         B, T = tokens.shape if batched else (1, tokens.numel())
         mask = cache.attention_mask(T, tree_mask, tree_start)

@@ -1,7 +1,7 @@
 """An independent draft LM: a small causal LM with the target's tokenizer, drafting from tokens."""
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.models.decoder import Decoder
 from ltd.models.proposals import Proposals, TreeSlots, top_k_entropy
 

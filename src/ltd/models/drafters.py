@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.models.decoder import QUANTIZE_IDENTITY
 from ltd.models.draft_lm import DraftLM
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head, head_config

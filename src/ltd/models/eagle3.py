@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltd.errors import LtdError, reason
+from ltd.core.errors import LtdError, reason
 from ltd.models.decoder import KVCache, pick_linear, rms_norm, rope_tables, rotate
 from ltd.models.proposals import Proposals, TreeSlots, top_k_entropy
 from ltd.models.targets import is_path

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.kernels.blocks import RAW_BYTES, Blocks, repack
 
 # GGUF name (after blk.<i>.) -> transformers' name (after model.layers.<i>.)

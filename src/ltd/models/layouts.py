@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ltd.fingerprints import digest, machine, remembered
+from ltd.core.fingerprints import digest, machine, remembered
 
 LAYOUTS = ("out_in", "in_out", "packed")
 TUNED_BYTES = 4 * 2**20  # smaller matrices stay in cache anyway: they keep the default layout

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 
 
 class TreeSlots:

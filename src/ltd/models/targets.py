@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ltd.artefacts import Artefact, damaged, note, remove
-from ltd.atomic import write_directory
-from ltd.errors import LtdError, reason
-from ltd.fingerprints import cache_root, check_device, digest, directory_digest, file_digest
+from ltd.core.artefacts import Artefact, damaged, note, remove
+from ltd.core.atomic import write_directory
+from ltd.core.errors import LtdError, reason
+from ltd.core.fingerprints import cache_root, check_device, digest, directory_digest, file_digest
 from ltd.kernels.blocks import KERNEL_LAYOUT, Blocks
 from ltd.models.decoder import QUANTIZE_IDENTITY, Decoder
 from ltd.models.gguf_weights import read_blocks

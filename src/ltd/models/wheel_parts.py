@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ltd.artefacts import damaged, note, remove
-from ltd.atomic import write_file
-from ltd.errors import LtdError
-from ltd.fingerprints import cache_root, file_digest
+from ltd.core.artefacts import damaged, note, remove
+from ltd.core.atomic import write_file
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import cache_root, file_digest
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ either environment around the partner policy of the current stage."""
 from dataclasses import dataclass
 
 from ltd.decoding.engine import Engine
-from ltd.rl.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.ltd.depth_env import DepthOnlineEnv, DepthReplayEnv
+from ltd.rl.ltd.size_env import SizeOnlineEnv, SizeReplayEnv
 from ltd.rl.policies import Policy
-from ltd.rl.size_env import SizeOnlineEnv, SizeReplayEnv
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import Trace
 

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 import torch
 
+from ltd.core.errors import LtdError
 from ltd.decoding.controller import Controller
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.rl.policies import Policy, keeps_drafting, policy_depths, policy_sizes, size_for
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ltd.atomic import write_file
+from ltd.core.atomic import write_file
+from ltd.core.errors import LtdError, reason
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError, reason
 from ltd.rl.observations import (depth_observation, depth_observations, depth_width, latest_level, size_observation,
                                  size_observations, size_width)
 

@@ -22,8 +22,8 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from ltd.artefacts import damaged
-from ltd.atomic import write_file
+from ltd.core.artefacts import damaged
+from ltd.core.atomic import write_file
 from ltd.rl.policies import Policy, PolicySpec, mlp
 from ltd.rl.settings import PPOSettings
 

@@ -7,7 +7,7 @@ swap in acceptance length or time cost.
 """
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 
 REWARDS = ("throughput", "acceptance", "time_cost")
 

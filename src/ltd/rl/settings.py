@@ -2,7 +2,7 @@
 configs can be checked before anything heavy is imported."""
 from dataclasses import dataclass
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 
 COMPONENTS = ("full", "no_coadapt", "size_only", "depth_only")
 

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from ltd.errors import LtdError
+from ltd.core.errors import LtdError
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import Trace, accepted_in_rows
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ltd.artefacts import Artefact, read_or_drop
-from ltd.atomic import write_json
-from ltd.errors import LtdError
-from ltd.fingerprints import digest
+from ltd.core.artefacts import Artefact, read_or_drop
+from ltd.core.atomic import write_json
+from ltd.core.errors import LtdError
+from ltd.core.fingerprints import digest
 
 COST_MODEL = 2  # format: a change to what a profile measures makes earlier ones stale
 

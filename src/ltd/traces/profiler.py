@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import torch
 
+from ltd.core.errors import LtdError
 from ltd.decoding.engine import Clock, Engine, SpeculativeRun
 from ltd.decoding.tree import DraftTree, tree_capacity
-from ltd.errors import LtdError
 from ltd.models.proposals import check_top_k
 from ltd.traces.cost_model import CostModel
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ltd.atomic import write_file
+from ltd.core.atomic import write_file
+from ltd.core.errors import LtdError
 from ltd.decoding.tree import DraftTree
-from ltd.errors import LtdError
 from ltd.models.proposals import check_top_k
 
 

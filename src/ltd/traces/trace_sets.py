@@ -8,11 +8,11 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
-from ltd.artefacts import Artefact, find, read_key, read_or_drop
+from ltd.core.artefacts import Artefact, find, read_key, read_or_drop
+from ltd.core.errors import LtdError, reason
+from ltd.core.fingerprints import digest
+from ltd.core.tasks import Question, load_questions, task_identity
 from ltd.decoding.engine import Engine
-from ltd.errors import LtdError, reason
-from ltd.eval.tasks import Question, load_questions, task_identity
-from ltd.fingerprints import digest
 from ltd.models.proposals import check_top_k
 from ltd.traces.trace import Trace, record_answer
 

@@ -1,0 +1,85 @@
+"""W&B, mirroring what a run writes locally (local files stay the source of truth).
+
+Conventions: one project; a group per experiment; `job_type` says what the run does (eval,
+sweep, train, ...); tags name the model, drafter, task and methods; the run's name is readable
+(`eval-smollm2-135m-mt_bench-...`); the full resolved config is attached. Offline unless the
+logger config says otherwise, so no account is needed anywhere by default.
+"""
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ltd.core.errors import LtdError
+
+MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class LoggerSettings:
+    kind: str = "wandb"  # wandb | none
+    project: str = "ltd"
+    entity: str | None = None
+    mode: str = "offline"
+    tags: list[str] = field(default_factory=list)  # added to the ones a job derives
+
+    def validate(self) -> None:
+        if self.kind not in ("wandb", "none"):
+            raise LtdError(f"logger kind must be wandb or none, got {self.kind!r}")
+        if self.mode not in MODES:
+            raise LtdError(f"wandb mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+class Tracker:
+    """A W&B run, or nothing (kind none): the same calls either way."""
+
+    def __init__(self, settings: LoggerSettings, directory: Path, job_type: str, name: str, group: str,
+                 tags: list[str], config: dict):
+        settings.validate()
+        self.run = None
+        if settings.kind == "none":
+            return
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        if settings.mode == "offline":
+            os.environ.setdefault("WANDB_MODE", "offline")  # wandb's own helpers read it too
+        self.run = wandb.init(
+            project=settings.project, entity=settings.entity, mode=settings.mode, dir=str(directory),
+            job_type=job_type, name=name, group=group, tags=sorted(set(tags) | set(settings.tags)),
+            config=config, settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    @property
+    def directory(self) -> Path | None:
+        """The run's own directory (offline: where `wandb sync` finds it)."""
+        return Path(self.run.dir).parent if self.run is not None else None
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        """Numbers as they are; tensors and lists (a distribution, e.g. the depths a policy chose) as
+        histograms."""
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Histogram(value.tolist() if hasattr(value, "tolist") else value)
+                          if hasattr(value, "__len__") else value for key, value in values.items()}, step=step)
+
+    def summarise(self, values: dict) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def table(self, key: str, frame) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(dataframe=frame)})
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
