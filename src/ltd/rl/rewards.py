@@ -1,4 +1,4 @@
-"""What a cycle is worth to a policy (DESIGN.md): the paper trains on throughput; the ablations
+"""What a cycle is worth to a policy (conf/reward/ chooses one): the paper trains on throughput; the ablations
 swap in acceptance length or time cost.
 
     throughput   (accepted + 1) / (draft seconds + verify seconds)
