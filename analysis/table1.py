@@ -18,10 +18,11 @@ from IPython.display import Markdown, display
 
 from ltd.analysis import figures, tables
 from ltd.analysis.sources import Results, describe_rows
+from ltd.eval.table1 import latest, table1
 
 source = Results(results)
 rows = source.main_rows(experiment)
-table = tables.table1(rows)
+table = table1(rows)
 Path(out).mkdir(parents=True, exist_ok=True)
 table.to_csv(Path(out) / "table1.csv", index=False)
 display(Markdown(tables.table1_markdown(table)))
@@ -33,5 +34,5 @@ print("from", describe_rows(rows))
 # accepting less.
 
 # %%
-saved = figures.save(figures.speedup_vs_tau(tables.latest(rows, ["model", "drafter", "task", "method"])),
+saved = figures.save(figures.speedup_vs_tau(latest(rows, ["model", "drafter", "task", "method"])),
                      Path(out) / "figures", "speedup_vs_tau")

@@ -11,6 +11,7 @@ from test_train_cli import tiny_model, train
 
 from ltd.analysis import tables
 from ltd.analysis.notebooks import with_parameters
+from ltd.eval.table1 import table1
 
 FIGURES = ["speedup_vs_tau", "cost_model", "policy_choices_tiny-eagle3", "accepted_per_cycle_tiny-eagle3",
            "ppo_tiny-eagle3-throughput-full", "mmlu_subjects"]
@@ -103,7 +104,7 @@ def test_table1_takes_the_latest_row_and_marks_the_fastest_method_per_column():
                          row("m", "gsm8k", "tuned", 1.4, 3.5), row("m", "qa", "autoregressive", 1.0, 1.0),
                          row("m", "qa", "ltd", 1.1, 2.0), row("m", "qa", "tuned", 1.2, 2.5),
                          row("m", "qa", "tuned", 1.3, 2.6, time="2026-02-01")])
-    table = tables.table1(rows).set_index("method")
+    table = table1(rows).set_index("method")
     assert table.loc["tuned", "qa speed-up"] == 1.3 and table.loc["ltd", "mean speed-up"] == pytest.approx(1.3)
     text = tables.table1_markdown(table.reset_index())
     assert "| ltd | **1.50x / 3.00** | 1.10x / 2.00 |" in text and "| tuned | 1.40x / 3.50 | **1.30x / 2.60** |" in text

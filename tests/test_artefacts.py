@@ -152,7 +152,8 @@ def test_a_damaged_or_stale_model_cache_is_named_and_made_again(tmp_path, monkey
     gguf.write_bytes(b"GGUF stand-in")
     calls = []
     monkeypatch.setattr(targets, "write_dense_cache", fake_dequantise(tiny, calls))
-    load = lambda: targets.load_gguf("tiny", str(gguf), gguf, 256, torch.float32, "cpu", None)
+    load = lambda: targets.load_gguf("tiny", str(gguf), gguf=gguf, max_context=256, dtype=torch.float32, device="cpu",
+                                     quantize=None)
 
     first = load()
     cache = Path(first.hf_path)
@@ -215,3 +216,16 @@ def test_a_killed_evaluation_resumes_to_the_uninterrupted_summary(tmp_path):
     assert len(sessions) == 1 and (cut / ".hydra" / "config.yaml").is_file()  # the refused session left nothing
     fresh = subprocess.run([*command, f"hydra.run.dir={cut}"], capture_output=True, text=True)
     assert fresh.returncode == 2 and f"already holds an evaluation: resume={cut} goes on with it" in fresh.stderr
+
+
+def test_a_rewrite_that_crashes_leaves_no_key(tmp_path):
+    """with artefact.rewrite(): the old key goes before the writing, the new one after it."""
+    artefact = Artefact(tmp_path / "file.txt", {"v": 1}, "a file")
+    with artefact.rewrite():
+        artefact.path.write_text("one")
+    assert artefact.fresh
+    changed = Artefact(artefact.path, {"v": 2}, "a file")
+    with pytest.raises(RuntimeError), changed.rewrite():
+        artefact.path.write_text("half")
+        raise RuntimeError("killed")
+    assert not changed.key_path.exists() and not artefact.fresh and not changed.fresh

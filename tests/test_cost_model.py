@@ -130,8 +130,8 @@ def test_profile_measures_every_cell_on_a_tiny_model(tiny_model_dir, kind):
     drafter = (load_drafter(target, "eagle3", None, 64, 0) if kind == "eagle3"
                else load_drafter(target, "draft_lm", source=str(tiny_model_dir)))
     rounds = []
-    costs = measure_cost_model(target, drafter, kind, 1, [16, 64], [1, 4, 8], top_k=3, max_depth=4, repeats=2,
-                               progress=lambda: rounds.append(1))
+    costs = measure_cost_model(target, drafter, drafter_name=kind, threads=1, contexts=[16, 64], verify_sizes=[1, 4, 8],
+                               top_k=3, max_depth=4, repeats=2, progress=lambda: rounds.append(1))
     assert len(rounds) == 2 * 3
     assert len(costs.verify_s) == 2 and all(len(row) == 3 for row in costs.verify_s)
     assert len(costs.expand_s) == 2 and all(len(row) == 3 for row in costs.expand_s)
@@ -140,7 +140,8 @@ def test_profile_measures_every_cell_on_a_tiny_model(tiny_model_dir, kind):
     assert len(costs.overhead_s) == 2 and min(costs.overhead_s) >= 0
     assert costs.draft_seconds(4, 40, 0) > costs.draft_seconds(1, 40, 0)
     with pytest.raises(LtdError, match="profiling needs .* positions"):
-        measure_cost_model(target, drafter, kind, 1, [250], [64], top_k=3, max_depth=4, repeats=1)
+        measure_cost_model(target, drafter, drafter_name=kind, threads=1, contexts=[250], verify_sizes=[64], top_k=3,
+                           max_depth=4, repeats=1)
 
 
 def test_make_profile_prints_and_saves(tiny_model_dir, tmp_path):
@@ -155,3 +156,27 @@ def test_make_profile_prints_and_saves(tiny_model_dir, tmp_path):
     costs = CostModel.load(output)
     assert (costs.model, costs.contexts, costs.verify_sizes, costs.max_depth) == ("tiny", [16, 32], [1, 4], 3)
     assert "V=4" in result.stdout and f"written: {output}" in result.stdout
+
+
+def test_a_saved_cost_model_serves_until_it_does_not_and_a_busy_profile_is_not_saved(tmp_path, monkeypatch):
+    """ensure_cost_model: measured once and reused; measured again when `reuse` refuses the saved one;
+    with a guard that finds the machine busy and requires quiet, nothing is saved."""
+    from ltd.core.artefacts import Artefact
+    from ltd.eval.machine_load import LoadGuard
+    from ltd.jobs.profile import ensure_cost_model
+
+    file = Artefact(tmp_path / "profile.json", {"artefact": "cost model", "model": "m"}, "cost model")
+    measured = []
+    measure = lambda: measured.append(1) or hand_made()
+    costs, verdict = ensure_cost_model(file, measure)
+    assert measured == [1] and verdict is None and file.fresh and costs.verify_sizes == hand_made().verify_sizes
+    assert ensure_cost_model(file, measure)[0].verify_s == costs.verify_s and measured == [1]
+    ensure_cost_model(file, measure, reuse=lambda saved: False)
+    assert measured == [1, 1]
+
+    monkeypatch.setattr(LoadGuard, "before_timing", lambda self, seconds=1.0: None)
+    monkeypatch.setattr(LoadGuard, "check", lambda self, load, what: (_ for _ in ()).throw(LtdError(f"{what}: busy")))
+    other = Artefact(tmp_path / "other.json", {"artefact": "cost model", "model": "n"}, "cost model")
+    with pytest.raises(LtdError, match="the profile: busy"):
+        ensure_cost_model(other, measure, guard=LoadGuard(0.1, True))
+    assert not other.path.exists() and not other.key_path.exists()

@@ -84,7 +84,7 @@ def train_keys(monkeypatch) -> set[str]:
     monkeypatch.setattr(train_job, "train_ltd", train_ltd)
     tracker, ppo = Tracker(), PPOSettings(frames=2048)
     job = SimpleNamespace(settings=LtdSettings((4, 8), ppo, ppo, rounds=11), cfg=SimpleNamespace(component="full"))
-    train_job.train_policies(job, None, [], None, None, tracker)
+    train_job.train_policies(job, None, held_out=[], costs=None, directory=None, tracker=tracker)
     assert 'tracker.summarise({f"{row[\'method\']}/mean_speedup"' in inspect.getsource(train_job.report)
     return tracker.keys | {f"{m}/mean_speedup" for m in dashboard.methods()}
 
@@ -104,8 +104,9 @@ def eval_keys(monkeypatch) -> set[str]:
     records = SimpleNamespace(question_ids=[], questions=1, summary_rows=lambda: summarise(questions, names),
                               frames=lambda: (None, questions))
     tracker = Tracker()
-    evaluate_task.evaluate_tracked(None, None, [SimpleNamespace(name=m) for m in names], [None], None, records,
-                                   dict(task="t", questions_planned=1), tracker, "t")
+    evaluate_task.evaluate_tracked(None, None, methods=[SimpleNamespace(name=m) for m in names], questions=[None],
+                                   settings=None, records=records, run=dict(task="t", questions_planned=1),
+                                   tracker=tracker, task="t")
     return tracker.keys
 
 
@@ -136,7 +137,8 @@ def resps_keys(monkeypatch, tmp_path) -> set[str]:
     monkeypatch.setattr(resps_job, "train_resps", lambda *a: a[5](ppo_row()))
     tracker = Tracker()
     settings = SimpleNamespace(ppo=SimpleNamespace(frames=1), persistence=1)
-    resps_job.ppo(None, None, settings, tmp_path, tracker, SimpleNamespace(grid=["a shape"]))
+    resps_job.ppo(None, None, settings=settings, directory=tmp_path, tracker=tracker,
+                  held=SimpleNamespace(grid=["a shape"]))
     return tracker.keys
 
 
@@ -148,7 +150,7 @@ def sweep_keys(monkeypatch) -> set[str]:
     monkeypatch.setattr(tree_search, "best_tree", lambda study: tree)
     monkeypatch.setattr(tree_search, "best_trial", lambda study: SimpleNamespace(value=1.5))
     tracker = Tracker()
-    tree_search.search(None, 1, "tpe", None, None, tracker, "sweep")
+    tree_search.search(None, 1, mode="tpe", space=None, measure=None, tracker=tracker, description="sweep")
     return tracker.keys
 
 

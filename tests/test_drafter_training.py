@@ -64,8 +64,8 @@ def fresh_head(target, job, shards):
 def test_loss_falls_within_a_few_steps(tiny_target, corpus, tmp_path, responses):
     job = tiny_job(corpus, "drafter.train.epochs=6", "drafter.train.lr=3e-3", f"drafter.train.responses={responses}")
     shards = shards_for(tiny_target, job, tmp_path / "features")
-    history = train(fresh_head(tiny_target, job, shards), tiny_target.decoder.embed, shards, job.train,
-                    tmp_path / "state.pt", print)
+    history = train(fresh_head(tiny_target, job, shards), tiny_target.decoder.embed, shards=shards, settings=job.train,
+                    state_path=tmp_path / "state.pt", log=print)
     losses = [row["loss"] for row in history]
     assert len(losses) >= 6
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5  # from ~10.1 (near uniform) down
@@ -76,7 +76,7 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
     shards = shards_for(tiny_target, job, tmp_path / "features")
     embed = tiny_target.decoder.embed
     uninterrupted = fresh_head(tiny_target, job, shards)
-    full = train(uninterrupted, embed, shards, job.train, tmp_path / "a.pt", print)
+    full = train(uninterrupted, embed, shards=shards, settings=job.train, state_path=tmp_path / "a.pt", log=print)
 
     real_loss, calls = loop.ttt_loss, []
 
@@ -88,12 +88,13 @@ def test_resume_continues_from_the_saved_step(tiny_target, corpus, tmp_path, mon
 
     monkeypatch.setattr(loop, "ttt_loss", interrupted_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        train(fresh_head(tiny_target, job, shards), embed, shards, job.train, tmp_path / "b.pt", print)
+        train(fresh_head(tiny_target, job, shards), embed, shards=shards, settings=job.train,
+              state_path=tmp_path / "b.pt", log=print)
     assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 4
     monkeypatch.setattr(loop, "ttt_loss", real_loss)
 
     resumed = fresh_head(tiny_target, job, shards)
-    history = train(resumed, embed, shards, job.train, tmp_path / "b.pt", print)
+    history = train(resumed, embed, shards=shards, settings=job.train, state_path=tmp_path / "b.pt", log=print)
     assert [row["step"] for row in history] == [row["step"] for row in full]
     for name, value in uninterrupted.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-5, atol=1e-6)
@@ -231,7 +232,7 @@ def test_training_time_test_unrolls_like_the_drafter_drafts():
     embed, features, tokens = torch.randn(101, 64), torch.randn(1, 12, 192), torch.randint(0, 101, (1, 12))
     cos, sin = rope_tables(head.config, 64)
     with torch.no_grad():
-        steps = list(unroll(head, embed, features, tokens, 3, cos, sin))
+        steps = list(unroll(head, embed, features=features, tokens=tokens, steps=3, cos=cos, sin=sin))
     drafter = Eagle3Drafter(head, embed, 4, 64)
     for t in (3, 7):
         drafter.reset(64)

@@ -140,7 +140,8 @@ def reference_proposals(drafter, features: torch.Tensor, path: list[int]):
         n = n_context + step
         cache = KVCache(1, head.config.num_key_value_heads, head.config.head_dim, n, torch.device("cpu"))
         mask = cache.attention_mask(n, None, None)
-        out = head.layer(hidden, drafter.embed[tokens[:n]], cache, drafter.cos[:n], drafter.sin[:n], mask)
+        out = head.layer(hidden, drafter.embed[tokens[:n]], cache=cache, cos=drafter.cos[:n], sin=drafter.sin[:n],
+                         mask=mask)
         hidden = torch.cat((hidden, out[-1:]))
     logp, draft_ids, _ = top_k_entropy(F.linear(head.norm(out[-1:]), head.lm_head.weight), K)
     return logp[0], head.draft_to_target(draft_ids)[0]

@@ -428,3 +428,15 @@ def test_a_sweep_over_several_tasks_scores_them_together(tmp_path):
     [journal] = (tmp_path / "sweeps").glob("tree-tiny-qa+gsm8k-optuna-*.journal")
     key = json.loads(Path(f"{journal}.key.json").read_text())
     assert [task["name"] for task in key["task"]] == ["qa", "gsm8k"]
+
+
+def test_controller_configs_find_trained_weights_through_the_results_registry():
+    """`${ltd.policy:...}` and `${ltd.baseline:...}` in conf/controller resolve under the job's
+    results for its model and drafter, in a composed job config and in a method's settings."""
+    from ltd.controllers.methods import method_config
+
+    cfg = compose_job("decode", ["controller=ltd", "results=elsewhere"])
+    system = f"{cfg.model.name}-{cfg.drafter.kind}"
+    assert cfg.controller.depth_policy == f"elsewhere/policies/{system}-throughput-full/depth.pt"
+    assert method_config("disco", cfg)["weights"] == f"elsewhere/baselines/{system}/disco.pt"
+    assert method_config("resps", cfg)["policy"] == f"elsewhere/policies/{system}-resps/policy.pt"

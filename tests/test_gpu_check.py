@@ -32,9 +32,10 @@ def fake_run(arguments: list[str], log=print) -> bool:
 
 def test_the_table_has_a_column_per_model_and_fails_on_a_lossy_output(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gpu_check, "run", fake_run)
-    assert gpu_check.gpu_check("cpu", "bfloat16", ["smollm2-135m"], "mt_bench", 1, tmp_path)
-    assert not gpu_check.gpu_check("cpu", "bfloat16", ["smollm2-135m", "qwen2.5-coder-1.5b"], "mt_bench", 1,
-                                   tmp_path)
+    assert gpu_check.gpu_check("cpu", "bfloat16", models=["smollm2-135m"], task="mt_bench", questions=1,
+                               output=tmp_path)
+    assert not gpu_check.gpu_check("cpu", "bfloat16", models=["smollm2-135m", "qwen2.5-coder-1.5b"], task="mt_bench",
+                                   questions=1, output=tmp_path)
     table = capsys.readouterr().out.split("measure")[-1].splitlines()
     assert table[0].split() == ["smollm2-135m", "qwen2.5-coder-1.5b"]
     rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in table[2:])}

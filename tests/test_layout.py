@@ -84,6 +84,13 @@ def test_no_function_longer_than_sixty_lines():
     assert long == []
 
 
+def test_no_call_passes_more_than_five_values_by_position():
+    """Past five, a reader cannot tell which value is which: name them (keyword arguments)."""
+    crowded = [f"{m}:{node.lineno}: {ast.unparse(node.func)}" for m, tree in MODULES.items() for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and sum(not isinstance(a, ast.Starred) for a in node.args) > 5]
+    assert crowded == []
+
+
 def test_entry_points_are_under_a_tenth_of_the_code():
     lines = {path: len(path.read_text().splitlines()) for path in SRC.rglob("*.py")}
     cli = sum(n for path, n in lines.items() if path.parent.name == "cli")

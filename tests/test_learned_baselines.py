@@ -54,7 +54,8 @@ def recorded(tiny, small_draft_hf):
         for seed in (1, 2, 3):
             prompt = random_prompt(8, seed=seed)
             answer = engine.generate_autoregressive(prompt, NEW_TOKENS).tokens
-            traces.append(record_answer(Bare(target), drafter, prompt, answer, TOP_K, MAX_DEPTH))
+            traces.append(record_answer(Bare(target), drafter, prompt=prompt, answer=answer, top_k=TOP_K,
+                                        max_depth=MAX_DEPTH))
             makers.append((engine, prompt, len(answer)))
     torch.set_num_threads(threads)
     return traces, makers
@@ -114,8 +115,8 @@ def test_features_of_trace_rows_equal_those_of_the_engines_trees(recorded):
             if depth == "c2t":
                 expected = candidate_features(trace.scores[row], trace.parents[row], TOP_K, MAX_DEPTH)[0]
             else:
-                expected = depth_features(trace.scores[row], trace.parents[row], trace.entropies[row],
-                                          torch.tensor([depth]), TOP_K, MAX_DEPTH)[0]
+                expected = depth_features(trace.scores[row], trace.parents[row], entropies=trace.entropies[row],
+                                          depth=torch.tensor([depth]), top_k=TOP_K, max_depth=MAX_DEPTH)[0]
             if position == 0:  # both grew it from the same prefill: the same floats
                 assert torch.equal(live, expected), depth
             else:  # the engine absorbed accepted tokens in chunks, the recorder one by one: float noise

@@ -127,7 +127,8 @@ def test_a_hub_model_that_cannot_be_fetched_is_one_line(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(LtdError, match="^cannot load model 'nobody/no-such-model': "):
-        targets.load_pretrained("x", "nobody/no-such-model", None, torch.float32, "cpu", None)
+        targets.load_pretrained("x", "nobody/no-such-model", max_context=None, dtype=torch.float32, device="cpu",
+                                quantize=None)
 
 
 def test_a_gguf_target_loads_in_its_dtype_and_a_tight_fit_keeps_its_cache(checkpoints, tmp_path, monkeypatch):

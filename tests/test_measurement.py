@@ -183,7 +183,8 @@ def test_the_order_rotates_across_questions_and_tasks(monkeypatch):
     first = 0
     orders = []
     for task_questions in ([question(0)], [question(1)], [question(2), question(3)]):  # a question per task, then two
-        rows = decode_questions(Engine(), Target(), methods, task_questions, 4, 0.0, 0, first)
+        rows = decode_questions(Engine(), Target(), methods=methods, questions=task_questions, max_new_tokens=4,
+                                temperature=0.0, seed=0, first=first)
         first += len(task_questions)
         orders += [log[i:i + 3] for i in range(0, len(log), 3)]
         log.clear()
@@ -193,9 +194,11 @@ def test_the_order_rotates_across_questions_and_tasks(monkeypatch):
 
 
 def test_an_output_that_is_not_lossless_names_method_task_and_question(monkeypatch):
-    monkeypatch.setattr("ltd.eval.runner.matches_reference", lambda target, prompt, reference, tokens: tokens == reference)
+    monkeypatch.setattr("ltd.eval.runner.matches_reference",
+                        lambda target, prompt, reference, tokens: tokens == reference)
     methods = [Recording(AUTOREGRESSIVE, []), Recording("tree", []), Recording("broken", [], wrong=True)]
-    rows = decode_questions(Engine(), Target(), methods, [Question("7", "c", ["hi"])], 4, 0.0, 0)
+    rows = decode_questions(Engine(), Target(), methods=methods, questions=[Question("7", "c", ["hi"])],
+                            max_new_tokens=4, temperature=0.0, seed=0)
     check_lossless({"qa": rows[rows["method"] != "broken"]})
     with pytest.raises(NotLossless, match="^not lossless: broken on qa question 7 differs from autoregressive"):
         check_lossless({"qa": rows})

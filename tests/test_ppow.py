@@ -77,7 +77,8 @@ def tuned_setup(tiny_target, corpus, tmp_path):
     job = tiny_job(corpus)
     shards = shards_for(tiny_target, job, tmp_path / "features")
     head = fresh_head(tiny_target, job, shards)
-    train(head, tiny_target.decoder.embed, shards, job.train, tmp_path / "supervised.pt", print)
+    train(head, tiny_target.decoder.embed, shards=shards, settings=job.train, state_path=tmp_path / "supervised.pt",
+          log=print)
     return head, shards
 
 
@@ -91,14 +92,17 @@ def test_one_step_moves_the_log_prob_of_a_rewarded_window_up(tiny_target, tuned_
     def window_logprobs(drafted=None, generator=None):
         with torch.no_grad():
             hidden, context, _ = context_pass(head, embed, batch, cos, sin)
-            return chain_pass(head, embed, hidden, context, rows, starts, settings.window, settings.group, cos, sin,
-                              drafted, generator)
+            return chain_pass(head, embed, hidden=hidden, context=context, rows=rows, starts=starts,
+                              window=settings.window, group=settings.group, cos=cos, sin=sin, drafted=drafted,
+                              generator=generator)
 
     drafted, before = window_logprobs(generator=torch.Generator().manual_seed(0))
     advantages = torch.tensor([[1.0, -1.0, 0.0, 0.0]])
-    rollout = Rollout(rows, starts, drafted, before, advantages, torch.ones_like(drafted, dtype=torch.bool), {})
+    rollout = Rollout(rows, starts, drafted=drafted, logprobs=before, advantages=advantages,
+                      counted=torch.ones_like(drafted, dtype=torch.bool), metrics={})
     optimizer = torch.optim.SGD(head.parameters(), lr=settings.lr)
-    loss, _ = ppow_loss(head, embed, batch, ppow.target_view(head, batch), rollout, settings, cos, sin)
+    loss, _ = ppow_loss(head, embed, batch=batch, view=ppow.target_view(head, batch), rollout=rollout,
+                        settings=settings, cos=cos, sin=sin)
     loss.backward()
     optimizer.step()
     _, after = window_logprobs(drafted)
@@ -111,7 +115,7 @@ def test_resume_equals_uninterrupted(tiny_target, tuned_setup, tmp_path, monkeyp
     embed, settings = tiny_target.decoder.embed, PPOWSettings(**{**SMALL, "checkpoint_every": 1}, steps=4, lr=1e-3)
     uninterrupted = Eagle3Head(head.config)
     uninterrupted.load_state_dict(head.state_dict())
-    full = tune(uninterrupted, embed, shards, settings, 0.1, tmp_path / "a.pt")
+    full = tune(uninterrupted, embed, shards=shards, settings=settings, gamma=0.1, state_path=tmp_path / "a.pt")
 
     real, calls = ppow.draw_windows, []
 
@@ -125,11 +129,11 @@ def test_resume_equals_uninterrupted(tiny_target, tuned_setup, tmp_path, monkeyp
     resumed.load_state_dict(head.state_dict())
     monkeypatch.setattr(ppow, "draw_windows", interrupted_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        tune(resumed, embed, shards, settings, 0.1, tmp_path / "b.pt")
+        tune(resumed, embed, shards=shards, settings=settings, gamma=0.1, state_path=tmp_path / "b.pt")
     monkeypatch.setattr(ppow, "draw_windows", real)
     again = Eagle3Head(head.config)
     again.load_state_dict(head.state_dict())
-    history = tune(again, embed, shards, settings, 0.1, tmp_path / "b.pt")
+    history = tune(again, embed, shards=shards, settings=settings, gamma=0.1, state_path=tmp_path / "b.pt")
     assert [r["step"] for r in history] == [r["step"] for r in full]
     assert [r["reward"] for r in history] == pytest.approx([r["reward"] for r in full])
     for name, value in uninterrupted.state_dict().items():
@@ -139,7 +143,8 @@ def test_resume_equals_uninterrupted(tiny_target, tuned_setup, tmp_path, monkeyp
 def test_a_tuned_head_changes_and_still_decodes_losslessly(tiny_target, tuned_setup, tmp_path):
     head, shards = tuned_setup
     before = {k: v.clone() for k, v in head.state_dict().items()}
-    tune(head, tiny_target.decoder.embed, shards, PPOWSettings(**SMALL, steps=3, lr=1e-2), 0.1, tmp_path / "p.pt")
+    tune(head, tiny_target.decoder.embed, shards=shards, settings=PPOWSettings(**SMALL, steps=3, lr=1e-2), gamma=0.1,
+         state_path=tmp_path / "p.pt")
     assert any(not torch.equal(before[k], v) for k, v in head.state_dict().items())
     decoder = tiny_target.decoder
     engine = Engine(decoder, tiny_target.stop_token_ids,
@@ -177,16 +182,20 @@ def test_pipeline_trains_each_variant_once_and_compares_the_heads(tiny_target, c
     task = type("Task", (), {"name": "tiny", "path": "unused"})
     variants = [PPOWSettings(**SMALL, steps=2, name="full"), PPOWSettings(**SMALL, steps=2, name="cst",
                                                                           method="supervised", lr=1e-3)]
-    ppow_job = ppow_pipeline.PPOWJob(job, variants, [task], 1, 12, (3, 1, 3), str(tmp_path / "ckpt"),
-                                     str(tmp_path / "results"), dict(model=tiny_target.identity, drafter={"kind": "x"},
-                                                                     machine={"threads": 1}))
+    identity = dict(model=tiny_target.identity, drafter={"kind": "x"}, machine={"threads": 1})
+    ppow_job = ppow_pipeline.PPOWJob(job, variants, tasks=[task], questions=1, max_new_tokens=12, eval_tree=(3, 1, 3),
+                                     root=str(tmp_path / "ckpt"), results=str(tmp_path / "results"), identity=identity)
     logged = []
-    with Tracker(LoggerSettings(kind="none"), tmp_path, "t", "t", "t", [], {}) as tracker:
-        rows = ppow_pipeline.run(tiny_target, drafter, ppow_job, 1, tmp_path / "run", tracker, logged.append)
+    with Tracker(LoggerSettings(kind="none"), tmp_path, job_type="t", name="t", group="t", tags=[],
+                 config={}) as tracker:
+        rows = ppow_pipeline.run(tiny_target, drafter, job=ppow_job, threads=1, run_dir=tmp_path / "run",
+                                 tracker=tracker, log=logged.append)
     assert [r["head"] for r in rows] == ["supervised", "full", "cst"]
     assert all(r["lossless"] for r in rows)
     assert (tmp_path / "results" / "store.jsonl").read_text().count("\n") == 3
     logged.clear()
-    with Tracker(LoggerSettings(kind="none"), tmp_path, "t", "t", "t", [], {}) as tracker:
-        ppow_pipeline.run(tiny_target, drafter, ppow_job, 1, tmp_path / "run", tracker, logged.append)
+    with Tracker(LoggerSettings(kind="none"), tmp_path, job_type="t", name="t", group="t", tags=[],
+                 config={}) as tracker:
+        ppow_pipeline.run(tiny_target, drafter, job=ppow_job, threads=1, run_dir=tmp_path / "run", tracker=tracker,
+                          log=logged.append)
     assert sum("reusing" in line for line in logged) == 2

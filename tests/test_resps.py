@@ -185,7 +185,10 @@ def test_an_interrupted_online_training_resumes_as_if_never_stopped(tiny, tmp_pa
     prompts = [random_prompt(8, seed=s) for s in (1, 2, 3)]
     settings = PPOSettings(frames=4 * 16, rollout=16, minibatch=8, epochs=2, lr=3e-4, critic_hidden=(16,),
                            validate_every=1, gamma=0.95, lmbda=0.9, entropy_coeff=0.1)
-    check_resumes(tmp_path, lambda: ReSpSOnlineEnv(online_engine(tiny), prompts, GRID, HIDDEN, 2, 16), settings)
+    check_resumes(tmp_path,
+                  lambda: ReSpSOnlineEnv(online_engine(tiny), prompts, grid=GRID, state_width=HIDDEN, persistence=2,
+                                         max_new_tokens=16),
+                  settings)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +200,8 @@ def shape_traces(tiny):
     engine = Engine(target, (), drafter)
     prompts = [random_prompt(8, seed=s) for s in (1, 2, 3, 4)]
     answers = [engine.generate_autoregressive(p, 24).tokens for p in prompts]
-    by_top_k = {k: [record_answer(Bare(target), drafter, p, a, k, 4, states=True) for p, a in zip(prompts, answers)]
+    by_top_k = {k: [record_answer(Bare(target), drafter, prompt=p, answer=a, top_k=k, max_depth=4,
+                                  states=True) for p, a in zip(prompts, answers)]
                 for k in (2, 3)}
     return by_top_k, prompts, engine
 

@@ -14,7 +14,7 @@ from test_train_cli import tiny_model
 from ltd.config.files import CONFIG_PATH
 from ltd.config.schema import check_config
 from ltd.core.errors import LtdError
-from ltd.eval.table1 import MISSING, markdown, table1
+from ltd.eval.table1 import MISSING, markdown, sweep_cells, table1
 from ltd.jobs.sweeps import SWEEPS, sweep_job, swept_values
 
 SWEEP = """defaults:
@@ -102,7 +102,7 @@ def test_table1_marks_what_a_sweep_lacks():
         dict(time="1", model="m", task="b", method="ltd", **{"speed-up": 1.5, "tau": 2.0}),
         dict(time="1", model="m", task="a", method="tuned", **{"speed-up": 1.2, "tau": 2.0}),
     ])
-    table = table1(rows, ["m", "n"], ["a", "b"], ["tuned", "ltd"])
+    table = sweep_cells(table1(rows, models=["m", "n"], tasks=["a", "b"], methods=["tuned", "ltd"]))
     by = {(r.model, r.method): r for r in table.itertuples(index=False)}
     assert by[("m", "ltd")].a == "2.50x (tau 3.50)" and by[("m", "ltd")].mean == "2.00x"
     assert by[("m", "tuned")].b == MISSING and by[("m", "tuned")].mean == MISSING

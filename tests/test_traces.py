@@ -36,7 +36,7 @@ def check_replay_equals_engine(target_decoder, drafter, prompt, new_tokens, max_
     engine = Engine(target_decoder, (), drafter)
     # The answer runs max_depth past the cycles compared: the last cycle may verify beyond new_tokens.
     answer = engine.generate_autoregressive(prompt, new_tokens + max_depth).tokens
-    trace = record_answer(Bare(target_decoder), drafter, prompt, answer, top_k, max_depth)
+    trace = record_answer(Bare(target_decoder), drafter, prompt=prompt, answer=answer, top_k=top_k, max_depth=max_depth)
     assert trace.positions == len(answer) - 1
     total = 0
     for depth, verify in [(d, v) for d, v in DECISIONS if d <= max_depth]:
@@ -83,14 +83,15 @@ def test_a_trace_round_trips(tiny, tmp_path):
     target = tiny_target.decoder()
     drafter = tiny_target.self_drafter()
     answer = Engine(target, (), drafter).generate_autoregressive(random_prompt(6), 10).tokens
-    trace = record_answer(Bare(target), drafter, random_prompt(6), answer, 2, 3)
+    trace = record_answer(Bare(target), drafter, prompt=random_prompt(6), answer=answer, top_k=2, max_depth=3)
     trace.save(tmp_path / "t.safetensors")
     loaded = Trace.load(tmp_path / "t.safetensors")
     assert (loaded.prompt_length, loaded.top_k, loaded.positions) == (6, 2, 9) and loaded.states is None
     for key in ("answer", "scores", "tokens", "parents", "entropies", "on_path"):
         assert torch.equal(getattr(loaded, key), getattr(trace, key)), key
     assert trace.scores.shape[1] == 2 + 2 * 2 * 2 and trace.entropies.shape[1] == 1 + 2 * 2
-    with_states = record_answer(Bare(target), drafter, random_prompt(6), answer, 2, 3, states=True)
+    with_states = record_answer(Bare(target), drafter, prompt=random_prompt(6), answer=answer, top_k=2, max_depth=3,
+                                states=True)
     with_states.save(tmp_path / "s.safetensors")
     loaded = Trace.load(tmp_path / "s.safetensors")
     assert loaded.states.dtype == torch.float16 and loaded.states.shape == (9, target.spec.hidden_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ltd.core.errors import LtdError
+from ltd.core.results import ResultPaths
 from ltd.eval.store import load_store
 from ltd.traces.cost_model import CostModel
 
@@ -30,15 +31,16 @@ class PolicyRun:
 class Results:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.paths = ResultPaths(root)
         self._store: pd.DataFrame | None = None
 
     @property
     def store(self) -> pd.DataFrame:
         """Every row of <root>/store.jsonl; raises, saying what to run, when there is none."""
         if self._store is None:
-            store = load_store(self.root / "store.jsonl")
+            store = load_store(self.paths.store)
             if store.empty:
-                raise LtdError(f"no results in {self.root / 'store.jsonl'}: run make train (or make eval) first")
+                raise LtdError(f"no results in {self.paths.store}: run make train (or make eval) first")
             if "temperature" not in store:
                 store["temperature"] = 0.0
             store["temperature"] = store["temperature"].fillna(0.0)
@@ -81,7 +83,7 @@ class Results:
         """The cost models under <root>/profiles with a verify curve, by file name (make drafter-rl's
         chain profiles, one verify size for PPOW's gamma, have none)."""
         found = {}
-        for path in sorted((self.root / "profiles").glob("*.json")):
+        for path in sorted(self.paths.profiles.glob("*.json")):
             try:
                 model = CostModel.load(path)
             except LtdError:
@@ -93,7 +95,7 @@ class Results:
     def policy_runs(self) -> list[PolicyRun]:
         """Every LTD policy directory under <root>/policies that finished training."""
         runs = []
-        for training in sorted((self.root / "policies").glob("*/training.json")):
+        for training in sorted(self.paths.all_policies.glob("*/training.json")):
             summary = json.loads(training.read_text())
             if "stages" not in summary:
                 continue  # Re-SpS's policy: no staged PPO

@@ -6,31 +6,7 @@ import pandas as pd
 from ltd.analysis import paper
 from ltd.core.errors import LtdError
 from ltd.eval.runner import AUTOREGRESSIVE
-from ltd.eval.table1 import latest
-
-SYSTEM = ["model", "drafter"]
-
-
-def table1(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, drafter, method): speed-up and tau on each task, and their means over
-    the tasks every method of that system has (a mean over fewer tasks would not compare)."""
-    cells = latest(rows, [*SYSTEM, "task", "method"])
-    out = []
-    for system, group in cells.groupby(SYSTEM, dropna=False):
-        tasks = sorted(set.intersection(*(set(g["task"]) for _, g in group.groupby("method"))))
-        for method, g in group.groupby("method", sort=False):
-            by_task = g.set_index("task")
-            row = dict(zip(SYSTEM, system), method=method)
-            for task in sorted(set(group["task"])):
-                row[f"{task} speed-up"] = by_task["speed-up"].get(task)
-                row[f"{task} tau"] = by_task["tau"].get(task)
-            row["mean speed-up"] = by_task.loc[tasks, "speed-up"].mean() if tasks else None
-            row["mean tau"] = by_task.loc[tasks, "tau"].mean() if tasks else None
-            out.append(row)
-    tasks = sorted(set(cells["task"]))
-    columns = [*SYSTEM, "method", *(f"{t} {v}" for t in tasks for v in ("speed-up", "tau")),
-               "mean speed-up", "mean tau"]
-    return pd.DataFrame(out, columns=columns)
+from ltd.eval.table1 import SYSTEM, latest
 
 
 def table1_markdown(table: pd.DataFrame) -> str:

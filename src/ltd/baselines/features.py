@@ -76,8 +76,8 @@ def tree_depth_features(tree: DraftTree, depths: list[int], max_depth: int) -> t
     scores, parents = _tree_rows(tree)
     entropies = torch.cat(tree.entropies).float().cpu()[None]
     n = len(depths)
-    return depth_features(scores.expand(n, -1), parents.expand(n, -1), entropies.expand(n, -1),
-                          torch.tensor(depths), tree.k, max_depth)
+    return depth_features(scores.expand(n, -1), parents.expand(n, -1), entropies=entropies.expand(n, -1),
+                          depth=torch.tensor(depths), top_k=tree.k, max_depth=max_depth)
 
 
 def candidate_features(scores: torch.Tensor, parents: torch.Tensor, top_k: int, max_depth: int) -> torch.Tensor:

@@ -60,7 +60,8 @@ def _depth_rows(trace: Trace, depths: range, max_depth: int) -> tuple[torch.Tens
     P, k = trace.positions, trace.top_k
     depth = torch.tensor(list(depths)).repeat_interleave(P)
     rows = lambda x: x.repeat(len(depths), 1)
-    return depth_features(rows(trace.scores), rows(trace.parents), rows(trace.entropies), depth, k, max_depth), depth
+    return depth_features(rows(trace.scores), rows(trace.parents), entropies=rows(trace.entropies), depth=depth,
+                          top_k=k, max_depth=max_depth), depth
 
 
 def disco_rows(trace: Trace, max_depth: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -302,10 +302,8 @@ def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeS
 
 def write_tuned(path: Path, key: dict, tree: StaticTree, note: str) -> None:
     """The best tree as conf/controller/tuned-<model>.yaml, with the key of its search beside it."""
-    tuned = Artefact(path, key, "tuned tree")
-    tuned.unseal()
-    write_file(tuned.path, lambda tmp: tmp.write_text(tuned_config(tree, note)))
-    tuned.seal()
+    with Artefact(path, key, "tuned tree").rewrite():
+        write_file(path, lambda tmp: tmp.write_text(tuned_config(tree, note)))
 
 
 def tuned_config(tree: StaticTree, note: str) -> str:
@@ -324,8 +322,8 @@ def tree_speedup(engine: Engine, target, questions: list[Question], max_new_toke
 
     def measure(trees: list[StaticTree]) -> list[tuple[float, dict]]:
         methods = [Method(AUTOREGRESSIVE)] + [Method(f"tree {shape(tree)}", tree) for tree in trees]
-        rows = decode_questions(engine, target, methods, questions, max_new_tokens, temperature, seed,
-                                first=batches[0] * len(questions))
+        rows = decode_questions(engine, target, methods=methods, questions=questions, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=seed, first=batches[0] * len(questions))
         batches[0] += 1
         check_lossless({"the search's tasks": rows})
         load = run_load(rows)
@@ -369,7 +367,7 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
                      "tau": details["tau"]}, step=number)
 
     try:
-        run_study(study, trials, mode, space, measure, on_trial, batch)
+        run_study(study, trials, mode=mode, space=space, measure=measure, on_trial=on_trial, batch=batch)
     finally:
         bar.close()
         if finished(study):
@@ -405,7 +403,7 @@ class SearchJob:
 def open_search(job: SearchJob) -> tuple[optuna.Study, str | Path]:
     """The study of `job` (open_keyed_study): before the models load, so a study of other settings
     is one line, not a line after a minute of loading."""
-    return open_keyed_study(job.storage, job.name, job.key, job.mode, job.space, job.seed)
+    return open_keyed_study(job.storage, job.name, key=job.key, mode=job.mode, space=job.space, seed=job.seed)
 
 
 def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine, target,
@@ -418,8 +416,10 @@ def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine
     job.guard.before_timing()
     warm_up = target.encode_chat([{"role": "user", "content": job.questions[0].turns[0]}])
     engine.generate(warm_up, StaticTree(depth=3, top_k=max(job.space.top_k), verify=8), job.warmup_tokens)
-    measure = tree_speedup(engine, target, job.questions, job.max_new_tokens, job.temperature, 0, job.guard)
-    search(study, job.trials, job.mode, job.space, measure, tracker, f"sweep {job.name}", job.batch)
+    measure = tree_speedup(engine, target, questions=job.questions, max_new_tokens=job.max_new_tokens,
+                           temperature=job.temperature, seed=0, guard=job.guard)
+    search(study, job.trials, mode=job.mode, space=job.space, measure=measure, tracker=tracker,
+           description=f"sweep {job.name}", batch=job.batch)
     trials = finished(study)
     if not trials:
         return None

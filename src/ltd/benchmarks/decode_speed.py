@@ -120,8 +120,8 @@ def measure(target, drafter, hf_model, controller, prompts: list[list[int]], new
     verify_ms = verify_milliseconds(target.decoder, verify_sizes, context, repeats, clock)
     rounds = 4 * repeats + 5
     step_ms, bandwidth, of_bound = step_and_bandwidth(target.decoder, context, rounds, clock)
-    draft_ms = draft_step_milliseconds(drafter, context, drafter.vocab_size, controller.top_k, 2 * repeats + 3,
-                                       target.decoder.device, clock)
+    draft_ms = draft_step_milliseconds(drafter, context, vocab=drafter.vocab_size, top_k=controller.top_k,
+                                       repeats=2 * repeats + 3, device=target.decoder.device, clock=clock)
     weight_gb = target.decoder.weight_bytes() / 1e9
     # The arithmetic floor is the kernel's: on blocks, its dot-product instructions at their peak.
     peak = dot_products_per_second() if target.decoder.quantize in ("gguf", "q4_k") else None

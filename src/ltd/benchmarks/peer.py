@@ -205,7 +205,9 @@ def peer_methods(tools: Path, model: Path, draft: Path | None, tokenizer, thread
     if draft is not None:
         for k in n_max:
             methods.append(PeerMethod(f"llama.cpp spec {k}", tokenizer=tokenizer,
-                                      decode=lambda text, n, k=k: speculative(tools, model, draft, text, n, threads, k)))
+                                      decode=lambda text, n, k=k: speculative(tools, model, draft=draft, prompt=text,
+                                                                              max_new_tokens=n, threads=threads,
+                                                                              n_max=k)))
     return methods
 
 

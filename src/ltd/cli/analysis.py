@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
         only = args["only"].split(",") if args["only"] else names
         if unknown := sorted(set(only) - set(names)):
             raise LtdError(f"unknown notebook {', '.join(unknown)}; choose from: {', '.join(names)}")
-        out = Path(args["out"] or results.root / "analysis").resolve()
+        out = Path(args["out"] or results.paths.analysis).resolve()
         check_writable(out, "the analysis")
         parameters = dict(results=str(results.root), out=str(out), method=args["method"],
                           reference=args["reference"], experiment=args["experiment"])

@@ -41,8 +41,10 @@ def main(cfg) -> None:
             hf_model = AutoModelForCausalLM.from_pretrained(target.hf_path, dtype=target.decoder.dtype)
             hf_model = hf_model.to(target.decoder.device).eval()
         with tqdm(total=cfg.repeats * len(prompts) * (3 if hf_model else 2), desc="decode", unit="run") as bar:
-            measured = decode_speed.measure(target, drafter, hf_model, controller, prompts, cfg.max_new_tokens,
-                                            cfg.repeats, list(cfg.verify_sizes), cfg.verify_context, bar.update)
+            measured = decode_speed.measure(target, drafter, hf_model=hf_model, controller=controller, prompts=prompts,
+                                            new_tokens=cfg.max_new_tokens, repeats=cfg.repeats,
+                                            verify_sizes=list(cfg.verify_sizes), context=cfg.verify_context,
+                                            done=bar.update)
         here, c = machine(threads, cfg.model.device), cfg.controller
         untrained = cfg.drafter.kind == "eagle3" and not eagle3_weights(cfg)
         result = {"model": target.name, "precision": PRECISION.get(cfg.model.quantize, cfg.model.dtype),

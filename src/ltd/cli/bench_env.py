@@ -5,7 +5,6 @@ drafter (their weights included).
     python -m ltd.cli.bench_env batches=[256] steps=500
 """
 import time
-from pathlib import Path
 
 import hydra
 import torch
@@ -17,6 +16,7 @@ from ltd.config.models import identities
 from ltd.config.schema import check_config
 from ltd.core.artefacts import find
 from ltd.core.errors import LtdError
+from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.rl.ltd.depth_env import DepthReplayEnv
 from ltd.rl.ltd.size_env import SizeReplayEnv
@@ -29,16 +29,16 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "bench_env")
         threads = set_threads(cfg.threads)
-        results, (model, drafter) = Path(cfg.results), identities(cfg)
-        profiles = find(results.glob("profiles/*.json"), {"model": model, "drafter": drafter}, directory=False)
+        results, (model, drafter) = ResultPaths(cfg.results), identities(cfg)
+        profiles = find(results.profiles.glob("*.json"), {"model": model, "drafter": drafter}, directory=False)
         if not profiles:
             raise LtdError(f"no cost model of {cfg.model.name} with this {cfg.drafter.kind} drafter in "
-                           f"{results}/profiles: make profile (or make train) measures one")
+                           f"{results.profiles}: make profile (or make train) measures one")
         costs = CostModel.load(profiles[0])
-        directories = recorded_traces(results, model, drafter, cfg.traces)
+        directories = recorded_traces(results.root, model, drafter, cfg.traces)
         if not directories:
             raise LtdError(f"no {cfg.traces} traces of {cfg.model.name} with this {cfg.drafter.kind} drafter in "
-                           f"{results}/traces: make record (or make train) records them")
+                           f"{results.all_traces}: make record (or make train) records them")
         traces = [t for t in read_traces(sorted(directories[0].glob("*.safetensors"))) if t.positions]
         sizes = list(OmegaConf.to_container(cfg.ltd.sizes))
         envs = {"size": lambda b: SizeReplayEnv(traces, costs, sizes, batch=b),

@@ -25,6 +25,7 @@ from ltd.config.schema import check_config
 from ltd.controllers.methods import methods_there
 from ltd.core.atomic import write_file, write_json
 from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
@@ -48,13 +49,15 @@ def main(cfg) -> None:
         guard.before_timing()
         target, drafter_model = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter_model)
-        peers = peer.peer_methods(tools, model_file, draft_file, target.tokenizer, threads, list(cfg.n_max))
+        peers = peer.peer_methods(tools, model_file, draft=draft_file, tokenizer=target.tokenizer, threads=threads,
+                                  n_max=list(cfg.n_max))
         methods = ltd_methods + peers
-        warm_up(engine, target, methods, next(iter(questions.values()))[0], cfg.temperature, cfg.seed)
+        warm_up(engine, target, methods=methods, question=next(iter(questions.values()))[0],
+                temperature=cfg.temperature, seed=cfg.seed)
         for method in peers:
             method.runs.clear()  # acceptance over the timed runs only
-        per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed, 1,
-                                guard)
+        per_task = decode_tasks(engine, target, methods=methods, questions=questions, max_new_tokens=cfg.max_new_tokens,
+                                temperature=cfg.temperature, seed=cfg.seed, repeats=1, guard=guard)
         curve = peer.batch_curve(tools, model_file, list(cfg.batch_sizes), cfg.batch_context, threads)
         spread = Spread.of(per_task, [m.name for m in methods])
         text, rows = peer.table(spread, methods, curve)
@@ -65,10 +68,10 @@ def main(cfg) -> None:
         verdict = guard.verdict(load)
         report = f"{header}\n\n{text}\n\n- intervals: paired bootstrap over {spread.units()}\n- {verdict}\n"
         print(f"\n{report}")
-        results = Path(cfg.results)
-        write_file(results / "peer.md", lambda tmp: tmp.write_text(report))
-        write_json(results / "peer.json", {"header": header, "rows": rows, "batch_ms": curve, "load": verdict})
-        print(f"written: {results / 'peer.md'}, {results / 'peer.json'}")
+        md, js = ResultPaths(cfg.results).report("peer.md"), ResultPaths(cfg.results).report("peer.json")
+        write_file(md, lambda tmp: tmp.write_text(report))
+        write_json(js, {"header": header, "rows": rows, "batch_ms": curve, "load": verdict})
+        print(f"written: {md}, {js}")
         check_lossless(per_task)
 
 

@@ -46,9 +46,10 @@ def main(cfg) -> None:
         guard.before_timing()
         target, drafter = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        warm_up(engine, target, methods, next(iter(questions.values()))[0], cfg.temperature, cfg.seed)
-        per_task = decode_tasks(engine, target, methods, questions, cfg.max_new_tokens, cfg.temperature, cfg.seed,
-                                cfg.repeats, guard)
+        warm_up(engine, target, methods=methods, question=next(iter(questions.values()))[0],
+                temperature=cfg.temperature, seed=cfg.seed)
+        per_task = decode_tasks(engine, target, methods=methods, questions=questions, max_new_tokens=cfg.max_new_tokens,
+                                temperature=cfg.temperature, seed=cfg.seed, repeats=cfg.repeats, guard=guard)
         headline = Headline.of(per_task, [m.name for m in methods], static_baselines([m.name for m in methods]))
         header = (f"{describe_models(cfg)}; {cfg.questions} question(s) of each task"
                   f"{f' decoded {cfg.repeats} times' if cfg.repeats > 1 else ''}, up to {cfg.max_new_tokens} new "

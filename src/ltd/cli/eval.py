@@ -14,7 +14,6 @@ not the target's own.
 A resumed evaluation must be the same evaluation: same model and weights, drafter, machine, task,
 methods and settings (its key.json says which); it decodes the questions not yet finished.
 """
-from pathlib import Path
 
 import hydra
 from omegaconf import OmegaConf
@@ -26,6 +25,7 @@ from ltd.config.schema import check_config
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions, task_identity
 from ltd.core.tracking import Tracker
@@ -66,7 +66,7 @@ def main(cfg) -> None:
                **({"repeats": cfg.repeats} if cfg.repeats > 1 else {})}
         records = open_records(run_directory("an evaluation"), key, names, cfg.resume is not None or in_sweep(),
                                or_new=in_sweep(), repeats=cfg.repeats)
-        run_dir, store = records.directory, Path(cfg.results) / "store.jsonl"
+        run_dir, store = records.directory, ResultPaths(cfg.results).store
         if finished_before(cfg.results, run_dir):
             return
         target, drafter = load_model(cfg)
@@ -77,8 +77,10 @@ def main(cfg) -> None:
                           config=OmegaConf.to_container(cfg, resolve=True))
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
                    machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.warmup_tokens, cfg.repeats, guard)
-        summary = evaluate_tracked(engine, target, methods, questions, settings, records, run, tracker, cfg.task.name)
+        settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed, warmup_tokens=cfg.warmup_tokens,
+                                repeats=cfg.repeats, guard=guard)
+        summary = evaluate_tracked(engine, target, methods=methods, questions=questions, settings=settings,
+                                   records=records, run=run, tracker=tracker, task=cfg.task.name)
         c = cfg
         print(f"\n{describe_models(cfg)} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new "
               f"tokens per turn, temperature {c.temperature}, {describe_machine(here)}")

@@ -32,7 +32,8 @@ def main() -> None:
             raise LtdError(f"--models takes {', '.join(sorted(known))}; got {args.models}")
         if args.questions < 1:
             raise LtdError(f"--questions must be at least 1, got {args.questions}")
-    passed = gpu_check(args.device, args.dtype, models, args.task, args.questions, Path(args.output))
+    passed = gpu_check(args.device, args.dtype, models=models, task=args.task, questions=args.questions,
+                       output=Path(args.output))
     sys.exit(0 if passed else 1)
 
 

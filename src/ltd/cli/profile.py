@@ -18,7 +18,8 @@ from ltd.config.schema import check_config
 from ltd.core.artefacts import Artefact
 from ltd.core.fingerprints import describe_machine, machine
 from ltd.core.tables import format_table
-from ltd.eval.machine_load import LoadGuard, LoadMeter
+from ltd.eval.machine_load import LoadGuard
+from ltd.jobs.profile import ensure_cost_model
 from ltd.traces.cost_model import cost_model_file, cost_model_key
 from ltd.traces.profiler import check_profile, measure_cost_model
 
@@ -28,23 +29,22 @@ def main(cfg) -> None:
     with user_errors():
         cfg = check_config(cfg, "profile")
         threads = set_threads(cfg.threads)
-        check_profile(list(cfg.contexts), list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats,
-                      cfg.model.max_context, cfg.model.name)
+        check_profile(list(cfg.contexts), list(cfg.verify_sizes), top_k=cfg.top_k, max_depth=cfg.max_depth,
+                      repeats=cfg.repeats, max_positions=cfg.model.max_context, model_name=cfg.model.name)
         here = machine(threads, cfg.model.device)
         key = cost_model_key(*identities(cfg), here, cfg.top_k)
         output = Artefact(cfg.output, key, "cost model") if cfg.output else cost_model_file(cfg.results, key)
         target, drafter = load_model(cfg)
-        guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
-        guard.before_timing()
-        meter = LoadMeter().start()
-        with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
-            costs = measure_cost_model(target, drafter, cfg.drafter.kind, threads, list(cfg.contexts),
-                                       list(cfg.verify_sizes), cfg.top_k, cfg.max_depth, cfg.repeats, bar.update)
-        load = meter.read()
-        guard.check(load, "the profile")  # a busy profile is not saved: replay would train on its prices
-        output.unseal()
-        costs.save(output.path)
-        output.seal()
+
+        def measure():
+            with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
+                return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=threads,
+                                          contexts=list(cfg.contexts), verify_sizes=list(cfg.verify_sizes),
+                                          top_k=cfg.top_k, max_depth=cfg.max_depth, repeats=cfg.repeats,
+                                          progress=bar.update)
+
+        costs, verdict = ensure_cost_model(output, measure, reuse=lambda saved: False,
+                                           guard=LoadGuard(cfg.max_other_load, cfg.require_quiet))
 
         print(f"\n{target.name} with drafter {cfg.drafter.kind} on {describe_machine(here)}: milliseconds "
               f"(medians of {cfg.repeats})")
@@ -61,7 +61,7 @@ def main(cfg) -> None:
         print(f"absorb n: the drafter absorbs n tokens, what a cycle accepted and its bonus (the root expansion); "
               f"expansion: one further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); "
               "overhead: the engine's time per cycle outside these passes; V=n: the target verifies the root and n draft tokens")
-        print(guard.verdict(load))
+        print(verdict)
         print(f"written: {output.path}")
 
 

@@ -36,8 +36,9 @@ def main(cfg) -> None:
         target, drafter = load_model(cfg)
         traces.open(owned=("*.safetensors",))
         with tqdm(total=len(questions), desc=f"record {cfg.task.name}", unit="question") as bar:
-            paths, recorded = record_questions(target, drafter, questions, traces.path, cfg.max_new_tokens, cfg.top_k,
-                                               cfg.max_depth, bar.update, cfg.states)
+            paths, recorded = record_questions(target, drafter, questions=questions, directory=traces.path,
+                                               max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
+                                               max_depth=cfg.max_depth, progress=bar.update, states=cfg.states)
         reused = len(paths) - recorded
         files = sorted(traces.path.glob("*.safetensors"))
         positions = sum(Trace.load(f).positions for f in files)

@@ -53,10 +53,12 @@ def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
     tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
-    return SearchJob(name, key, cfg.mode, space, cfg.trials, cfg.batch, cfg.seed, cfg.storage, questions, tasks_name,
-                     cfg.max_new_tokens, cfg.temperature, cfg.warmup_tokens, tuned if cfg.write_best else None,
-                     LoadGuard(cfg.max_other_load, cfg.require_quiet), describe_machine(here),
-                     earlier_tree(tuned, space) if cfg.mode == "optuna" else None)
+    return SearchJob(name, key, mode=cfg.mode, space=space, trials=cfg.trials, batch=cfg.batch, seed=cfg.seed,
+                     storage=cfg.storage, questions=questions, tasks_name=tasks_name, max_new_tokens=cfg.max_new_tokens,
+                     temperature=cfg.temperature, warmup_tokens=cfg.warmup_tokens,
+                     tuned_path=tuned if cfg.write_best else None,
+                     guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=describe_machine(here),
+                     start=earlier_tree(tuned, space) if cfg.mode == "optuna" else None)
 
 
 def earlier_tree(path: Path, space) -> StaticTree | None:
@@ -72,8 +74,9 @@ def earlier_tree(path: Path, space) -> StaticTree | None:
 
 def search_tracker(cfg, job: SearchJob, run_dir: Path) -> Tracker:
     logger = OmegaConf.to_object(cfg.logger)
-    return Tracker(logger, run_dir, job_type="sweep", name=f"sweep-tree-{cfg.model.name}-{job.tasks_name}-{run_dir.name}",
-                   group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, *job.tasks_name.split("+"), cfg.mode],
+    return Tracker(logger, run_dir, job_type="sweep",
+                   name=f"sweep-tree-{cfg.model.name}-{job.tasks_name}-{run_dir.name}", group=cfg.experiment,
+                   tags=[cfg.model.name, cfg.drafter.kind, *job.tasks_name.split("+"), cfg.mode],
                    config=OmegaConf.to_container(cfg, resolve=True))
 
 

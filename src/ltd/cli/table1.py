@@ -6,11 +6,11 @@ sweep asked for and did not get are marked missing. Printed as markdown and writ
     python -m ltd.cli.table1 sweep=cpu_table1 [results=results]
 """
 import sys
-from pathlib import Path
 
 from ltd.cli.app import key_values, user_errors
 from ltd.core.errors import LtdError
 from ltd.core.preflight import check_writable
+from ltd.core.results import ResultPaths
 from ltd.eval.table1 import MISSING, markdown
 from ltd.jobs.sweeps import write_table1
 
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> None:
         args = key_values(argv, dict(sweep=None, results="results"), "make table1 name=<sweep> [ARGS=\"results=<dir>\"]")
         if not args["sweep"]:
             raise LtdError("name the sweep: make table1 name=<one of sweeps/*.yaml>")
-        check_writable(Path(args["results"]) / "tables", "the table")
+        check_writable(ResultPaths(args["results"]).table(args["sweep"]).parent, "the table")
         table, out = write_table1(args["sweep"], args["results"])
         print(markdown(table))
         print(f"\n{(table == MISSING).sum().sum()} cells missing; written to {out}.md and {out}.csv")

@@ -23,6 +23,7 @@ from ltd.config.schema import check_config
 from ltd.controllers.methods import check_tuned_methods, tuned_here
 from ltd.core.artefacts import note
 from ltd.core.fingerprints import machine
+from ltd.core.results import ResultPaths
 from ltd.jobs import train
 from ltd.jobs.sweeps import finished_before, in_sweep
 
@@ -40,7 +41,7 @@ def tree_search(cfg, model: dict, drafter: dict, here: dict) -> SearchJob | None
         return None
     search = OmegaConf.merge(compose("sweep_tree"), {
         "model": cfg.model, "drafter": cfg.drafter, "trees": cfg.trees, "threads": cfg.threads,
-        "logger": cfg.logger, "experiment": cfg.experiment, "storage": str(Path(cfg.results) / "sweeps"),
+        "logger": cfg.logger, "experiment": cfg.experiment, "storage": str(ResultPaths(cfg.results).studies),
         "max_other_load": cfg.max_other_load, "require_quiet": cfg.require_quiet})
     return search_job(check_config(search, "sweep_tree"), model, drafter, here)
 

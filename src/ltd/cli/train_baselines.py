@@ -19,6 +19,7 @@ from ltd.config.models import identities
 from ltd.config.schema import check_config
 from ltd.core.artefacts import Artefact, note, read_key
 from ltd.core.errors import LtdError
+from ltd.core.results import ResultPaths
 from ltd.traces.trace_sets import read_traces, recorded_traces, trace_set
 
 
@@ -62,7 +63,7 @@ def main(cfg) -> None:
             model, drafter = recorded["model"], recorded["drafter"]
         traces = read_traces(files)
         key = baselines_key(model, drafter, trace_set(files), baselines_settings(cfg))
-        output = Artefact(cfg.output or Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}",
+        output = Artefact(cfg.output or ResultPaths(cfg.results).baselines(cfg.model.name, cfg.drafter.kind),
                           key, "learned baselines", directory=True)
         output.open(owned=("*.pt",))
         print(f"{len(traces)} traces, {sum(t.positions for t in traces)} positions from {source}; {threads} threads")

@@ -28,15 +28,15 @@ def main(cfg) -> None:
         StaticTree(*cfg.eval_tree)
         threads = set_threads(cfg.threads)
         (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
-        job = ppow.PPOWJob(drafter_job(cfg.drafter), variants, chosen_tasks(cfg), cfg.questions,
-                                    cfg.max_new_tokens, tuple(cfg.eval_tree), cfg.drafter.root, cfg.results,
-                                    dict(model=model, drafter=drafter, machine=here))
+        job = ppow.PPOWJob(drafter_job(cfg.drafter), variants, tasks=chosen_tasks(cfg), questions=cfg.questions,
+                           max_new_tokens=cfg.max_new_tokens, eval_tree=tuple(cfg.eval_tree), root=cfg.drafter.root,
+                           results=cfg.results, identity=dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
         run_dir = run_directory("a make drafter-rl run")
         with Tracker(logger, run_dir, job_type="drafter-rl", group=cfg.experiment, name=f"ppow-{cfg.model.name}",
                      tags=[cfg.model.name, "ppow", *cfg.variants],
                      config=OmegaConf.to_container(cfg, resolve=True)) as tracker:
-            ppow.run(target, draft, job, threads, run_dir, tracker)
+            ppow.run(target, draft, job=job, threads=threads, run_dir=run_dir, tracker=tracker)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ def main(cfg) -> None:
         (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
         needs_costs = settings.bins == "cost_model" or settings.environment == "replay"
         costs = resps.cost_model_for(cfg.results, model, drafter, here, cfg.top_k) if needs_costs else None
-        job = resps.ReSpSJob(settings, resps.shapes_for(settings, costs, cfg.top_k), costs,
-                                      chosen_tasks(cfg), cfg.questions, cfg.validation, cfg.results,
-                                      dict(model=model, drafter=drafter, machine=here))
+        job = resps.ReSpSJob(settings, resps.shapes_for(settings, costs, cfg.top_k), costs=costs,
+                             tasks=chosen_tasks(cfg), questions=cfg.questions, validation=cfg.validation,
+                             results=cfg.results, identity=dict(model=model, drafter=drafter, machine=here))
         target, draft = load_model(cfg)
         with Tracker(logger, run_directory("a make resps run"), job_type="resps", group=cfg.experiment,
                      name=f"resps-{cfg.model.name}-{settings.environment}", tags=[cfg.model.name, cfg.drafter.kind,

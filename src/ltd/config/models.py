@@ -25,14 +25,14 @@ def parts_of(model_cfg):
 
 def load_target_of(cfg):
     m = cfg.model
-    return load_target(m.name, m.source, m.max_context, m.dtype, m.device, m.family, m.chat_template, parts_of(m),
-                       m.get("quantize"))
+    return load_target(m.name, m.source, max_context=m.max_context, dtype=m.dtype, device=m.device, family=m.family,
+                       chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"))
 
 
 def model_identity_of(cfg) -> dict:
     m = cfg.model
-    return model_identity(m.name, m.source, m.dtype, m.device, m.max_context, m.chat_template, parts_of(m),
-                          m.get("quantize"))
+    return model_identity(m.name, m.source, dtype=m.dtype, device=m.device, max_context=m.max_context,
+                          chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"))
 
 
 def draft_lm_settings(cfg) -> dict:

@@ -78,10 +78,27 @@ class TaskSchema:
     per_category: int | None = None  # mmlu: questions per subject
 
 
-@dataclass
-class EvalSchema:
+@dataclass(kw_only=True)
+class JobSchema:
+    """What every job names: the target, its drafter, and the threads it runs on (null: every core)."""
     model: ModelSchema
     drafter: DrafterSchema
+    threads: int | None
+
+
+@dataclass(kw_only=True)
+class WritesResults:
+    results: str  # the results directory: the store, profiles, traces, policies (ltd.core.results)
+
+
+@dataclass(kw_only=True)
+class TimesWork:
+    max_other_load: float  # the share of the CPU other work may take before a timing is called busy
+    require_quiet: bool  # refuse a busy machine instead of warning
+
+
+@dataclass(kw_only=True)
+class EvalSchema(JobSchema, WritesResults, TimesWork):
     task: TaskSchema
     logger: LoggerSettings
     methods: list[str]
@@ -90,20 +107,14 @@ class EvalSchema:
     max_new_tokens: int
     temperature: float
     seed: int
-    threads: int | None
     warmup_tokens: int
     repeats: int
-    max_other_load: float
-    require_quiet: bool
     resume: str | None  # a run directory to continue
     skip_missing: bool
-    results: str
 
 
-@dataclass
-class DecodeSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class DecodeSchema(JobSchema, WritesResults, TimesWork):
     task: TaskSchema
     tasks: list[str] | None
     methods: list[str]
@@ -112,17 +123,11 @@ class DecodeSchema:
     max_new_tokens: int
     temperature: float
     seed: int
-    threads: int | None
-    max_other_load: float
-    require_quiet: bool
-    results: str
     controller: dict[str, Any] | None = None  # the controller group, chosen or not
 
 
-@dataclass
-class BenchDecodeSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class BenchDecodeSchema(JobSchema):
     task: TaskSchema
     controller: dict[str, Any]
     prompts: int
@@ -130,14 +135,11 @@ class BenchDecodeSchema:
     repeats: int
     verify_sizes: list[int]
     verify_context: int
-    threads: int | None
     output: str
 
 
-@dataclass
-class BenchPeerSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class BenchPeerSchema(JobSchema, WritesResults, TimesWork):
     task: TaskSchema
     tasks: list[str] | None
     methods: list[str]
@@ -145,23 +147,17 @@ class BenchPeerSchema:
     max_new_tokens: int
     temperature: float
     seed: int
-    threads: int | None
-    max_other_load: float
-    require_quiet: bool
     n_max: list[int]
     batch_sizes: list[int]
     batch_context: int
     llama_cpp: str
     llama_cpp_tools: str | None
-    results: str
     controller: dict[str, Any] | None = None
 
 
-@dataclass
-class TrainDrafterSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
-    threads: int | None
+@dataclass(kw_only=True)
+class TrainDrafterSchema(JobSchema):
+    """make drafter: what every job names, nothing more (the drafter group holds the training)."""
 
 
 @dataclass
@@ -170,27 +166,19 @@ class TreesSchema:
     max_depth: int
 
 
-@dataclass
-class ProfileSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class ProfileSchema(JobSchema, WritesResults, TimesWork):
     trees: TreesSchema
     contexts: list[int]
     verify_sizes: list[int]
     top_k: int
     max_depth: int
     repeats: int
-    threads: int | None
-    max_other_load: float
-    require_quiet: bool
-    results: str
     output: str | None
 
 
-@dataclass
-class RecordSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class RecordSchema(JobSchema, WritesResults):
     task: TaskSchema
     trees: TreesSchema
     top_k: int
@@ -198,8 +186,6 @@ class RecordSchema:
     questions: int | None
     max_new_tokens: int
     states: bool
-    threads: int | None
-    results: str
     output: str | None
 
 
@@ -211,21 +197,15 @@ class LearnedHiddenSchema:
 
 
 @dataclass(kw_only=True)
-class TrainBaselinesSchema(FitSettings):  # the fitting settings, plus what to fit on and where
-    model: ModelSchema
-    drafter: DrafterSchema
+class TrainBaselinesSchema(FitSettings, JobSchema, WritesResults):  # the fitting settings, plus what to fit on and where
     hidden: LearnedHiddenSchema
     traces: str | None
-    results: str
     output: str | None
     c2t_depth: int
-    threads: int | None
 
 
-@dataclass
-class SweepTreeSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class SweepTreeSchema(JobSchema, TimesWork):
     task: TaskSchema
     trees: TreesSchema
     logger: LoggerSettings
@@ -242,10 +222,7 @@ class SweepTreeSchema:
     questions: int
     max_new_tokens: int
     temperature: float
-    threads: int | None
     warmup_tokens: int
-    max_other_load: float
-    require_quiet: bool
     write_best: bool
 
 
@@ -292,10 +269,8 @@ class EnvSchema:
     max_new_tokens: int = 256
 
 
-@dataclass
-class TrainSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class TrainSchema(JobSchema, WritesResults, TimesWork):
     reward: RewardSchema
     ltd: LtdSettings
     env: EnvSchema
@@ -308,17 +283,11 @@ class TrainSchema:
     component: str
     name: str | None
     temperature: float
-    threads: int | None
     tune: bool | None
-    max_other_load: float
-    require_quiet: bool
-    results: str
 
 
-@dataclass
-class TrainRespsSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class TrainRespsSchema(JobSchema, WritesResults):
     trees: TreesSchema
     resps: ReSpSSettings
     logger: LoggerSettings
@@ -327,14 +296,10 @@ class TrainRespsSchema:
     questions: int
     validation: int
     top_k: int
-    threads: int | None
-    results: str
 
 
-@dataclass
-class TrainPPOWSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class TrainPPOWSchema(JobSchema, WritesResults):
     ppow: PPOWSettings
     variants: list[str]
     logger: LoggerSettings
@@ -343,20 +308,14 @@ class TrainPPOWSchema:
     questions: int
     max_new_tokens: int
     eval_tree: list[int]
-    threads: int | None
-    results: str
 
 
-@dataclass
-class BenchEnvSchema:
-    model: ModelSchema
-    drafter: DrafterSchema
+@dataclass(kw_only=True)
+class BenchEnvSchema(JobSchema, WritesResults):
     ltd: LtdSettings
     traces: str
     batches: list[int]
     steps: int
-    threads: int | None
-    results: str
 
 
 SCHEMAS = {"decode": DecodeSchema, "bench_decode": BenchDecodeSchema, "bench_peer": BenchPeerSchema, "train_drafter": TrainDrafterSchema,

@@ -50,10 +50,11 @@ def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
 
 
 def method_settings(settings: dict, cfg) -> dict:
-    """A controller's settings with `{model}`, `{drafter}` and `{results}` in its strings (the paths
-    of trained weights) naming the model and drafter in use and the job's results directory."""
-    names = dict(model=cfg.model.name, drafter=cfg.drafter.kind, results=cfg.get("results", "results"))
-    return {key: value.format(**names) if isinstance(value, str) else value for key, value in settings.items()}
+    """A controller's settings with the paths of trained weights resolved (`${ltd.policy:...}`,
+    `${ltd.baseline:...}`: ltd.core.results) for the model and drafter in use and the job's results."""
+    root = OmegaConf.create({"results": cfg.get("results") or "results", "model": {"name": cfg.model.name},
+                             "drafter": {"kind": cfg.drafter.kind}, "settings": settings})
+    return OmegaConf.to_container(root.settings, resolve=True)
 
 
 def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
@@ -75,11 +76,10 @@ FROM = "from"  # a controller config whose settings another job writes: conf/con
 
 
 def method_config(name: str, cfg) -> dict:
-    """The settings of method `name` (conf/controller), `{model}`, `{drafter}` and `{results}` filled in.
+    """The settings of method `name` (conf/controller), the paths of trained weights resolved.
     A config that names a file `from` gets that file's settings (and keeps `from`: the file says
     whom it was made for, and its digest is part of the method's identity)."""
-    settings = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name)),
-                                                      resolve=True), cfg)
+    settings = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name))), cfg)
     if FROM not in settings:
         return settings
     source = Path(settings[FROM])

@@ -11,6 +11,7 @@ Directories being written are held (`hold`) by their job: a second live job is r
 writing into them too. The hold is an OS lock, so a job killed outright leaves nothing to clean up.
 """
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -125,6 +126,15 @@ class Artefact:
     def unseal(self) -> None:
         """Forget the key before the artefact is rewritten."""
         self.key_path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def rewrite(self):
+        """`with artefact.rewrite(): <write artefact.path>`: the key is forgotten first and recorded
+        only once the block is done, so a crash in between leaves no key and the next run makes the
+        artefact again."""
+        self.unseal()
+        yield self.path
+        self.seal()
 
     def open(self, owned: tuple[str, ...]) -> None:
         """Hold the directory and make it this key's: what a run with the same key left is kept;

@@ -103,15 +103,16 @@ class Engine:
             context, t0 = self.target.length, clock()
             logits, _ = self.target(torch.tensor([token], device=tokens.device))
             token = self._pick(logits[-1], temperature, generator)
-            result.cycles.append(Cycle(0, 0, 0, 0.0, clock() - t0, 0.0, context))
+            result.cycles.append(Cycle(depth=0, verify_size=0, accepted=0, draft_s=0.0, verify_s=clock() - t0,
+                                       policy_s=0.0, context_length=context))
         result.seconds = clock() - begin
         return result
 
     @torch.inference_mode()
     def generate(self, prompt: list[int], controller: Controller, max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None) -> Generation:
-        run = SpeculativeRun(self, prompt, controller.top_k, max_new_tokens, temperature, generator,
-                             controller.reads_state)
+        run = SpeculativeRun(self, prompt, top_k=controller.top_k, max_new_tokens=max_new_tokens,
+                             temperature=temperature, generator=generator, state=controller.reads_state)
         controller.start()
         while not run.done:
             context = run.context
@@ -237,8 +238,9 @@ class SpeculativeRun:
         self.done = engine._finish(self.result.tokens, self.new_context.tolist(), self.max_new_tokens,
                                    self.prompt_length)
         t2 = engine.clock()
-        cycle = Cycle(tree.depth, selection.size, accepted.numel() - 1, self.draft_s + t1 - t0, t2 - t1,
-                      policy_s, context, float(selection.tree_mass))
+        cycle = Cycle(depth=tree.depth, verify_size=selection.size, accepted=accepted.numel() - 1,
+                      draft_s=self.draft_s + t1 - t0, verify_s=t2 - t1, policy_s=policy_s, context_length=context,
+                      tree_mass=float(selection.tree_mass))
         self.result.cycles.append(cycle)
         return cycle
 

@@ -150,7 +150,7 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
         batch = collate(shards, plan[step]).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, len(plan), settings)
-        loss, agreement = ttt_loss(head, embed, batch, settings.ttt_steps, cos, sin)
+        loss, agreement = ttt_loss(head, embed, batch=batch, steps=settings.ttt_steps, cos=cos, sin=sin)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
@@ -162,8 +162,8 @@ def train(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: T
                     top1=f"{sum(r['agreement'][0] for r in recent if r['agreement']) / len(recent):.2f}",
                     tok_s=f"{sum(r['tokens'] for r in recent) / sum(r['seconds'] for r in recent):.0f}")
 
-    return optimise(head, settings.lr, len(plan), one_step, state_path, settings.checkpoint_every, "train drafter",
-                    postfix, log)
+    return optimise(head, settings.lr, total=len(plan), one_step=one_step, state_path=state_path,
+                    checkpoint_every=settings.checkpoint_every, desc="train drafter", postfix=postfix, log=log)
 
 
 def batch_plan(shards: list[dict], batch_tokens: int, seed: int, epochs: int, steps: int | None = None) -> list:

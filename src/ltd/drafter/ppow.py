@@ -72,7 +72,7 @@ class Rollout:
 def context_pass(head: Eagle3Head, embed: torch.Tensor, batch: Batch, cos, sin):
     """Step 0 over the whole batch: the hidden states [B, T, H], the context's keys and values,
     and the head's next-token log-probs at every index [B, T, V']."""
-    hidden, context, _ = context_step(head, embed, batch.features, batch.tokens, cos, sin)
+    hidden, context, _ = context_step(head, embed, features=batch.features, tokens=batch.tokens, cos=cos, sin=sin)
     return hidden, context, head.lm_head(head.norm(hidden)).log_softmax(-1)
 
 
@@ -90,8 +90,8 @@ def chain_pass(head: Eagle3Head, embed: torch.Tensor, hidden: torch.Tensor, cont
         if j:
             position = starts + j
             embeds = embed[head.draft_to_target(tokens[-1])].float()
-            h, kv = layer_step(head, h, embeds, cos[position][:, None, None], sin[position][:, None, None], mask,
-                               context, chain)
+            h, kv = layer_step(head, h, embeds=embeds, cos=cos[position][:, None, None],
+                               sin=sin[position][:, None, None], context_mask=mask, context=context, chain=chain)
             chain = (*chain, kv)
         logp = head.lm_head(head.norm(h)).log_softmax(-1)
         if drafted is None:
@@ -144,21 +144,22 @@ def draw_windows(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, sett
     criticality = token_criticality(probs, logq.gather(-1, ids), head.config.vocab_size) * has_target
     priority = window_priority(criticality, valid_starts(batch, s.window), s.window)
     rows, starts = choose_prefixes(priority, s.prefixes, s.windowing, generator)
-    drafted, logprobs = chain_pass(head, embed, hidden, context, rows, starts, s.window, s.group, cos, sin,
-                                   generator=generator)
+    drafted, logprobs = chain_pass(head, embed, hidden=hidden, context=context, rows=rows, starts=starts,
+                                   window=s.window, group=s.group, cos=cos, sin=sin, generator=generator)
     positions = starts[:, None] + 1 + torch.arange(s.window, device=starts.device)  # where the target chose each token
     continuation = batch.top_ids[rows[:, None], positions, 0]  # [M, K]: the target's greedy choices
     in_target = head.draft_to_target(drafted)
     accepted = accepted_length(in_target, continuation[:, None])
     first = starts + 1
     gap = first_token_gap(in_target[..., 0], batch.top_ids[rows, first][:, None], batch.top_probs[rows, first][:, None])
-    rewards = window_rewards(accepted, gap, gamma, s.eta, s.epsilon, s.proximity)
+    rewards = window_rewards(accepted, gap, gamma=gamma, eta=s.eta, epsilon=s.epsilon, proximity=s.proximity)
     advantages = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     counted = torch.arange(s.window, device=accepted.device) <= accepted[..., None]
     metrics = dict(reward=rewards.mean().item(), accepted=accepted.float().mean().item(),
                    near_miss=near_miss(accepted, gap, s.epsilon).float().mean().item(),
                    priority=priority[rows, starts].mean().item())
-    return Rollout(rows, starts, drafted, logprobs, advantages, counted, metrics)
+    return Rollout(rows, starts, drafted=drafted, logprobs=logprobs, advantages=advantages, counted=counted,
+                   metrics=metrics)
 
 
 def ppow_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, rollout: Rollout, settings: PPOWSettings,
@@ -166,7 +167,8 @@ def ppow_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, view, rollout
     """PPO's clipped objective on the rollout's counted tokens, plus beta * KL(target || head)."""
     s, r = settings, rollout
     hidden, context, logq = context_pass(head, embed, batch, cos, sin)
-    _, logprobs = chain_pass(head, embed, hidden, context, r.rows, r.starts, s.window, s.group, cos, sin, r.drafted)
+    _, logprobs = chain_pass(head, embed, hidden=hidden, context=context, rows=r.rows, starts=r.starts, window=s.window,
+                             group=s.group, cos=cos, sin=sin, drafted=r.drafted)
     ratio = (logprobs - r.logprobs).exp()
     advantage = r.advantages[..., None]
     surrogate = torch.min(ratio * advantage, ratio.clamp(1 - s.clip, 1 + s.clip) * advantage)
@@ -194,9 +196,10 @@ def tune(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: PP
         batch = collate(shards, plan[step]).to(device)
         generator = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + step)
         view = target_view(head, batch)  # the head's vocabulary is fixed: the same for every update
-        rollout = draw_windows(head, embed, batch, view, s, gamma, cos, sin, generator)
+        rollout = draw_windows(head, embed, batch=batch, view=view, settings=s, gamma=gamma, cos=cos, sin=sin,
+                               generator=generator)
         for _ in range(s.updates):
-            loss, parts = ppow_loss(head, embed, batch, view, rollout, s, cos, sin)
+            loss, parts = ppow_loss(head, embed, batch=batch, view=view, rollout=rollout, settings=s, cos=cos, sin=sin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
@@ -207,5 +210,5 @@ def tune(head: Eagle3Head, embed: torch.Tensor, shards: list[dict], settings: PP
         mean = lambda key: sum(r[key] for r in recent) / len(recent)
         return dict(reward=f"{mean('reward'):.3f}", accepted=f"{mean('accepted'):.2f}", kl=f"{mean('kl'):.3f}")
 
-    return optimise(head, s.lr, len(plan), one_step, state_path, s.checkpoint_every, f"ppow {s.name}", postfix, log,
-                    report)
+    return optimise(head, s.lr, total=len(plan), one_step=one_step, state_path=state_path,
+                    checkpoint_every=s.checkpoint_every, desc=f"ppow {s.name}", postfix=postfix, log=log, report=report)

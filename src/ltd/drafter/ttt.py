@@ -88,8 +88,8 @@ def context_step(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, 
     float32 copy of a large target's whole embedding would cost gigabytes)."""
     T = tokens.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-    hidden, context = layer_step(head, head.fc(features), embed[shift_left(tokens, 1)].float(), cos[:T], sin[:T],
-                                 causal)
+    hidden, context = layer_step(head, head.fc(features), embeds=embed[shift_left(tokens, 1)].float(), cos=cos[:T],
+                                 sin=sin[:T], context_mask=causal)
     return hidden, context, causal
 
 
@@ -97,12 +97,13 @@ def unroll(head: Eagle3Head, embed: torch.Tensor, features: torch.Tensor, tokens
            cos: torch.Tensor, sin: torch.Tensor):
     """Yield the head's output hidden states [B, T, H] of steps 0, 1, ..., steps-1."""
     T = tokens.shape[1]
-    hidden, context, causal = context_step(head, embed, features, tokens, cos, sin)
+    hidden, context, causal = context_step(head, embed, features=features, tokens=tokens, cos=cos, sin=sin)
     chain = ()
     for j in range(steps):
         if j:
             embeds = embed[shift_left(tokens, j + 1)].float()
-            hidden, kv = layer_step(head, hidden, embeds, cos[j : j + T], sin[j : j + T], causal, context, chain)
+            hidden, kv = layer_step(head, hidden, embeds=embeds, cos=cos[j : j + T], sin=sin[j : j + T],
+                                    context_mask=causal, context=context, chain=chain)
             chain = (*chain, kv)
         yield hidden
 
@@ -114,7 +115,8 @@ def ttt_loss(head: Eagle3Head, embed: torch.Tensor, batch: Batch, steps: int, co
     draft_ids, draft_probs, mass = draft_targets(head, batch.top_ids, batch.top_probs)
     top1_in_draft = head.t2d[batch.top_ids[..., 0]]
     total, agreements = 0.0, []
-    for j, hidden in enumerate(unroll(head, embed, batch.features, batch.tokens, steps, cos, sin)):
+    for j, hidden in enumerate(unroll(head, embed, features=batch.features, tokens=batch.tokens, steps=steps, cos=cos,
+                                      sin=sin)):
         # index t predicts token t+j+2: the target's distribution at position t+j+1
         weight = shift_left(batch.predicts_response, j + 1, False) & (shift_left(mass, j + 1) > 0)
         if not weight.any():

@@ -77,7 +77,8 @@ def run_question(engine: Engine, target, methods: list[Method], question: Questi
     for repeat in range(repeats):
         meter = LoadMeter().start()
         order = rotation(methods, number * repeats + repeat)
-        cycles, totals = decode_turns(engine, target, order, question, max_new_tokens, temperature, seed + repeat)
+        cycles, totals = decode_turns(engine, target, order=order, question=question, max_new_tokens=max_new_tokens,
+                                      temperature=temperature, seed=seed + repeat)
         load = meter.read()
         for row in cycles:
             row["repeat"] = repeat
@@ -143,8 +144,9 @@ def decode_questions(engine: Engine, target, methods: list[Method], questions: l
     follows each question with its rows."""
     rows = []
     for number, question in enumerate(questions):
-        question_rows = run_question(engine, target, methods, question, first + number, max_new_tokens, temperature,
-                                     seed, repeats)[1]
+        question_rows = run_question(engine, target, methods=methods, question=question, number=first + number,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                     repeats=repeats)[1]
         rows += question_rows
         done(question_rows)
     return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
@@ -172,8 +174,9 @@ def decode_tasks(engine: Engine, target, methods: list[Method], questions: dict[
     with tqdm(total=sum(map(len, questions.values())), unit="question") as bar:
         for task, task_questions in questions.items():
             bar.set_description(task)
-            per_task[task] = decode_questions(engine, target, methods, task_questions, max_new_tokens, temperature,
-                                              seed, first, repeats, done)
+            per_task[task] = decode_questions(engine, target, methods=methods, questions=task_questions,
+                                              max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                              first=first, repeats=repeats, done=done)
             first += len(task_questions)
     return per_task
 
@@ -222,8 +225,9 @@ def run_load(questions: pd.DataFrame) -> Load | None:
         seconds=("seconds", "sum"), other=("other_load", "first"), steal=("steal", "first"),
         loadavg=("loadavg", "first")).dropna()
     weights = per_question["seconds"] / per_question["seconds"].sum()
-    return Load(other=float((per_question["other"] * weights).sum()), steal=float((per_question["steal"] * weights).sum()),
-                loadavg=float(per_question["loadavg"].max()), cpus=len(job_cpus()))
+    return Load(other=float((per_question["other"] * weights).sum()),
+                steal=float((per_question["steal"] * weights).sum()), loadavg=float(per_question["loadavg"].max()),
+                cpus=len(job_cpus()))
 
 
 def check_lossless(per_task: dict[str, pd.DataFrame]) -> None:

@@ -83,8 +83,9 @@ def prepare_features(target, sequences, directory: Path, job: DrafterJob, log) -
             bar.update(done)
 
         for i in missing:
-            shard = target_pass(target.decoder, chunk(i), layers, job.target_top_k, job.target_batch,
-                                job.answer_length, target.stop_token_ids, progress)
+            shard = target_pass(target.decoder, chunk(i), feature_layers=layers, top_k=job.target_top_k,
+                                batch_size=job.target_batch, new_tokens=job.answer_length,
+                                stop_ids=target.stop_token_ids, progress=progress)
             write_shard(shard_path(directory, i), shard)
     return shards
 
@@ -133,7 +134,7 @@ def train_drafter(target, job: DrafterJob, root: str | Path, log=print) -> tuple
     head.set_vocabulary(vocabulary)
     warm_start(head, target.decoder)
     embed = target.decoder.embed
-    history = train(head, embed, shards, job.train, work / "training.pt", log)
+    history = train(head, embed, shards=shards, settings=job.train, state_path=work / "training.pt", log=log)
 
     prompts = [target.encode_chat([{"role": "user", "content": e.prompt}]) for e in held_out[: job.eval_prompts]]
     metrics = evaluate_head(target, head, prompts, job.eval_new_tokens, StaticTree(*job.eval_tree))

@@ -53,8 +53,9 @@ def evaluate_task(engine: Engine, target, methods: list[Method], questions: list
         method.generate(engine, warm_up, s.warmup_tokens, s.temperature, s.seed)
     start, before = time.perf_counter(), records.loop_seconds
     for number in range(len(done), len(questions)):
-        cycle_rows, question_rows = run_question(engine, target, methods, questions[number], first + number,
-                                                 s.max_new_tokens, s.temperature, s.seed, s.repeats)
+        cycle_rows, question_rows = run_question(engine, target, methods=methods, question=questions[number],
+                                                 number=first + number, max_new_tokens=s.max_new_tokens,
+                                                 temperature=s.temperature, seed=s.seed, repeats=s.repeats)
         s.guard.check(Load.of_question(question_rows[0]), f"question {questions[number].id}")
         records.add(cycle_rows, question_rows)
         records.loop_seconds = before + time.perf_counter() - start
@@ -114,7 +115,8 @@ def evaluate_tracked(engine: Engine, target, methods: list[Method], questions: l
         tracker.log({f"{row['method']}/throughput": row["throughput"] for row in question_rows}, step=number)
 
     try:
-        summary = evaluate_task(engine, target, methods, questions, settings, records, run, on_question)
+        summary = evaluate_task(engine, target, methods=methods, questions=questions, settings=settings,
+                                records=records, run=run, on_question=on_question)
         bar.close()
     finally:
         if records.questions:

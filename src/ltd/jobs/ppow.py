@@ -21,6 +21,7 @@ from ltd.core.artefacts import Artefact, hold
 from ltd.core.atomic import write_directory, write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import digest
+from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions
 from ltd.core.tracking import Tracker
@@ -32,8 +33,9 @@ from ltd.drafter.ppow import PPOWSettings, tune
 from ltd.eval.runner import AUTOREGRESSIVE, Method, check_lossless, decode_questions, summarise
 from ltd.eval.store import append_rows, stamped
 from ltd.jobs.drafter import head_data
+from ltd.jobs.profile import ensure_cost_model
 from ltd.models.eagle3 import Eagle3Drafter, Eagle3Head
-from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key, saved_cost_model
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
 
 SUPERVISED = "supervised"
@@ -64,15 +66,14 @@ def chain_costs(job: PPOWJob, target, drafter, threads: int, log=print) -> CostM
     """The cost model of chains (top-k 1) for this head on this machine: saved, or measured now."""
     i = job.identity
     file = cost_model_file(job.results, cost_model_key(i["model"], i["drafter"], i["machine"], 1))
-    costs = saved_cost_model(file)
-    if costs is None:
+
+    def measure() -> CostModel:
         log("measuring the cost of a draft step and a target step (once per head and machine)")
         contexts = sorted({min(c, target.decoder.max_positions // 2) for c in (128, 512)})
-        costs = measure_cost_model(target, drafter, "eagle3", threads, contexts, [0], 1, 2, 5)
-        file.unseal()
-        costs.save(file.path)
-        file.seal()
-    return costs
+        return measure_cost_model(target, drafter, drafter_name="eagle3", threads=threads, contexts=contexts,
+                                  verify_sizes=[0], top_k=1, max_depth=2, repeats=5)
+
+    return ensure_cost_model(file, measure)[0]
 
 
 def variant_artefact(work: Path, supervised_key: dict, settings: PPOWSettings, gamma: float) -> Artefact:
@@ -94,12 +95,14 @@ def train_variant(target, supervised: Path, shards: list[dict], job: PPOWJob, se
     report = lambda row: tracker.log({f"{settings.name}/{k}": v for k, v in row.items()
                                       if isinstance(v, (int, float))})
     if settings.method == "ppow":
-        history = tune(head, target.decoder.embed, shards, settings, gamma, state, log, report)
+        history = tune(head, target.decoder.embed, shards=shards, settings=settings, gamma=gamma, state_path=state,
+                       log=log, report=report)
     else:
         s = settings
         continued = replace(job.drafter.train, lr=s.lr, batch_tokens=s.batch_tokens, grad_clip=s.grad_clip,
                             checkpoint_every=s.checkpoint_every, seed=s.seed)
-        history = train(head, target.decoder.embed, shards, continued, state, log, steps=s.optimizer_steps)
+        history = train(head, target.decoder.embed, shards=shards, settings=continued, state_path=state, log=log,
+                        steps=s.optimizer_steps)
     metrics = dict(variant=settings.name, gamma=gamma, optimizer_steps=settings.optimizer_steps,
                    train_seconds=sum(r["seconds"] for r in history), last=history[-1])
 
@@ -128,7 +131,9 @@ def evaluate(target, heads: dict[str, Path], job: PPOWJob, log=print) -> tuple[p
     for task in job.tasks:
         questions = load_questions(task.path, job.questions)
         log(f"{task.name}: {len(questions)} questions, {len(methods)} methods interleaved")
-        per_task[task.name] = decode_questions(first, target, methods, questions, job.max_new_tokens, 0.0, 0, decoded)
+        per_task[task.name] = decode_questions(first, target, methods=methods, questions=questions,
+                                               max_new_tokens=job.max_new_tokens, temperature=0.0, seed=0,
+                                               first=decoded)
         decoded += len(questions)
         summary = summarise(per_task[task.name], [m.name for m in methods])
         rows += [dict(task=task.name, **row) for row in summary if row["method"] != AUTOREGRESSIVE]
@@ -167,7 +172,8 @@ def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tra
     log(f"gamma (a draft step over a target step, measured here): {gamma:.3f}")
     heads = {SUPERVISED: supervised.path}
     for settings in job.variants:
-        heads[settings.name] = train_variant(target, supervised.path, shards, job, settings, gamma, tracker, log)
+        heads[settings.name] = train_variant(target, supervised.path, shards=shards, job=job, settings=settings,
+                                             gamma=gamma, tracker=tracker, log=log)
     results, per_task = evaluate(target, heads, job, log)
     rows = table(results)
     depth, top_k, verify = job.eval_tree
@@ -175,7 +181,7 @@ def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tra
           f"{job.questions} questions, {job.max_new_tokens} new tokens, {threads} threads, gamma {gamma:.3f}")
     print(format_table(rows, list(rows[0])))
     tracker.summarise({f"{r['head']}/{k}": v for r in rows for k, v in r.items() if isinstance(v, float)})
-    store = Path(job.results) / "store.jsonl"
+    store = ResultPaths(job.results).store
     append_rows(store, stamped(results.to_dict("records"), run_dir, job="drafter-rl", gamma=gamma,
                                model=target.name, eval_tree=list(job.eval_tree)))
     print(f"appended {len(results)} rows to {store}")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ltd.core.artefacts import Artefact
 from ltd.core.errors import LtdError
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import load_questions
 from ltd.core.tracking import Tracker
 from ltd.decoding.engine import Engine, SpeculativeRun
@@ -37,17 +38,13 @@ from ltd.traces.trace_sets import record_tasks, trace_set
 PERSISTENCE_ABLATION = (1, 10, 30)
 
 
-def resps_directory(results: str, model_name: str, drafter_kind: str) -> Path:
-    """Where make resps keeps the policy (and make train looks for it)."""
-    return Path(results) / "policies" / f"{model_name}-{drafter_kind}-resps"
-
-
 def cost_model_for(results: str, model: dict, drafter: dict, machine: dict, top_k: int) -> CostModel:
     file = cost_model_file(results, cost_model_key(model, drafter, machine, top_k))
     costs = saved_cost_model(file)
     if costs is None:
-        raise LtdError(f"no cost model of {model['name']} with this drafter on this machine in {results}/profiles "
-                       f"(top-k {top_k}): make profile measures one (resps=paper trains online on the paper's bins without it)")
+        raise LtdError(f"no cost model of {model['name']} with this drafter on this machine in "
+                       f"{ResultPaths(results).profiles} (top-k {top_k}): make profile measures one (resps=paper "
+                       f"trains online on the paper's bins without it)")
     return costs
 
 
@@ -90,14 +87,15 @@ def train(target, drafter, job: ReSpSJob, tracker: Tracker) -> Path:
         make_env = lambda: ReSpSReplayEnv(tables, s.persistence, s.envs, s.ppo.seed)
     else:
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
-        make_env = lambda: ReSpSOnlineEnv(engine, prompts, grid, target.decoder.spec.hidden_size, s.persistence,
-                                          s.max_new_tokens, s.ppo.seed)
-    directory = resps_directory(job.results, job.identity["model"]["name"], job.identity["drafter"]["kind"])
+        make_env = lambda: ReSpSOnlineEnv(engine, prompts, grid=grid, state_width=target.decoder.spec.hidden_size,
+                                          persistence=s.persistence, max_new_tokens=s.max_new_tokens, seed=s.ppo.seed)
+    directory = ResultPaths(job.results).resps(job.identity["model"]["name"], job.identity["drafter"]["kind"])
     Artefact(directory, key, "a resps policy", directory=True).open(owned=("*.pt",))
     print(f"resps ({s.environment}): {len(grid)} tree shapes (V {sorted({x.verify for x in grid})}, depth "
           f"{sorted({x.depth for x in grid})}, top-k {sorted({x.top_k for x in grid})}), shapes held "
           f"{s.persistence} cycles")
-    policy = ppo(make_env, resps_spec(grid, target.decoder.spec.hidden_size, s.hidden), s, directory, tracker, held)
+    policy = ppo(make_env, resps_spec(grid, target.decoder.spec.hidden_size, s.hidden), settings=s, directory=directory,
+                 tracker=tracker, held=held)
     print(f"most likely shapes on the training prompts' first states: "
           f"{most_likely_shapes(target, drafter, policy, grid, prompts)}")
     print(f"policy: {directory / 'policy.pt'} (controller=resps decodes with it)")
@@ -108,10 +106,11 @@ def replay_tables(target, drafter, job: ReSpSJob) -> tuple[ShapeTables, ShapeTab
     """(training tables, held-out tables, the trace sets for the policy's key): each task's last
     questions recorded once per top-k of the grid, to its deepest level, with the states."""
     train, held, sets = {}, {}, {}
-    ids = job.identity["model"], job.identity["drafter"]
     for k in sorted({s.top_k for s in job.grid}):
-        recorded = record_tasks(target, drafter, job.results, *ids, job.tasks, job.questions, job.validation,
-                                job.settings.max_new_tokens, k, max(s.depth for s in job.grid), states=True)
+        recorded = record_tasks(target, drafter, results=job.results, model=job.identity["model"],
+                                drafter_id=job.identity["drafter"], tasks=job.tasks, questions=job.questions,
+                                validation=job.validation, max_new_tokens=job.settings.max_new_tokens, top_k=k,
+                                max_depth=max(s.depth for s in job.grid), states=True)
         train[k], held[k] = recorded.train, recorded.held_out
         sets[str(k)] = [trace_set(recorded.train_paths), trace_set(recorded.held_paths)]
     if not all(held.values()) or not all(train.values()):
@@ -140,7 +139,8 @@ def ppo(make_env, spec, settings: ReSpSSettings, directory: Path, tracker: Track
             bar.n = done
             bar.refresh()
 
-        policy = train_resps(make_env, spec, settings.ppo, directory, validate, log, progress)
+        policy = train_resps(make_env, spec, settings=settings.ppo, directory=directory, validate=validate, log=log,
+                             progress=progress)
     if held is not None:
         rows = {n: resps_replay_speedup(held, policy, n) for n in PERSISTENCE_ABLATION}
         print("held-out replay, the policy's most likely shape held N cycles: " + ", ".join(

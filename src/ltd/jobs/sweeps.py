@@ -18,9 +18,10 @@ from omegaconf import OmegaConf
 from ltd.config.files import CONFIG_PATH
 from ltd.core.atomic import write_file
 from ltd.core.errors import LtdError
+from ltd.core.results import ResultPaths
 from ltd.eval.runner import AUTOREGRESSIVE
 from ltd.eval.store import load_store, stored_run
-from ltd.eval.table1 import markdown, table1
+from ltd.eval.table1 import markdown, sweep_cells, table1
 
 SWEEPS = Path(CONFIG_PATH).parent / "sweeps"
 ERROR_FILE = "error.txt"
@@ -71,13 +72,13 @@ def sweep_table(store: pd.DataFrame, sweep: str) -> pd.DataFrame:
         raise LtdError(f"the results store has no rows of experiment {experiment!r}: make sweep name={sweep} first")
     listed = lambda key: swept.get(key) or sorted(rows[key].unique())
     methods = [m for m in (config.get("methods") or listed("method")) if m != AUTOREGRESSIVE]
-    return table1(rows, listed("model"), listed("task"), methods)
+    return sweep_cells(table1(rows, models=listed("model"), tasks=listed("task"), methods=methods))
 
 
 def write_table1(sweep: str, results: str) -> tuple[pd.DataFrame, Path]:
     """Table 1 of `sweep` from <results>/store.jsonl, written to <results>/tables/<sweep>.md and .csv."""
-    table = sweep_table(load_store(Path(results) / "store.jsonl"), sweep)
-    out = Path(results) / "tables" / sweep
+    table = sweep_table(load_store(ResultPaths(results).store), sweep)
+    out = ResultPaths(results).table(sweep)
     write_file(out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(table) + "\n"))
     write_file(out.with_suffix(".csv"), lambda tmp: table.to_csv(tmp, index=False))
     return table, out
@@ -100,7 +101,7 @@ def job_overrides() -> list[str]:
 def finished_before(results: str, run_dir: Path) -> bool:
     """True, with a line saying so, when the results store holds rows of `run_dir`: a sweep's job
     run again that finished before."""
-    store = Path(results) / "store.jsonl"
+    store = ResultPaths(results).store
     if stored_run(store, run_dir):
         print(f"{run_dir}: finished already, its rows are in {store}")
         return True

@@ -39,6 +39,7 @@ from ltd.core.artefacts import Artefact, note, read_or_drop
 from ltd.core.atomic import write_file, write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import describe_machine, file_digest
+from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions
 from ltd.core.tracking import LoggerSettings, Tracker
@@ -46,16 +47,16 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.decoding.tree import tree_capacity
 from ltd.eval.headline import BEST_CONSTANT, LTD as LTD_METHOD, Headline, static_baselines
-from ltd.eval.machine_load import LoadGuard, LoadMeter
+from ltd.eval.machine_load import LoadGuard
 from ltd.eval.records import Records
 from ltd.eval.runner import AUTOREGRESSIVE, SUMMARY_SHOWN, Method, check_lossless, check_methods, summarise
 from ltd.eval.store import append_rows, stamped
 from ltd.jobs.eval import EvalSettings, evaluate_task
-from ltd.jobs.resps import resps_directory
+from ltd.jobs.profile import ensure_cost_model
 from ltd.jobs.sweeps import job_overrides
 from ltd.rl.backends import OnlineBackend, ReplayBackend
-from ltd.rl.ltd.stages import TrainedPolicies, test_replay, train_ltd
-from ltd.rl.settings import COMPONENTS, LtdSettings
+from ltd.rl.ltd.stages import TrainedPolicies, schedule, test_replay, train_ltd
+from ltd.rl.settings import LtdSettings
 from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key, saved_cost_model
 from ltd.traces.profiler import measure_cost_model
@@ -93,8 +94,8 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     check_methods([Method(method) for method in cfg.evaluate.methods] + [Method(LTD_METHOD)])
     logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
-    return Job(cfg, baselines, settings, tasks, name, logger, model, drafter, machine,
-               LoadGuard(cfg.max_other_load, cfg.require_quiet))
+    return Job(cfg, baselines, settings=settings, tasks=tasks, name=name, logger=logger, model=model, drafter=drafter,
+               machine=machine, guard=LoadGuard(cfg.max_other_load, cfg.require_quiet))
 
 
 def run(job: Job, run_dir: Path) -> None:
@@ -112,26 +113,30 @@ def run(job: Job, run_dir: Path) -> None:
                           tags=[cfg.model.name, cfg.drafter.kind, job.search.mode], config={"study": job.search.name})
         tune(job.search, opened, Engine(target.decoder, target.stop_token_ids, drafter), target, tracker)
         spent("tree search")
-    costs, cost_file = cost_model(cfg, target, drafter, job.settings.sizes, job.model, job.drafter, job.machine,
-                                  job.guard)
+    costs, cost_file = cost_model(cfg, target, drafter=drafter, sizes=job.settings.sizes, model=job.model,
+                                  drafter_id=job.drafter, here=job.machine, guard=job.guard)
     spent("profile")
     recorded = traces(cfg, target, drafter, job.model, job.drafter)
     spent("record")
     print(f"traces: {len(recorded.train)} answers to train on ({sum(t.positions for t in recorded.train)} "
           f"positions), {len(recorded.held_out)} for validation, {len(recorded.test)} for test, in "
           f"{', '.join(map(str, recorded.directories))}")
-    learned_baselines(cfg, job.baselines, recorded.train, recorded.train_paths, job.model, job.drafter)
+    learned_baselines(cfg, job.baselines, train=recorded.train, train_paths=recorded.train_paths, model=job.model,
+                      drafter_id=job.drafter)
     spent("baselines")
-    policies = Artefact(Path(cfg.results) / "policies" / f"{cfg.model.name}-{cfg.drafter.kind}-{job.name}",
-                        policies_key(cfg, job.settings, job.model, job.drafter, recorded, cost_file), "ltd policies",
-                        directory=True)
+    policies = Artefact(ResultPaths(cfg.results).policies(cfg.model.name, cfg.drafter.kind, job.name),
+                        policies_key(cfg, job.settings, model=job.model, drafter_id=job.drafter, recorded=recorded,
+                                     cost_model=cost_file),
+                        "ltd policies", directory=True)
     policies.open(owned=("*.pt", "*.json", "*.yaml", "checkpoints"))
     tracker = Tracker(job.logger, run_dir, job_type="train", name=f"train-{cfg.model.name}-{job.name}-{run_dir.name}",
                       group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.reward.kind, cfg.component],
                       config=OmegaConf.to_container(cfg, resolve=True))
     try:
-        trained = train_policies(job, backend(cfg, job.settings, recorded.train, costs, target, drafter),
-                                 recorded.held_out, costs, policies.path, tracker)
+        trained = train_policies(job,
+                                 backend(cfg, job.settings, train=recorded.train, costs=costs, target=target,
+                                         drafter=drafter),
+                                 held_out=recorded.held_out, costs=costs, directory=policies.path, tracker=tracker)
         spent("ppo")
         print_stages(trained, policies.path, len(recorded.held_out))
         if recorded.test:
@@ -159,12 +164,9 @@ def ltd_settings(cfg) -> LtdSettings:
     s = replace(s, sizes=tuple(s.sizes), size_hidden=tuple(s.size_hidden), depth_hidden=tuple(s.depth_hidden),
                 size_ppo=tuples(s.size_ppo), depth_ppo=tuples(s.depth_ppo))
     s.validate()
-    if cfg.component not in COMPONENTS:
-        raise LtdError(f"unknown component {cfg.component!r}; choose from: {', '.join(COMPONENTS)}")
+    schedule(s, cfg.component)  # an unknown component is one line now, before any model loads
     if cfg.env.backend not in ("replay", "online"):
         raise LtdError(f"unknown env backend {cfg.env.backend!r}; choose from: replay, online")
-    if not cfg.temperature >= 0:
-        raise LtdError(f"temperature must be a number >= 0 (0: greedy), got {cfg.temperature}")
     if cfg.temperature > 0 and cfg.env.backend == "replay":
         # A trace holds the target's greedy answer: what a sampled cycle accepts is not in it.
         raise LtdError("the replay environments replay greedy traces: temperature > 0 trains online (env=online)")
@@ -181,34 +183,33 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
     covers the sizes and depths to be priced, else a new one."""
 
     file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
-    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)}
-    costs = saved_cost_model(file)
-    if costs is not None:
-        if (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
-                and costs.max_depth >= cfg.record.max_depth):
-            print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
-            return costs, file
-        measured |= set(costs.verify_sizes)
+    saved = saved_cost_model(file)
+    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)} | set(saved.verify_sizes if saved else ())
+    covers = lambda costs: (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
+                            and costs.max_depth >= cfg.record.max_depth)
     p = cfg.profile
-    guard.before_timing()
-    meter = LoadMeter().start()
-    with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
-        costs = measure_cost_model(target, drafter, cfg.drafter.kind, here["threads"], list(p.contexts),
-                                   sorted(measured), cfg.record.top_k, cfg.record.max_depth, p.repeats, bar.update)
-    load = meter.read()
-    guard.check(load, "the profile")  # a busy profile is not saved: PPO would train on its prices
-    file.unseal()
-    costs.save(file.path)
-    file.seal()
-    print(f"cost model: measured, {file.path}; {guard.verdict(load)}")
+
+    def measure() -> CostModel:
+        with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
+            return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=here["threads"],
+                                      contexts=list(p.contexts), verify_sizes=sorted(measured),
+                                      top_k=cfg.record.top_k, max_depth=cfg.record.max_depth, repeats=p.repeats,
+                                      progress=bar.update)
+
+    costs, verdict = ensure_cost_model(file, measure, reuse=covers, guard=guard)
+    if verdict is None:
+        print(f"cost model: {file.path} (measured before on this machine; delete it to measure again)")
+    else:
+        print(f"cost model: measured, {file.path}; {verdict}")
     return costs, file
 
 
 def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
     """The traces of make train's questions, recorded where missing."""
     r = cfg.record
-    return record_tasks(target, drafter, cfg.results, model, drafter_id, list(map(task_config, r.tasks)), r.questions,
-                        r.validation, r.max_new_tokens, r.top_k, r.max_depth, test=r.test)
+    return record_tasks(target, drafter, results=cfg.results, model=model, drafter_id=drafter_id,
+                        tasks=list(map(task_config, r.tasks)), questions=r.questions, validation=r.validation,
+                        max_new_tokens=r.max_new_tokens, top_k=r.top_k, max_depth=r.max_depth, test=r.test)
 
 
 def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
@@ -217,7 +218,7 @@ def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model
     conf/train_baselines.yaml)."""
 
     key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
-    output = Artefact(Path(cfg.results) / "baselines" / f"{cfg.model.name}-{cfg.drafter.kind}", key,
+    output = Artefact(ResultPaths(cfg.results).baselines(cfg.model.name, cfg.drafter.kind), key,
                       "learned baselines", directory=True)
     kinds = []
     for method in cfg.evaluate.methods:
@@ -261,13 +262,15 @@ def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
     """The environments PPO runs in (conf/env)."""
 
     if cfg.env.backend == "replay":
-        return ReplayBackend(train, costs, settings.sizes, cfg.reward.kind, settings.size_envs, settings.depth_envs)
+        return ReplayBackend(train, costs, sizes=settings.sizes, reward=cfg.reward.kind, size_envs=settings.size_envs,
+                             depth_envs=settings.depth_envs)
     task = task_config(cfg.env.task)
     questions = load_questions(task.path, cfg.env.questions, task.per_category)
     prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
     engine = Engine(target.decoder, target.stop_token_ids, drafter)
-    return OnlineBackend(engine, prompts, settings.sizes, cfg.reward.kind, cfg.record.top_k, cfg.record.max_depth,
-                         cfg.env.max_new_tokens, cfg.temperature)
+    return OnlineBackend(engine, prompts, sizes=settings.sizes, reward=cfg.reward.kind, top_k=cfg.record.top_k,
+                         max_depth=cfg.record.max_depth, max_new_tokens=cfg.env.max_new_tokens,
+                         temperature=cfg.temperature)
 
 
 def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,
@@ -289,7 +292,8 @@ def train_policies(job: Job, environments, held_out: list, costs: CostModel, dir
         bars[stage].refresh()
 
     try:
-        return train_ltd(environments, held_out, costs, job.settings, job.cfg.component, directory, log, progress)
+        return train_ltd(environments, held_out, costs=costs, s=job.settings, component=job.cfg.component,
+                         directory=directory, log=log, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()
@@ -333,7 +337,7 @@ def resps_method(job: Job) -> list[Method]:
     conf/controller/resps.yaml's persistence, resps-p<N> otherwise), where make resps trained it
     into these results."""
     cfg = job.cfg
-    policy = resps_directory(cfg.results, cfg.model.name, cfg.drafter.kind) / "policy.pt"
+    policy = ResultPaths(cfg.results).resps(cfg.model.name, cfg.drafter.kind) / "policy.pt"
     if not cfg.evaluate.resps:
         return []
     if not policy.is_file():
@@ -357,8 +361,8 @@ def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: P
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.machine["threads"],
                    max_new_tokens=e.max_new_tokens, temperature=cfg.temperature)
         with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
-            summary = evaluate_task(engine, target, methods, questions, settings, records, run,
-                                    lambda *_: bar.update(), first)
+            summary = evaluate_task(engine, target, methods=methods, questions=questions, settings=settings,
+                                    records=records, run=run, on_question=lambda *_: bar.update(), first=first)
         first += len(questions)
         print(f"\n{task.name}: {len(questions)} questions, up to {e.max_new_tokens} new tokens per turn")
         print(format_table(summary["methods"], SUMMARY_SHOWN))
@@ -390,7 +394,7 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
                             "ratio to best static low": ratio["ratio low"],
                             "ratio to best static high": ratio["ratio high"]})
             stored.append(row)
-    store = Path(cfg.results) / "store.jsonl"
+    store = ResultPaths(cfg.results).store
     append_rows(store, stored)
     tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in headline.rows})
     print(f"appended {len(stored)} rows to {store}; records and train.md in {run_dir}")

@@ -14,8 +14,12 @@ torch::Tensor attend(const torch::Tensor& qkv, const torch::Tensor& cos, const t
 double dot_peak(int64_t rounds);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("linear", &linear, "x @ W.T for W in GGUF k-quant blocks (gguf_linear.cpp)");
+  // Named arguments: callers pass all but the first by name.
+  m.def("linear", &linear, "x @ W.T for W in GGUF k-quant blocks (gguf_linear.cpp)", py::arg("x"), py::arg("codes"),
+        py::arg("sub"), py::arg("d"), py::arg("formats"), py::arg("portable"), py::arg("norm"), py::arg("eps"));
   m.def("path", &path, "the SIMD path this build runs");
   m.def("dot_peak", &dot_peak, "multiply-adds a second of the dot-product instructions (dot_peak.cpp)");
-  m.def("attend", &attend, "rotary, cache append and attention, each row on its own (attention.cpp)");
+  m.def("attend", &attend, "rotary, cache append and attention, each row on its own (attention.cpp)", py::arg("qkv"),
+        py::arg("cos"), py::arg("sin"), py::arg("keys"), py::arg("values"), py::arg("start"), py::arg("seen"),
+        py::arg("heads"), py::arg("kv_heads"));
 }

@@ -111,8 +111,9 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
         padding = parts[0].shape[1] - flat.shape[1]  # quantize_q4_k pads a weight's columns with zeros
         out = torch.cat([reference_linear(F.pad(flat, (0, padding)), part) for part in parts], dim=1)
     else:  # the kernel pads the columns itself
-        out = module.linear(flat, [p.codes for p in parts], [p.sub for p in parts], [p.d for p in parts],
-                            [FORMATS[p.format] for p in parts], portable, NO_NORM if norm is None else norm, eps)
+        out = module.linear(flat, codes=[p.codes for p in parts], sub=[p.sub for p in parts], d=[p.d for p in parts],
+                            formats=[FORMATS[p.format] for p in parts], portable=portable,
+                            norm=NO_NORM if norm is None else norm, eps=eps)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 

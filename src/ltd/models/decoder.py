@@ -62,7 +62,7 @@ class DecoderSpec:
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, attr="none", scalars=[None], algorithm="")
 
 
 def pick_linear(device: torch.device, dtype: torch.dtype):
@@ -239,8 +239,8 @@ class KVCache:
         `mask` ([T, length + T]; None: all) lets it see: [T, heads * d]. Every row runs the same
         loops whatever the others, so a tree's rows equal decoding them alone, bit for bit."""
         seen = mask if mask is not None else SEES_ALL
-        return rows_kernel.attend(qkv.contiguous(), cos, sin, self.k[layer, 0], self.v[layer, 0], self.length, seen,
-                                  heads, self.k.shape[2])
+        return rows_kernel.attend(qkv.contiguous(), cos=cos, sin=sin, keys=self.k[layer, 0], values=self.v[layer, 0],
+                                  start=self.length, seen=seen, heads=heads, kv_heads=self.k.shape[2])
 
 
 @dataclass
@@ -367,7 +367,7 @@ class Decoder:
         spec = DecoderSpec.from_hf_config(config)
         length = min(max_positions or config.max_position_embeddings, config.max_position_embeddings)
         cos, sin = rope_tables(config, length)
-        return cls(spec, state, cos, sin, dtype, device, quantize)
+        return cls(spec, state, cos, sin, dtype=dtype, device=device, quantize=quantize)
 
     def weight_bytes(self) -> int:
         """Bytes of weights one token streams through: every layer's matrices and norms, the final
@@ -402,8 +402,8 @@ class Decoder:
         capacity = capacity or self.max_positions
         if self.cache is None or self.cache.capacity != capacity or self.cache.batch != batch:
             spec = self.spec
-            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, spec.head_dim, capacity, self.device,
-                                 batch)
+            self.cache = KVCache(spec.num_layers, spec.num_kv_heads, head_dim=spec.head_dim, capacity=capacity,
+                                 device=self.device, batch=batch)
         self.cache.length = 0
 
     @property
@@ -459,7 +459,7 @@ class Decoder:
         for i, layer in enumerate(self.layers):
             if i in feature_layers:
                 captured[i] = x
-            x = self.block(i, layer, x, cos, sin, mask, rows_apart, rows_kernel)
+            x = self.block(i, layer, x=x, cos=cos, sin=sin, mask=mask, rows_apart=rows_apart, rows_kernel=rows_kernel)
         if spec.num_layers in feature_layers:
             captured[spec.num_layers] = x
         cache.length += T
@@ -492,7 +492,7 @@ class Decoder:
                 q, k = (rms_norm(t.unflatten(-1, (-1, d)), norm, spec.rms_eps).flatten(-2)
                         for t, norm in ((q, layer.q_norm), (k, layer.k_norm)))
                 qkv = torch.cat((q, k, v), dim=-1)
-            attn = self.cache.attend_rows(rows_kernel, i, qkv[0], cos, sin, mask, nh)
+            attn = self.cache.attend_rows(rows_kernel, i, qkv=qkv[0], cos=cos, sin=sin, mask=mask, heads=nh)
             return self.mlp(layer, x + linear(attn[None], layer.o))
         q = q.view(B, T, nh, d).transpose(1, 2)
         k = k.view(B, T, nkv, d).transpose(1, 2)
@@ -500,7 +500,7 @@ class Decoder:
         if layer.q_norm is not None:
             q = rms_norm(q, layer.q_norm, spec.rms_eps)
             k = rms_norm(k, layer.k_norm, spec.rms_eps)
-        attn = self.cache.attend(i, rotate(q, cos, sin), rotate(k, cos, sin), v, mask, rows_apart)
+        attn = self.cache.attend(i, rotate(q, cos, sin), k=rotate(k, cos, sin), v=v, mask=mask, rows_apart=rows_apart)
         return self.mlp(layer, x + linear(attn, layer.o))
 
     def mlp(self, layer, x: torch.Tensor) -> torch.Tensor:

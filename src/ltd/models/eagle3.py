@@ -239,8 +239,8 @@ class Eagle3Drafter:
         mask = self.cache.attention_mask(T, None, None)
         positions = torch.arange(self.context, self.context + T, device=self.device)
         hidden = self.linear(features, self.head.fc.weight)
-        out = self.head.layer(hidden, self.embed[tokens], self.cache, self.cos[positions], self.sin[positions],
-                              mask, self.linear)
+        out = self.head.layer(hidden, self.embed[tokens], cache=self.cache, cos=self.cos[positions],
+                              sin=self.sin[positions], mask=mask, linear=self.linear)
         self.cache.length += T
         self.context = self.cache.length
         self.root_hidden = out[-1:]
@@ -255,8 +255,8 @@ class Eagle3Drafter:
         mask = self.cache.attention_mask(tokens.numel(), tree_mask, self.context)
         parent_hidden = torch.cat((self.root_hidden, self.slot_hidden[:first_slot]))[parents + 1]
         position = self.context + depth - 1
-        out = self.head.layer(parent_hidden, self.embed[tokens], self.cache, self.cos[position], self.sin[position],
-                              mask, self.linear)
+        out = self.head.layer(parent_hidden, self.embed[tokens], cache=self.cache, cos=self.cos[position],
+                              sin=self.sin[position], mask=mask, linear=self.linear)
         self.cache.length += tokens.numel()
         self.slot_hidden = torch.cat((self.slot_hidden[:first_slot], out))
         return self.propose(out, k)

@@ -373,10 +373,13 @@ def cached(cache: Artefact, what: str, write, read):
 def load_gguf_blocks(name: str, source: str, gguf: Path, max_context: int | None) -> Target:
     """The GGUF run as it is: its k-quant matrices by the GGUF kernel (quantize="gguf")."""
     cache = blocks_cache(gguf)
-    config, tokenizer, stops, state = cached(cache, f"the repacked {gguf.name}", lambda: write_blocks_cache(cache, gguf),
+    config, tokenizer, stops, state = cached(cache, f"the repacked {gguf.name}",
+                                             lambda: write_blocks_cache(cache, gguf),
                                              lambda: read_blocks_cache(cache.path))
-    decoder = Decoder.from_hf(config, state, max_context, torch.float32, "cpu", "gguf")
-    return Target(name, config, tokenizer, decoder, stops, source, str(dense_cache(gguf).path))
+    decoder = Decoder.from_hf(config, state, max_positions=max_context, dtype=torch.float32, device="cpu",
+                              quantize="gguf")
+    return Target(name, config, tokenizer=tokenizer, decoder=decoder, stop_token_ids=stops, source=source,
+                  hf_path=str(dense_cache(gguf).path))
 
 
 def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype: torch.dtype, device: str,
@@ -384,10 +387,12 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
     if quantize == "gguf":
         return load_gguf_blocks(name, source, gguf, max_context)
     cache = dense_cache(gguf)
-    config, tokenizer, stops, state = cached(cache, f"the dequantised {gguf.name}", lambda: write_dense_cache(cache, gguf),
+    config, tokenizer, stops, state = cached(cache, f"the dequantised {gguf.name}",
+                                             lambda: write_dense_cache(cache, gguf),
                                              lambda: read_dense_cache(cache.path, name, device, dtype))
-    decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
-    return Target(name, config, tokenizer, decoder, stops, source, str(cache.path))
+    decoder = Decoder.from_hf(config, state, max_positions=max_context, dtype=dtype, device=device, quantize=quantize)
+    return Target(name, config, tokenizer=tokenizer, decoder=decoder, stop_token_ids=stops, source=source,
+                  hf_path=str(cache.path))
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -434,8 +439,9 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
         state = read_weights(files, device, dtype, skip)
     except Damaged as error:
         raise LtdError(f"cannot load model {source!r}: {error.path} is damaged ({error})") from None
-    decoder = Decoder.from_hf(config, state, max_context, dtype, device, quantize)
-    return Target(name, config, tokenizer, decoder, stop_tokens(config, tokenizer, generation), source, source)
+    decoder = Decoder.from_hf(config, state, max_positions=max_context, dtype=dtype, device=device, quantize=quantize)
+    return Target(name, config, tokenizer=tokenizer, decoder=decoder,
+                  stop_token_ids=stop_tokens(config, tokenizer, generation), source=source, hf_path=source)
 
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",
@@ -448,14 +454,17 @@ def load_target(name: str, source: str, max_context: int | None = None, dtype: s
     tokenizer's (for models that ship none); `quantize="int8"` stores its linear weights in int8
     (see Decoder)."""
     check_device(device, f"model {name}")
-    identity = model_identity(name, source, dtype, device, max_context, chat_template, parts, quantize)
+    identity = model_identity(name, source, dtype=dtype, device=device, max_context=max_context,
+                              chat_template=chat_template, parts=parts, quantize=quantize)
     if dtype not in DTYPES:
         raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     gguf = resolve_gguf(source, parts)
     if gguf is not None:
-        target = load_gguf(name, source, gguf, max_context, getattr(torch, dtype), device, quantize)
+        target = load_gguf(name, source, gguf=gguf, max_context=max_context, dtype=getattr(torch, dtype), device=device,
+                           quantize=quantize)
     else:
-        target = load_pretrained(name, source, max_context, getattr(torch, dtype), device, quantize)
+        target = load_pretrained(name, source, max_context=max_context, dtype=getattr(torch, dtype), device=device,
+                                 quantize=quantize)
     if family is not None and target.config.model_type != family:
         raise LtdError(f"model {name!r} is a {target.config.model_type!r} checkpoint, configured as {family!r}")
     if chat_template is not None:

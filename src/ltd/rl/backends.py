@@ -22,10 +22,12 @@ class ReplayBackend:
     depth_envs: int
 
     def size_env(self, depth: int | Policy | None, seed: int) -> SizeReplayEnv:
-        return SizeReplayEnv(self.traces, self.costs, list(self.sizes), self.size_envs, depth, self.reward, seed)
+        return SizeReplayEnv(self.traces, self.costs, sizes=list(self.sizes), batch=self.size_envs, depth=depth,
+                             reward=self.reward, seed=seed)
 
     def depth_env(self, verify: int | Policy, seed: int) -> DepthReplayEnv:
-        return DepthReplayEnv(self.traces, self.costs, self.depth_envs, verify, self.reward, seed)
+        return DepthReplayEnv(self.traces, self.costs, batch=self.depth_envs, verify=verify, reward=self.reward,
+                              seed=seed)
 
 
 @dataclass
@@ -40,9 +42,11 @@ class OnlineBackend:
     temperature: float = 0.0  # the answers decoded in training: sampled, as evaluated, when > 0
 
     def size_env(self, depth: int | Policy | None, seed: int) -> SizeOnlineEnv:
-        return SizeOnlineEnv(self.engine, self.prompts, list(self.sizes), self.top_k, self.max_depth, depth,
-                             self.reward, self.max_new_tokens, seed, self.temperature)
+        return SizeOnlineEnv(self.engine, self.prompts, sizes=list(self.sizes), top_k=self.top_k,
+                             max_depth=self.max_depth, depth=depth, reward=self.reward,
+                             max_new_tokens=self.max_new_tokens, seed=seed, temperature=self.temperature)
 
     def depth_env(self, verify: int | Policy, seed: int) -> DepthOnlineEnv:
-        return DepthOnlineEnv(self.engine, self.prompts, self.top_k, self.max_depth, verify, self.reward,
-                              self.max_new_tokens, seed, self.temperature)
+        return DepthOnlineEnv(self.engine, self.prompts, top_k=self.top_k, max_depth=self.max_depth, verify=verify,
+                              reward=self.reward, max_new_tokens=self.max_new_tokens, seed=seed,
+                              temperature=self.temperature)

@@ -32,7 +32,8 @@ class PolicyEnv(EnvBase):
         if temperature > 0:
             seed = int(torch.randint(2**62, (1,), generator=self.generator))
             generator = torch.Generator(device=engine.target.device).manual_seed(seed)
-        return SpeculativeRun(engine, prompt, top_k, max_new_tokens, temperature, generator)
+        return SpeculativeRun(engine, prompt, top_k=top_k, max_new_tokens=max_new_tokens, temperature=temperature,
+                              generator=generator)
 
     def rows_to_reset(self, tensordict: TensorDict | None) -> torch.Tensor:
         """The batch rows a reset is for: those TorchRL marks in `_reset`, else all."""

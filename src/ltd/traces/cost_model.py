@@ -30,6 +30,7 @@ from ltd.core.artefacts import Artefact, read_or_drop
 from ltd.core.atomic import write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import digest
+from ltd.core.results import ResultPaths
 
 COST_MODEL = 2  # format: a change to what a profile measures makes earlier ones stale
 
@@ -45,7 +46,7 @@ def cost_model_key(model: dict, drafter: dict, machine: dict, top_k: int) -> dic
 def cost_model_file(results: str | Path, key: dict) -> Artefact:
     """results/profiles/<model>-<drafter>-<digest of the key>.json"""
     name = f"{key['model']['name']}-{key['drafter']['kind']}-{digest(key, 10)}.json"
-    return Artefact(Path(results) / "profiles" / name, key, "cost model")
+    return Artefact(ResultPaths(results).profile(name), key, "cost model")
 
 
 @dataclass

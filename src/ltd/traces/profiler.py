@@ -92,7 +92,8 @@ def table_row(decoder, drafter, context: int, features: torch.Tensor | None, ver
     levels = [[] for _ in range(max_depth - 1)]
     for _ in range(repeats + 1):
         for v in verify_sizes:  # the root and v draft tokens
-            verify[v].append(timed_pass(decoder, context, v + 1, generator, clock, drafter.feature_layers))
+            verify[v].append(timed_pass(decoder, context, size=v + 1, generator=generator, clock=clock,
+                                        feature_layers=drafter.feature_layers))
         for n, (tokens, n_features) in absorbed.items():
             drafter.context = context  # both drafters roll back to their context: this drops the last absorption
             drafter.rollback()
@@ -118,7 +119,8 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
     at each context that give the overhead (`cycle_overheads`)."""
     decoder = target.decoder
     contexts, verify_sizes = sorted(contexts), sorted(verify_sizes)
-    capacity = check_profile(contexts, verify_sizes, top_k, max_depth, repeats, decoder.max_positions, target.name)
+    capacity = check_profile(contexts, verify_sizes, top_k=top_k, max_depth=max_depth, repeats=repeats,
+                             max_positions=decoder.max_positions, model_name=target.name)
     check_top_k(drafter, top_k)
     engine = Engine(decoder, (), drafter, capacity)
     shapes = cycle_shapes(verify_sizes, top_k, max_depth)
@@ -126,10 +128,12 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
     tables, cycles = dict(contexts=contexts, verify_sizes=verify_sizes, verify_s=[], absorb_s=[], expand_s=[]), []
     for context in contexts:
         prompt = torch.randint(decoder.spec.vocab_size, (context,), generator=generator).tolist()
-        timed, features = engine_cycles(engine, prompt, shapes, top_k, repeats + 1, engine.clock)
+        timed, features = engine_cycles(engine, prompt, shapes=shapes, top_k=top_k, rounds=repeats + 1,
+                                        clock=engine.clock)
         cycles.append(timed)
-        row = table_row(decoder, drafter, context, features, verify_sizes, top_k, max_depth, repeats, generator,
-                        engine.clock, progress)
+        row = table_row(decoder, drafter, context=context, features=features, verify_sizes=verify_sizes, top_k=top_k,
+                        max_depth=max_depth, repeats=repeats, generator=generator, clock=engine.clock,
+                        progress=progress)
         for name, times in row.items():
             tables[name].append(times)
     return tables, cycles
@@ -149,7 +153,8 @@ def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[float]:
 def measure_cost_model(target, drafter, drafter_name: str, threads: int, contexts: list[int],
                        verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
                        progress=None) -> CostModel:
-    tables, cycles = profile_costs(target, drafter, contexts, verify_sizes, top_k, max_depth, repeats, progress)
+    tables, cycles = profile_costs(target, drafter, contexts=contexts, verify_sizes=verify_sizes, top_k=top_k,
+                                   max_depth=max_depth, repeats=repeats, progress=progress)
     passes = CostModel(model=target.name, drafter=drafter_name, device=str(target.decoder.device), threads=threads,
                        top_k=top_k, overhead_s=[0.0] * len(tables["contexts"]), **tables)
     return replace(passes, overhead_s=cycle_overheads(passes, cycles))

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ltd.core.artefacts import Artefact, find, read_key, read_or_drop
 from ltd.core.errors import LtdError, reason
 from ltd.core.fingerprints import digest
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import Question, load_questions, task_identity
 from ltd.decoding.engine import Engine
 from ltd.models.proposals import check_top_k
@@ -30,13 +31,13 @@ def traces_key(model: dict, drafter: dict, task: dict, max_new_tokens: int, top_
 def traces_directory(results: Path, key: dict) -> Artefact:
     """results/traces/<model>-<drafter>-<task>-<digest of the key>."""
     name = f"{key['model']['name']}-{key['drafter']['kind']}-{key['task']['name']}-{digest(key, 10)}"
-    return Artefact(Path(results) / "traces" / name, key, "traces", directory=True)
+    return Artefact(ResultPaths(results).traces(name), key, "traces", directory=True)
 
 
 def recorded_traces(results: Path, model: dict, drafter: dict, task: str) -> list[Path]:
     """The trace directories recorded for this model and drafter (their weights included) on
     `task`, newest first."""
-    return find(Path(results, "traces").glob("*"), {"model": model, "drafter": drafter, "task": {"name": task}})
+    return find(ResultPaths(results).all_traces.glob("*"), {"model": model, "drafter": drafter, "task": {"name": task}})
 
 
 def trace_set(paths: list[Path]) -> dict:
@@ -76,7 +77,8 @@ def record_questions(target, drafter, questions: list[Question], directory: Path
             else:
                 prompt = target.encode_chat(messages)
                 answer = engine.generate_autoregressive(prompt, max_new_tokens).tokens
-                record_answer(target, drafter, prompt, answer, top_k, max_depth, states).save(path)
+                record_answer(target, drafter, prompt=prompt, answer=answer, top_k=top_k, max_depth=max_depth,
+                              states=states).save(path)
                 recorded += 1
             paths.append(path)
             messages.append({"role": "assistant", "content": target.tokenizer.decode(answer, skip_special_tokens=True)})
@@ -103,17 +105,19 @@ def record_tasks(target, drafter, results: str, model: dict, drafter_id: dict, t
     train_paths, held_paths, test_paths, directories = [], [], [], []
     for task in tasks:
         chosen = load_questions(task.path, questions, task.per_category, from_end=True)
-        directory = traces_directory(Path(results), traces_key(model, drafter_id, task_identity(task), max_new_tokens,
-                                                                top_k, max_depth, states))
+        directory = traces_directory(Path(results), traces_key(model, drafter_id, task=task_identity(task),
+                                                               max_new_tokens=max_new_tokens, top_k=top_k,
+                                                               max_depth=max_depth, states=states))
         directory.open(owned=("*.safetensors",))
         train_end, validation_end = len(chosen) - validation - test, len(chosen) - test
         parts = ((chosen[:train_end], train_paths), (chosen[train_end:validation_end], held_paths),
                  (chosen[validation_end:], test_paths))
         with tqdm(total=len(chosen), desc=f"record {task.name} (top-k {top_k})", unit="question") as bar:
             for part, paths in parts:
-                paths += record_questions(target, drafter, part, directory.path, max_new_tokens, top_k, max_depth,
-                                          bar.update, states)[0]
+                paths += record_questions(target, drafter, questions=part, directory=directory.path,
+                                          max_new_tokens=max_new_tokens, top_k=top_k, max_depth=max_depth,
+                                          progress=bar.update, states=states)[0]
         directories.append(directory.path)
     load = lambda paths: [t for t in map(Trace.load, paths) if t.positions > 0]
-    return Recorded(load(train_paths), load(held_paths), train_paths, held_paths, directories, load(test_paths),
-                    test_paths)
+    return Recorded(load(train_paths), load(held_paths), train_paths=train_paths, held_paths=held_paths,
+                    directories=directories, test=load(test_paths), test_paths=test_paths)
