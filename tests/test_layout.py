@@ -105,3 +105,25 @@ def test_every_torch_load_is_weights_only():
     assert calls, "no torch.load found: the test reads the wrong folder"
     unsafe = [f"{path}: {line.strip()}" for path, line in calls if "weights_only=True" not in line]
     assert not unsafe, unsafe
+
+
+def test_an_installed_wheel_carries_the_projects_configs_data_sweeps_and_notebooks(tmp_path):
+    """`pip install .` (not editable) runs from site-packages: every tracked file of conf/, data/, sweeps/
+    and analysis/ is in the wheel under ltd/project/ (src/ltd/project links to them here)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root, tree = SRC.parents[1], tmp_path / "tree"  # built from a copy: the build leaves nothing in the checkout
+    for part in ("src", "conf", "data", "sweeps", "analysis", "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (root / part).is_dir() else shutil.copy
+        copy(root / part, tree / part, **({"symlinks": True, "ignore": shutil.ignore_patterns(
+            "__pycache__", "*.egg-info")} if copy is shutil.copytree else {}))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(tree),
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("ltd-*.whl"))).namelist())
+    tracked = subprocess.run(["git", "ls-files", "conf", "data", "sweeps", "analysis"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.split()
+    missing = [path for path in tracked if f"ltd/project/{path}" not in names]
+    assert tracked and missing == []

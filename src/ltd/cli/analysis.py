@@ -20,8 +20,9 @@ from ltd.analysis.sources import Results
 from ltd.cli.app import key_values, user_errors
 from ltd.core.errors import LtdError
 from ltd.core.preflight import check_writable
+from ltd.core.project import PROJECT
 
-ANALYSIS = Path(__file__).resolve().parents[3] / "analysis"
+ANALYSIS = PROJECT / "analysis"
 USAGE = ('make analysis [ARGS="results=<dir> out=<dir> only=<notebook>,... method=<m> reference=<m> '
          'experiment=<name>"]')
 

@@ -6,10 +6,11 @@ from omegaconf import OmegaConf
 
 from ltd.config.schema import ModelSchema, TaskSchema
 from ltd.core.errors import LtdError
+from ltd.core.project import PROJECT
 from ltd.core.results import register_resolvers
 from ltd.drafter.ppow import PPOWSettings
 
-CONFIG_PATH = str(Path(__file__).resolve().parents[3] / "conf")
+CONFIG_PATH = str(PROJECT / "conf")
 register_resolvers()  # controller configs name trained weights through them
 
 

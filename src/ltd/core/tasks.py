@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import file_digest
+from ltd.core.project import project_file
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_questions(path: str | Path, limit: int | None = None, per_category: int
     for name, value in (("limit", limit), ("per_category", per_category)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise LtdError(f"{name} must be a whole number of at least 1 or null, not {value!r}")
-    path = Path(path)
+    path = project_file(path)
     if not path.is_file():
         raise LtdError(f"task file not found: {path}")
     data = path.read_bytes()
@@ -66,7 +67,8 @@ def load_questions(path: str | Path, limit: int | None = None, per_category: int
 
 def task_identity(task) -> dict:
     """A task's name and the digest of its questions."""
-    return {"name": task.name, "questions": file_digest(task.path) if Path(task.path).is_file() else None,
+    path = project_file(task.path)
+    return {"name": task.name, "questions": file_digest(path) if path.is_file() else None,
             "per_category": task.per_category}
 
 

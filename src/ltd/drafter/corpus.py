@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltd.core.errors import LtdError
+from ltd.core.project import project_file
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def examples_of(row: dict) -> list[Example]:
 
 def load_corpus(paths: list[str | Path]) -> list[Example]:
     examples = []
-    for path in map(Path, paths):
+    for path in map(project_file, paths):
         if not path.is_file():
             raise LtdError(f"corpus file not found: {path}")
         examples += [Example(e.prompt, e.response, str(path)) for row in rows_of(path) for e in examples_of(row)

@@ -18,12 +18,13 @@ from omegaconf import OmegaConf
 from ltd.config.files import CONFIG_PATH
 from ltd.core.atomic import write_file
 from ltd.core.errors import LtdError
+from ltd.core.project import PROJECT
 from ltd.core.results import ResultPaths
 from ltd.eval.runner import AUTOREGRESSIVE
 from ltd.eval.store import load_store, stored_run
 from ltd.eval.table1 import markdown, sweep_cells, table1
 
-SWEEPS = Path(CONFIG_PATH).parent / "sweeps"
+SWEEPS = PROJECT / "sweeps"
 ERROR_FILE = "error.txt"
 
 
