@@ -95,9 +95,9 @@ def eval_keys(monkeypatch) -> set[str]:
     questions = pd.DataFrame([dict(zip(QUESTION_COLUMNS, (m, "q1", "c", 0, 0, 1, 10, 1.0, 10.0, 3, 2.5, 0.2, 0.7, 0.0,
                                                           True, 0.0, 0.0, 0.5))) for m in names])
 
-    def fake_evaluate_task(engine, target, methods, qs, settings, records, run, on_question):
-        summary = dict(run, methods=records.summary_rows())
-        on_question(0, questions.to_dict("records"), summary)
+    def fake_evaluate_task(engine, target, **named):
+        summary = dict(named["run"], methods=named["records"].summary_rows())
+        named["on_question"](0, questions.to_dict("records"), summary)
         return summary
 
     monkeypatch.setattr(evaluate_task, "evaluate_task", fake_evaluate_task)
@@ -134,7 +134,7 @@ def resps_keys(monkeypatch, tmp_path) -> set[str]:
     """make resps: resps_job.ppo's logging of a batch, and of the persistence ablation."""
     monkeypatch.setattr(resps_job, "best_constant_shape", lambda held: (0, dict(speedup=1.0, tau=2.0)))
     monkeypatch.setattr(resps_job, "resps_replay_speedup", lambda *a: dict(speedup=1.2, tau=2.0, shapes=1))
-    monkeypatch.setattr(resps_job, "train_resps", lambda *a: a[5](ppo_row()))
+    monkeypatch.setattr(resps_job, "train_resps", lambda make_env, spec, **named: named["log"](ppo_row()))
     tracker = Tracker()
     settings = SimpleNamespace(ppo=SimpleNamespace(frames=1), persistence=1)
     resps_job.ppo(None, None, settings=settings, directory=tmp_path, tracker=tracker,
@@ -145,7 +145,7 @@ def resps_keys(monkeypatch, tmp_path) -> set[str]:
 def sweep_keys(monkeypatch) -> set[str]:
     """make sweep-tree: tree_search.search's logging of a trial and of the best one."""
     tree = SimpleNamespace(depth=3, top_k=2, verify=4)
-    monkeypatch.setattr(tree_search, "run_study", lambda *a: a[5](0, tree, 1.5, dict(tau=2.0)))
+    monkeypatch.setattr(tree_search, "run_study", lambda study, trials, **named: named["on_trial"](0, tree, 1.5, dict(tau=2.0)))
     monkeypatch.setattr(tree_search, "finished", lambda study: [1])
     monkeypatch.setattr(tree_search, "best_tree", lambda study: tree)
     monkeypatch.setattr(tree_search, "best_trial", lambda study: SimpleNamespace(value=1.5))

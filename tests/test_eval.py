@@ -20,6 +20,7 @@ from ltd.config.files import CONFIG_PATH
 from ltd.config.schema import check_config
 from ltd.controllers.methods import build_methods
 from ltd.core.errors import LtdError
+from ltd.core.provenance import Provenance
 from ltd.decoding.controller import StaticTree
 from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUMMARY_COLUMNS, summarise
 from ltd.rl.policies import Policy, PolicySpec
@@ -111,13 +112,13 @@ def test_weights_trained_for_another_drafter_are_refused(tmp_path, monkeypatch, 
     save_classifier(weights, TrainedClassifier("disco", 3, 12, Classifier(DEPTH_FEATURES, 4)))
     cfg = compose_job("eval", ["model=smollm2-135m"])
     model, drafter = {"name": "smollm2-135m", "weights": "sha256:aa"}, {"kind": "eagle3", "weights": "sha256:bb"}
-    build_methods(["disco"], cfg, (model, drafter))
+    build_methods(["disco"], cfg, Provenance(model, drafter, {}))
     assert "has no key beside it: ltd cannot tell which model and drafter it was trained for" in capsys.readouterr().err
     write_json(weights.parent / "key.json", {"model": model, "drafter": {"kind": "eagle3", "weights": "sha256:cc"}})
     with pytest.raises(LtdError, match=r"disco.pt was trained for another drafter \(weights sha256:cc -> sha256:bb\)"):
-        build_methods(["disco"], cfg, (model, drafter))
+        build_methods(["disco"], cfg, Provenance(model, drafter, {}))
     write_json(weights.parent / "key.json", {"model": model, "drafter": drafter})
-    assert build_methods(["disco"], cfg, (model, drafter))[0].controller.kind == "disco"
+    assert build_methods(["disco"], cfg, Provenance(model, drafter, {}))[0].controller.kind == "disco"
 
 
 def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
@@ -128,13 +129,13 @@ def test_a_tree_tuned_elsewhere_gets_a_note(tmp_path, capsys):
     tuned.write_text(tuned_config(StaticTree(2, 3, 4), "note"))
     here = {"cpu": "AMD EPYC 7B13", "vector extensions": ["avx", "avx2", "fma"], "threads": 2, "torch": "2.13.0"}
     model, drafter = {"name": "m"}, {"kind": "eagle3"}
-    check_tuned(tuned, model, drafter, here)
+    check_tuned(tuned, Provenance(model, drafter, here))
     assert "tuned-m.yaml was tuned on a machine, model and drafter ltd has no record of: no fair baseline on " \
            "AMD EPYC 7B13 (avx avx2), 2 threads" in capsys.readouterr().err
     write_json(tmp_path / "tuned-m.yaml.key.json", {"model": model, "drafter": drafter, "machine": here})
-    check_tuned(tuned, model, drafter, here)
+    check_tuned(tuned, Provenance(model, drafter, here))
     assert capsys.readouterr().err == ""
-    check_tuned(tuned, model, drafter, dict(here, threads=1))
+    check_tuned(tuned, Provenance(model, drafter, dict(here, threads=1)))
     assert "tuned-m.yaml was tuned on AMD EPYC 7B13 (avx avx2), 2 threads with another machine than this run's " \
            "(AMD EPYC 7B13 (avx avx2), 1 threads)" in capsys.readouterr().err
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import save_tiny_checkpoint
 from ltd.config.files import CONFIG_PATH
 from ltd.core.errors import LtdError, NotLossless
+from ltd.core.provenance import Provenance
 from ltd.core.tables import format_table
 from ltd.core.tasks import Question
 from ltd.decoding.engine import Generation
@@ -261,13 +262,13 @@ def test_make_train_tunes_a_tree_measured_elsewhere(tune, measured_here, searche
     from ltd.cli import train
     from ltd.config.schema import check_config
 
-    monkeypatch.setattr(train, "tuned_here", lambda path, model, drafter, here: measured_here)
+    monkeypatch.setattr(train, "tuned_here", lambda path, who: measured_here)
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
         from hydra import compose as hydra_compose
 
         cfg = check_config(hydra_compose("train", ["model=smollm2-135m", f"results={tmp_path}",
                                                    f"tune={'null' if tune is None else str(tune).lower()}"]), "train")
-        job = train.tree_search(cfg, {"name": "m"}, {"kind": "d"}, {"cpu": "c", "threads": 2})
+        job = train.tree_search(cfg, Provenance({"name": "m"}, {"kind": "d"}, {"cpu": "c", "threads": 2}))
     assert (job is not None) == searches
     if job is not None:
         assert job.storage == str(tmp_path / "sweeps") and job.trials >= 32

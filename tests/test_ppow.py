@@ -10,6 +10,7 @@ from test_drafter_training import fresh_head, shards_for, tiny_job
 from conftest import save_tiny_checkpoint
 from ltd.config.files import CONFIG_PATH, ppow_variants
 from ltd.core.errors import LtdError
+from ltd.core.provenance import Provenance
 from ltd.core.tasks import Question
 from ltd.core.tracking import LoggerSettings, Tracker
 from ltd.decoding.controller import StaticTree
@@ -184,7 +185,7 @@ def test_pipeline_trains_each_variant_once_and_compares_the_heads(tiny_target, c
                                                                           method="supervised", lr=1e-3)]
     identity = dict(model=tiny_target.identity, drafter={"kind": "x"}, machine={"threads": 1})
     ppow_job = ppow_pipeline.PPOWJob(job, variants, tasks=[task], questions=1, max_new_tokens=12, eval_tree=(3, 1, 3),
-                                     root=str(tmp_path / "ckpt"), results=str(tmp_path / "results"), identity=identity)
+                                     root=str(tmp_path / "ckpt"), results=str(tmp_path / "results"), who=Provenance(**identity))
     logged = []
     with Tracker(LoggerSettings(kind="none"), tmp_path, job_type="t", name="t", group="t", tags=[],
                  config={}) as tracker:

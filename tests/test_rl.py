@@ -317,11 +317,11 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=1,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
     backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
-    trained = train_ltd(backend, traces[2:], costs=costs(), s=s, component="full", directory=tmp_path)
+    trained = train_ltd(backend, traces[2:], costs=costs(), settings=s, component="full", directory=tmp_path)
     assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth", "round1-size"]
     assert all((tmp_path / f"{st['stage']}.pt").is_file() for st in trained.stages)
     logged = []
-    again = train_ltd(backend, traces[2:], costs=costs(), s=s, component="full", directory=tmp_path,
+    again = train_ltd(backend, traces[2:], costs=costs(), settings=s, component="full", directory=tmp_path,
                       log=lambda stage, metrics: logged.append(stage))
     assert logged == [] and again.stages == trained.stages  # nothing trained twice
     # Each stage reports what its training gained over the policy it started from (keep-best: never
@@ -359,7 +359,7 @@ def test_depth_rows_too_short_for_a_whole_cycle_are_refused(recorded, tmp_path):
     backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=128)
     with pytest.raises(LtdError, match="ltd.depth_envs 128 rows step 2 times per rollout of 256; cycles of up to 4 "
                                       "levels need at least 12"):
-        train_ltd(backend, traces[2:], costs=costs(), s=s, component="no_coadapt", directory=tmp_path)
+        train_ltd(backend, traces[2:], costs=costs(), settings=s, component="no_coadapt", directory=tmp_path)
 
 
 def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, capsys):
@@ -367,11 +367,11 @@ def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, caps
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
     backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
-    train_ltd(backend, traces[2:], costs=costs(), s=s, component="no_coadapt", directory=tmp_path)
+    train_ltd(backend, traces[2:], costs=costs(), settings=s, component="no_coadapt", directory=tmp_path)
     stage = tmp_path / "stage1-depth.pt"
     stage.write_bytes(stage.read_bytes()[:100])  # cut short
     # Its PPO checkpoint holds the finished training: the stage's policy is made again from it.
-    trained = train_ltd(backend, traces[2:], costs=costs(), s=s, component="no_coadapt", directory=tmp_path)
+    trained = train_ltd(backend, traces[2:], costs=costs(), settings=s, component="no_coadapt", directory=tmp_path)
     assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth"] and Policy.load(stage, "depth")
     assert f"note: {stage} is damaged (PytorchStreamReader failed reading zip archive" in capsys.readouterr().err
 

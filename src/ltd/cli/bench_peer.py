@@ -20,11 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from ltd.benchmarks import peer
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks
-from ltd.config.models import describe_models, draft_lm_settings, identities, load_model, parts_of
+from ltd.config.models import describe_models, draft_lm_settings, load_model, parts_of, provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import methods_there
 from ltd.core.atomic import write_file, write_json
-from ltd.core.fingerprints import describe_machine, machine
 from ltd.core.results import ResultPaths
 from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
@@ -42,10 +41,10 @@ def main(cfg) -> None:
         draft = draft_lm_settings(cfg) if cfg.drafter.kind == "draft_lm" else None
         model_file, draft_file = peer.gguf_files(cfg.model.source, parts_of(cfg.model), draft)
         tools = peer.tools_in(Path(cfg.llama_cpp_tools)) if cfg.llama_cpp_tools else peer.build(cfg.llama_cpp)
-        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
+        who = provenance(cfg, threads)
         chosen = HydraConfig.get().runtime.choices["controller"]
         names = [chosen] if cfg.controller is not None else list(cfg.methods)
-        ltd_methods = [Method(AUTOREGRESSIVE)] + methods_there(names, cfg, model, drafter, here)
+        ltd_methods = [Method(AUTOREGRESSIVE)] + methods_there(names, cfg, who)
         guard.before_timing()
         target, drafter_model = load_model(cfg)
         engine = Engine(target.decoder, target.stop_token_ids, drafter_model)
@@ -64,7 +63,7 @@ def main(cfg) -> None:
         load = run_load(pd.concat(per_task.values()))
         header = (f"{describe_models(cfg)} against llama.cpp (llama-cpp-python {cfg.llama_cpp}) on "
                   f"{model_file.name}; {cfg.questions} question(s) of {', '.join(questions)}, up to "
-                  f"{cfg.max_new_tokens} new tokens per turn, greedy, {describe_machine(here)}")
+                  f"{cfg.max_new_tokens} new tokens per turn, greedy, {who.describe_machine()}")
         verdict = guard.verdict(load)
         report = f"{header}\n\n{text}\n\n- intervals: paired bootstrap over {spread.units()}\n- {verdict}\n"
         print(f"\n{report}")

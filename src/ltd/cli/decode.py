@@ -20,11 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks
-from ltd.config.models import describe_models, identities, load_model
+from ltd.config.models import describe_models, load_model, provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import compared_methods
 from ltd.core.atomic import write_file
-from ltd.core.fingerprints import describe_machine, machine
 from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
@@ -40,8 +39,8 @@ def main(cfg) -> None:
         guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
         questions = questions_by_task(chosen_tasks(cfg), cfg.questions)
-        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
-        methods = compared_methods(cfg, HydraConfig.get().runtime.choices["controller"], model, drafter, here)
+        who = provenance(cfg, threads)
+        methods = compared_methods(cfg, HydraConfig.get().runtime.choices["controller"], who)
         run_dir = run_directory("a make run")
         guard.before_timing()
         target, drafter = load_model(cfg)
@@ -53,7 +52,7 @@ def main(cfg) -> None:
         headline = Headline.of(per_task, [m.name for m in methods], static_baselines([m.name for m in methods]))
         header = (f"{describe_models(cfg)}; {cfg.questions} question(s) of each task"
                   f"{f' decoded {cfg.repeats} times' if cfg.repeats > 1 else ''}, up to {cfg.max_new_tokens} new "
-                  f"tokens per turn, temperature {cfg.temperature}, {describe_machine(here)}")
+                  f"tokens per turn, temperature {cfg.temperature}, {who.describe_machine()}")
         print(f"\n{header}")
         print(headline.text())
         for method in methods[1:]:

@@ -20,11 +20,10 @@ from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH
-from ltd.config.models import describe_models, identities, load_model
+from ltd.config.models import describe_models, load_model, provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
 from ltd.core.errors import LtdError
-from ltd.core.fingerprints import describe_machine, machine
 from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions, task_identity
@@ -51,15 +50,15 @@ def main(cfg) -> None:
         guard = LoadGuard(cfg.max_other_load, cfg.require_quiet)
         threads = set_threads(cfg.threads)
         questions = load_questions(cfg.task.path, cfg.questions, cfg.task.per_category)
-        model, drafter, here = *identities(cfg), machine(threads, cfg.model.device)
+        who = provenance(cfg, threads)
         if cfg.skip_missing:
-            methods = methods_there(list(cfg.methods), cfg, model, drafter, here)
+            methods = methods_there(list(cfg.methods), cfg, who)
         else:
-            methods = build_methods(list(cfg.methods), cfg, (model, drafter))
-            check_tuned_methods(list(cfg.methods), cfg, model, drafter, here)
+            methods = build_methods(list(cfg.methods), cfg, who)
+            check_tuned_methods(list(cfg.methods), cfg, who)
         check_methods(methods)
         names = [m.name for m in methods]
-        key = {"artefact": "evaluation", "format": EVALUATION, "model": model, "drafter": drafter, "machine": here,
+        key = {"artefact": "evaluation", "format": EVALUATION, **who.parts(),
                "task": task_identity(cfg.task), "methods": [method_identity(name, cfg) for name in names],
                "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                "seed": cfg.seed, "warmup_tokens": cfg.warmup_tokens,
@@ -76,14 +75,14 @@ def main(cfg) -> None:
                           group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
                           config=OmegaConf.to_container(cfg, resolve=True))
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
-                   machine=describe_machine(here), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+                   machine=who.describe_machine(), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed, warmup_tokens=cfg.warmup_tokens,
                                 repeats=cfg.repeats, guard=guard)
         summary = evaluate_tracked(engine, target, methods=methods, questions=questions, settings=settings,
                                    records=records, run=run, tracker=tracker, task=cfg.task.name)
         c = cfg
         print(f"\n{describe_models(cfg)} on {c.task.name}: {len(questions)} questions, up to {c.max_new_tokens} new "
-              f"tokens per turn, temperature {c.temperature}, {describe_machine(here)}")
+              f"tokens per turn, temperature {c.temperature}, {who.describe_machine()}")
         print(format_table(summary["methods"], SUMMARY_SHOWN))
         verdict = guard.verdict(run_load(records.frames()[1]))
         print(f"intervals: 95 %, paired bootstrap over {summary['methods'][0]['interval over']}; {verdict}")

@@ -13,10 +13,9 @@ from tqdm import tqdm
 
 from ltd.cli.app import launch, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH
-from ltd.config.models import identities, load_model
+from ltd.config.models import load_model, provenance
 from ltd.config.schema import check_config
 from ltd.core.artefacts import Artefact
-from ltd.core.fingerprints import describe_machine, machine
 from ltd.core.tables import format_table
 from ltd.eval.machine_load import LoadGuard
 from ltd.jobs.profile import ensure_cost_model
@@ -31,8 +30,8 @@ def main(cfg) -> None:
         threads = set_threads(cfg.threads)
         check_profile(list(cfg.contexts), list(cfg.verify_sizes), top_k=cfg.top_k, max_depth=cfg.max_depth,
                       repeats=cfg.repeats, max_positions=cfg.model.max_context, model_name=cfg.model.name)
-        here = machine(threads, cfg.model.device)
-        key = cost_model_key(*identities(cfg), here, cfg.top_k)
+        who = provenance(cfg, threads)
+        key = cost_model_key(who.model, who.drafter, who.machine, cfg.top_k)
         output = Artefact(cfg.output, key, "cost model") if cfg.output else cost_model_file(cfg.results, key)
         target, drafter = load_model(cfg)
 
@@ -46,7 +45,7 @@ def main(cfg) -> None:
         costs, verdict = ensure_cost_model(output, measure, reuse=lambda saved: False,
                                            guard=LoadGuard(cfg.max_other_load, cfg.require_quiet))
 
-        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {describe_machine(here)}: milliseconds "
+        print(f"\n{target.name} with drafter {cfg.drafter.kind} on {who.describe_machine()}: milliseconds "
               f"(medians of {cfg.repeats})")
         rows = []
         for i, context in enumerate(costs.contexts):

@@ -26,9 +26,10 @@ from omegaconf import OmegaConf
 from ltd.baselines.tree_search import SearchJob, check_space, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks
-from ltd.config.models import identities, load_model
+from ltd.config.models import load_model, provenance
 from ltd.config.schema import check_config
-from ltd.core.fingerprints import describe_machine, digest, machine
+from ltd.core.fingerprints import digest
+from ltd.core.provenance import Provenance
 from ltd.core.tasks import load_questions, task_identity
 from ltd.core.tracking import Tracker
 from ltd.decoding.controller import StaticTree
@@ -38,7 +39,7 @@ from ltd.eval.machine_load import LoadGuard
 STUDY = 3  # format of what a trial measures (3: rotation across trials, intervals; 2: the last questions of each task)
 
 
-def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
+def search_job(cfg, who: Provenance) -> SearchJob:
     """The search a checked sweep_tree config describes, in plain values (make train builds one too)."""
     space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
     check_space(cfg.mode, space)
@@ -46,7 +47,7 @@ def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
     tasks_name = "+".join(task.name for task in tasks)
     questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
                                                                               task.per_category, from_end=True)]
-    key = {"artefact": "tree search", "format": STUDY, "batch": cfg.batch, "model": model, "drafter": drafter_id, "machine": here,
+    key = {"artefact": "tree search", "format": STUDY, "batch": cfg.batch, **who.parts(),
            "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
            "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
            "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
@@ -57,7 +58,7 @@ def search_job(cfg, model: dict, drafter_id: dict, here: dict) -> SearchJob:
                      storage=cfg.storage, questions=questions, tasks_name=tasks_name, max_new_tokens=cfg.max_new_tokens,
                      temperature=cfg.temperature, warmup_tokens=cfg.warmup_tokens,
                      tuned_path=tuned if cfg.write_best else None,
-                     guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=describe_machine(here),
+                     guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=who.describe_machine(),
                      start=earlier_tree(tuned, space) if cfg.mode == "optuna" else None)
 
 
@@ -86,8 +87,7 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "sweep_tree")
         threads = set_threads(cfg.threads)
         OmegaConf.to_object(cfg.logger).validate()
-        model, drafter_id, here = *identities(cfg), machine(threads, cfg.model.device)
-        job = search_job(cfg, model, drafter_id, here)
+        job = search_job(cfg, provenance(cfg, threads))
         run_dir = run_directory("a tree search")
         opened = open_search(job)
         target, drafter = load_model(cfg)

@@ -18,24 +18,24 @@ from ltd.baselines.tree_search import SearchJob
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.cli.sweep_tree import search_job
 from ltd.config.files import CONFIG_PATH
-from ltd.config.models import identities
+from ltd.config.models import provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import check_tuned_methods, tuned_here
 from ltd.core.artefacts import note
-from ltd.core.fingerprints import machine
+from ltd.core.provenance import Provenance
 from ltd.core.results import ResultPaths
 from ltd.jobs import train
 from ltd.jobs.sweeps import finished_before, in_sweep
 
 
-def tree_search(cfg, model: dict, drafter: dict, here: dict) -> SearchJob | None:
+def tree_search(cfg, who: Provenance) -> SearchJob | None:
     """The search make train runs first (None: none), per `tune`: true always, false never, null when
     the tuned tree evaluated was measured elsewhere or is missing."""
     if "tuned" not in cfg.evaluate.methods:
         return None
-    if cfg.tune is False or (cfg.tune is None and tuned_here(tuned_path(cfg), model, drafter, here)):
-        check_tuned_methods(["tuned"], cfg, model, drafter, here)
-        if not tuned_here(tuned_path(cfg), model, drafter, here):
+    if cfg.tune is False or (cfg.tune is None and tuned_here(tuned_path(cfg), who)):
+        check_tuned_methods(["tuned"], cfg, who)
+        if not tuned_here(tuned_path(cfg), who):
             note("tune=false: best-constant (make train's own static baseline) stands in as the fair one, and LTD's "
                  "ratio is reported against the better of the two")
         return None
@@ -43,7 +43,7 @@ def tree_search(cfg, model: dict, drafter: dict, here: dict) -> SearchJob | None
         "model": cfg.model, "drafter": cfg.drafter, "trees": cfg.trees, "threads": cfg.threads,
         "logger": cfg.logger, "experiment": cfg.experiment, "storage": str(ResultPaths(cfg.results).studies),
         "max_other_load": cfg.max_other_load, "require_quiet": cfg.require_quiet})
-    return search_job(check_config(search, "sweep_tree"), model, drafter, here)
+    return search_job(check_config(search, "sweep_tree"), who)
 
 
 def tuned_path(cfg) -> Path:
@@ -56,10 +56,9 @@ def main(cfg) -> None:
         cfg = check_config(cfg, "train")
         baselines = check_config(compose("train_baselines"), "train_baselines")
         threads = set_threads(cfg.threads)
-        model, drafter = identities(cfg)
-        here = machine(threads, cfg.model.device)
-        job = train.prepare(cfg, baselines, model, drafter, here)
-        job.search = tree_search(cfg, model, drafter, here)
+        who = provenance(cfg, threads)
+        job = train.prepare(cfg, baselines, who)
+        job.search = tree_search(cfg, who)
         run_dir = run_directory("a make train run")
         if in_sweep() and finished_before(cfg.results, run_dir):
             return

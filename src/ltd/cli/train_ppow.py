@@ -10,9 +10,8 @@ from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks, ppow_variants
-from ltd.config.models import drafter_job, identities, load_model, require_eagle3
+from ltd.config.models import drafter_job, load_model, provenance, require_eagle3
 from ltd.config.schema import check_config
-from ltd.core.fingerprints import machine
 from ltd.core.tracking import Tracker
 from ltd.decoding.controller import StaticTree
 from ltd.jobs import ppow
@@ -27,10 +26,10 @@ def main(cfg) -> None:
         logger.validate()
         StaticTree(*cfg.eval_tree)
         threads = set_threads(cfg.threads)
-        (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
+        who = provenance(cfg, threads)
         job = ppow.PPOWJob(drafter_job(cfg.drafter), variants, tasks=chosen_tasks(cfg), questions=cfg.questions,
                            max_new_tokens=cfg.max_new_tokens, eval_tree=tuple(cfg.eval_tree), root=cfg.drafter.root,
-                           results=cfg.results, identity=dict(model=model, drafter=drafter, machine=here))
+                           results=cfg.results, who=who)
         target, draft = load_model(cfg)
         run_dir = run_directory("a make drafter-rl run")
         with Tracker(logger, run_dir, job_type="drafter-rl", group=cfg.experiment, name=f"ppow-{cfg.model.name}",

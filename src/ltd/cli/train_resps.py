@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks
-from ltd.config.models import identities, load_model
+from ltd.config.models import load_model, provenance
 from ltd.config.schema import check_config
-from ltd.core.fingerprints import machine
 from ltd.core.tracking import Tracker
 from ltd.jobs import resps
 
@@ -26,12 +25,12 @@ def main(cfg) -> None:
         settings.validate()
         logger.validate()
         threads = set_threads(cfg.threads)
-        (model, drafter), here = identities(cfg), machine(threads, cfg.model.device)
+        who = provenance(cfg, threads)
         needs_costs = settings.bins == "cost_model" or settings.environment == "replay"
-        costs = resps.cost_model_for(cfg.results, model, drafter, here, cfg.top_k) if needs_costs else None
+        costs = resps.cost_model_for(cfg.results, who, cfg.top_k) if needs_costs else None
         job = resps.ReSpSJob(settings, resps.shapes_for(settings, costs, cfg.top_k), costs=costs,
                              tasks=chosen_tasks(cfg), questions=cfg.questions, validation=cfg.validation,
-                             results=cfg.results, identity=dict(model=model, drafter=drafter, machine=here))
+                             results=cfg.results, who=who)
         target, draft = load_model(cfg)
         with Tracker(logger, run_directory("a make resps run"), job_type="resps", group=cfg.experiment,
                      name=f"resps-{cfg.model.name}-{settings.environment}", tags=[cfg.model.name, cfg.drafter.kind,

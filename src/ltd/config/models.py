@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from ltd.config.files import model_config
 from ltd.core.errors import LtdError
-from ltd.core.fingerprints import check_device
+from ltd.core.fingerprints import check_device, machine
+from ltd.core.provenance import Provenance
 from ltd.drafter.heads import DrafterJob, HeadData, head_directory
 from ltd.drafter.loop import TrainSettings
 from ltd.models.drafters import drafter_identity, load_drafter
@@ -85,6 +86,12 @@ def identities(cfg) -> tuple[dict, dict]:
                                        intermediate_size=d.get("intermediate_size"))
     draft = draft_lm_settings(cfg)
     return model, drafter_identity(d.kind, draft.pop("source"), **draft)
+
+
+def provenance(cfg, threads: int) -> Provenance:
+    """Who the model and drafter of a config are, and this machine with `threads` (see identities)."""
+    model, drafter = identities(cfg)
+    return Provenance(model, drafter, machine(threads, cfg.model.device))
 
 
 def cache_bytes_needed(cfg) -> int:

@@ -9,6 +9,7 @@ from ltd.controllers.registry import make_controller
 from ltd.core.artefacts import changes, normalised, note, read_key
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import describe_machine, file_digest
+from ltd.core.provenance import Provenance
 from ltd.eval.runner import AUTOREGRESSIVE, Method
 
 
@@ -26,26 +27,26 @@ def check_trained_for(path: Path, model: dict, drafter: dict) -> None:
                            f"train it again for this one")
 
 
-def tuned_here(path: Path, model: dict, drafter: dict, here: dict) -> bool:
+def tuned_here(path: Path, who: Provenance) -> bool:
     """Whether the tuned tree at `path` was measured on this machine with this model and drafter."""
     stored = read_key(path, directory=False) if path.is_file() else None
-    wanted = normalised({"model": model, "drafter": drafter, "machine": here})
+    wanted = normalised(who.parts())
     return stored is not None and all(stored.get(part) == wanted[part] for part in wanted)
 
 
-def check_tuned(path: Path, model: dict, drafter: dict, here: dict) -> None:
+def check_tuned(path: Path, who: Provenance) -> None:
     """A tuned tree is the best static tree of the machine, model and drafter it was measured on:
     anywhere else it runs (still lossless) but is no fair baseline, which a note says."""
     stored = read_key(path, directory=False)
     if stored is None:
         note(f"{path.name} was tuned on a machine, model and drafter ltd has no record of: no fair baseline "
-             f"on {describe_machine(here)}; make sweep-tree tunes one here")
+             f"on {who.describe_machine()}; make sweep-tree tunes one here")
         return
-    wanted = normalised({"model": model, "drafter": drafter, "machine": here})
+    wanted = normalised(who.parts())
     differ = [part for part in wanted if stored.get(part) != wanted[part]]
     if differ:
         note(f"{path.name} was tuned on {describe_machine(stored.get('machine', {}))} with another "
-             f"{' and '.join(differ)} than this run's ({describe_machine(here)}): no fair baseline here; "
+             f"{' and '.join(differ)} than this run's ({who.describe_machine()}): no fair baseline here; "
              f"make sweep-tree tunes one here")
 
 
@@ -57,9 +58,9 @@ def method_settings(settings: dict, cfg) -> dict:
     return OmegaConf.to_container(root.settings, resolve=True)
 
 
-def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = None):
-    """The controller `settings` describe (None for autoregressive decoding). With `made_for`
-    (model and drafter identities), the weights it names must have been trained for them."""
+def build_controller(settings: dict, cfg, made_for: Provenance | None = None):
+    """The controller `settings` describe (None for autoregressive decoding). With `made_for`, the
+    weights it names must have been trained for its model and drafter."""
 
     settings = method_settings(settings, cfg)
     if settings.get("kind") == AUTOREGRESSIVE:
@@ -67,7 +68,7 @@ def build_controller(settings: dict, cfg, made_for: tuple[dict, dict] | None = N
     if made_for is not None:
         for value in settings.values():
             if isinstance(value, str) and Path(value).is_file():
-                check_trained_for(Path(value), *made_for)
+                check_trained_for(Path(value), made_for.model, made_for.drafter)
     settings.pop(FROM, None)
     return make_controller(settings)
 
@@ -89,7 +90,7 @@ def method_config(name: str, cfg) -> dict:
     return {**OmegaConf.to_container(OmegaConf.load(source), resolve=True), FROM: str(source)}
 
 
-def build_methods(names: list[str], cfg, made_for: tuple[dict, dict] | None = None):
+def build_methods(names: list[str], cfg, made_for: Provenance | None = None):
     """The methods an evaluation compares, by controller config name (see build_controller)."""
 
     return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
@@ -104,37 +105,37 @@ def method_identity(name: str, cfg) -> dict:
     return {"name": name, "settings": settings, "weights": weights}
 
 
-def check_tuned_methods(names: list[str], cfg, model: dict, drafter: dict, here: dict) -> None:
+def check_tuned_methods(names: list[str], cfg, who: Provenance) -> None:
     """A note for each tuned tree among `names` measured elsewhere (see check_tuned)."""
     for name in names:
         if name == "tuned" or name.startswith("tuned-"):
-            check_tuned(controller_file(name, cfg.model.name), model, drafter, here)
+            check_tuned(controller_file(name, cfg.model.name), who)
 
 
-def methods_there(names: list[str], cfg, model: dict, drafter: dict, here: dict) -> list[Method]:
+def methods_there(names: list[str], cfg, who: Provenance) -> list[Method]:
     """Every method of `names` that is there (a tuned tree found, policies trained for this model
     and drafter); the others are left out with a note."""
     methods = []
     for name in names:
         try:
-            methods += build_methods([name], cfg, (model, drafter))
+            methods += build_methods([name], cfg, who)
         except LtdError as error:
             note(f"{name} left out: {error}")
             continue
-        check_tuned_methods([name], cfg, model, drafter, here)
+        check_tuned_methods([name], cfg, who)
     return methods
 
 
-def compared_methods(cfg, choice: str | None, model: dict, drafter: dict, here: dict) -> list[Method]:
+def compared_methods(cfg, choice: str | None, who: Provenance) -> list[Method]:
     """Autoregressive decoding and the controller config chosen (`choice`, the name of
     cfg.controller), or else every method of `methods` that is there (a tuned tree found, policies
     trained for this model and drafter); the others are left out with a note."""
 
     if cfg.controller is not None:
-        check_tuned_methods([choice], cfg, model, drafter, here)
-        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, (model, drafter))
+        check_tuned_methods([choice], cfg, who)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, who)
         return [Method(AUTOREGRESSIVE), Method(choice, controller)]
-    methods = [Method(AUTOREGRESSIVE)] + methods_there(list(cfg.methods), cfg, model, drafter, here)
+    methods = [Method(AUTOREGRESSIVE)] + methods_there(list(cfg.methods), cfg, who)
     if len(methods) == 1:
         raise LtdError("nothing to compare with autoregressive decoding: name methods=[...] or controller=")
     return methods

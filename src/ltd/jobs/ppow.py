@@ -21,6 +21,7 @@ from ltd.core.artefacts import Artefact, hold
 from ltd.core.atomic import write_directory, write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import digest
+from ltd.core.provenance import Provenance
 from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions
@@ -52,7 +53,7 @@ class PPOWJob:
     eval_tree: tuple[int, int, int]  # depth, top-k, V
     root: str  # make drafter's checkpoints
     results: str  # profiles, the store
-    identity: dict  # model, drafter and machine, for the cost model's key
+    who: Provenance  # for the cost model's key
 
 
 def gamma_of(costs: CostModel) -> float:
@@ -64,8 +65,8 @@ def gamma_of(costs: CostModel) -> float:
 
 def chain_costs(job: PPOWJob, target, drafter, threads: int, log=print) -> CostModel:
     """The cost model of chains (top-k 1) for this head on this machine: saved, or measured now."""
-    i = job.identity
-    file = cost_model_file(job.results, cost_model_key(i["model"], i["drafter"], i["machine"], 1))
+    who = job.who
+    file = cost_model_file(job.results, cost_model_key(who.model, who.drafter, who.machine, 1))
 
     def measure() -> CostModel:
         log("measuring the cost of a draft step and a target step (once per head and machine)")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ltd.core.artefacts import Artefact
 from ltd.core.errors import LtdError
+from ltd.core.provenance import Provenance
 from ltd.core.results import ResultPaths
 from ltd.core.tasks import load_questions
 from ltd.core.tracking import Tracker
@@ -38,11 +39,11 @@ from ltd.traces.trace_sets import record_tasks, trace_set
 PERSISTENCE_ABLATION = (1, 10, 30)
 
 
-def cost_model_for(results: str, model: dict, drafter: dict, machine: dict, top_k: int) -> CostModel:
-    file = cost_model_file(results, cost_model_key(model, drafter, machine, top_k))
+def cost_model_for(results: str, who: Provenance, top_k: int) -> CostModel:
+    file = cost_model_file(results, cost_model_key(who.model, who.drafter, who.machine, top_k))
     costs = saved_cost_model(file)
     if costs is None:
-        raise LtdError(f"no cost model of {model['name']} with this drafter on this machine in "
+        raise LtdError(f"no cost model of {who.model['name']} with this drafter on this machine in "
                        f"{ResultPaths(results).profiles} (top-k {top_k}): make profile measures one (resps=paper "
                        f"trains online on the paper's bins without it)")
     return costs
@@ -73,13 +74,13 @@ class ReSpSJob:
     questions: int  # the last N of each task
     validation: int  # (replay) the last N of those, held out
     results: str
-    identity: dict  # model, drafter and machine identities, for the policy's key
+    who: Provenance  # for the policy's key
 
 
 def train(target, drafter, job: ReSpSJob, tracker: Tracker) -> Path:
     """Train (or go on training) the policy; returns its file."""
     s, grid, held = job.settings, job.grid, None
-    key = {"artefact": "resps policy", **job.identity, "tasks": [t.name for t in job.tasks],
+    key = {"artefact": "resps policy", **job.who.parts(), "tasks": [t.name for t in job.tasks],
            "questions": job.questions, "settings": asdict(s), "grid": [asdict(shape) for shape in grid]}
     prompts = first_turns(target, job.tasks, job.questions)
     if s.environment == "replay":
@@ -89,7 +90,7 @@ def train(target, drafter, job: ReSpSJob, tracker: Tracker) -> Path:
         engine = Engine(target.decoder, target.stop_token_ids, drafter)
         make_env = lambda: ReSpSOnlineEnv(engine, prompts, grid=grid, state_width=target.decoder.spec.hidden_size,
                                           persistence=s.persistence, max_new_tokens=s.max_new_tokens, seed=s.ppo.seed)
-    directory = ResultPaths(job.results).resps(job.identity["model"]["name"], job.identity["drafter"]["kind"])
+    directory = ResultPaths(job.results).resps(job.who.model["name"], job.who.drafter["kind"])
     Artefact(directory, key, "a resps policy", directory=True).open(owned=("*.pt",))
     print(f"resps ({s.environment}): {len(grid)} tree shapes (V {sorted({x.verify for x in grid})}, depth "
           f"{sorted({x.depth for x in grid})}, top-k {sorted({x.top_k for x in grid})}), shapes held "
@@ -107,8 +108,8 @@ def replay_tables(target, drafter, job: ReSpSJob) -> tuple[ShapeTables, ShapeTab
     questions recorded once per top-k of the grid, to its deepest level, with the states."""
     train, held, sets = {}, {}, {}
     for k in sorted({s.top_k for s in job.grid}):
-        recorded = record_tasks(target, drafter, results=job.results, model=job.identity["model"],
-                                drafter_id=job.identity["drafter"], tasks=job.tasks, questions=job.questions,
+        recorded = record_tasks(target, drafter, results=job.results, model=job.who.model,
+                                drafter_id=job.who.drafter, tasks=job.tasks, questions=job.questions,
                                 validation=job.validation, max_new_tokens=job.settings.max_new_tokens, top_k=k,
                                 max_depth=max(s.depth for s in job.grid), states=True)
         train[k], held[k] = recorded.train, recorded.held_out

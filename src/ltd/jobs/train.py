@@ -38,7 +38,8 @@ from ltd.controllers.methods import build_controller, build_methods, method_conf
 from ltd.core.artefacts import Artefact, note, read_or_drop
 from ltd.core.atomic import write_file, write_json
 from ltd.core.errors import LtdError
-from ltd.core.fingerprints import describe_machine, file_digest
+from ltd.core.fingerprints import file_digest
+from ltd.core.provenance import Provenance
 from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions
@@ -75,14 +76,12 @@ class Job:
     tasks: list[TaskSchema]
     name: str  # policies in <results>/policies/<model>-<drafter>-<name>
     logger: LoggerSettings
-    model: dict  # identities, for the keys of what is derived
-    drafter: dict
-    machine: dict  # the machine and thread count the timings are taken on
+    who: Provenance  # the model, drafter and machine (threads too): what keys of what is derived hold
     guard: LoadGuard
     search: SearchJob | None = None  # a tuned tree to search here before evaluating (make sweep-tree's)
 
 
-def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, machine: dict) -> Job:
+def prepare(cfg: DictConfig, baselines: DictConfig, who: Provenance) -> Job:
     """Every check that can fail before the models load: a misspelt method fails now, not after
     the training."""
     settings = ltd_settings(cfg)
@@ -94,8 +93,8 @@ def prepare(cfg: DictConfig, baselines: DictConfig, model: dict, drafter: dict, 
     check_methods([Method(method) for method in cfg.evaluate.methods] + [Method(LTD_METHOD)])
     logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
-    return Job(cfg, baselines, settings=settings, tasks=tasks, name=name, logger=logger, model=model, drafter=drafter,
-               machine=machine, guard=LoadGuard(cfg.max_other_load, cfg.require_quiet))
+    return Job(cfg, baselines, settings=settings, tasks=tasks, name=name, logger=logger, who=who,
+               guard=LoadGuard(cfg.max_other_load, cfg.require_quiet))
 
 
 def run(job: Job, run_dir: Path) -> None:
@@ -113,19 +112,17 @@ def run(job: Job, run_dir: Path) -> None:
                           tags=[cfg.model.name, cfg.drafter.kind, job.search.mode], config={"study": job.search.name})
         tune(job.search, opened, Engine(target.decoder, target.stop_token_ids, drafter), target, tracker)
         spent("tree search")
-    costs, cost_file = cost_model(cfg, target, drafter=drafter, sizes=job.settings.sizes, model=job.model,
-                                  drafter_id=job.drafter, here=job.machine, guard=job.guard)
+    costs, cost_file = cost_model(cfg, target, drafter, sizes=job.settings.sizes, who=job.who, guard=job.guard)
     spent("profile")
-    recorded = traces(cfg, target, drafter, job.model, job.drafter)
+    recorded = traces(cfg, target, drafter, job.who)
     spent("record")
     print(f"traces: {len(recorded.train)} answers to train on ({sum(t.positions for t in recorded.train)} "
           f"positions), {len(recorded.held_out)} for validation, {len(recorded.test)} for test, in "
           f"{', '.join(map(str, recorded.directories))}")
-    learned_baselines(cfg, job.baselines, train=recorded.train, train_paths=recorded.train_paths, model=job.model,
-                      drafter_id=job.drafter)
+    learned_baselines(cfg, job.baselines, train=recorded.train, train_paths=recorded.train_paths, who=job.who)
     spent("baselines")
     policies = Artefact(ResultPaths(cfg.results).policies(cfg.model.name, cfg.drafter.kind, job.name),
-                        policies_key(cfg, job.settings, model=job.model, drafter_id=job.drafter, recorded=recorded,
+                        policies_key(cfg, job.settings, who=job.who, recorded=recorded,
                                      cost_model=cost_file),
                         "ltd policies", directory=True)
     policies.open(owned=("*.pt", "*.json", "*.yaml", "checkpoints"))
@@ -177,12 +174,12 @@ def ltd_settings(cfg) -> LtdSettings:
     return s
 
 
-def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafter_id: dict, here: dict,
+def cost_model(cfg, target, drafter, sizes: tuple[int, ...], who: Provenance,
                guard: LoadGuard):
     """(the cost model, its file): the saved profile of this model, drafter and machine when it
     covers the sizes and depths to be priced, else a new one."""
 
-    file = cost_model_file(cfg.results, cost_model_key(model, drafter_id, here, cfg.record.top_k))
+    file = cost_model_file(cfg.results, cost_model_key(who.model, who.drafter, who.machine, cfg.record.top_k))
     saved = saved_cost_model(file)
     measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)} | set(saved.verify_sizes if saved else ())
     covers = lambda costs: (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
@@ -191,7 +188,7 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
 
     def measure() -> CostModel:
         with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
-            return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=here["threads"],
+            return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=who.machine["threads"],
                                       contexts=list(p.contexts), verify_sizes=sorted(measured),
                                       top_k=cfg.record.top_k, max_depth=cfg.record.max_depth, repeats=p.repeats,
                                       progress=bar.update)
@@ -204,20 +201,20 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], model: dict, drafte
     return costs, file
 
 
-def traces(cfg, target, drafter, model: dict, drafter_id: dict) -> Recorded:
+def traces(cfg, target, drafter, who: Provenance) -> Recorded:
     """The traces of make train's questions, recorded where missing."""
     r = cfg.record
-    return record_tasks(target, drafter, results=cfg.results, model=model, drafter_id=drafter_id,
+    return record_tasks(target, drafter, results=cfg.results, model=who.model, drafter_id=who.drafter,
                         tasks=list(map(task_config, r.tasks)), questions=r.questions, validation=r.validation,
                         max_new_tokens=r.max_new_tokens, top_k=r.top_k, max_depth=r.max_depth, test=r.test)
 
 
-def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model: dict, drafter_id: dict) -> None:
+def learned_baselines(cfg, settings, train: list, train_paths: list[Path], who: Provenance) -> None:
     """Train the learned baselines among the evaluated methods whose weights are not there yet (or
     were made from other traces or settings), on the training traces, with `settings` (a checked
     conf/train_baselines.yaml)."""
 
-    key = baselines_key(model, drafter_id, trace_set(train_paths), baselines_settings(settings))
+    key = baselines_key(who.model, who.drafter, trace_set(train_paths), baselines_settings(settings))
     output = Artefact(ResultPaths(cfg.results).baselines(cfg.model.name, cfg.drafter.kind), key,
                       "learned baselines", directory=True)
     kinds = []
@@ -244,13 +241,13 @@ def learned_baselines(cfg, settings, train: list, train_paths: list[Path], model
         print(fit_baselines(settings, train, output.path, tuple(missing)))
 
 
-def policies_key(cfg, settings: LtdSettings, model: dict, drafter_id: dict, recorded: Recorded,
+def policies_key(cfg, settings: LtdSettings, who: Provenance, recorded: Recorded,
                  cost_model: Artefact) -> dict:
     """What trained policies depend on: the traces they replay, the measured cost model that prices
     them, and every setting of their training."""
 
 
-    return {"artefact": "ltd policies", "format": POLICIES, "model": model, "drafter": drafter_id,
+    return {"artefact": "ltd policies", "format": POLICIES, "model": who.model, "drafter": who.drafter,
             "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
             "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
             "component": cfg.component, "env": OmegaConf.to_container(cfg.env),
@@ -292,7 +289,7 @@ def train_policies(job: Job, environments, held_out: list, costs: CostModel, dir
         bars[stage].refresh()
 
     try:
-        return train_ltd(environments, held_out, costs=costs, s=job.settings, component=job.cfg.component,
+        return train_ltd(environments, held_out, costs=costs, settings=job.settings, component=job.cfg.component,
                          directory=directory, log=log, progress=progress)
     finally:
         for bar in bars.values():
@@ -345,7 +342,7 @@ def resps_method(job: Job) -> list[Method]:
         return []
     settings = {**method_config("resps", cfg), "policy": str(policy)}
     return [Method("resps" if n == settings["persistence"] else f"resps-p{n}",
-                   build_controller({**settings, "persistence": n}, cfg, (job.model, job.drafter)))
+                   build_controller({**settings, "persistence": n}, cfg, job.who))
             for n in cfg.evaluate.resps]
 
 
@@ -358,7 +355,7 @@ def evaluate(job: Job, engine: Engine, target, methods: list[Method], run_dir: P
     for task in job.tasks:
         questions = load_questions(task.path, e.questions, task.per_category)
         records = Records(run_dir / task.name, [m.name for m in methods])
-        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.machine["threads"],
+        run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=task.name, threads=job.who.machine["threads"],
                    max_new_tokens=e.max_new_tokens, temperature=cfg.temperature)
         with tqdm(total=len(questions), desc=f"eval {task.name}", unit="question") as bar:
             summary = evaluate_task(engine, target, methods=methods, questions=questions, settings=settings,
@@ -374,7 +371,7 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
            tracker: Tracker) -> None:
     """The table over tasks with its intervals and LTD's ratios (printed, summarised in W&B, written
     as train.md and train.json in the run directory), and every task's rows appended to the store."""
-    cfg, machine = job.cfg, describe_machine(job.machine)
+    cfg, machine = job.cfg, job.who.describe_machine()
     headline = Headline.of(per_task, method_order, static_baselines(method_order))
     header = (f"{describe_models(cfg)}, reward {cfg.reward.kind}, component {cfg.component}: speed-up over "
               f"{AUTOREGRESSIVE} (mean per-question throughput ratio), {cfg.evaluate.questions} questions per task, "

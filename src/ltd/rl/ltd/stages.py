@@ -72,51 +72,51 @@ class TrainedPolicies:
         return [s["stage"] for s in self.stages if s.get("best_batch") == 0]
 
 
-def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, s: LtdSettings,
+def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], costs: CostModel, settings: LtdSettings,
               component: str, directory: Path, log: Callable[[str, dict], None] = lambda stage, metrics: None,
               progress: Callable[[str, int, int], None] = lambda stage, done, total: None) -> TrainedPolicies:
     """Run (or resume) every stage of the schedule in `backend`'s environments; policies land in
     `directory`. Checkpoints are chosen by replay on the `validation` traces."""
-    stages = schedule(s, component)
+    stages = schedule(settings, component)
     directory = Path(directory)
     held_out = TraceTable(validation, costs)
     top_k, max_depth = held_out.top_k, held_out.max_depth
-    s.validate()
+    settings.validate()
     if isinstance(backend, ReplayBackend):
-        check_depth_rows(backend.depth_envs, s.depth_ppo.rollout, max_depth)
-    if not 1 <= s.fixed_depth <= max_depth:
-        raise LtdError(f"fixed_depth {s.fixed_depth} is outside the traces' 1..{max_depth}")
+        check_depth_rows(backend.depth_envs, settings.depth_ppo.rollout, max_depth)
+    if not 1 <= settings.fixed_depth <= max_depth:
+        raise LtdError(f"fixed_depth {settings.fixed_depth} is outside the traces' 1..{max_depth}")
     current: dict[str, Policy | None] = dict(size=None, depth=None)
     summary = []
     for stage in stages:
         final = directory / f"{stage.name}.pt"
-        depth_partner = current["depth"] if current["depth"] is not None else s.fixed_depth
-        verify_partner = current["size"] if current["size"] is not None else s.depth_verify
+        depth_partner = current["depth"] if current["depth"] is not None else settings.fixed_depth
+        verify_partner = current["size"] if current["size"] is not None else settings.depth_verify
         seed = stage.settings.seed
         policy = read_or_drop(final, lambda path: Policy.load(path, stage.role), "training the stage again")
         if policy is None:
             if stage.role == "size":
-                spec = PolicySpec("size", top_k, max_depth, s.size_hidden, tuple(s.sizes))
+                spec = PolicySpec("size", top_k, max_depth, settings.size_hidden, tuple(settings.sizes))
                 # Stage 1 draws random depths, unless no depth policy will ever decide them.
                 train_depth = None if stage.name == "stage1-size" and component != "size_only" else depth_partner
                 make_env = lambda: backend.size_env(train_depth, seed)
                 validate = lambda p: replay_speedup(held_out, depth_partner, p)["speedup"]
             else:
-                spec = PolicySpec("depth", top_k, max_depth, s.depth_hidden)
+                spec = PolicySpec("depth", top_k, max_depth, settings.depth_hidden)
                 make_env = lambda: backend.depth_env(verify_partner, seed)
                 validate = lambda p: replay_speedup(held_out, p, verify_partner)["speedup"]
             trainer = PPOTrainer(make_env, spec, stage.settings, directory / "checkpoints" / f"{stage.name}.pt",
                                  initial=current[stage.role])
             policy = trainer.train(validate, lambda m, name=stage.name: log(name, m),
                                    lambda done, total, name=stage.name: progress(name, done, total),
-                                   keep_best=s.select == "validation")
+                                   keep_best=settings.select == "validation")
             write_json(final.with_suffix(".json"), dict(start=trainer.start_score, trained=trainer.kept_score,
                                                         best_batch=trainer.kept_batch,
                                                         batches=trainer.batch, curve=trainer.curve))
             policy.save(final)
         current[stage.role] = policy
-        depth = current["depth"] if current["depth"] is not None else s.fixed_depth
-        verify = current["size"] if current["size"] is not None else s.depth_verify
+        depth = current["depth"] if current["depth"] is not None else settings.fixed_depth
+        verify = current["size"] if current["size"] is not None else settings.depth_verify
         scores = read_or_drop(final.with_suffix(".json"), lambda path: json.loads(path.read_text()),
                               "leaving its scores out") or {}
         summary.append(dict(stage=stage.name, start=scores.get("start"), trained=scores.get("trained"),
@@ -126,10 +126,10 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
         if current[role] is not None:
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
-    constant = best_constant(held_out, s.sizes)
+    constant = best_constant(held_out, settings.sizes)
     write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward,
                                                  component=component, backend=type(backend).__name__,
-                                                 settings=asdict(s)))
+                                                 settings=asdict(settings)))
     return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary, constant)
 
 
