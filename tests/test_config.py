@@ -75,7 +75,7 @@ def test_every_model_composes_with_every_job(job, model):
     if model in PAPER_MODELS:
         assert cfg.model.eagle3 and cfg.model.device == "cuda"
     if "controller" in cfg:
-        assert build_controller(OmegaConf.to_container(cfg.controller), cfg).verify == 60
+        assert build_controller(OmegaConf.to_container(cfg.controller, resolve=True)).verify == 60
 
 
 @pytest.mark.parametrize("drafter", ["eagle3", "eagle3_tiny"])

@@ -167,7 +167,7 @@ def test_a_saved_cost_model_serves_until_it_does_not_and_a_busy_profile_is_not_s
 
     file = Artefact(tmp_path / "profile.json", {"artefact": "cost model", "model": "m"}, "cost model")
     measured = []
-    measure = lambda: measured.append(1) or hand_made()
+    measure = lambda saved: measured.append(1) or hand_made()
     costs, verdict = ensure_cost_model(file, measure)
     assert measured == [1] and verdict is None and file.fresh and costs.verify_sizes == hand_made().verify_sizes
     assert ensure_cost_model(file, measure)[0].verify_s == costs.verify_s and measured == [1]

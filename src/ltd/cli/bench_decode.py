@@ -30,7 +30,7 @@ def main(cfg) -> None:
             raise LtdError(f"verify_sizes must be whole numbers >= 1 (draft tokens verified), got "
                            f"{list(cfg.verify_sizes)}")
         threads = set_threads(cfg.threads)
-        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True))
         questions = load_questions(cfg.task.path, cfg.prompts)
         start = time.perf_counter()
         target, drafter = load_model(cfg)

@@ -35,7 +35,7 @@ def main(cfg) -> None:
         output = Artefact(cfg.output, key, "cost model") if cfg.output else cost_model_file(cfg.results, key)
         target, drafter = load_model(cfg)
 
-        def measure():
+        def measure(saved):
             with tqdm(total=len(cfg.contexts) * (cfg.repeats + 1), desc="profile", unit="round") as bar:
                 return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=threads,
                                           contexts=list(cfg.contexts), verify_sizes=list(cfg.verify_sizes),

@@ -114,16 +114,21 @@ class EvalSchema(JobSchema, WritesResults, TimesWork):
 
 
 @dataclass(kw_only=True)
-class DecodeSchema(JobSchema, WritesResults, TimesWork):
+class DecodesTasksSchema(JobSchema, WritesResults, TimesWork):
+    """make run and make bench-peer: the first questions of tasks, decoded by each method."""
     task: TaskSchema
     tasks: list[str] | None
     methods: list[str]
     questions: int
-    repeats: int
     max_new_tokens: int
     temperature: float
     seed: int
     controller: dict[str, Any] | None = None  # the controller group, chosen or not
+
+
+@dataclass(kw_only=True)
+class DecodeSchema(DecodesTasksSchema):
+    repeats: int
 
 
 @dataclass(kw_only=True)
@@ -139,20 +144,12 @@ class BenchDecodeSchema(JobSchema):
 
 
 @dataclass(kw_only=True)
-class BenchPeerSchema(JobSchema, WritesResults, TimesWork):
-    task: TaskSchema
-    tasks: list[str] | None
-    methods: list[str]
-    questions: int
-    max_new_tokens: int
-    temperature: float
-    seed: int
+class BenchPeerSchema(DecodesTasksSchema):
     n_max: list[int]
     batch_sizes: list[int]
     batch_context: int
     llama_cpp: str
     llama_cpp_tools: str | None
-    controller: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)

@@ -58,11 +58,11 @@ def method_settings(settings: dict, cfg) -> dict:
     return OmegaConf.to_container(root.settings, resolve=True)
 
 
-def build_controller(settings: dict, cfg, made_for: Provenance | None = None):
+def build_controller(settings: dict, made_for: Provenance | None = None):
     """The controller `settings` describe (None for autoregressive decoding). With `made_for`, the
-    weights it names must have been trained for its model and drafter."""
-
-    settings = method_settings(settings, cfg)
+    weights it names must have been trained for its model and drafter. `settings` come resolved
+    (method_config, or a composed config's controller)."""
+    settings = dict(settings)
     if settings.get("kind") == AUTOREGRESSIVE:
         return None
     if made_for is not None:
@@ -93,7 +93,7 @@ def method_config(name: str, cfg) -> dict:
 def build_methods(names: list[str], cfg, made_for: Provenance | None = None):
     """The methods an evaluation compares, by controller config name (see build_controller)."""
 
-    return [Method(name, build_controller(method_config(name, cfg), cfg, made_for)) for name in names]
+    return [Method(name, build_controller(method_config(name, cfg), made_for)) for name in names]
 
 
 def method_identity(name: str, cfg) -> dict:
@@ -133,7 +133,7 @@ def compared_methods(cfg, choice: str | None, who: Provenance) -> list[Method]:
 
     if cfg.controller is not None:
         check_tuned_methods([choice], cfg, who)
-        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), cfg, who)
+        controller = build_controller(OmegaConf.to_container(cfg.controller, resolve=True), who)
         return [Method(AUTOREGRESSIVE), Method(choice, controller)]
     methods = [Method(AUTOREGRESSIVE)] + methods_there(list(cfg.methods), cfg, who)
     if len(methods) == 1:

@@ -68,7 +68,7 @@ def chain_costs(job: PPOWJob, target, drafter, threads: int, log=print) -> CostM
     who = job.who
     file = cost_model_file(job.results, cost_model_key(who.model, who.drafter, who.machine, 1))
 
-    def measure() -> CostModel:
+    def measure(saved: CostModel | None) -> CostModel:
         log("measuring the cost of a draft step and a target step (once per head and machine)")
         contexts = sorted({min(c, target.decoder.max_positions // 2) for c in (128, 512)})
         return measure_cost_model(target, drafter, drafter_name="eagle3", threads=threads, contexts=contexts,

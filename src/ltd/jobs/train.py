@@ -59,7 +59,7 @@ from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.ltd.stages import TrainedPolicies, schedule, test_replay, train_ltd
 from ltd.rl.settings import LtdSettings
 from ltd.traces.cost_check import priced_cycles
-from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key, saved_cost_model
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
 from ltd.traces.trace_sets import Recorded, record_tasks, trace_set
 
@@ -180,13 +180,12 @@ def cost_model(cfg, target, drafter, sizes: tuple[int, ...], who: Provenance,
     covers the sizes and depths to be priced, else a new one."""
 
     file = cost_model_file(cfg.results, cost_model_key(who.model, who.drafter, who.machine, cfg.record.top_k))
-    saved = saved_cost_model(file)
-    measured = set(cfg.profile.verify_sizes) | {min(sizes), max(sizes)} | set(saved.verify_sizes if saved else ())
     covers = lambda costs: (costs.verify_sizes[0] <= min(sizes) and costs.verify_sizes[-1] >= max(sizes)
                             and costs.max_depth >= cfg.record.max_depth)
     p = cfg.profile
 
-    def measure() -> CostModel:
+    def measure(saved: CostModel | None) -> CostModel:  # the sizes priced, and any the saved one had
+        measured = set(p.verify_sizes) | {min(sizes), max(sizes)} | set(saved.verify_sizes if saved else ())
         with tqdm(total=len(p.contexts) * (p.repeats + 1), desc="profile", unit="round") as bar:
             return measure_cost_model(target, drafter, drafter_name=cfg.drafter.kind, threads=who.machine["threads"],
                                       contexts=list(p.contexts), verify_sizes=sorted(measured),
@@ -342,7 +341,7 @@ def resps_method(job: Job) -> list[Method]:
         return []
     settings = {**method_config("resps", cfg), "policy": str(policy)}
     return [Method("resps" if n == settings["persistence"] else f"resps-p{n}",
-                   build_controller({**settings, "persistence": n}, cfg, job.who))
+                   build_controller({**settings, "persistence": n}, job.who))
             for n in cfg.evaluate.resps]
 
 

@@ -369,9 +369,16 @@ class Decoder:
         cos, sin = rope_tables(config, length)
         return cls(spec, state, cos, sin, dtype=dtype, device=device, quantize=quantize)
 
+    def weights(self, norms: bool = True) -> list:
+        """What one token reads: every layer's matrices (and norms), then the final norm and the output
+        matrix (the embedding row it reads is negligible). A matrix is a tensor, int8 packed weights
+        or a list of GGUF block parts."""
+        names = ("input_norm", "qkv", "o", "post_norm", "gate_up", "down") if norms else ("qkv", "o", "gate_up", "down")
+        return [getattr(layer, name) for layer in self.layers for name in names] + \
+            ([self.final_norm] if norms else []) + [self.lm_head]
+
     def weight_bytes(self) -> int:
-        """Bytes of weights one token streams through: every layer's matrices and norms, the final
-        norm and the output matrix (the embedding row it reads is negligible)."""
+        """Bytes of weights one token streams through."""
         def size(weight) -> int:
             if isinstance(weight, list):  # GGUF blocks
                 return sum(part.nbytes() for part in weight)
@@ -380,13 +387,11 @@ class Decoder:
             unpacked = torch.ops.quantized.linear_unpack(weight)[0]  # int8: one byte each, plus a scale a row
             return unpacked.numel() + 4 * unpacked.shape[0]
 
-        per_layer = sum(size(getattr(layer, name)) for layer in self.layers for name in
-                        ("input_norm", "qkv", "o", "post_norm", "gate_up", "down"))
-        return per_layer + size(self.final_norm) + size(self.lm_head)
+        return sum(map(size, self.weights()))
 
     def multiply_adds(self) -> int:
-        """Multiply-adds one token costs in the matrices (every layer's and the output matrix's
-        weights: one each; attention over the context is not counted)."""
+        """Multiply-adds one token costs in the matrices: one a weight (on blocks, padded columns too:
+        the kernel multiplies them); attention over the context is not counted."""
         def count(weight) -> int:
             if isinstance(weight, list):  # GGUF blocks
                 return sum(part.shape[0] * part.shape[1] for part in weight)
@@ -394,8 +399,7 @@ class Decoder:
                 return weight.numel()
             return torch.ops.quantized.linear_unpack(weight)[0].numel()
 
-        return sum(count(getattr(layer, name)) for layer in self.layers for name in ("qkv", "o", "gate_up", "down")) + \
-            count(self.lm_head)
+        return sum(map(count, self.weights(norms=False)))
 
     # -- cache ---------------------------------------------------------------------------------
     def reset(self, capacity: int | None = None, batch: int = 1) -> None:
