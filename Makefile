@@ -36,7 +36,7 @@ analysis: setup  ## the notebooks of analysis/ on results/: the paper's tables a
 dashboard: setup  ## the W&B project's workspace and report as code: results/dashboard/*.json; published when online (ARGS="entity=<entity>")
 	$(PY) -m ltd.cli.dashboard $(ARGS)
 
-sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes conf/controller/tuned-<model>.yaml
+sweep-tree: setup  ## Optuna (or grid) search of static tree shapes; writes results/conf/controller/tuned-<model>.yaml
 	$(PY) -m ltd.cli.sweep_tree $(ARGS)
 
 profile: setup  ## the cost model: draft and verify latency at several contexts; writes results/profiles/<model>-<drafter>-<key>.json

@@ -103,10 +103,10 @@ def test_tasks_point_at_shipped_data(task):
 
 def test_unknown_group_option_is_one_line():
     with pytest.raises(LtdError, match=r"unknown model 'foo'; choose from: .*smollm2-135m"):
-        check_choices(["model=foo"])
+        check_choices(["model=foo"], "results")
     with pytest.raises(LtdError, match="unknown task 'nope'"):
-        check_choices(["task=gsm8k,nope"])
-    check_choices(["model=smollm2-135m,qwen3-14b", "questions=2", "controller.depth=3"])
+        check_choices(["task=gsm8k,nope"], "results")
+    check_choices(["model=smollm2-135m,qwen3-14b", "questions=2", "controller.depth=3"], "results")
 
 
 def test_entry_point_reports_bad_input_in_one_line():

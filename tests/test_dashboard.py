@@ -85,8 +85,8 @@ def train_keys(monkeypatch) -> set[str]:
     tracker, ppo = Tracker(), PPOSettings(frames=2048)
     job = SimpleNamespace(settings=LtdSettings((4, 8), ppo, ppo, rounds=11), cfg=SimpleNamespace(component="full"))
     train_job.train_policies(job, None, held_out=[], costs=None, directory=None, tracker=tracker)
-    assert 'tracker.summarise({f"{row[\'method\']}/mean_speedup"' in inspect.getsource(train_job.report)
-    return tracker.keys | {f"{m}/mean_speedup" for m in dashboard.methods()}
+    assert 'tracker.summarise({f"{row[\'method\']}/speedup"' in inspect.getsource(train_job.report)
+    return tracker.keys | {f"{m}/speedup" for m in dashboard.methods()}
 
 
 def eval_keys(monkeypatch) -> set[str]:
@@ -125,8 +125,8 @@ def ppow_keys() -> set[str]:
     heads = [ppow_job.SUPERVISED] + dashboard.ppow_variants()
     results = pd.DataFrame([dict(task=t, method=h, tau=2.0, lossless=True, **{"speed-up": 1.5})
                             for h in heads for t in ("gsm8k", "qa")])
-    assert "tracker.summarise({f\"{r['head']}/{k}\": v" in inspect.getsource(ppow_job.run)
-    summary = {f"{r['head']}/{k}" for r in ppow_job.table(results) for k, v in r.items() if isinstance(v, float)}
+    assert "tracker.summarise(head_metrics(rows))" in inspect.getsource(ppow_job.run)
+    summary = set(ppow_job.head_metrics(ppow_job.table(results)))
     return {f"{v}/{k}" for v in dashboard.ppow_variants() for k in row} | summary
 
 
@@ -173,7 +173,7 @@ def test_every_panel_plots_keys_its_job_logs(logged):
                 assert any(re.search(regex, key) for key in logged[part.job_type]), (part.name, panel.title)
                 assert not any(re.search(regex, key) for key in others), (part.name, panel.title)
     # Every stage's curve, not just some: each of the PPO panels' keys under each stage name logged.
-    stage_keys = {key for key in logged["train"] if "/" in key and not key.endswith("/mean_speedup")}
+    stage_keys = {key for key in logged["train"] if "/" in key and not key.endswith("/speedup")}
     stages = {key.split("/")[0] for key in stage_keys}
     assert stages >= {"stage1-size", "stage1-depth", "round1-size", "round10-depth"}
     for key in ("tau", "depth_chosen", "verify_chosen", "validation", "reward_per_cycle", *dashboard.PPO_LOSSES):

@@ -253,7 +253,7 @@ def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
     run_dir, _ = tiny_eval_run
     [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     data = log.read_bytes()  # wandb's record log: the keys are stored as plain UTF-8
-    for key in ("eagle3_default/speed-up", "eagle3_default/tau", "gammatune/verify share", "harness_overhead"):
+    for key in ("eagle3_default/speedup", "eagle3_default/tau", "gammatune/verify_share", "harness_overhead"):
         assert key.encode() in data, key
 
 
@@ -429,6 +429,32 @@ def test_a_sweep_over_several_tasks_scores_them_together(tmp_path):
     [journal] = (tmp_path / "sweeps").glob("tree-tiny-qa+gsm8k-optuna-*.journal")
     key = json.loads(Path(f"{journal}.key.json").read_text())
     assert [task["name"] for task in key["task"]] == ["qa", "gsm8k"]
+
+
+def test_the_tuned_tree_goes_to_results_and_jobs_find_it_through_hydras_search_path(tmp_path):
+    """make sweep-tree writes <results>/conf/controller/tuned-<model>.yaml (never into conf/), and a
+    later job with the same results= decodes with it: as controller=tuned-<model> (Hydra's search
+    path) and as `tuned` among the methods."""
+    save_tiny_checkpoint(tmp_path / "model")
+    model = ["model=smollm2-135m", "model.name=tiny", f"model.source={tmp_path / 'model'}", "model.max_context=256",
+             "drafter.draft_vocab_size=64", f"drafter.root={tmp_path / 'drafters'}", "threads=1",
+             f"results={tmp_path / 'results'}"]
+    run = lambda entry, *args: subprocess.run([sys.executable, "-m", f"ltd.cli.{entry}", *model, *args],
+                                              capture_output=True, text=True, cwd=tmp_path)
+    searched = run("sweep_tree", "tasks=[qa]", "questions=1", "max_new_tokens=4", "warmup_tokens=2", "trials=1",
+                   "batch=1", "logger=none", f"hydra.run.dir={tmp_path / 'sweep'}")
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    tuned = tmp_path / "results" / "conf" / "controller" / "tuned-tiny.yaml"
+    assert tuned.is_file() and Path(f"{tuned}.key.json").is_file()
+    assert not (CONF / "controller" / "tuned-tiny.yaml").exists()
+    assert [*(tmp_path / "results" / "sweeps").glob("tree-tiny-qa-optuna-*.journal")]
+    for choice in (["controller=tuned-tiny"], ["methods=[tuned]"]):
+        decoded = run("decode", "tasks=[qa]", "max_new_tokens=4", *choice, f"hydra.run.dir={tmp_path / choice[0][:4]}")
+        assert decoded.returncode == 0, decoded.stderr[-2000:]
+        assert any(line.split()[:1] == [choice[0].split("=")[1].strip("[]")] for line in decoded.stdout.splitlines())
+        assert "lossless (greedy outputs identical): True" in decoded.stdout
+    elsewhere = run("decode", "tasks=[qa]", "controller=tuned-tiny", f"results={tmp_path / 'other'}")
+    assert elsewhere.returncode == 2 and "unknown controller 'tuned-tiny'" in elsewhere.stderr
 
 
 def test_controller_configs_find_trained_weights_through_the_results_registry():

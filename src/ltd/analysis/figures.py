@@ -114,7 +114,7 @@ def ppo_curves(run: PolicyRun):
     axes[0].legend(fontsize=7)
     figure.suptitle(f"{run.name}: reward {run.reward}, component {run.component}")
     figure.tight_layout()
-    caption(figure, f"results/policies/{run.name}/<stage>.json")
+    caption(figure, f"<results>/policies/{run.name}/<stage>.json")
     return figure
 
 

@@ -301,7 +301,7 @@ def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeS
 
 
 def write_tuned(path: Path, key: dict, tree: StaticTree, note: str) -> None:
-    """The best tree as conf/controller/tuned-<model>.yaml, with the key of its search beside it."""
+    """The best tree as <results>/conf/controller/tuned-<model>.yaml, with the key of its search beside it."""
     with Artefact(path, key, "tuned tree").rewrite():
         write_file(path, lambda tmp: tmp.write_text(tuned_config(tree, note)))
 
@@ -363,7 +363,7 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
     def on_trial(number, tree, value, details):
         bar.update()
         bar.set_postfix(best=f"{best_trial(study).value:.3f}x", refresh=False)
-        tracker.log({"speed-up": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
+        tracker.log({"speedup": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
                      "tau": details["tau"]}, step=number)
 
     try:
@@ -372,7 +372,7 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
         bar.close()
         if finished(study):
             best = best_tree(study)
-            tracker.summarise({"best/speed-up": best_trial(study).value, "best/depth": best.depth,
+            tracker.summarise({"best/speedup": best_trial(study).value, "best/depth": best.depth,
                                "best/top_k": best.top_k, "best/verify": best.verify})
         tracker.finish()
 
@@ -394,7 +394,7 @@ class SearchJob:
     max_new_tokens: int
     temperature: float
     warmup_tokens: int
-    tuned_path: Path | None  # where the best tree goes (conf/controller/tuned-<model>.yaml); None: nowhere
+    tuned_path: Path | None  # where the best tree goes (<results>/conf/controller/tuned-<model>.yaml); None: nowhere
     guard: LoadGuard
     where: str  # the machine, in words, for the tuned config's note
     start: StaticTree | None = None  # measured first (optuna mode): the tuned tree there was, so the search can only improve on it

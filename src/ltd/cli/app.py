@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ltd.config.files import CONFIG_PATH, group_options
+from ltd.config.files import CONFIG_PATH, group_options, search_path_override
 from ltd.core.artefacts import hold, release
 from ltd.core.errors import LtdError, NotLossless
 from ltd.jobs.sweeps import clear_failure, in_sweep, record_failure
@@ -102,15 +102,16 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def check_choices(overrides: list[str]) -> None:
-    """Fail in one line on `group=option` overrides naming an option that does not exist; Hydra's
-    own report of it runs to a dozen lines. Sweeps (`model=a,b`) check each option."""
+def check_choices(overrides: list[str], results: str) -> None:
+    """Fail in one line on `group=option` overrides naming an option that does not exist (in conf/
+    or on the search path of `results`); Hydra's own report of it runs to a dozen lines. Sweeps
+    (`model=a,b`) check each option."""
     conf = Path(CONFIG_PATH)
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or "/" in key or not (conf / key).is_dir():
             continue
-        options = group_options(key)
+        options = group_options(key, results)
         for choice in value.split(","):
             if choice and choice not in options and not any(c in choice for c in "()[]{}*$"):
                 raise LtdError(f"unknown {key} {choice!r}; choose from: {', '.join(options)}")
@@ -134,7 +135,8 @@ def check_overrides(config_name: str, args: list[str]):
 
     if any(arg.startswith("-") for arg in args):
         return None
-    overrides = [arg for arg in args if not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    overrides = [arg for arg in args if arg.startswith("hydra.searchpath=")
+                 or not arg.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
             return compose(config_name, overrides=overrides)
@@ -165,12 +167,30 @@ def experiment_as_chosen(args: list[str]) -> list[str]:
     return [arg.removeprefix("+") if arg.startswith("+experiment=") else arg for arg in args]
 
 
+def chosen_results(args: list[str]) -> str:
+    """The results directory a command line names (`results=`; conf/paths/default.yaml's otherwise,
+    and for a sweep over several)."""
+    chosen = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith("results=")]
+    if chosen and "," not in chosen[-1]:
+        return chosen[-1]
+    return OmegaConf.load(Path(CONFIG_PATH) / "paths" / "default.yaml").results
+
+
+def with_search_path(args: list[str]) -> list[str]:
+    """The command line with the results' configs and the shipped trees on Hydra's search path
+    (ltd.config.files.search_path): hydra.searchpath in a config file cannot follow a `results=`
+    override, as Hydra reads it before any override. A search path the user gives stays alone."""
+    if any(arg.lstrip("+").startswith("hydra.searchpath") for arg in args):
+        return args
+    return [*args, *search_path_override(chosen_results(args))]
+
+
 def launch(main, config_name: str) -> None:
     """Run a Hydra entry point after checking the command line (group options, keys, values' syntax)
     and the folders it will write."""
-    sys.argv[1:] = experiment_as_chosen(sys.argv[1:])
+    sys.argv[1:] = with_search_path(experiment_as_chosen(sys.argv[1:]))
     with user_errors():
-        check_choices(sys.argv[1:])
+        check_choices(sys.argv[1:], chosen_results(sys.argv[1:]))
         check_resume(sys.argv[1:])
         cfg = check_overrides(config_name, sys.argv[1:])
         if cfg is not None:

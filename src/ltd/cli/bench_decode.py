@@ -1,6 +1,6 @@
 """make bench-decode: how fast is the decoder, against transformers, against itself and against
 the memory bandwidth of this machine (what it measures: ltd.benchmarks.decode_speed). Prints tables
-and writes results/bench-decode.json.
+and writes <results>/bench-decode.json.
 """
 import time
 
@@ -17,6 +17,7 @@ from ltd.controllers.methods import build_controller
 from ltd.core.atomic import write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import describe_machine, machine
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import load_questions
 
 
@@ -52,9 +53,10 @@ def main(cfg) -> None:
                   "tree": {"depth": c.depth, "top_k": c.top_k, "verify": c.verify}, "prompts": len(prompts),
                   "max_new_tokens": cfg.max_new_tokens, "repeats": cfg.repeats, **measured, "threads": threads,
                   "load_s": load_s, "machine": dict(here, device=str(target.decoder.device))}
-        write_json(cfg.output, result)
+        output = cfg.output or ResultPaths(cfg.results).report("bench-decode.json")
+        write_json(output, result)
         print(decode_speed.report(result, describe_machine(here)))
-        print(f"written: {cfg.output}")
+        print(f"written: {output}")
 
 
 if __name__ == "__main__":

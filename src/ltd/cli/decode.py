@@ -24,6 +24,7 @@ from ltd.config.models import describe_models, load_model, provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import compared_methods
 from ltd.core.atomic import write_file
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import questions_by_task
 from ltd.decoding.engine import Engine
 from ltd.decoding.reference import what_lossless_means
@@ -63,7 +64,8 @@ def main(cfg) -> None:
         if cfg.temperature == 0:
             print(f"lossless ({what_lossless_means(target.decoder.dtype)}): "
                   f"{all(row['lossless'] for row in headline.rows)}")
-        written = headline.write(header, guard.verdict(headline.load), [run_dir, cfg.results])
+        written = headline.write(header, guard.verdict(headline.load),
+                                 [run_dir / "run", ResultPaths(cfg.results).report("run")])
         questions_file = run_dir / "questions.parquet"
         rows = pd.concat([rows.assign(task=task) for task, rows in per_task.items()])
         write_file(questions_file, lambda tmp: rows.to_parquet(tmp, index=False))

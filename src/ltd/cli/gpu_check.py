@@ -8,12 +8,12 @@ measures: ltd.benchmarks.gpu_check). Exits 1 when any part fails or an output is
 """
 import argparse
 import sys
-from pathlib import Path
 
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
 from ltd.cli.app import user_errors
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import check_device
+from ltd.core.results import ResultPaths
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(c.model for c in CHECKS))
     parser.add_argument("--task", default="mt_bench")
     parser.add_argument("--questions", type=int, default=2)
-    parser.add_argument("--output", default="results/gpu-check")
+    parser.add_argument("--results", default="results", help="the results directory: writes <results>/gpu-check")
     args = parser.parse_args()
     known, models = {c.model for c in CHECKS}, args.models.split(",")
     with user_errors():
@@ -33,7 +33,7 @@ def main() -> None:
         if args.questions < 1:
             raise LtdError(f"--questions must be at least 1, got {args.questions}")
     passed = gpu_check(args.device, args.dtype, models=models, task=args.task, questions=args.questions,
-                       output=Path(args.output))
+                       output=ResultPaths(args.results).report("gpu-check"))
     sys.exit(0 if passed else 1)
 
 

@@ -1,6 +1,8 @@
 """make sweep-tree: an Optuna study (or the paper's grid) over static tree shapes, each trial
-measured with the evaluation harness; the best shape becomes conf/controller/tuned-<model>.yaml,
-with the key of what it was measured on (machine, model, drafter, settings) beside it.
+measured with the evaluation harness; the best shape becomes <results>/conf/controller/tuned-<model>.yaml,
+with the key of what it was measured on (machine, model, drafter, settings) beside it. Every entry point
+finds it there through Hydra's search path (`controller=tuned-<model>`, or `tuned` among methods),
+before the tree ltd ships for the model.
 
     python -m ltd.cli.sweep_tree trials=40 tasks=null task=humaneval   # the paper's: HumanEval alone
     python -m ltd.cli.sweep_tree mode=grid questions=4
@@ -14,7 +16,7 @@ one) and stops the search if its tree's output is not the target's own.
 
 A study is keyed like every artefact: the default study name ends with the key's digest, so other
 settings start another study; a study named with `study=` refuses settings other than its own.
-`storage=sqlite:///results/sweeps/studies.db` (or any database URL) lets several workers share one
+`storage=sqlite:///studies.db` (or any database URL) lets several workers share one
 study: started on one or many machines with the same study=, they finish `trials` together.
 """
 from dataclasses import asdict
@@ -25,11 +27,12 @@ from omegaconf import OmegaConf
 
 from ltd.baselines.tree_search import SearchJob, check_space, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config.files import CONFIG_PATH, chosen_tasks
+from ltd.config.files import CONFIG_PATH, chosen_tasks, found_config
 from ltd.config.models import load_model, provenance
 from ltd.config.schema import check_config
 from ltd.core.fingerprints import digest
 from ltd.core.provenance import Provenance
+from ltd.core.results import ResultPaths
 from ltd.core.tasks import load_questions, task_identity
 from ltd.core.tracking import Tracker
 from ltd.decoding.controller import StaticTree
@@ -53,19 +56,21 @@ def search_job(cfg, who: Provenance) -> SearchJob:
            "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
-    tuned = Path(CONFIG_PATH) / "controller" / f"tuned-{cfg.model.name}.yaml"
+    paths = ResultPaths(cfg.results)
+    there = found_config("controller", f"tuned-{cfg.model.name}", cfg.results)  # this results' own, or the shipped one
     return SearchJob(name, key, mode=cfg.mode, space=space, trials=cfg.trials, batch=cfg.batch, seed=cfg.seed,
-                     storage=cfg.storage, questions=questions, tasks_name=tasks_name, max_new_tokens=cfg.max_new_tokens,
+                     storage=cfg.storage or str(paths.studies), questions=questions, tasks_name=tasks_name,
+                     max_new_tokens=cfg.max_new_tokens,
                      temperature=cfg.temperature, warmup_tokens=cfg.warmup_tokens,
-                     tuned_path=tuned if cfg.write_best else None,
+                     tuned_path=paths.tuned_tree(cfg.model.name) if cfg.write_best else None,
                      guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=who.describe_machine(),
-                     start=earlier_tree(tuned, space) if cfg.mode == "optuna" else None)
+                     start=earlier_tree(there, space) if cfg.mode == "optuna" else None)
 
 
-def earlier_tree(path: Path, space) -> StaticTree | None:
-    """The tuned tree already there (from any machine), where it lies in an optuna `space`: a new
-    search measures it first."""
-    if not path.is_file():
+def earlier_tree(path: Path | None, space) -> StaticTree | None:
+    """The tuned tree at `path` (from any machine), where it lies in an optuna `space`: a new search
+    measures it first."""
+    if path is None or not path.is_file():
         return None
     settings = OmegaConf.to_container(OmegaConf.load(path))
     tree = StaticTree(settings["depth"], settings["top_k"], settings["verify"])

@@ -1,5 +1,7 @@
 """The config files by name (conf/<group>/<name>.yaml): what a job reads beside the config Hydra
-composed for it (a task of a list, a draft LM's model, a method's controller)."""
+composed for it (a task of a list, a draft LM's model, a method's controller), and where Hydra looks
+for them: conf/, then the configs jobs wrote into the results directory (make sweep-tree's tuned
+trees), then the tuned trees ltd ships (measured on the machine the README names)."""
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -7,16 +9,32 @@ from omegaconf import OmegaConf
 from ltd.config.schema import ModelSchema, TaskSchema
 from ltd.core.errors import LtdError
 from ltd.core.project import PROJECT
-from ltd.core.results import register_resolvers
+from ltd.core.results import ResultPaths, register_resolvers
 from ltd.drafter.ppow import PPOWSettings
 
 CONFIG_PATH = str(PROJECT / "conf")
+SHIPPED_TREES = PROJECT / "data" / "tuned"  # controller/tuned-<model>.yaml: make run's trees on a fresh clone
 register_resolvers()  # controller configs name trained weights through them
 
 
-def group_options(group: str) -> list[str]:
-    """The options of a config group (conf/<group>/*.yaml), by name, sorted."""
-    return sorted(path.stem for path in (Path(CONFIG_PATH) / group).glob("*.yaml"))
+def search_path(results: str | Path) -> list[Path]:
+    """Where configs are found after conf/, in Hydra's order (the first found wins): `results`'s own
+    (ltd.core.results), then the shipped trees."""
+    return [ResultPaths(results).configs, SHIPPED_TREES]
+
+
+def search_path_override(results: str | Path) -> list[str]:
+    """search_path as the Hydra override an entry point adds to its command line: its folders that
+    are there (Hydra warns of the others); none when none is."""
+    there = [f"file://{path.resolve()}" for path in search_path(results) if path.is_dir()]
+    return [f"hydra.searchpath=[{','.join(there)}]"] if there else []
+
+
+def group_options(group: str, results: str | Path | None = None) -> list[str]:
+    """The options of a config group (conf/<group>/*.yaml, and with `results` its search path's),
+    by name, sorted."""
+    directories = [Path(CONFIG_PATH), *(search_path(results) if results is not None else [])]
+    return sorted({path.stem for directory in directories for path in (directory / group).glob("*.yaml")})
 
 
 def group_option(group: str, name: str):
@@ -45,17 +63,24 @@ def model_config(name: str):
     return OmegaConf.merge(OmegaConf.structured(ModelSchema), *bases, option.model)
 
 
-def controller_file(name: str, model_name: str) -> Path:
-    """The config of a method: `conf/controller/<name>.yaml`; `tuned` is the tree `make sweep-tree`
-    found for the model (`tuned-<model>.yaml`)."""
-    directory = Path(CONFIG_PATH) / "controller"
-    path = directory / f"{f'tuned-{model_name}' if name == 'tuned' else name}.yaml"
-    if not path.is_file():
-        if name == "tuned":
-            raise LtdError(f"no tuned tree for {model_name} ({path.name}): make sweep-tree finds one")
-        options = ", ".join(group_options("controller"))
-        raise LtdError(f"unknown method {name!r}; choose from: tuned, {options}")
-    return path
+def found_config(group: str, name: str, results: str | Path) -> Path | None:
+    """`<group>/<name>.yaml` where Hydra finds it (conf/, then search_path); None where it is not."""
+    for directory in (Path(CONFIG_PATH), *search_path(results)):
+        if (directory / group / f"{name}.yaml").is_file():
+            return directory / group / f"{name}.yaml"
+    return None
+
+
+def controller_file(name: str, model_name: str, results: str | Path) -> Path:
+    """The config of a method, found where Hydra finds `controller=<name>`; `tuned` is the tree
+    `make sweep-tree` found for the model (`tuned-<model>.yaml`: the results' own, else the shipped one)."""
+    path = found_config("controller", f"tuned-{model_name}" if name == "tuned" else name, results)
+    if path is not None:
+        return path
+    if name == "tuned":
+        raise LtdError(f"no tuned tree for {model_name} (tuned-{model_name}.yaml): make sweep-tree finds one")
+    options = ", ".join(option for option in group_options("controller", results) if not option.startswith("tuned-"))
+    raise LtdError(f"unknown method {name!r}; choose from: tuned, {options}")
 
 
 def ppow_variants(cfg) -> list[PPOWSettings]:

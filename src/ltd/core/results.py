@@ -8,8 +8,13 @@ others look for it.
     policies/<model>-<drafter>-<name>/       LTD's policies (`<reward>-<component>`, `humaneval`), Re-SpS's (`resps`)
     tables/<sweep>.md, .csv                  a sweep's Table 1 (make table1)
     sweeps/                                  Optuna studies of tree shapes (make sweep-tree)
+    conf/controller/tuned-<model>.yaml       the best tree make sweep-tree found: controller=tuned-<model>
+                                             (every entry point puts <results>/conf on Hydra's search path)
     analysis/                                the notebooks' HTML, CSV and figures (make analysis)
     run.md, run.json, peer.md, peer.json     the latest make run and make bench-peer tables
+    bench-decode.json                        the latest make bench-decode
+    dashboard/                               the W&B workspace and report as code (make dashboard)
+    gpu-check/                               make gpu-check's tables and runs
 
 Controller configs name trained weights through resolvers of this registry, filled from the job's
 `results`, `model.name` and `drafter.kind`: `${ltd.policy:throughput-full,depth.pt}`,
@@ -67,11 +72,20 @@ class ResultPaths:
         return self.root / "sweeps"
 
     @property
+    def configs(self) -> Path:
+        """Configs a job wrote for later ones (conf/<group>/...), on Hydra's search path."""
+        return self.root / "conf"
+
+    def tuned_tree(self, model: str) -> Path:
+        return self.configs / "controller" / f"tuned-{model}.yaml"
+
+    @property
     def analysis(self) -> Path:
         return self.root / "analysis"
 
     def report(self, file_name: str) -> Path:
-        """A command's latest table: run.md, run.json (make run), peer.md, peer.json (make bench-peer)."""
+        """A command's latest output: run.md, run.json (make run), peer.md, peer.json (make bench-peer),
+        bench-decode.json, dashboard/ (make dashboard), gpu-check/ (make gpu-check)."""
         return self.root / file_name
 
 

@@ -3,15 +3,25 @@
 Conventions: one project; a group per experiment; `job_type` says what the run does (eval,
 sweep, train, ...); tags name the model, drafter, task and methods; the run's name is readable
 (`eval-smollm2-135m-mt_bench-...`); the full resolved config is attached. Offline unless the
-logger config says otherwise, so no account is needed anywhere by default.
+logger config says otherwise, so no account is needed anywhere by default. Metric keys are
+`<method, stage or head>/<metric>`, the metric in snake case (metric_name): `ltd/speedup`,
+`tuned/tokens_per_s`, `stage1-size/reward_per_step`.
 """
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ltd.core.errors import LtdError
 
 MODES = ("offline", "online", "disabled")
+
+
+def metric_name(column: str) -> str:
+    """A table's column as a metric key's last part: `speed-up low` -> `speedup_low`, `tok/s` ->
+    `tokens_per_s`."""
+    words = column.lower().replace("speed-up", "speedup").replace("tok/s", "tokens per s")
+    return re.sub(r"[^a-z0-9]+", "_", words).strip("_")
 
 
 @dataclass

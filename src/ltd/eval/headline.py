@@ -81,11 +81,12 @@ class Headline:
         table += [f"| {' | '.join(cell(row, c) for c in columns)} |" for row in self.rows]
         return "\n".join([header, "", *table, "", *(f"- {line}" for line in [*self.lines(), load]), ""])
 
-    def write(self, header: str, load: str, directories: list[str | Path], name: str = "run") -> list[Path]:
-        """<name>.md and <name>.json in each of `directories`; the markdown files written."""
+    def write(self, header: str, load: str, stems: list[Path]) -> list[Path]:
+        """<stem>.md and <stem>.json for each of `stems` (run_dir / "run", ResultPaths.report("run"));
+        the markdown files written."""
         written = []
-        for directory in directories:
-            md, js = Path(directory) / f"{name}.md", Path(directory) / f"{name}.json"
+        for stem in stems:
+            md, js = stem.with_name(f"{stem.name}.md"), stem.with_name(f"{stem.name}.json")
             write_file(md, lambda tmp: tmp.write_text(self.markdown(header, load)))
             write_json(js, dict(header=header, load=load, tasks=self.tasks, rows=self.rows, ratios=self.ratios,
                                 best_static=self.best_static))

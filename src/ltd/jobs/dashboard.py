@@ -5,14 +5,14 @@ and publishes them; docs/dashboard.md).
 Where the keys come from:
 - make train, make ablation (job type `train`): jobs.train.train_policies logs PPO's batches
   (rl.ppo.batch_metrics, plus what PPOTrainer.train adds) under `<stage>/`, the stage names of
-  rl.ltd.stages.schedule; jobs.train.report summarises `<method>/mean_speedup`.
+  rl.ltd.stages.schedule; jobs.train.report summarises `<method>/speedup` (the mean over tasks).
 - make eval and sweeps (`eval`): jobs.eval logs `<method>/throughput` per question and
-  summarises `<method>/<summary column>` (summary_metrics).
+  summarises `<method>/<summary column>` in snake case (summary_metrics: `<method>/speedup`).
 - make drafter-rl (`drafter-rl`): jobs.ppow logs each PPOW step under `<variant>/` (the rows of
-  drafter.ppow.tune) and summarises `<head>/mean speed-up` and `<head>/mean tau`.
+  drafter.ppow.tune) and summarises `<head>/speedup` and `<head>/tau` (means over tasks).
 - make resps (`resps`): jobs.resps logs PPO's batches without a prefix (one policy, one run)
   and summarises `held_out/speedup_persistence_<N>`.
-- make sweep-tree (`sweep`): baselines.tree_search logs each trial's `speed-up`, `tau` and shape, and
+- make sweep-tree (`sweep`): baselines.tree_search logs each trial's `speedup`, `tau` and shape, and
   summarises `best/...`.
 make drafter (the supervised head) logs nothing to W&B: its numbers are in its metrics.json.
 """
@@ -58,10 +58,10 @@ class Part:
 
 
 def methods() -> list[str]:
-    """The names evaluations give their methods: conf/controller's (`tuned` for every
-    tuned-<model>), and resps-p<N> for the persistence ablation make train evaluates
+    """The names evaluations give their methods: conf/controller's, `tuned` (every tuned-<model>,
+    make sweep-tree's), and resps-p<N> for the persistence ablation make train evaluates
     (jobs.train.resps_method); autoregressive, the baseline of every speed-up (1 by definition), first."""
-    names = {"tuned" if stem.startswith("tuned-") else stem for stem in group_options("controller")}
+    names = {*group_options("controller"), "tuned"}
     names |= {f"resps-p{n}" for n in PERSISTENCE_ABLATION}
     return [AUTOREGRESSIVE] + sorted(names - {AUTOREGRESSIVE})
 
@@ -95,7 +95,7 @@ def ppo_part() -> Part:
                     curve("V chosen", "verify_chosen"), curve("validation: held-out replay speed-up", "validation"),
                     *(curve(title, key) for key, title in PPO_LOSSES.items()),
                     wr.BarPlot(title="speed-up over autoregressive, mean over tasks",
-                               metrics=[f"{m}/mean_speedup" for m in methods()[1:]]),
+                               metrics=[f"{m}/speedup" for m in methods()[1:]]),
                 ])
 
 
@@ -107,7 +107,7 @@ def eval_part() -> Part:
     return Part("Evaluation (make eval, make sweep)", "eval",
                 "Each method against autoregressive decoding on the same questions, interleaved: speed-up (mean "
                 "per-question throughput ratio) and tau per task, and every question's tokens/s.", [
-                    by_task("speed-up by task", "speed-up"), by_task("tau by task", "tau"),
+                    by_task("speed-up by task", "speedup"), by_task("tau by task", "tau"),
                     wr.LinePlot(title="tokens/s per question", metric_regex=prefixed_regex(methods(), "throughput")),
                 ])
 
@@ -123,8 +123,8 @@ def ppow_part() -> Part:
                 "speed-up and tau against autoregressive decoding, mean over the tasks.", [
                     curve("window reward", "reward"), curve("accepted length", "accepted"),
                     curve("KL(target || head)", "kl"),
-                    wr.BarPlot(title="speed-up per head", metrics=[f"{h}/mean speed-up" for h in heads]),
-                    wr.BarPlot(title="tau per head", metrics=[f"{h}/mean tau" for h in heads]),
+                    wr.BarPlot(title="speed-up per head", metrics=[f"{h}/speedup" for h in heads]),
+                    wr.BarPlot(title="tau per head", metrics=[f"{h}/tau" for h in heads]),
                 ])
 
 
@@ -146,8 +146,8 @@ def tree_part() -> Part:
     """make sweep-tree: each trial's speed-up and the best tree found."""
     return Part("Static tree search (make sweep-tree)", "sweep",
                 "Each trial's tree shape measured on the task's questions (step = trial), and the best found.", [
-                    wr.LinePlot(title="speed-up per trial", y=["speed-up"]),
-                    wr.BarPlot(title="best speed-up", metrics=["best/speed-up"]),
+                    wr.LinePlot(title="speed-up per trial", y=["speedup"]),
+                    wr.BarPlot(title="best speed-up", metrics=["best/speedup"]),
                 ])
 
 

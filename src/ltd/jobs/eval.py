@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ltd.core.artefacts import Artefact
 from ltd.core.errors import LtdError
 from ltd.core.tasks import Question
-from ltd.core.tracking import Tracker
+from ltd.core.tracking import Tracker, metric_name
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import Load, LoadGuard
 from ltd.eval.records import Records
@@ -69,12 +69,13 @@ def evaluate_task(engine: Engine, target, methods: list[Method], questions: list
 
 
 def summary_metrics(summary: dict) -> dict:
-    """The summary as flat W&B keys: `<method>/<column>` and the run's own numbers."""
-    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The summary as flat W&B keys: `<method>/<metric>` (`ltd/speedup`, `ltd/tokens_per_s`) and the
+    run's own numbers."""
+    flat = {metric_name(k): v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for row in summary["methods"]:
         for column, value in row.items():
             if column != "method" and value is not None:
-                flat[f"{row['method']}/{column}"] = value
+                flat[f"{row['method']}/{metric_name(column)}"] = value
     return flat
 
 

@@ -25,7 +25,7 @@ from ltd.core.provenance import Provenance
 from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
 from ltd.core.tasks import load_questions
-from ltd.core.tracking import Tracker
+from ltd.core.tracking import Tracker, metric_name
 from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.drafter.heads import DrafterJob, finished_head, head_key, reusable_head
@@ -159,6 +159,13 @@ def table(results: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def head_metrics(rows: list[dict]) -> dict:
+    """The heads' table as W&B keys: `<head>/speedup` and `<head>/tau` (means over the tasks),
+    `<head>/<task>_speedup`, ..."""
+    return {f"{r['head']}/{metric_name(k.removeprefix('mean '))}": v for r in rows for k, v in r.items()
+            if isinstance(v, float)}
+
+
 def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tracker, log=print) -> list[dict]:
     """The whole of make drafter-rl; returns the table's rows."""
     if not job.drafter.answering:
@@ -181,7 +188,7 @@ def run(target, drafter, job: PPOWJob, threads: int, run_dir: Path, tracker: Tra
     print(f"\n{target.name}: EAGLE-3 heads, tree depth {depth}, top-k {top_k}, V {verify}, greedy, first "
           f"{job.questions} questions, {job.max_new_tokens} new tokens, {threads} threads, gamma {gamma:.3f}")
     print(format_table(rows, list(rows[0])))
-    tracker.summarise({f"{r['head']}/{k}": v for r in rows for k, v in r.items() if isinstance(v, float)})
+    tracker.summarise(head_metrics(rows))
     store = ResultPaths(job.results).store
     append_rows(store, stamped(results.to_dict("records"), run_dir, job="drafter-rl", gamma=gamma,
                                model=target.name, eval_tree=list(job.eval_tree)))

@@ -89,7 +89,7 @@ def prepare(cfg: DictConfig, baselines: DictConfig, who: Provenance) -> Job:
     name = cfg.name or (f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
                         f"{f'-t{cfg.temperature:g}' if cfg.temperature else ''}")
     for method in cfg.evaluate.methods:
-        controller_file(method, cfg.model.name)  # best-constant's too: it names the file it reads elsewhere
+        controller_file(method, cfg.model.name, cfg.results)  # best-constant's too: it names the file it reads elsewhere
     check_methods([Method(method) for method in cfg.evaluate.methods] + [Method(LTD_METHOD)])
     logger = OmegaConf.to_object(cfg.logger)
     logger.validate()
@@ -377,7 +377,7 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
               f"up to {cfg.evaluate.max_new_tokens} new tokens per turn, {machine}")
     verdict = job.guard.verdict(headline.load)
     print(f"\n{header}\n{headline.text()}\n{verdict}")
-    headline.write(header, verdict, [run_dir], name="train")
+    headline.write(header, verdict, [run_dir / "train"])
     ratio = next((r for r in headline.ratios if r["over"] == headline.best_static), {})
     stored = []
     for task, rows in per_task.items():
@@ -392,7 +392,7 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
             stored.append(row)
     store = ResultPaths(cfg.results).store
     append_rows(store, stored)
-    tracker.summarise({f"{row['method']}/mean_speedup": row["mean speed-up"] for row in headline.rows})
+    tracker.summarise({f"{row['method']}/speedup": row["mean speed-up"] for row in headline.rows})  # mean over tasks
     print(f"appended {len(stored)} rows to {store}; records and train.md in {run_dir}")
 
 

