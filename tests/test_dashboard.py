@@ -37,6 +37,9 @@ class Tracker:
     def log(self, values: dict, step=None) -> None:
         self.keys |= set(values)
 
+    def step_axis(self, prefix: str, step_key: str) -> None:
+        assert f"{prefix}/{step_key}" not in self.keys  # defined before the first row
+
     summarise = log
 
     def table(self, key, frame) -> None:

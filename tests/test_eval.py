@@ -222,7 +222,7 @@ def tiny_eval_run(tmp_path_factory):
          f"task.path={task}", "task.name=tiny", "methods=[autoregressive,eagle3_default,gammatune]",
          "max_new_tokens=12", "warmup_tokens=4", "threads=1", f"results={root / 'results'}",
          f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"},
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline", "WANDB_PROJECT": "ltd-env-project"},
     )
     assert result.returncode == 0, result.stderr
     return run_dir, result.stdout
@@ -249,10 +249,11 @@ def test_eval_writes_the_documented_records_and_a_true_lossless_flag(tiny_eval_r
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
 
 
-def test_offline_wandb_run_holds_the_summary(tiny_eval_run):
+def test_offline_wandb_run_holds_the_summary_in_the_project_wandb_project_names(tiny_eval_run):
     run_dir, _ = tiny_eval_run
     [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     data = log.read_bytes()  # wandb's record log: the keys are stored as plain UTF-8
+    assert b"ltd-env-project" in data  # WANDB_PROJECT, as W&B users set it
     for key in ("eagle3_default/speedup", "eagle3_default/tau", "gammatune/verify_share", "harness_overhead"):
         assert key.encode() in data, key
 
@@ -305,6 +306,24 @@ def test_an_interrupted_study_resumes_with_its_trials(tmp_path):
     assert len(finished(study)) == 4
     assert [(t.params["depth"], t.params["top_k"], t.params["verify"]) for t in finished(study)][:2] == kept
     assert finished(study)[2].params == cut_short.params
+
+
+def test_a_shape_being_measured_elsewhere_is_a_user_attribute_not_pruned_and_the_sampler_is_chosen(tmp_path):
+    """PRUNED is what a pruner does to a measurement: a trial that measured nothing says why in a
+    user attribute instead. `sampler` picks Optuna's sampler, a wrong one in one line."""
+    from ltd.baselines.tree_search import REPEAT, SAME_AS, ask_tree
+
+    space = TreeSpace(depth=[2, 2], top_k=[1, 1], verify=[2, 2])  # one shape
+    study = open_study("s", tmp_path / "s.journal", "optuna", space, seed=0)
+    first, _ = ask_tree(study, 3, "optuna", space)  # in flight, as another worker's would be
+    assert ask_tree(study, 3, "optuna", space) == REPEAT
+    repeat = study.trials[-1]
+    assert repeat.state == optuna.trial.TrialState.FAIL and repeat.user_attrs[SAME_AS] == first.number
+    assert not study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    random = open_study("r", tmp_path / "r.journal", "optuna", space, seed=0, sampler="random")
+    assert isinstance(random.sampler, optuna.samplers.RandomSampler)
+    with pytest.raises(LtdError, match="sweep sampler must be one of tpe, random, cmaes, got 'bayes'"):
+        open_study("x", tmp_path / "x.journal", "optuna", space, seed=0, sampler="bayes")
 
 
 def test_grid_mode_covers_the_grid_once(tmp_path):

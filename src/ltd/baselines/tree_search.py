@@ -12,6 +12,7 @@ measured by another worker, is not measured twice: the trial is closed without c
 """
 import contextlib
 import datetime
+import importlib.util
 import itertools
 import os
 import threading
@@ -46,7 +47,20 @@ class TreeSpace:
 
 
 MODES = ("optuna", "grid")
+SAMPLERS = ("tpe", "random", "cmaes")  # optuna mode's; grid mode queues its points itself
 KEYS = ("depth", "top_k", "verify")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name not in SAMPLERS:
+        raise LtdError(f"sweep sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise LtdError("sampler=cmaes needs the cmaes package: pip install cmaes")
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def check_space(mode: str, space: TreeSpace) -> None:
@@ -68,8 +82,10 @@ def is_database(location: str | Path) -> bool:
     return "://" in str(location)
 
 
-def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, seed: int) -> optuna.Study:
-    """The study `name` in a journal file (`location` a path) or a database (`location` a URL)."""
+def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, seed: int,
+               sampler: str = "tpe") -> optuna.Study:
+    """The study `name` in a journal file (`location` a path) or a database (`location` a URL),
+    drawing shapes with `sampler` (optuna mode)."""
     check_space(mode, space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = is_database(location)
@@ -81,7 +97,7 @@ def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, see
                        f"over, or name another study=") from None
     # Seeded by how far the study got (and which worker): a resumed search draws new shapes, not the
     # first ones again. Grid mode queues its points itself (GridSampler stops only inside optimize).
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + (os.getpid() if shared else 0))
+    study.sampler = make_sampler(sampler, seed + len(study.trials) + (os.getpid() if shared else 0))
     if shared:  # a dead worker's trial: failed, and queued again by the storage's retry callback
         optuna.storages.fail_stale_trials(study)
         return study
@@ -159,7 +175,11 @@ def drop_cut_line(path: Path) -> None:
         write_file(path, lambda tmp: tmp.write_bytes(text[: text.rfind(b"\n") + 1]))
 
 
-SAME_AS = "same_as"  # user attribute of a trial that repeated a measured shape: that trial's number
+# User attributes of a trial that measured nothing (never PRUNED: that state means a pruner stopped a
+# measurement): SAME_AS, the trial that measured (or is measuring) its shape; PAST_TARGET, asked once
+# the workers together had `trials`.
+SAME_AS = "same_as"
+PAST_TARGET = "past_target"
 
 
 def running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -221,7 +241,8 @@ def ask_tree(study: optuna.Study, trials: int, mode: str, space: TreeSpace):
     trial = study.ask()
     # Workers that asked at once: the earlier trials go first, a trial past the target stops its worker.
     if len(finished(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        trial.set_user_attr(PAST_TARGET, True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
     tree = suggest_tree(trial, mode, space)
     earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
@@ -232,7 +253,8 @@ def ask_tree(study: optuna.Study, trials: int, mode: str, space: TreeSpace):
         study.tell(trial, earlier.value)
         return REPEAT
     if elsewhere:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        trial.set_user_attr(SAME_AS, elsewhere[0].number)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return REPEAT
     return trial, tree
 
@@ -279,8 +301,8 @@ def best_tree(study: optuna.Study) -> StaticTree:
     return StaticTree(*measured_shape(best_trial(study)))
 
 
-def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeSpace,
-                     seed: int) -> tuple[optuna.Study, str | Path]:
+def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeSpace, seed: int,
+                     sampler: str = "tpe") -> tuple[optuna.Study, str | Path]:
     """(study `name`, where it lives: a database URL, or `<storage>/<name>.journal` with its key
     beside it), checked to hold `key`'s search: a study made under other settings is refused, a new
     one is stamped with it."""
@@ -290,8 +312,8 @@ def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeS
             raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): "
                            f"name another study= or delete it")
         journal_file.seal()
-        return open_study(name, journal_file.path, mode, space, seed), journal_file.path
-    study = open_study(name, storage, mode, space, seed)
+        return open_study(name, journal_file.path, mode, space, seed, sampler), journal_file.path
+    study = open_study(name, storage, mode, space, seed, sampler)
     stored = study.user_attrs.get("ltd key")
     if stored is not None and stored != key:
         raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "
@@ -397,13 +419,15 @@ class SearchJob:
     tuned_path: Path | None  # where the best tree goes (<results>/conf/controller/tuned-<model>.yaml); None: nowhere
     guard: LoadGuard
     where: str  # the machine, in words, for the tuned config's note
+    sampler: str = "tpe"  # optuna mode: tpe, random or cmaes
     start: StaticTree | None = None  # measured first (optuna mode): the tuned tree there was, so the search can only improve on it
 
 
 def open_search(job: SearchJob) -> tuple[optuna.Study, str | Path]:
     """The study of `job` (open_keyed_study): before the models load, so a study of other settings
     is one line, not a line after a minute of loading."""
-    return open_keyed_study(job.storage, job.name, key=job.key, mode=job.mode, space=job.space, seed=job.seed)
+    return open_keyed_study(job.storage, job.name, key=job.key, mode=job.mode, space=job.space, seed=job.seed,
+                            sampler=job.sampler)
 
 
 def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine, target,

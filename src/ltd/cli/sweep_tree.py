@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from ltd.baselines.tree_search import SearchJob, check_space, open_search, shape, tune
+from ltd.baselines.tree_search import SearchJob, check_space, make_sampler, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks, found_config
 from ltd.config.models import load_model, provenance
@@ -46,6 +46,7 @@ def search_job(cfg, who: Provenance) -> SearchJob:
     """The search a checked sweep_tree config describes, in plain values (make train builds one too)."""
     space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
     check_space(cfg.mode, space)
+    make_sampler(cfg.sampler, cfg.seed)  # a sampler that is not there is one line now
     tasks = chosen_tasks(cfg)
     tasks_name = "+".join(task.name for task in tasks)
     questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
@@ -53,6 +54,8 @@ def search_job(cfg, who: Provenance) -> SearchJob:
     key = {"artefact": "tree search", "format": STUDY, "batch": cfg.batch, **who.parts(),
            "task": [task_identity(task) for task in tasks] if cfg.tasks else task_identity(cfg.task),
            "mode": cfg.mode, "space": asdict(space), "seed": cfg.seed,
+           # TPE's studies keep their names: the sampler is in the key when it is another
+           **({"sampler": cfg.sampler} if cfg.mode == "optuna" and cfg.sampler != "tpe" else {}),
            "questions": cfg.questions, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
@@ -64,6 +67,7 @@ def search_job(cfg, who: Provenance) -> SearchJob:
                      temperature=cfg.temperature, warmup_tokens=cfg.warmup_tokens,
                      tuned_path=paths.tuned_tree(cfg.model.name) if cfg.write_best else None,
                      guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=who.describe_machine(),
+                     sampler=cfg.sampler,
                      start=earlier_tree(there, space) if cfg.mode == "optuna" else None)
 
 

@@ -209,6 +209,7 @@ class SweepTreeSchema(JobSchema, WritesResults, TimesWork):
     grid: TreeSpace
     experiment: str
     mode: str
+    sampler: str
     trials: int
     batch: int
     seed: int

@@ -64,6 +64,13 @@ class Tracker:
         """The run's own directory (offline: where `wandb sync` finds it)."""
         return Path(self.run.dir).parent if self.run is not None else None
 
+    def step_axis(self, prefix: str, step_key: str) -> None:
+        """Plot every `<prefix>/...` metric against `<prefix>/<step_key>` (a PPO stage against its own
+        batches), not against the run's shared step."""
+        if self.run is not None:
+            self.run.define_metric(f"{prefix}/{step_key}", hidden=True)
+            self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/{step_key}")
+
     def log(self, values: dict, step: int | None = None) -> None:
         """Numbers as they are; tensors and lists (a distribution, e.g. the depths a policy chose) as
         histograms."""

@@ -4,7 +4,8 @@ and publishes them; docs/dashboard.md).
 
 Where the keys come from:
 - make train, make ablation (job type `train`): jobs.train.train_policies logs PPO's batches
-  (rl.ppo.batch_metrics, plus what PPOTrainer.train adds) under `<stage>/`, the stage names of
+  (rl.ppo.batch_metrics, plus what PPOTrainer.train adds) under `<stage>/`, each stage against its own
+  `<stage>/batch`, the stage names of
   rl.ltd.stages.schedule; jobs.train.report summarises `<method>/speedup` (the mean over tasks).
 - make eval and sweeps (`eval`): jobs.eval logs `<method>/throughput` per question and
   summarises `<method>/<summary column>` in snake case (summary_metrics: `<method>/speedup`).
@@ -72,8 +73,8 @@ def ppow_variants() -> list[str]:
 
 
 def stage_regex(key: str) -> str:
-    """A PPO key of every stage of make train: one line per stage, one after another on the shared
-    step axis."""
+    """A PPO key of every stage of make train: one line per stage, each against its own batches
+    (`<stage>/batch`, Tracker.step_axis)."""
     return f"^{STAGE}/{re.escape(key)}$"
 
 

@@ -271,13 +271,15 @@ def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
 
 def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,
                    tracker: Tracker) -> TrainedPolicies:
-    """PPO on every stage of the schedule, each stage's metrics logged under its name, with a
-    progress bar per stage."""
-    step, bars = [0], {}
+    """PPO on every stage of the schedule, each stage's metrics logged under its name against its own
+    batches (`<stage>/batch`), with a progress bar per stage."""
+    stages, bars = set(), {}
 
     def log(stage: str, metrics: dict) -> None:
-        step[0] += 1
-        tracker.log({f"{stage}/{k}": v for k, v in metrics.items()}, step=step[0])
+        if stage not in stages:
+            stages.add(stage)
+            tracker.step_axis(stage, "batch")
+        tracker.log({f"{stage}/{k}": v for k, v in metrics.items()})
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:

@@ -413,7 +413,9 @@ def checkpoint_directory(source: str) -> Path:
             # An older checkpoint: its weights only in pickles.
             directory = Path(snapshot_download(source, allow_patterns=["pytorch_model*.bin"]))
     except Exception as error:  # offline, unknown id, no access: all one message to the user
-        raise LtdError(f"cannot load model {source!r}: {reason(error)}") from None
+        gated = "Gated" in type(error).__name__  # huggingface_hub's GatedRepoError
+        hint = "; a gated model: accept its licence on the hub, then export HF_TOKEN=<your token>" if gated else ""
+        raise LtdError(f"cannot load model {source!r}: {reason(error)}{hint}") from None
     return directory
 
 
