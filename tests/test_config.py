@@ -1,4 +1,5 @@
 """Configs compose, and a user's mistake in them or on the command line gets one clear line."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,21 @@ def test_resps_settings_compose_with_the_papers_ppo(resps):
     # The paper's 64 windows an update (32 a minibatch) online; replay collects 64 rows at once.
     assert (settings.environment, ppo.rollout, ppo.minibatch) == (
         ("replay", 1024, 256) if resps == "cpu" else ("online", 64, 32))
+
+
+def test_make_fetch_prints_where_the_weights_are_and_a_hub_failure_is_one_line(tmp_path):
+    """make fetch: the model's weights (here a checkpoint directory, as given; a hub id fetched at
+    its revision), nothing loaded; a hub model it cannot reach is one line naming it, exit 2."""
+    from conftest import save_tiny_checkpoint
+
+    save_tiny_checkpoint(tmp_path / "model")
+    fetch = lambda *args, **env: subprocess.run([sys.executable, "-m", "ltd.cli.fetch", *args], capture_output=True,
+                                                text=True, env={**os.environ, **env}, cwd=tmp_path)
+    found = fetch("model=smollm2-135m", f"model.source={tmp_path / 'model'}")
+    assert found.returncode == 0 and found.stdout == f"smollm2-135m: {tmp_path / 'model'}\n", found.stderr
+    gated = fetch("model=llama-3.1-8b", "model.revision=0123abc", HF_HUB_OFFLINE="1")
+    lines = gated.stderr.strip().splitlines()
+    assert gated.returncode == 2 and len(lines) == 1, gated.stderr
+    assert lines[0].startswith("error: cannot load model 'meta-llama/Llama-3.1-8B-Instruct'")
+    unknown = fetch("model=nope")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown model 'nope'; choose from: ")

@@ -312,8 +312,8 @@ def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeS
             raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): "
                            f"name another study= or delete it")
         journal_file.seal()
-        return open_study(name, journal_file.path, mode, space, seed, sampler), journal_file.path
-    study = open_study(name, storage, mode, space, seed, sampler)
+        return open_study(name, journal_file.path, mode, space, seed=seed, sampler=sampler), journal_file.path
+    study = open_study(name, storage, mode, space, seed=seed, sampler=sampler)
     stored = study.user_attrs.get("ltd key")
     if stored is not None and stored != key:
         raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "

@@ -27,13 +27,15 @@ def parts_of(model_cfg):
 def load_target_of(cfg):
     m = cfg.model
     return load_target(m.name, m.source, max_context=m.max_context, dtype=m.dtype, device=m.device, family=m.family,
-                       chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"))
+                       chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"),
+                       revision=m.get("revision"))
 
 
 def model_identity_of(cfg) -> dict:
     m = cfg.model
     return model_identity(m.name, m.source, dtype=m.dtype, device=m.device, max_context=m.max_context,
-                          chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"))
+                          chat_template=m.chat_template, parts=parts_of(m), quantize=m.get("quantize"),
+                          revision=m.get("revision"))
 
 
 def draft_lm_settings(cfg) -> dict:

@@ -46,6 +46,7 @@ class ModelSchema:
     eagle3: str | None = None
     chat_template: str | None = None
     parts: PartsSchema | None = None
+    revision: str | None = None  # a hub source's commit (or tag): the weights pinned, not the newest
     quantize: str | None = None  # null: dense in dtype; int8: per-channel int8; gguf: the GGUF's own blocks; q4_k:
     # requantised to Q4_K blocks by ltd (all three CPU paths in float32)
 

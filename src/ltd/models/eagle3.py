@@ -157,16 +157,7 @@ class Eagle3Head(nn.Module):
         """Load from a directory (or hub id) holding config.json and model.safetensors or
         pytorch_model.bin, as the official EAGLE-3 releases do. A missing, cut or garbled checkpoint
         is one LtdError line naming it."""
-        directory = Path(source).expanduser()
-        if not directory.is_dir():
-            if is_path(str(source)):
-                raise LtdError(f"no EAGLE-3 head at {source} (not a directory)")
-            try:
-                from huggingface_hub import snapshot_download
-
-                directory = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-            except Exception as error:  # offline, unknown id, no access: all one message to the user
-                raise LtdError(f"cannot load EAGLE-3 head {str(source)!r}: {reason(error)}") from None
+        directory = cls.fetch(source)
         try:
             head = cls._read(directory)
         except LtdError:
@@ -174,6 +165,21 @@ class Eagle3Head(nn.Module):
         except Exception as error:  # a cut or garbled file fails in as many ways as there are readers
             raise LtdError(f"cannot load EAGLE-3 head {directory}: {reason(error)}") from None
         return head
+
+    @staticmethod
+    def fetch(source: str | Path) -> Path:
+        """The head's local directory: `source` itself, or its hub snapshot (downloaded once)."""
+        directory = Path(source).expanduser()
+        if directory.is_dir():
+            return directory
+        if is_path(str(source)):
+            raise LtdError(f"no EAGLE-3 head at {source} (not a directory)")
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+        except Exception as error:  # offline, unknown id, no access: all one message to the user
+            raise LtdError(f"cannot load EAGLE-3 head {str(source)!r}: {reason(error)}") from None
 
     @classmethod
     def _read(cls, directory: Path) -> "Eagle3Head":

