@@ -53,6 +53,32 @@ def test_the_paper_table_sweeps_the_papers_five_targets_on_four_tasks():
     assert len(swept["model"]) * len(swept["task"]) == 20
 
 
+def test_the_papers_three_sweeps_chain_and_fill_every_cell_of_table1_once_they_ran(tmp_path):
+    """paper_tree_search tunes, paper_train trains and paper_table1 evaluates the same five targets;
+    the trees and policies the first two write are the ones the third's `tuned` and `ltd` read; and
+    with every row of paper_table1 in the store, make table1's table has no missing cell."""
+    from omegaconf import OmegaConf
+
+    from ltd.eval.store import append_rows
+    from ltd.jobs.sweeps import write_table1
+
+    models = swept_values("paper_table1")["model"]
+    assert swept_values("paper_tree_search")["model"] == models == swept_values("paper_train")["model"]
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base=None):
+        searchpath = f"hydra.searchpath=[file://{CONFIG_PATH}]"
+        search, train = compose("paper_tree_search", [searchpath]), compose("paper_train", [searchpath])
+    assert search.write_best and search.mode == "grid" and search.trees.top_k == 10
+    assert train.tune is False and f"{train.reward.kind}-{train.component}" == "throughput-full"  # conf/controller/ltd.yaml's
+    evaluation = OmegaConf.load(SWEEPS / "paper_table1.yaml")
+    assert {"tuned", "ltd"} <= set(evaluation.methods)
+    append_rows(tmp_path / "store.jsonl", [
+        dict(time="2026-12-05", experiment="paper_table1", model=model, drafter="eagle3", task=task, method=method,
+             **{"speed-up": 2.0, "tau": 3.0})
+        for model in models for task in swept_values("paper_table1")["task"] for method in evaluation.methods])
+    table, _ = write_table1("paper_table1", str(tmp_path))
+    assert len(table) == 5 * 3 and not (table == MISSING).any().any()
+
+
 def run_sweep(tiny_model_dir, tmp_path, *overrides):
     (tmp_path / "sweeps").mkdir(exist_ok=True)
     (tmp_path / "sweeps" / "test_sweep.yaml").write_text(SWEEP)
