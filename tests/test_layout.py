@@ -144,3 +144,19 @@ def test_an_installed_wheel_carries_the_projects_configs_data_sweeps_and_noteboo
                              text=True, check=True).stdout.split()
     missing = [path for path in tracked if f"ltd/project/{path}" not in names]
     assert tracked and missing == []
+
+
+def test_the_lock_file_pins_every_dependency_and_make_setup_installs_from_it():
+    """requirements.lock (uv pip compile's output) pins each of pyproject.toml's dependencies and
+    extras exactly; make setup installs under it."""
+    import re
+    import tomllib
+
+    root = SRC.parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    name = lambda requirement: re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    entries = [line.split("#")[0].strip() for line in (root / "requirements.lock").read_text().splitlines()]
+    pinned = dict(entry.split("==", 1) for entry in entries if entry)
+    assert [name(r) for r in wanted if name(r) not in pinned] == []
+    assert "-c requirements.lock -e '.[test,analysis]'" in (root / "Makefile").read_text()
