@@ -249,6 +249,13 @@ def test_eval_writes_the_documented_records_and_a_true_lossless_flag(tiny_eval_r
     assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.tmp"))
 
 
+def test_what_eval_prints_is_kept_in_its_run_directory(tiny_eval_run):
+    run_dir, stdout = tiny_eval_run
+    kept = (run_dir / "console.log").read_text()
+    assert kept.strip() and kept.strip() in stdout and "lossless: greedy outputs identical" in kept
+    assert any(line.split()[:1] == ["eagle3_default"] for line in kept.splitlines())  # the table
+
+
 def test_offline_wandb_run_holds_the_summary_in_the_project_wandb_project_names(tiny_eval_run):
     run_dir, _ = tiny_eval_run
     [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")

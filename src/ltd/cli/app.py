@@ -2,6 +2,7 @@
 command line before Hydra composes it."""
 import contextlib
 import datetime
+import io
 import os
 import secrets
 import shutil
@@ -36,13 +37,45 @@ OmegaConf.register_new_resolver("ltd.hydra_subdir", hydra_subdir, use_cache=True
 OmegaConf.register_new_resolver("ltd.file_name", lambda text: str(text).replace("/", "_"), replace=True)
 
 
+class Console(io.TextIOBase):
+    """stdout, also appended to the run directory's console.log: the tables a job prints stay with
+    its records (progress bars go to stderr, and stay out)."""
+
+    def __init__(self, stream, path: Path):
+        self.stream, self.file = stream, open(path, "a", encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def keep_console(directory: Path) -> None:
+    """What this job prints from now on also goes to <directory>/console.log (a sweep's next job
+    moves it to its own directory)."""
+    stream = sys.stdout
+    if isinstance(stream, Console):
+        stream.file.close()
+        stream = stream.stream
+    sys.stdout = Console(stream, directory / "console.log")
+
+
 def run_directory(what: str) -> Path:
-    """This job's run directory, held until the job ends: no other live job writes into it."""
+    """This job's run directory, held until the job ends (no other live job writes into it), where
+    what it prints is kept (console.log)."""
     from hydra.core.hydra_config import HydraConfig
 
     directory = Path(HydraConfig.get().runtime.output_dir)
     hold(directory, what)
     clear_failure(directory)
+    keep_console(directory)
     return directory
 
 
