@@ -2,7 +2,6 @@
 command line before Hydra composes it."""
 import contextlib
 import datetime
-import io
 import os
 import secrets
 import shutil
@@ -14,6 +13,7 @@ from omegaconf import OmegaConf
 
 from ltd.config.files import CONFIG_PATH, group_options, search_path_override
 from ltd.core.artefacts import hold, release
+from ltd.core.console import keep_console
 from ltd.core.errors import LtdError, NotLossless
 from ltd.jobs.sweeps import clear_failure, in_sweep, record_failure
 
@@ -35,36 +35,6 @@ OmegaConf.register_new_resolver("ltd.run_dir", lambda fresh, resume: resume or f
 OmegaConf.register_new_resolver("ltd.hydra_subdir", hydra_subdir, use_cache=True, replace=True)
 # A sweep's job directory is named after its overrides: a path in one must not nest directories.
 OmegaConf.register_new_resolver("ltd.file_name", lambda text: str(text).replace("/", "_"), replace=True)
-
-
-class Console(io.TextIOBase):
-    """stdout, also appended to the run directory's console.log: the tables a job prints stay with
-    its records (progress bars go to stderr, and stay out)."""
-
-    def __init__(self, stream, path: Path):
-        self.stream, self.file = stream, open(path, "a", encoding="utf-8")
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        self.file.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        self.file.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-
-def keep_console(directory: Path) -> None:
-    """What this job prints from now on also goes to <directory>/console.log (a sweep's next job
-    moves it to its own directory)."""
-    stream = sys.stdout
-    if isinstance(stream, Console):
-        stream.file.close()
-        stream = stream.stream
-    sys.stdout = Console(stream, directory / "console.log")
 
 
 def run_directory(what: str) -> Path:
