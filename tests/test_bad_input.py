@@ -38,6 +38,8 @@ CASES = [
     ("eval", "resume=no/such/run", "nothing to resume at no/such/run (not a directory)"),
     ("eval", "methods=[autoregressive,nope]", "unknown method 'nope'; choose from: tuned, "),
     ("sweep_tree", "trials=0", "trials must be a whole number >= 1, got 0"),
+    ("sweep_tree", "pruner=median", "sweep pruner must be one of wilcoxon, none, got 'median'"),
+    ("sweep_tree", "prune_p=2", "prune_p must lie between 0 and 1, got 2"),
     ("sweep_tree", "tasks=[qa,nope]", "unknown task 'nope'; choose from: alpaca, gsm8k, humaneval, mmlu"),
     ("sweep_tree", "space.depth=[0,3]", "sweep space depth must be [low, high] with 1 <= low <= high, got [0, 3]"),
     ("profile", "repeats=0", "repeats must be a whole number >= 1, got 0"),

@@ -6,6 +6,7 @@ import inspect
 import json
 import re
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -47,6 +48,9 @@ class Tracker:
 
     def finish(self) -> None:
         pass
+
+    def made(self, path, inputs=(), files=None, reference_only=False) -> None:
+        pass  # artifacts: lineage, not panels
 
 
 class AnyTerms(torch.nn.Module):
@@ -105,7 +109,7 @@ def eval_keys(monkeypatch) -> set[str]:
 
     monkeypatch.setattr(evaluate_task, "evaluate_task", fake_evaluate_task)
     records = SimpleNamespace(question_ids=[], questions=1, summary_rows=lambda: summarise(questions, names),
-                              frames=lambda: (None, questions))
+                              frames=lambda: (None, questions), directory=Path("run"))
     tracker = Tracker()
     evaluate_task.evaluate_tracked(None, None, methods=[SimpleNamespace(name=m) for m in names], questions=[None],
                                    settings=None, records=records, run=dict(task="t", questions_planned=1),
@@ -148,8 +152,10 @@ def resps_keys(monkeypatch, tmp_path) -> set[str]:
 def sweep_keys(monkeypatch) -> set[str]:
     """make sweep-tree: tree_search.search's logging of a trial and of the best one."""
     tree = SimpleNamespace(depth=3, top_k=2, verify=4)
-    monkeypatch.setattr(tree_search, "run_study", lambda study, trials, **named: named["on_trial"](0, tree, 1.5, dict(tau=2.0)))
+    monkeypatch.setattr(tree_search, "run_study", lambda study, trials, **named: named["on_trial"](
+        0, tree, 1.5, dict(tau=2.0, questions=10)))
     monkeypatch.setattr(tree_search, "finished", lambda study: [1])
+    monkeypatch.setattr(tree_search, "counted", lambda study: [1])
     monkeypatch.setattr(tree_search, "best_tree", lambda study: tree)
     monkeypatch.setattr(tree_search, "best_trial", lambda study: SimpleNamespace(value=1.5))
     tracker = Tracker()

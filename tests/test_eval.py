@@ -26,7 +26,7 @@ from ltd.eval.runner import AUTOREGRESSIVE, CYCLE_COLUMNS, QUESTION_COLUMNS, SUM
 from ltd.rl.policies import Policy, PolicySpec
 
 CONF = Path(CONFIG_PATH)
-each = lambda measure: lambda trees: [measure(tree) for tree in trees]  # run_study measures a batch of trees
+each = lambda measure: lambda trees, keep: [measure(tree) for tree in trees]  # run_study measures a batch of trees
 options = lambda group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
@@ -397,7 +397,7 @@ def test_a_batch_measures_its_trees_together_and_the_study_counts_each(tmp_path)
     space = TreeSpace(depth=[1, 4], top_k=[1, 3], verify=[1, 12])
     batches = []
 
-    def measure(trees):
+    def measure(trees, keep):
         batches.append([shape(tree) for tree in trees])
         return [(float(tree.depth), {"tau": 1.0}) for tree in trees]
 
@@ -407,6 +407,112 @@ def test_a_batch_measures_its_trees_together_and_the_study_counts_each(tmp_path)
     shapes = [s for b in batches for s in b]
     assert len(set(shapes)) == 7  # no shape twice, within a batch or across batches
     assert sorted(t.value for t in finished(study)) == sorted(float(s[0]) for s in shapes)
+
+
+def fake_questions(trees, keep, speedups):
+    """A batch measured question by question, as tree_speedup does: tree i's speed-up on question q
+    is speedups(tree)[q]; a tree `keep` stops decodes no further question."""
+    live, decoded, results = list(range(len(trees))), {}, {}
+    for step in range(len(speedups(trees[0]))):
+        for index in list(live):
+            decoded[index] = decoded.get(index, 0) + 1
+            if not keep(index, step, speedups(trees[index])[step]):
+                live.remove(index)
+                results[index] = (None, {"speed-up so far": 0.0, "questions": decoded[index], "tau": 1.0})
+    for index in live:
+        values = speedups(trees[index])
+        results[index] = (sum(values) / len(values), {"tau": 1.0, "questions": len(values)})
+    return [results[index] for index in range(len(trees))], decoded
+
+
+def test_the_wilcoxon_pruner_stops_a_tree_worse_on_every_question_and_keeps_the_best(tmp_path):
+    """Each question's speed-up is an intermediate value; a trial worse than the best on the questions
+    both decoded stops early as PRUNED (and counts towards the budget), a trial as good as the best
+    decodes them all, and the best shape is the one without pruning."""
+    from ltd.baselines.tree_search import counted
+
+    space = TreeSpace(depth=[1, 6], top_k=[1, 1], verify=[1, 6])
+    speedups = lambda tree: [1.5 - 0.1 * tree.depth + 0.01 * q for q in range(10)]  # depth 1 best on every question
+    decoded = {}
+
+    def measure(trees, keep):
+        results, counts = fake_questions(trees, keep, speedups)
+        for tree, (value, details) in zip(trees, results):
+            decoded[shape(tree)] = details["questions"]
+        return results
+
+    best = {}
+    for pruner in ("none", "wilcoxon"):
+        study = open_study(pruner, tmp_path / f"{pruner}.journal", "optuna", space, seed=0, pruner=pruner)
+        study.enqueue_trial({"depth": 1, "top_k": 1, "verify": 1})  # the best first: the others have it to lose to
+        decoded.clear()
+        run_study(study, 6, "optuna", space, measure, batch=2)
+        best[pruner] = shape(best_tree(study))
+        if pruner == "wilcoxon":
+            pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+            assert pruned and all(len(t.intermediate_values) == 4 for t in pruned)  # stopped at the 4th question
+            # The first batch has no best trial to lose to; after it, every deeper tree stops at 4 questions.
+            later = list(decoded.items())[2:]
+            assert later and all(count == 4 for s, count in later) and decoded[(1, 1, 1)] == 10
+            assert len(counted(study)) == 6 and len(finished(study)) == 6 - len(pruned)
+        else:
+            assert set(decoded.values()) == {10} and len(finished(study)) == 6
+    assert best["none"] == best["wilcoxon"] == (1, 1, 1)
+    with pytest.raises(LtdError, match="sweep pruner must be one of wilcoxon, none, got 'median'"):
+        open_study("x", tmp_path / "x.journal", "optuna", space, seed=0, pruner="median")
+
+
+def test_a_pruned_shape_proposed_again_is_pruned_again_without_decoding(tmp_path):
+    from ltd.baselines.tree_search import REPEAT, SAME_AS, ask_tree
+
+    space = TreeSpace(depth=[1, 2], top_k=[1, 1], verify=[1, 1])  # two shapes
+    study = open_study("s", tmp_path / "s.journal", "optuna", space, seed=0, pruner="wilcoxon")
+    study.enqueue_trial({"depth": 1, "top_k": 1, "verify": 1})
+    run_study(study, 2, "optuna", space, lambda trees, keep: fake_questions(
+        trees, keep, lambda tree: [2.0 - tree.depth + 0.01 * q for q in range(8)])[0], batch=1)
+    [gone] = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    study.enqueue_trial(gone.params)
+    assert ask_tree(study, 5, "optuna", space) == REPEAT
+    again = study.trials[-1]
+    assert again.state == optuna.trial.TrialState.PRUNED and again.user_attrs[SAME_AS] == gone.number
+
+
+def test_tree_speedup_reports_each_question_and_stops_a_pruned_tree(monkeypatch):
+    """The search's measure: every question's speed-up reaches keep with the question's index as its
+    step (each once, in a shuffled order); a tree keep refuses decodes no further question, and once
+    every tree is refused the batch stops (autoregressive decoding too)."""
+    from ltd.baselines import tree_search
+    from ltd.core.tasks import Question
+
+    decoded = []
+
+    def decode_questions(engine, target, methods, questions, **named):  # the harness: AR 10 tok/s, trees 15
+        decoded.append([m.name for m in methods])
+        seconds = lambda m: 1.0 if m.name == AUTOREGRESSIVE else 2 / 3
+        return pd.DataFrame([dict(method=m.name, question_id=questions[0].id, category="c", repeat=0, order=0, turns=1,
+                                  tokens=10, seconds=seconds(m), throughput=10 / seconds(m), cycles=5, tau=2.0,
+                                  draft_s=0.0, verify_s=0.0, policy_s=0.0, lossless=True) for m in methods],
+                            columns=QUESTION_COLUMNS)
+
+    monkeypatch.setattr(tree_search, "decode_questions", decode_questions)
+    questions = [Question(id=str(n), category="c", turns=["hi"]) for n in range(5)]
+    measure = tree_search.tree_speedup(None, None, questions, max_new_tokens=4, temperature=0.0, seed=0)
+    calls = []
+
+    def keep(index, step, value):
+        calls.append((index, step, value))
+        return index == 0 or len([c for c in calls if c[0] == 1]) < 2  # tree 1 stops after its second question
+
+    (kept, details), (stopped, stopped_details) = measure([StaticTree(2, 2, 3), StaticTree(1, 1, 1)], keep)
+    steps = [step for index, step, _ in calls if index == 0]
+    assert sorted(steps) == list(range(5)) and steps != list(range(5))  # every question once, shuffled
+    assert [len(methods) for methods in decoded] == [3, 3, 2, 2, 2]  # tree 1 gone after its second question
+    assert kept == pytest.approx(1.5) and details["questions"] == 5 and details["lossless"]
+    assert stopped is None and stopped_details == pytest.approx(
+        {**stopped_details, "questions": 2, "speed-up so far": 1.5})
+    calls.clear(), decoded.clear()
+    results = measure([StaticTree(1, 1, 1)], lambda index, step, value: calls.append(step) or False)
+    assert len(decoded) == 1 and results[0][0] is None  # refused at its first question: the batch ended there
 
 
 def test_the_main_job_reports_each_task_and_their_mean(tmp_path):

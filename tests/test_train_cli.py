@@ -1,6 +1,7 @@
 """make train end to end on a tiny model: every step runs through the command a user types, the
 tables are printed, the store is appended, and a second run reuses everything already done."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ def tiny_model(tiny_model_dir, tmp_path):
             "drafter.draft_vocab_size=64", f"drafter.root={tmp_path}"]
 
 
-def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default,best-constant]", run="run"):
+def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_default,best-constant]", run="run",
+          logger="none"):
     args = [
-        sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), "logger=none",
+        sys.executable, "-m", "ltd.cli.train", *tiny_model(tiny_model_dir, tmp_path), f"logger={logger}",
         f"results={tmp_path / 'results'}", "threads=1", "profile.contexts=[16,64]", "profile.verify_sizes=[0,1,4]",
         "profile.repeats=1", "record.tasks=[mt_bench]", "record.questions=3", "record.validation=1",
         "record.max_new_tokens=10", "record.top_k=3", "record.max_depth=3", "ltd.sizes=[0,1,2,4]", "ltd.fixed_depth=2",
@@ -28,11 +30,11 @@ def train(tiny_model_dir, tmp_path, *overrides, methods="[autoregressive,eagle3_
         "ltd.rounds=1", *(f"ltd.size_ppo.{o}" for o in PPO), *(f"ltd.depth_ppo.{o}" for o in PPO),
         "evaluate.tasks=[mt_bench,gsm8k]", "evaluate.questions=1", "evaluate.max_new_tokens=8",
         *([f"evaluate.methods={methods}"] if methods else []), f"hydra.run.dir={tmp_path / run}", *overrides]
-    return subprocess.run(args, capture_output=True, text=True)
+    return subprocess.run(args, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
 
 
 def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
-    first = train(tiny_model_dir, tmp_path)
+    first = train(tiny_model_dir, tmp_path, logger="wandb")
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
     assert "cost model: measured" in out and "traces: " in out and "cost model against the engine" in out
@@ -53,6 +55,8 @@ def test_make_train_runs_every_step_then_reuses_them(tiny_model_dir, tmp_path):
     best = (policies / "best-constant.yaml").read_text()
     assert best.startswith("# the best constant tree of the replay") and "kind: static" in best
     assert (tmp_path / "run" / "train.md").is_file()
+
+    lineage_of_policies_and_evaluation(tiny_model_dir, tmp_path, policies)
 
     bench = subprocess.run([sys.executable, "-m", "ltd.cli.bench_env", *tiny_model(tiny_model_dir, tmp_path),
                             "traces=mt_bench", f"results={tmp_path / 'results'}", "ltd.sizes=[0,1,2,4]",
@@ -164,3 +168,33 @@ def test_make_resps_trains_from_the_profiles_bins_and_the_run_decodes_with_it(ti
     rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"autoregressive", "resps", "resps-p1", "ltd"}, trained_ltd.stderr[-2000:]
     assert all(r["lossless"] for r in rows)
+
+
+def lineage_of_policies_and_evaluation(tiny_model_dir, tmp_path, policies):
+    """W&B offline, as make train then make eval run it: train logs the cost model, the traces and
+    the policies as artifacts (the policies' metadata naming the other two); eval names the policies'
+    version among its inputs and logs its rows made from them. So eval <- policies <- traces, profile."""
+    train_lineage = json.loads((tmp_path / "run" / "lineage.json").read_text())
+    made = train_lineage["outputs"]
+    [policy_ref] = [ref for ref in made if ref.startswith("ltd-policies-tiny-eagle3-throughput-full:k")]
+    profile_refs = [ref for ref in made if ref.startswith("cost-model-")]
+    trace_refs = [ref for ref in made if ref.startswith("traces-")]
+    assert profile_refs and trace_refs and sorted(made[policy_ref]["inputs"]) == sorted(profile_refs + trace_refs)
+    [train_log] = (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb")
+    logged = train_log.read_bytes()  # the record log: artifact names, aliases and metadata as plain UTF-8
+    for ref in (policy_ref, *profile_refs, *trace_refs):
+        name, alias = ref.split(":")
+        assert name.encode() in logged and alias.encode() in logged, ref
+
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "ltd.cli.eval", *tiny_model(tiny_model_dir, tmp_path), "task=mt_bench", "questions=1",
+         "max_new_tokens=6", "warmup_tokens=2", "threads=1", "methods=[autoregressive,ltd]", "logger=wandb",
+         f"results={tmp_path / 'results'}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    eval_lineage = json.loads((tmp_path / "eval" / "lineage.json").read_text())
+    assert policy_ref in eval_lineage["inputs"] and eval_lineage["inputs"][policy_ref] == str(policies)
+    [(rows_ref, rows)] = eval_lineage["outputs"].items()
+    assert rows_ref.startswith("evaluation-eval:k") and policy_ref in rows["inputs"]
+    [eval_log] = (tmp_path / "eval").glob("wandb/offline-run-*/run-*.wandb")
+    assert policy_ref.encode() in eval_log.read_bytes()  # the run's config: inputs

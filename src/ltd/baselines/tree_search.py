@@ -2,7 +2,10 @@
 
 A trial decodes the same questions with autoregressive decoding and the candidate tree,
 interleaved (the evaluation harness), and scores the tree by its speed-up: relative to the
-autoregressive run beside it, so drift of the machine between trials cancels.
+autoregressive run beside it, so drift of the machine between trials cancels. Each question's
+speed-up is the trial's intermediate value at that question's step, in an order shuffled per batch
+of trials; with the Wilcoxon pruner, a trial whose questions so far are worse than the best trial's
+on the same questions (signed-rank test, p below the threshold) stops there, as PRUNED.
 
 A study lives in a journal file (one worker) or a database URL (sqlite:///..., postgresql://...),
 which several workers share: they finish the asked number of trials together. An interrupted search
@@ -15,6 +18,7 @@ import datetime
 import importlib.util
 import itertools
 import os
+import random
 import threading
 import time
 import warnings
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from tqdm import tqdm
 
 from ltd.core.artefacts import Artefact, changes, note
@@ -48,19 +53,40 @@ class TreeSpace:
 
 MODES = ("optuna", "grid")
 SAMPLERS = ("tpe", "random", "cmaes")  # optuna mode's; grid mode queues its points itself
+PRUNERS = ("wilcoxon", "none")
 KEYS = ("depth", "top_k", "verify")
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def check_sampler(name: str) -> None:
+    """One line for a sampler that is not there (before the models load)."""
     if name not in SAMPLERS:
         raise LtdError(f"sweep sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise LtdError("sampler=cmaes needs the cmaes package: pip install cmaes")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    check_sampler(name)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
-        if importlib.util.find_spec("cmaes") is None:
-            raise LtdError("sampler=cmaes needs the cmaes package: pip install cmaes")
         return optuna.samplers.CmaEsSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(name: str, p_threshold: float) -> optuna.pruners.BasePruner:
+    """`wilcoxon`: a trial stops once its questions so far are worse than the best trial's on the same
+    questions (signed-rank test, one-sided p < p_threshold; never before 4 shared questions: below
+    that no p can fall under 0.1); `none`: every trial decodes every question."""
+    if name not in PRUNERS:
+        raise LtdError(f"sweep pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+    if not 0 < p_threshold < 1:
+        raise LtdError(f"prune_p must lie between 0 and 1, got {p_threshold}")
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=4)
 
 
 def check_space(mode: str, space: TreeSpace) -> None:
@@ -83,9 +109,9 @@ def is_database(location: str | Path) -> bool:
 
 
 def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, seed: int,
-               sampler: str = "tpe") -> optuna.Study:
+               sampler: str = "tpe", pruner: str = "none", prune_p: float = 0.1) -> optuna.Study:
     """The study `name` in a journal file (`location` a path) or a database (`location` a URL),
-    drawing shapes with `sampler` (optuna mode)."""
+    drawing shapes with `sampler` (optuna mode) and stopping trials early with `pruner` (make_pruner)."""
     check_space(mode, space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shared = is_database(location)
@@ -98,6 +124,7 @@ def open_study(name: str, location: str | Path, mode: str, space: TreeSpace, see
     # Seeded by how far the study got (and which worker): a resumed search draws new shapes, not the
     # first ones again. Grid mode queues its points itself (GridSampler stops only inside optimize).
     study.sampler = make_sampler(sampler, seed + len(study.trials) + (os.getpid() if shared else 0))
+    study.pruner = make_pruner(pruner, prune_p)
     if shared:  # a dead worker's trial: failed, and queued again by the storage's retry callback
         optuna.storages.fail_stale_trials(study)
         return study
@@ -188,9 +215,15 @@ def running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The trials that measured a shape (repeats of a measured shape left out)."""
+    """The trials that measured a shape on every question (repeats of a measured shape left out)."""
     return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if SAME_AS not in t.user_attrs]
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials a search's budget counts: finished, and pruned (stopped before their last question)."""
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    return finished(study) + [t for t in pruned if SAME_AS not in t.user_attrs]
 
 
 def suggest_tree(trial: optuna.Trial, mode: str, space: TreeSpace) -> StaticTree:
@@ -217,8 +250,8 @@ def queue_grid_point(study: optuna.Study, space: TreeSpace) -> bool:
     """Queue the next grid point not measured yet, unless one is queued; False when none is left."""
     if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         return True
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    done = {tuple(t.params[key] for key in KEYS) for t in complete}
+    done = {tuple(t.params[key] for key in KEYS) for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))}
     for point in itertools.product(*(getattr(space, key) for key in KEYS)):
         if point not in done:
             study.enqueue_trial(dict(zip(KEYS, point)))
@@ -240,17 +273,20 @@ def ask_tree(study: optuna.Study, trials: int, mode: str, space: TreeSpace):
         return None
     trial = study.ask()
     # Workers that asked at once: the earlier trials go first, a trial past the target stops its worker.
-    if len(finished(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
+    if len(counted(study)) + sum(t.number < trial.number for t in running(study)) >= trials:
         trial.set_user_attr(PAST_TARGET, True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
     tree = suggest_tree(trial, mode, space)
-    earlier = next((t for t in finished(study) if measured_shape(t) == shape(tree)), None)
+    earlier = next((t for t in counted(study) if measured_shape(t) == shape(tree)), None)
     elsewhere = [t for t in running(study) if t.number != trial.number and set(t.params) == set(KEYS)
                  and measured_shape(t) == shape(tree)]
-    if earlier is not None:
+    if earlier is not None:  # its outcome again: the speed-up it measured, or pruned
         trial.set_user_attr(SAME_AS, earlier.number)
-        study.tell(trial, earlier.value)
+        if earlier.state == optuna.trial.TrialState.PRUNED:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, earlier.value)
         return REPEAT
     if elsewhere:
         trial.set_user_attr(SAME_AS, elsewhere[0].number)
@@ -261,16 +297,17 @@ def ask_tree(study: optuna.Study, trials: int, mode: str, space: TreeSpace):
 
 def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, on_trial=None,
               batch: int = 1) -> None:
-    """Run trials until `trials` shapes have been measured, `batch` at a time: `measure(trees)`
-    returns a (speed-up, details) per tree, the trees of a batch measured beside one
-    autoregressive run."""
+    """Run trials until `trials` shapes have been measured (or pruned), `batch` at a time:
+    `measure(trees, keep)` returns a (speed-up, details) per tree, the trees of a batch measured
+    beside one autoregressive run; it calls `keep(index, step, value)` with each question's speed-up
+    of the index-th tree, and stops decoding a tree keep says no to (its speed-up then None)."""
     if trials < 1 or batch < 1:
         raise LtdError(f"trials and batch must be at least 1, got {trials} and {batch}")
     repeats = 0
     # Other workers' trials in flight count: together the workers stop at `trials`.
-    while len(finished(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
+    while len(counted(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
         asked = []
-        while len(asked) < batch and len(finished(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
+        while len(asked) < batch and len(counted(study)) + len(running(study)) < trials and repeats < MAX_REPEATS:
             answer = ask_tree(study, trials, mode, space)
             if answer is None:
                 break
@@ -284,13 +321,22 @@ def run_study(study: optuna.Study, trials: int, mode: str, space: TreeSpace, mea
         with contextlib.ExitStack() as stack:
             for trial, _ in asked:
                 stack.enter_context(heartbeat(trial))
-            results = measure([tree for _, tree in asked])
+            results = measure([tree for _, tree in asked], lambda index, step, value: report(asked[index][0], step, value))
         for (trial, tree), (value, details) in zip(asked, results):
             for key, detail in details.items():
                 trial.set_user_attr(key, detail)
-            study.tell(trial, value)
+            if value is None:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
             if on_trial is not None:
                 on_trial(trial.number, tree, value, details)
+
+
+def report(trial: optuna.Trial, step: int, value: float) -> bool:
+    """A question's speed-up as the trial's intermediate value at that step; whether to go on."""
+    trial.report(value, step)
+    return not trial.should_prune()
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
@@ -302,7 +348,7 @@ def best_tree(study: optuna.Study) -> StaticTree:
 
 
 def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeSpace, seed: int,
-                     sampler: str = "tpe") -> tuple[optuna.Study, str | Path]:
+                     sampler: str = "tpe", pruner: str = "none", prune_p: float = 0.1) -> tuple[optuna.Study, str | Path]:
     """(study `name`, where it lives: a database URL, or `<storage>/<name>.journal` with its key
     beside it), checked to hold `key`'s search: a study made under other settings is refused, a new
     one is stamped with it."""
@@ -312,8 +358,9 @@ def open_keyed_study(storage: str, name: str, key: dict, mode: str, space: TreeS
             raise LtdError(f"study {name} ({journal_file.path}) measured other settings ({journal_file.changes()}): "
                            f"name another study= or delete it")
         journal_file.seal()
-        return open_study(name, journal_file.path, mode, space, seed=seed, sampler=sampler), journal_file.path
-    study = open_study(name, storage, mode, space, seed=seed, sampler=sampler)
+        return (open_study(name, journal_file.path, mode, space, seed=seed, sampler=sampler, pruner=pruner,
+                           prune_p=prune_p), journal_file.path)
+    study = open_study(name, storage, mode, space, seed=seed, sampler=sampler, pruner=pruner, prune_p=prune_p)
     stored = study.user_attrs.get("ltd key")
     if stored is not None and stored != key:
         raise LtdError(f"study {name} in {storage} measured other settings ({changes(stored, key)}): name "
@@ -335,30 +382,61 @@ def tuned_config(tree: StaticTree, note: str) -> str:
 
 def tree_speedup(engine: Engine, target, questions: list[Question], max_new_tokens: int, temperature: float,
                  seed: int, guard: LoadGuard | None = None):
-    """What a batch of trials measures: a function of trees giving each its speed-up over
-    autoregressive decoding on `questions` (all interleaved per question, the order rotating from
-    one question to the next and from batch to batch) and its tau, tok/s, interval, load and
-    lossless flag. A tree whose output is not the target's own stops the search (NotLossless);
-    `guard` refuses a busy batch where it requires quiet."""
+    """What a batch of trials measures: a function of trees (and `keep`, run_study's) giving each its
+    speed-up over autoregressive decoding on `questions` and its tau, tok/s, interval, load and
+    lossless flag. The questions go in an order shuffled per batch (each a step: its index in
+    `questions`), every method of a question interleaved, the order rotating from one question to
+    the next and from batch to batch; a tree `keep` stops decodes no further question (its speed-up
+    None, the mean of its questions so far kept as a detail), and once none is left the batch ends.
+    A tree whose output is not the target's own stops the search (NotLossless); `guard` refuses a
+    busy batch where it requires quiet."""
     batches = [0]
 
-    def measure(trees: list[StaticTree]) -> list[tuple[float, dict]]:
+    def measure(trees: list[StaticTree], keep=lambda index, step, value: True) -> list[tuple[float | None, dict]]:
         methods = [Method(AUTOREGRESSIVE)] + [Method(f"tree {shape(tree)}", tree) for tree in trees]
-        rows = decode_questions(engine, target, methods=methods, questions=questions, max_new_tokens=max_new_tokens,
-                                temperature=temperature, seed=seed, first=batches[0] * len(questions))
+        live, stopped, rows = list(range(len(trees))), {}, []
+        steps = random.Random(seed + batches[0]).sample(range(len(questions)), len(questions))
+        for count, step in enumerate(steps):
+            if not live:
+                break
+            asked = [methods[0]] + [methods[index + 1] for index in live]
+            rows.append(decode_questions(engine, target, methods=asked, questions=[questions[step]],
+                                         max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                         first=batches[0] * len(questions) + count))
+            throughput = rows[-1].set_index("method")["throughput"]
+            for index in list(live):
+                if not keep(index, step, float(throughput[methods[index + 1].name] / throughput[AUTOREGRESSIVE])):
+                    live.remove(index)
+                    stopped[index] = count + 1
         batches[0] += 1
+        rows = pd.concat(rows, ignore_index=True)
         check_lossless({"the search's tasks": rows})
         load = run_load(rows)
         if guard is not None:
             guard.check(load, f"trees {', '.join(str(shape(tree)) for tree in trees)}")
-        result = {row["method"]: row for row in summarise(rows, [m.name for m in methods])}
-        return [(row["speed-up"], {"tau": row["tau"], "tok/s": row["tok/s"],
-                                   "autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"],
-                                   "speed-up low": row["speed-up low"], "speed-up high": row["speed-up high"],
-                                   "other load": load.share if load else None, "lossless": row["lossless"]})
-                for row in (result[m.name] for m in methods[1:])]
+        kept = [methods[0].name] + [methods[index + 1].name for index in live]
+        result = {row["method"]: row for row in summarise(rows[rows["method"].isin(kept)], kept)}
+        common = {"autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"], "other load": load.share if load else None}
+        return [pruned(rows, methods[index + 1].name, stopped[index], common) if index in stopped
+                else finished_tree(result[methods[index + 1].name], len(steps), common) for index in range(len(trees))]
 
     return measure
+
+
+def finished_tree(row: dict, questions: int, common: dict) -> tuple[float, dict]:
+    return row["speed-up"], {"tau": row["tau"], "tok/s": row["tok/s"], "speed-up low": row["speed-up low"],
+                             "speed-up high": row["speed-up high"], "lossless": row["lossless"],
+                             "questions": questions, **common}
+
+
+def pruned(rows: pd.DataFrame, name: str, questions: int, common: dict) -> tuple[None, dict]:
+    """A tree stopped after `questions` questions: no speed-up; the mean of its questions' so far."""
+    by_question = rows.pivot_table(index="question_id", columns="method", values="throughput").dropna(subset=[name])
+    ratios = by_question[name] / by_question[AUTOREGRESSIVE]
+    mine = rows[rows["method"] == name]
+    return None, {"speed-up so far": float(ratios.mean()), "questions": questions,
+                  "tau": float((mine["tau"] * mine["cycles"]).sum() / max(1, mine["cycles"].sum())),
+                  "lossless": bool(mine["lossless"].all()) if mine["lossless"].notna().all() else None, **common}
 
 
 def trials_table(study: optuna.Study, top: int = 10) -> str:
@@ -379,14 +457,18 @@ def trials_table(study: optuna.Study, top: int = 10) -> str:
 def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measure, tracker: Tracker,
            description: str, batch: int = 1) -> None:
     """run_study with a progress bar (the best speed-up so far) and every trial logged; however it
-    ends (Ctrl-C too), the best so far is summarised in the tracker, which is then finished."""
-    bar = tqdm(total=trials, initial=min(len(finished(study)), trials), desc=description, unit="trial")
+    ends (Ctrl-C too), the best so far is summarised in the tracker."""
+    bar = tqdm(total=trials, initial=min(len(counted(study)), trials), desc=description, unit="trial")
 
     def on_trial(number, tree, value, details):
         bar.update()
-        bar.set_postfix(best=f"{best_trial(study).value:.3f}x", refresh=False)
-        tracker.log({"speedup": value, "depth": tree.depth, "top_k": tree.top_k, "verify": tree.verify,
-                     "tau": details["tau"]}, step=number)
+        if finished(study):
+            bar.set_postfix(best=f"{best_trial(study).value:.3f}x", pruned=len(counted(study)) - len(finished(study)),
+                            refresh=False)
+        # A pruned trial has no speed-up: its mean over the questions it decoded is logged apart.
+        speedup = {"speedup": value} if value is not None else {"speedup_so_far": details["speed-up so far"]}
+        tracker.log({**speedup, "pruned": int(value is None), "questions": details["questions"], "depth": tree.depth,
+                     "top_k": tree.top_k, "verify": tree.verify, "tau": details["tau"]}, step=number)
 
     try:
         run_study(study, trials, mode=mode, space=space, measure=measure, on_trial=on_trial, batch=batch)
@@ -396,7 +478,6 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
             best = best_tree(study)
             tracker.summarise({"best/speedup": best_trial(study).value, "best/depth": best.depth,
                                "best/top_k": best.top_k, "best/verify": best.verify})
-        tracker.finish()
 
 
 @dataclass
@@ -420,6 +501,8 @@ class SearchJob:
     guard: LoadGuard
     where: str  # the machine, in words, for the tuned config's note
     sampler: str = "tpe"  # optuna mode: tpe, random or cmaes
+    pruner: str = "none"  # wilcoxon: a trial worse than the best on its questions so far stops early
+    prune_p: float = 0.1  # the pruner's one-sided p threshold
     start: StaticTree | None = None  # measured first (optuna mode): the tuned tree there was, so the search can only improve on it
 
 
@@ -427,13 +510,20 @@ def open_search(job: SearchJob) -> tuple[optuna.Study, str | Path]:
     """The study of `job` (open_keyed_study): before the models load, so a study of other settings
     is one line, not a line after a minute of loading."""
     return open_keyed_study(job.storage, job.name, key=job.key, mode=job.mode, space=job.space, seed=job.seed,
-                            sampler=job.sampler)
+                            sampler=job.sampler, pruner=job.pruner, prune_p=job.prune_p)
 
 
 def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine, target,
          tracker: Tracker) -> StaticTree | None:
     """Run (or resume) the search `job` describes in its `opened` study (open_search), print its best
-    trials and write the best tree; the best tree (None when no trial finished)."""
+    trials and write the best tree (logged as the run's artifact); the best tree (None when no trial
+    finished). The tracker is finished however it ends."""
+    with tracker:
+        return tune_tracked(job, opened, engine, target, tracker)
+
+
+def tune_tracked(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine, target,
+                 tracker: Tracker) -> StaticTree | None:
     study, location = opened
     if job.start is not None and job.mode == "optuna" and not study.trials:
         study.enqueue_trial(dict(zip(KEYS, shape(job.start))))
@@ -447,8 +537,9 @@ def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine
     trials = finished(study)
     if not trials:
         return None
+    stopped = len(counted(study)) - len(trials)
     print(f"\n{job.name}: {len(trials)} trials on {len(job.questions)} questions of {job.tasks_name}, up to "
-          f"{job.max_new_tokens} new tokens (study: {location})")
+          f"{job.max_new_tokens} new tokens, and {stopped} pruned (study: {location})")
     print(trials_table(study))
     best = best_tree(study)
     if job.tuned_path is not None:
@@ -456,6 +547,7 @@ def tune(job: SearchJob, opened: tuple[optuna.Study, str | Path], engine: Engine
                      f"{len(job.questions)} questions) on {job.where}: speed-up {best_trial(study).value:.3f}x, "
                      f"{datetime.date.today()}")
         write_tuned(job.tuned_path, {**job.key, "artefact": "tuned tree", "study": job.name}, best, note_line)
+        tracker.made(job.tuned_path, inputs=[])
         print(f"best: depth {best.depth}, top-k {best.top_k}, V {best.verify} -> {job.tuned_path} "
               f"(make eval names it as method `tuned`)")
     return best

@@ -18,6 +18,7 @@ from ltd.analysis.catalogue import NOTEBOOKS
 from ltd.analysis.notebooks import run_notebook
 from ltd.analysis.sources import Results
 from ltd.cli.app import key_values, user_errors
+from ltd.config.files import DEFAULT_RESULTS
 from ltd.core.errors import LtdError
 from ltd.core.preflight import check_writable
 from ltd.core.project import PROJECT
@@ -29,7 +30,7 @@ USAGE = ('make analysis [ARGS="results=<dir> out=<dir> only=<notebook>,... metho
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = key_values(argv, dict(results="results", out=None, only=None, method="ltd",
+        args = key_values(argv, dict(results=DEFAULT_RESULTS, out=None, only=None, method="ltd",
                                           reference="tuned", experiment=None), USAGE)
         results = Results(Path(args["results"]).resolve())
         results.store  # no results at all: one line saying what to run first

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ltd.config.files import CONFIG_PATH, group_options, search_path_override
+from ltd.config.files import CONFIG_PATH, DEFAULT_RESULTS, group_options, search_path_override
 from ltd.core.artefacts import hold, release
 from ltd.core.console import keep_console
 from ltd.core.errors import LtdError, NotLossless
@@ -176,7 +176,7 @@ def chosen_results(args: list[str]) -> str:
     chosen = [arg.split("=", 1)[1] for arg in args if arg.lstrip("+").startswith("results=")]
     if chosen and "," not in chosen[-1]:
         return chosen[-1]
-    return OmegaConf.load(Path(CONFIG_PATH) / "paths" / "default.yaml").results
+    return DEFAULT_RESULTS
 
 
 def with_search_path(args: list[str]) -> list[str]:

@@ -6,6 +6,7 @@
 import sys
 
 from ltd.cli.app import key_values, user_errors
+from ltd.config.files import DEFAULT_RESULTS
 from ltd.core.errors import LtdError
 from ltd.core.preflight import check_writable
 from ltd.core.results import ResultPaths
@@ -16,7 +17,7 @@ USAGE = 'make dashboard ARGS="[entity=<W&B entity>] [project=ltd] [results=resul
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = key_values(argv, dict(entity="", project="ltd", results="results", out=""), USAGE)
+        args = key_values(argv, dict(entity="", project="ltd", results=DEFAULT_RESULTS, out=""), USAGE)
         if not args["project"] or not args["results"]:
             raise LtdError(f"project and results need a value: {USAGE}")
         out = args["out"] or ResultPaths(args["results"]).report("dashboard")

@@ -22,7 +22,7 @@ from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH
 from ltd.config.models import describe_models, load_model, provenance
 from ltd.config.schema import check_config
-from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there
+from ltd.controllers.methods import build_methods, check_tuned_methods, method_identity, methods_there, read_methods
 from ltd.core.errors import LtdError
 from ltd.core.results import ResultPaths
 from ltd.core.tables import format_table
@@ -74,6 +74,7 @@ def main(cfg) -> None:
                           name=f"eval-{cfg.model.name}-{cfg.task.name}-{run_dir.name}",
                           group=cfg.experiment, tags=[cfg.model.name, cfg.drafter.kind, cfg.task.name, *names],
                           config=OmegaConf.to_container(cfg, resolve=True))
+        read_methods(tracker, names, cfg)  # what each method decodes with: the evaluation's inputs (lineage)
         run = dict(model=cfg.model.name, drafter=cfg.drafter.kind, task=cfg.task.name, threads=threads,
                    machine=who.describe_machine(), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         settings = EvalSettings(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed, warmup_tokens=cfg.warmup_tokens,

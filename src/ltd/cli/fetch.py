@@ -8,7 +8,7 @@ its jobs then find the weights instead of each downloading them (HF_HOME on a sh
 """
 import sys
 
-from ltd.cli.app import check_choices, check_overrides, user_errors
+from ltd.cli.app import check_choices, check_overrides, chosen_results, user_errors
 from ltd.config.models import draft_lm_settings, parts_of
 from ltd.core.errors import LtdError
 from ltd.models.eagle3 import Eagle3Head
@@ -17,7 +17,7 @@ from ltd.models.targets import fetch_weights
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        check_choices(argv, "results")
+        check_choices(argv, chosen_results(argv))
         cfg = check_overrides("fetch", argv)
         if cfg is None:
             raise LtdError("usage: make fetch model=<name> [ARGS=\"drafter=<name> model.revision=<commit>\"]")

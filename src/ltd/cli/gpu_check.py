@@ -11,6 +11,7 @@ import sys
 
 from ltd.benchmarks.gpu_check import CHECKS, gpu_check
 from ltd.cli.app import user_errors
+from ltd.config.files import DEFAULT_RESULTS
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import check_device
 from ltd.core.results import ResultPaths
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(c.model for c in CHECKS))
     parser.add_argument("--task", default="mt_bench")
     parser.add_argument("--questions", type=int, default=2)
-    parser.add_argument("--results", default="results", help="the results directory: writes <results>/gpu-check")
+    parser.add_argument("--results", default=DEFAULT_RESULTS, help="the results directory: writes <results>/gpu-check")
     args = parser.parse_args()
     known, models = {c.model for c in CHECKS}, args.models.split(",")
     with user_errors():

@@ -12,7 +12,9 @@ trees.top_k, V up to LTD's largest size), so the tuned tree is the strongest sta
 is to find. With `tasks` (the default: the five of the evaluation), each trial decodes the last
 `questions` of every one and scores the speed-up over all their tokens: a tree tuned on code alone
 drafts too deep for chat. Each trial runs under the load guard (require_quiet=true refuses a busy
-one) and stops the search if its tree's output is not the target's own.
+one) and stops the search if its tree's output is not the target's own. With `pruner=wilcoxon` (the
+default) a trial whose questions so far are worse than the best trial's on the same questions stops
+early (PRUNED), and the next trial starts sooner: docs/sweeps.md.
 
 A study is keyed like every artefact: the default study name ends with the key's digest, so other
 settings start another study; a study named with `study=` refuses settings other than its own.
@@ -25,9 +27,9 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from ltd.baselines.tree_search import SearchJob, check_space, make_sampler, open_search, shape, tune
+from ltd.baselines.tree_search import SearchJob, check_sampler, check_space, make_pruner, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
-from ltd.config.files import CONFIG_PATH, chosen_tasks, found_config
+from ltd.config.files import CONFIG_PATH, chosen_tasks, found_tuned
 from ltd.config.models import load_model, provenance
 from ltd.config.schema import check_config
 from ltd.core.fingerprints import digest
@@ -39,14 +41,16 @@ from ltd.decoding.controller import StaticTree
 from ltd.decoding.engine import Engine
 from ltd.eval.machine_load import LoadGuard
 
-STUDY = 3  # format of what a trial measures (3: rotation across trials, intervals; 2: the last questions of each task)
+STUDY = 4  # format of what a trial measures (4: questions in an order shuffled per batch, each an intermediate
+# value; 3: rotation across trials, intervals; 2: the last questions of each task)
 
 
 def search_job(cfg, who: Provenance) -> SearchJob:
     """The search a checked sweep_tree config describes, in plain values (make train builds one too)."""
     space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
     check_space(cfg.mode, space)
-    make_sampler(cfg.sampler, cfg.seed)  # a sampler that is not there is one line now
+    check_sampler(cfg.sampler)
+    make_pruner(cfg.pruner, cfg.prune_p)  # a pruner or threshold that is not there: one line now
     tasks = chosen_tasks(cfg)
     tasks_name = "+".join(task.name for task in tasks)
     questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
@@ -60,14 +64,14 @@ def search_job(cfg, who: Provenance) -> SearchJob:
            "warmup_tokens": cfg.warmup_tokens}
     name = cfg.study or f"tree-{cfg.model.name}-{tasks_name}-{cfg.mode}-{digest(key, 8)}"
     paths = ResultPaths(cfg.results)
-    there = found_config("controller", f"tuned-{cfg.model.name}", cfg.results)  # this results' own, or the shipped one
+    there = found_tuned(cfg.model.name, cfg.results)  # this results' own, or the shipped one
     return SearchJob(name, key, mode=cfg.mode, space=space, trials=cfg.trials, batch=cfg.batch, seed=cfg.seed,
                      storage=cfg.storage or str(paths.studies), questions=questions, tasks_name=tasks_name,
                      max_new_tokens=cfg.max_new_tokens,
                      temperature=cfg.temperature, warmup_tokens=cfg.warmup_tokens,
                      tuned_path=paths.tuned_tree(cfg.model.name) if cfg.write_best else None,
                      guard=LoadGuard(cfg.max_other_load, cfg.require_quiet), where=who.describe_machine(),
-                     sampler=cfg.sampler,
+                     sampler=cfg.sampler, pruner=cfg.pruner, prune_p=cfg.prune_p,
                      start=earlier_tree(there, space) if cfg.mode == "optuna" else None)
 
 

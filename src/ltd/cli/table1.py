@@ -8,6 +8,7 @@ sweep asked for and did not get are marked missing. Printed as markdown and writ
 import sys
 
 from ltd.cli.app import key_values, user_errors
+from ltd.config.files import DEFAULT_RESULTS
 from ltd.core.errors import LtdError
 from ltd.core.preflight import check_writable
 from ltd.core.results import ResultPaths
@@ -17,7 +18,7 @@ from ltd.jobs.sweeps import write_table1
 
 def main(argv: list[str]) -> None:
     with user_errors():
-        args = key_values(argv, dict(sweep=None, results="results"), "make table1 name=<sweep> [ARGS=\"results=<dir>\"]")
+        args = key_values(argv, dict(sweep=None, results=DEFAULT_RESULTS), "make table1 name=<sweep> [ARGS=\"results=<dir>\"]")
         if not args["sweep"]:
             raise LtdError("name the sweep: make table1 name=<one of sweeps/*.yaml>")
         check_writable(ResultPaths(args["results"]).table(args["sweep"]).parent, "the table")

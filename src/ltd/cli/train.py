@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from ltd.baselines.tree_search import SearchJob
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.cli.sweep_tree import search_job
-from ltd.config.files import CONFIG_PATH, found_config
+from ltd.config.files import CONFIG_PATH, found_tuned
 from ltd.config.models import provenance
 from ltd.config.schema import check_config
 from ltd.controllers.methods import check_tuned_methods, tuned_here
@@ -31,7 +31,7 @@ def tree_search(cfg, who: Provenance) -> SearchJob | None:
     the tuned tree evaluated was measured elsewhere or is missing."""
     if "tuned" not in cfg.evaluate.methods:
         return None
-    tuned = found_config("controller", f"tuned-{cfg.model.name}", cfg.results)
+    tuned = found_tuned(cfg.model.name, cfg.results)
     if cfg.tune is False or (cfg.tune is None and tuned is not None and tuned_here(tuned, who)):
         check_tuned_methods(["tuned"], cfg, who)
         if tuned is None or not tuned_here(tuned, who):

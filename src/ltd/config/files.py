@@ -9,11 +9,13 @@ from omegaconf import OmegaConf
 from ltd.config.schema import ModelSchema, TaskSchema
 from ltd.core.errors import LtdError
 from ltd.core.project import PROJECT
-from ltd.core.results import ResultPaths, register_resolvers
+from ltd.core.results import ResultPaths, register_resolvers, tuned_name
 from ltd.drafter.ppow import PPOWSettings
 
 CONFIG_PATH = str(PROJECT / "conf")
 SHIPPED_TREES = PROJECT / "data" / "tuned"  # controller/tuned-<model>.yaml: make run's trees on a fresh clone
+# `results=` when a command line names none (the one default: conf/paths/default.yaml)
+DEFAULT_RESULTS = OmegaConf.load(Path(CONFIG_PATH) / "paths" / "default.yaml").results
 register_resolvers()  # controller configs name trained weights through them
 
 
@@ -71,14 +73,19 @@ def found_config(group: str, name: str, results: str | Path) -> Path | None:
     return None
 
 
+def found_tuned(model_name: str, results: str | Path) -> Path | None:
+    """The tuned tree of a model where Hydra finds it (the results' own, else the shipped one); None: none."""
+    return found_config("controller", tuned_name(model_name), results)
+
+
 def controller_file(name: str, model_name: str, results: str | Path) -> Path:
     """The config of a method, found where Hydra finds `controller=<name>`; `tuned` is the tree
     `make sweep-tree` found for the model (`tuned-<model>.yaml`: the results' own, else the shipped one)."""
-    path = found_config("controller", f"tuned-{model_name}" if name == "tuned" else name, results)
+    path = found_tuned(model_name, results) if name == "tuned" else found_config("controller", name, results)
     if path is not None:
         return path
     if name == "tuned":
-        raise LtdError(f"no tuned tree for {model_name} (tuned-{model_name}.yaml): make sweep-tree finds one")
+        raise LtdError(f"no tuned tree for {model_name} ({tuned_name(model_name)}.yaml): make sweep-tree finds one")
     options = ", ".join(option for option in group_options("controller", results) if not option.startswith("tuned-"))
     raise LtdError(f"unknown method {name!r}; choose from: tuned, {options}")
 

@@ -211,6 +211,8 @@ class SweepTreeSchema(JobSchema, WritesResults, TimesWork):
     experiment: str
     mode: str
     sampler: str
+    pruner: str
+    prune_p: float
     trials: int
     batch: int
     seed: int

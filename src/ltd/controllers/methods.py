@@ -97,6 +97,21 @@ def build_methods(names: list[str], cfg, made_for: Provenance | None = None):
     return [Method(name, build_controller(method_config(name, cfg), made_for)) for name in names]
 
 
+def method_files(name: str, cfg) -> list[Path]:
+    """The files a method decodes with: its controller config (a tuned tree's is stored with a key)
+    and the weights or settings files it names (policies, classifiers, best-constant's tree)."""
+    settings = method_config(name, cfg)
+    named = [Path(value) for value in settings.values() if isinstance(value, str) and Path(value).is_file()]
+    return [controller_file(name, cfg.model.name, cfg.results), *named]
+
+
+def read_methods(tracker, names: list[str], cfg) -> None:
+    """What the methods `names` decode with, as the tracked run's inputs (W&B lineage)."""
+    for name in names:
+        for file in method_files(name, cfg):
+            tracker.read(file)
+
+
 def method_identity(name: str, cfg) -> dict:
     """What a method is, for the key of an evaluation: its settings and the digests of any weights
     they name (retrained policies make another method)."""

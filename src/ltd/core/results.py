@@ -25,6 +25,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+def tuned_name(model: str) -> str:
+    """The controller config of the best tree make sweep-tree found for `model` (controller=tuned-<model>)."""
+    return f"tuned-{model}"
+
+
 class ResultPaths:
     """The paths of one results directory (`results=` of every job)."""
 
@@ -77,7 +82,7 @@ class ResultPaths:
         return self.root / "conf"
 
     def tuned_tree(self, model: str) -> Path:
-        return self.configs / "controller" / f"tuned-{model}.yaml"
+        return self.configs / "controller" / f"{tuned_name(model)}.yaml"
 
     @property
     def analysis(self) -> Path:

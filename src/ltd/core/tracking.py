@@ -5,14 +5,18 @@ sweep, train, ...); tags name the model, drafter, task and methods; the run's na
 (`eval-smollm2-135m-mt_bench-...`); the full resolved config is attached. Offline unless the
 logger config says otherwise, so no account is needed anywhere by default. Metric keys are
 `<method, stage or head>/<metric>`, the metric in snake case (metric_name): `ltd/speedup`,
-`tuned/tokens_per_s`, `stage1-size/reward_per_step`.
+`tuned/tokens_per_s`, `stage1-size/reward_per_step`. What a run read and made of ltd's stored
+artefacts goes to W&B as artifacts and to the run directory's lineage.json (ltd.core.lineage).
 """
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltd.core.errors import LtdError
+from ltd.core.artefacts import note
+from ltd.core.atomic import write_json
+from ltd.core.errors import LtdError, reason
+from ltd.core.lineage import artifact_name, kind_of, reference, stored_artefact
 
 MODES = ("offline", "online", "disabled")
 
@@ -45,7 +49,8 @@ class Tracker:
     def __init__(self, settings: LoggerSettings, directory: Path, job_type: str, name: str, group: str,
                  tags: list[str], config: dict):
         settings.validate()
-        self.run = None
+        self.run, self.lineage_file = None, directory / "lineage.json"
+        self.inputs, self.outputs = {}, {}
         if settings.kind == "none":
             return
         import wandb
@@ -80,6 +85,56 @@ class Tracker:
             self.run.log({key: wandb.Histogram(value.tolist() if hasattr(value, "tolist") else value)
                           if hasattr(value, "__len__") else value for key, value in values.items()}, step=step)
 
+    def read(self, path: str | Path) -> str | None:
+        """The run decodes with the stored artefact holding `path` (a policy's file, a tuned tree): its
+        reference, in the run's config (`inputs`) and lineage.json; online, used as a W&B artifact
+        too. None for a file ltd did not store with a key."""
+        found = stored_artefact(path)
+        if found is None:
+            return None
+        ref = reference(*found)
+        if ref in self.inputs:
+            return ref
+        self.inputs[ref] = str(found[0])
+        if self.run is not None:
+            self.run.config.update({"inputs": sorted(self.inputs)}, allow_val_change=True)
+            if not self.run.offline:
+                try:
+                    self.run.use_artifact(ref)
+                except Exception as error:  # made offline or by another project: the config still names it
+                    note(f"W&B has no artifact {ref} to link this run to ({reason(error)}); its config names it")
+        return ref
+
+    def made(self, path: str | Path, inputs: list[str] | None = None, files: list[Path] | None = None,
+             reference_only: bool = False) -> str | None:
+        """The run made the stored artefact at `path` from the artifacts `inputs` (None: what it read so
+        far): logged as a W&B
+        artifact whose alias is its key's digest and whose metadata holds the key and the inputs
+        (`files`: only those of a directory; `reference_only`: checksums of the files, not copies:
+        traces run to gigabytes). None when `path` has no key."""
+        found = stored_artefact(path)
+        if found is None:
+            return None
+        path, key = found
+        ref, inputs = reference(path, key), sorted(self.inputs) if inputs is None else inputs
+        self.outputs[ref] = {"path": str(path), "inputs": list(inputs)}
+        if self.run is not None:
+            import wandb
+
+            artifact = wandb.Artifact(artifact_name(path, key), type=kind_of(key),
+                                      metadata={"key": key, "inputs": list(inputs), "path": str(path)})
+            if reference_only:
+                artifact.add_reference(path.resolve().as_uri(), checksum=True)
+            elif files is not None:
+                for file in files:
+                    artifact.add_file(str(file), name=Path(file).name)
+            elif path.is_dir():
+                artifact.add_dir(str(path))
+            else:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact, aliases=[ref.split(":")[1]])
+        return ref
+
     def summarise(self, values: dict) -> None:
         if self.run is not None:
             self.run.summary.update(values)
@@ -97,6 +152,8 @@ class Tracker:
         self.finish()
 
     def finish(self) -> None:
+        if self.inputs or self.outputs:
+            write_json(self.lineage_file, {"inputs": self.inputs, "outputs": self.outputs})
         if self.run is not None:
             self.run.finish()
             self.run = None

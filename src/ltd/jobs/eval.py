@@ -119,6 +119,8 @@ def evaluate_tracked(engine: Engine, target, methods: list[Method], questions: l
         summary = evaluate_task(engine, target, methods=methods, questions=questions, settings=settings,
                                 records=records, run=run, on_question=on_question)
         bar.close()
+        tracker.made(records.directory, files=[
+            records.directory / name for name in ("summary.json", "questions.parquet", "cycles.parquet")])
     finally:
         if records.questions:
             summary = dict(run, methods=records.summary_rows())

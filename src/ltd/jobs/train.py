@@ -34,7 +34,7 @@ from ltd.config.files import controller_file, task_config
 from ltd.config.models import describe_models, load_model
 from ltd.config.schema import TaskSchema
 from ltd.controllers.ltd import LTD
-from ltd.controllers.methods import build_controller, build_methods, method_config
+from ltd.controllers.methods import build_controller, build_methods, method_config, read_methods
 from ltd.core.artefacts import Artefact, note, read_or_drop
 from ltd.core.atomic import write_file, write_json
 from ltd.core.errors import LtdError
@@ -139,12 +139,14 @@ def run(job: Job, run_dir: Path) -> None:
         if recorded.test:
             print_test(test_replay(trained, recorded.test, costs, job.settings), trained, policies.path)
         constant = best_constant_tree(trained, costs.top_k, policies.path)
+        lineage(tracker, cost_file.path, recorded.directories, policies.path)
         ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                   size_policy=str(trained.size) if trained.size else None,
                   depth=job.settings.fixed_depth, verify=job.settings.depth_verify)
         # best-constant: this run's own (its policies' replay), not the file of make train's default policies
         methods = ([Method(BEST_CONSTANT, constant) if name == BEST_CONSTANT else build_methods([name], cfg)[0]
                     for name in cfg.evaluate.methods] + resps_method(job) + [Method(LTD_METHOD, ltd)])
+        read_methods(tracker, [name for name in cfg.evaluate.methods if name != BEST_CONSTANT], cfg)
         per_task = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
         spent("evaluation")
         report(job, per_task, [m.name for m in methods], run_dir, tracker)
@@ -153,6 +155,14 @@ def run(job: Job, run_dir: Path) -> None:
     finally:
         tracker.finish()
     check_lossless(per_task)
+
+
+def lineage(tracker: Tracker, cost_model: Path, trace_directories: list[Path], policies: Path) -> None:
+    """W&B's lineage of what this run made: the cost model and the traces (checksummed in place,
+    not copied), and the policies, made from both."""
+    made = [tracker.made(cost_model, inputs=[]),
+            *(tracker.made(d, inputs=[], reference_only=True) for d in trace_directories)]
+    tracker.made(policies, inputs=[ref for ref in made if ref is not None])
 
 
 def ltd_settings(cfg) -> LtdSettings:
