@@ -71,3 +71,18 @@ def test_bench_peer_writes_one_table(tmp_path):
     rows = json.loads((tmp_path / "r" / "peer.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["autoregressive", "llama.cpp"]
     assert rows[1]["x llama.cpp"] == pytest.approx(1.0)
+
+
+def test_llama_cpp_is_built_for_this_cpu_without_its_amx_kernels_on_x86(monkeypatch):
+    """llama.cpp's AMX matrix product segfaults on Q4_K_M files on some AMX machines: on x86 the
+    build is -march=native with AMX off (ggml's own native switch would turn it back on)."""
+    import platform
+
+    from ltd.benchmarks.peer import native_flags
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    flags = native_flags()
+    assert "-DGGML_NATIVE=OFF" in flags
+    assert "-DCMAKE_CXX_FLAGS=-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16" in flags
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert native_flags() == ["-DGGML_NATIVE=ON"]

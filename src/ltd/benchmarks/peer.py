@@ -3,12 +3,13 @@ llama-cpp-python's sdist on PyPI (no other network), run on the very GGUF files 
 decodes, as methods of ltd's own harness (so its order rotates with ltd's methods and its numbers
 come from the same minutes of the same machine).
 
-The build (cmake, Release, native; llama-bench, llama-completion, llama-speculative-simple) is
+The build (cmake, Release, native without AMX on x86; llama-bench, llama-completion, llama-speculative-simple) is
 cached under <cache>/llama.cpp/<version>-<key of the CPU and compiler>/ and moved there whole.
 """
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -69,12 +70,23 @@ def tools_in(folder: Path) -> Path:
     return folder
 
 
+def native_flags() -> list[str]:
+    """cmake's flags for this CPU. On x86: -march=native without AMX. llama.cpp's AMX matrix product
+    segfaults on Q4_K_M files on some AMX machines (its issue 20824; a 2-core Xeon with AMX here, at
+    the first batch of a prompt); without it llama.cpp runs its AVX-512 VNNI kernels, as ltd does."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ["-DGGML_NATIVE=ON"]
+    flags = "-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return ["-DGGML_NATIVE=OFF", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+
+
 def build(version: str) -> Path:
     """The folder of llama.cpp's tools, built once for this CPU."""
     if shutil.which("cmake") is None or compiler() is None:
         raise LtdError("make bench-peer builds llama.cpp, and needs cmake and a C++ compiler (none here)")
     name, extensions = cpu()
-    key = digest({"version": version, "cpu": name, "extensions": extensions, "compiler": compiler()})
+    key = digest({"version": version, "cpu": name, "extensions": extensions, "compiler": compiler(),
+                  "flags": native_flags()})
     folder = cache_root() / "llama.cpp" / f"{version}-{key}"
     if all((folder / tool).is_file() for tool in TOOLS):
         return folder
@@ -87,7 +99,7 @@ def build(version: str) -> Path:
             members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
             tar.extractall(scratch, members, filter="data")
         source, out = scratch / prefix, scratch / "build"
-        steps = [["cmake", "-S", str(source), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+        steps = [["cmake", "-S", str(source), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", *native_flags(),
                   "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
                   "-DBUILD_SHARED_LIBS=OFF"],  # static: the tools move into the cache without their libraries
                  ["cmake", "--build", str(out), "-j", str(os.cpu_count() or 1), "--target", *TOOLS]]
