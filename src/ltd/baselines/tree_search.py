@@ -74,14 +74,19 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def make_pruner(name: str, p_threshold: float) -> optuna.pruners.BasePruner:
-    """`wilcoxon`: a trial stops once its questions so far are worse than the best trial's on the same
-    questions (signed-rank test, one-sided p < p_threshold; never before 4 shared questions: below
-    that no p can fall under 0.1); `none`: every trial decodes every question."""
+def check_pruner(name: str, p_threshold: float) -> None:
+    """One line for a pruner or threshold that is not there (before the models load)."""
     if name not in PRUNERS:
         raise LtdError(f"sweep pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
     if not 0 < p_threshold < 1:
         raise LtdError(f"prune_p must lie between 0 and 1, got {p_threshold}")
+
+
+def make_pruner(name: str, p_threshold: float) -> optuna.pruners.BasePruner:
+    """`wilcoxon`: a trial stops once its questions so far are worse than the best trial's on the same
+    questions (signed-rank test, one-sided p < p_threshold; never before 4 shared questions: below
+    that no p can fall under 0.1); `none`: every trial decodes every question."""
+    check_pruner(name, p_threshold)
     if name == "none":
         return optuna.pruners.NopPruner()
     with warnings.catch_warnings():
@@ -414,29 +419,27 @@ def tree_speedup(engine: Engine, target, questions: list[Question], max_new_toke
         load = run_load(rows)
         if guard is not None:
             guard.check(load, f"trees {', '.join(str(shape(tree)) for tree in trees)}")
-        kept = [methods[0].name] + [methods[index + 1].name for index in live]
-        result = {row["method"]: row for row in summarise(rows[rows["method"].isin(kept)], kept)}
+        result = {AUTOREGRESSIVE: summarise(rows, [AUTOREGRESSIVE])[0]}
+        for index, tree in enumerate(trees):  # each tree against autoregressive decoding on the questions it decoded
+            name = methods[index + 1].name
+            mine = rows[rows["question_id"].isin(rows.loc[rows["method"] == name, "question_id"])]
+            result[name] = summarise(mine[mine["method"].isin([AUTOREGRESSIVE, name])], [AUTOREGRESSIVE, name])[1]
         common = {"autoregressive tok/s": result[AUTOREGRESSIVE]["tok/s"], "other load": load.share if load else None}
-        return [pruned(rows, methods[index + 1].name, stopped[index], common) if index in stopped
-                else finished_tree(result[methods[index + 1].name], len(steps), common) for index in range(len(trees))]
+        return [trial_result(result[methods[index + 1].name], stopped.get(index), len(steps), common)
+                for index in range(len(trees))]
 
     return measure
 
 
-def finished_tree(row: dict, questions: int, common: dict) -> tuple[float, dict]:
-    return row["speed-up"], {"tau": row["tau"], "tok/s": row["tok/s"], "speed-up low": row["speed-up low"],
-                             "speed-up high": row["speed-up high"], "lossless": row["lossless"],
-                             "questions": questions, **common}
-
-
-def pruned(rows: pd.DataFrame, name: str, questions: int, common: dict) -> tuple[None, dict]:
-    """A tree stopped after `questions` questions: no speed-up; the mean of its questions' so far."""
-    by_question = rows.pivot_table(index="question_id", columns="method", values="throughput").dropna(subset=[name])
-    ratios = by_question[name] / by_question[AUTOREGRESSIVE]
-    mine = rows[rows["method"] == name]
-    return None, {"speed-up so far": float(ratios.mean()), "questions": questions,
-                  "tau": float((mine["tau"] * mine["cycles"]).sum() / max(1, mine["cycles"].sum())),
-                  "lossless": bool(mine["lossless"].all()) if mine["lossless"].notna().all() else None, **common}
+def trial_result(row: dict, stopped_after: int | None, questions: int, common: dict) -> tuple[float | None, dict]:
+    """(speed-up, details) of a tree's summary row; a tree stopped after some questions has no
+    speed-up, its speed-up over those questions kept as `speed-up so far`."""
+    details = {"tau": row["tau"], "tok/s": row["tok/s"], "speed-up low": row["speed-up low"],
+               "speed-up high": row["speed-up high"], "lossless": row["lossless"],
+               "questions": stopped_after or questions, **common}
+    if stopped_after is not None:
+        return None, {**details, "speed-up so far": row["speed-up"]}
+    return row["speed-up"], details
 
 
 def trials_table(study: optuna.Study, top: int = 10) -> str:

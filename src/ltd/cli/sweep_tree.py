@@ -27,7 +27,7 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
-from ltd.baselines.tree_search import SearchJob, check_sampler, check_space, make_pruner, open_search, shape, tune
+from ltd.baselines.tree_search import SearchJob, check_pruner, check_sampler, check_space, open_search, shape, tune
 from ltd.cli.app import launch, run_directory, set_threads, user_errors
 from ltd.config.files import CONFIG_PATH, chosen_tasks, found_tuned
 from ltd.config.models import load_model, provenance
@@ -50,7 +50,7 @@ def search_job(cfg, who: Provenance) -> SearchJob:
     space = OmegaConf.to_object(cfg.space if cfg.mode == "optuna" else cfg.grid)
     check_space(cfg.mode, space)
     check_sampler(cfg.sampler)
-    make_pruner(cfg.pruner, cfg.prune_p)  # a pruner or threshold that is not there: one line now
+    check_pruner(cfg.pruner, cfg.prune_p)
     tasks = chosen_tasks(cfg)
     tasks_name = "+".join(task.name for task in tasks)
     questions = [question for task in tasks for question in load_questions(task.path, cfg.questions,
