@@ -468,7 +468,7 @@ def search(study: optuna.Study, trials: int, mode: str, space: TreeSpace, measur
         if finished(study):
             bar.set_postfix(best=f"{best_trial(study).value:.3f}x", pruned=len(counted(study)) - len(finished(study)),
                             refresh=False)
-        # A pruned trial has no speed-up: its mean over the questions it decoded is logged apart.
+        # A pruned trial has no speed-up: its speed-up over the questions it decoded is logged apart.
         speedup = {"speedup": value} if value is not None else {"speedup_so_far": details["speed-up so far"]}
         tracker.log({**speedup, "pruned": int(value is None), "questions": details["questions"], "depth": tree.depth,
                      "top_k": tree.top_k, "verify": tree.verify, "tau": details["tau"]}, step=number)
