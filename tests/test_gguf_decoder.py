@@ -47,6 +47,19 @@ def model():
     return config, gguf_state(config)
 
 
+@pytest.fixture(params=["lanes", "panels"])
+def layout(request, monkeypatch):
+    """Q4_K matrices as the GGUF's blocks are repacked (lanes), or in panels of 16 rows (where the
+    kernel runs them: AVX-512 VNNI, and AMX for trees where the CPU has it)."""
+    from ltd.kernels import build
+
+    if request.param == "panels" and not kernel().panels_built():
+        pytest.skip("panels need the kernel built with AVX-512 VNNI")
+    panels = request.param == "panels"
+    monkeypatch.setattr("ltd.models.decoder.panelled", lambda parts: build.panelled(parts, always=True) if panels else parts)
+    return request.param
+
+
 def gguf_decoder(model) -> Decoder:
     config, state = model
     return Decoder.from_hf(config, dict(state), quantize="gguf")
@@ -72,7 +85,7 @@ def test_logits_match_transformers_on_the_dequantised_weights(model):
 
 @pytest.mark.parametrize("drafter", ["self", "other"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 2, 4), (8, 10, 60), (5, 4, 68)], ids=lambda s: "x".join(map(str, s)))
-def test_speculation_on_blocks_equals_autoregressive(model, shape, drafter):
+def test_speculation_on_blocks_equals_autoregressive(model, shape, drafter, layout):
     """A row of the kernel does not depend on its batch, so verifying a tree computes exactly what
     decoding one token at a time computes: greedy output equal token for token, whether the drafts
     are mostly accepted (the model drafting for itself) or mostly not (another random model)."""
@@ -98,7 +111,7 @@ def test_weight_bytes_count_the_blocks(model):
 
 @pytest.mark.parametrize("attention", ["kernel", "torch"])
 @pytest.mark.parametrize("tree", ["chain", "branches"])
-def test_a_verified_row_equals_decoding_it_alone(model, tree, attention, monkeypatch):
+def test_a_verified_row_equals_decoding_it_alone(model, tree, attention, layout, monkeypatch):
     """Bit for bit: the kernel's rows are independent of their batch, and a quantised target's rows
     attend each on its own to exactly the keys decoding alone reads (otherwise attention's last-bit
     differences become different activation levels, and greedy output may part): by ltd's attention

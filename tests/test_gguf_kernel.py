@@ -170,7 +170,7 @@ def test_the_kernel_pads_columns_as_zeros_would(built, columns):
     x = torch.randn(7, columns, generator=g) * 2
 
     def call(x):
-        return kernel().linear(x, [blocks.codes], [blocks.sub], [blocks.d], [FORMATS["Q4_K"]], False, NO_NORM, 0.0)
+        return kernel().linear(x, [blocks.codes], [blocks.sub], [blocks.d], [FORMATS["Q4_K"]], False, NO_NORM, 0.0, 0)
 
     assert torch.equal(call(x), call(torch.nn.functional.pad(x, (0, blocks.shape[1] - columns))))
     with pytest.raises(RuntimeError, match="columns"):

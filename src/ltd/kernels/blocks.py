@@ -19,7 +19,7 @@ import torch.nn.functional as F
 KERNEL_LAYOUT = 1  # the version of the layout below: caches of repacked blocks are keyed by it
 BLOCK = 256
 GROUPS = 16
-FORMATS = {"Q4_K": 0, "Q6_K": 1}
+FORMATS = {"Q4_K": 0, "Q6_K": 1, "Q4_K_PANELS": 2}  # the last: Q4_K in panels of 16 rows (kernels/panels.cpp)
 RAW_BYTES = {"Q4_K": 144, "Q6_K": 210}  # one block in the GGUF file
 CODE_BYTES = {"Q4_K": 128, "Q6_K": 192}  # one block's codes here
 
@@ -32,7 +32,8 @@ KERNEL_ORDER = (16 * _l + 4 * _c + _j).reshape(-1)
 class Blocks:
     """W [rows, columns] as blocks: codes [rows, columns/256, code bytes], sub [rows, columns/256, 16]
     (Q4_K: 8 scales then 8 mins; Q6_K: 16 signed scales), d [rows, columns/256, 2] fp16 (Q4_K: d,
-    dmin; Q6_K: d, 0)."""
+    dmin; Q6_K: d, 0). Q4_K_PANELS (made by kernels.build.panelled, read by the kernel alone):
+    codes [rows/16, columns/256, 2048], sub [rows/16, columns/256, 256], d [rows/16, columns/256, 32]."""
     format: str
     codes: torch.Tensor
     sub: torch.Tensor
@@ -40,7 +41,8 @@ class Blocks:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.codes.shape[0], self.codes.shape[1] * BLOCK
+        rows = self.codes.shape[0] * (16 if self.format == "Q4_K_PANELS" else 1)
+        return rows, self.codes.shape[1] * BLOCK
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.codes, self.sub, self.d))

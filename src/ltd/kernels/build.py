@@ -1,4 +1,4 @@
-"""ltd's kernels (gguf_linear.cpp, attention.cpp, dot_peak.cpp), compiled on first use for this CPU and cached.
+"""ltd's kernels (gguf_linear.cpp, panels.cpp, attention.cpp, dot_peak.cpp), compiled on first use for this CPU and cached.
 
 The build is keyed by the source, the CPU and its vector extensions, torch's version, the compiler
 and the instruction set asked for; it is made in a folder of its own and moved into place whole, so
@@ -22,13 +22,17 @@ from ltd.core.artefacts import note
 from ltd.core.fingerprints import cache_root, cpu, digest
 from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
 
-SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "attention.cpp", "dot_peak.cpp", "bindings.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "panels.cpp", "attention.cpp", "dot_peak.cpp", "bindings.cpp")]
 # "native": every extension this CPU has; the source picks AVX-512 VNNI, else AVX2, else plain C++.
 # The others exist so that each path can be tested on a CPU that has more.
 ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
 # OpenMP: at::parallel_for shares the output rows among torch's threads only when compiled with it.
 FLAGS = ["-O3", "-fopenmp"]
 NO_NORM = torch.empty(0)
+# Q4_K panels run on AMX (where the CPU has it) from this many rows of x on, on AVX-512 VNNI below:
+# the same bits either way (panels.cpp), so this only moves time. On the 2-core Xeon a step of 2
+# rows took 57 ms on VNNI and 67 on AMX, 8 rows 87 and 89 (AMX from 6 and from 2 rows).
+AMX_ROWS = 6
 
 
 def compiler() -> str | None:
@@ -97,12 +101,26 @@ def kernel(isa: str = "native"):
     return module
 
 
+def panelled(parts: list[Blocks], isa: str = "native", always: bool = False) -> list[Blocks]:
+    """`parts` with their Q4_K matrices in panels of 16 rows (panels.cpp) where they pay: on a CPU
+    with AMX (measured on the 2-core Xeon: one token as fast as the lane layout, 16 rows 21 % and a
+    prompt 32 % faster), or, `always`, wherever this build runs them (AVX-512 VNNI; for tests).
+    All or none: panels need every part to start at a multiple of 16 rows."""
+    module = kernel(isa)
+    if module is None or not module.panels_built() or not (always or module.panels_amx()) or \
+            any(p.shape[0] % 16 for p in parts):
+        return parts
+    return [Blocks("Q4_K_PANELS", *module.panel_q4_k(p.codes, p.sub, p.d)) if p.format == "Q4_K" else p
+            for p in parts]
+
+
 def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: str = "native",
-           norm: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+           norm: torch.Tensor | None = None, eps: float = 0.0, amx_rows: int | None = None) -> torch.Tensor:
     """x [..., K] (float32) @ W.T for W the parts' rows stacked: [..., total rows]. With `norm` ([K]),
     x is RMS-normalised first and scaled by it ((x / rms(x)) * norm, rms with `eps`), inside the
     kernel: the norm before each of a layer's matrices costs no torch call. `portable`: the
-    kernel's plain C++ path even where SIMD is available (for tests)."""
+    kernel's plain C++ path even where SIMD is available (for tests); `amx_rows`: the rows of x from
+    which panels run on AMX (0: never; None: AMX_ROWS)."""
     module = kernel(isa)
     flat = x.reshape(-1, x.shape[-1])
     if module is None:
@@ -113,7 +131,7 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
     else:  # the kernel pads the columns itself
         out = module.linear(flat, codes=[p.codes for p in parts], sub=[p.sub for p in parts], d=[p.d for p in parts],
                             formats=[FORMATS[p.format] for p in parts], portable=portable,
-                            norm=NO_NORM if norm is None else norm, eps=eps)
+                            norm=NO_NORM if norm is None else norm, eps=eps, amx_rows=AMX_ROWS if amx_rows is None else amx_rows)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 

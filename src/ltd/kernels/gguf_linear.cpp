@@ -44,9 +44,10 @@ namespace {
 
 constexpr int kBlock = 256;
 constexpr int kGroups = 16;
-enum Format { Q4_K = 0, Q6_K = 1 };
+enum Format { Q4_K = 0, Q6_K = 1, Q4_K_PANELS = 2 };  // the last: panels.cpp's layout
 
 int code_bytes(int format) { return format == Q4_K ? 128 : 192; }
+constexpr int kPanel = 16;
 
 float half_to_float(const int16_t* p) {
   c10::Half h;
@@ -91,6 +92,10 @@ struct Activations {
   torch::Tensor scale;  // [R, K / 256] float
   torch::Tensor sums;   // [R, K / 256, 16] float: scale * sum of each group's q
   torch::Tensor offsets;  // [R, K / 256, 16] int32: -32 * sum of each group's q (Q6_K's offset, exact)
+  // For panels only (else empty): q in weight order, its rows padded with zeros to a multiple of 16
+  // (AMX loads 16 at a time), and the sum of each sub-block's q.
+  torch::Tensor natural;   // [R padded, K] int8
+  torch::Tensor sub_sums;  // [R, K / 256, 8] float
 };
 
 // 1 / sqrt(mean(x^2) + eps) of each row of px [R, columns], summed in 16 interleaved lanes in a
@@ -112,10 +117,14 @@ std::vector<float> inverse_rms(const float* px, int64_t R, int64_t columns, floa
 // normalised and scaled by it, (x / rms) * norm, as the decoder's layers do before their matrices.
 // x [R, columns] for a weight of K >= columns columns (padded to whole blocks): the activations past
 // x's columns are zeros, padded here rather than by a copy of x (a torch call per matrix).
-Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, double eps, int64_t K) {
+Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, double eps, int64_t K, bool panels) {
   const int64_t R = x.size(0), columns = x.size(1), nb = K / kBlock;
   Activations act{torch::empty({R, K}, torch::kInt8), torch::empty({R, nb}, torch::kFloat32),
-                  torch::empty({R, nb, kGroups}, torch::kFloat32), torch::empty({R, nb, kGroups}, torch::kInt32)};
+                  torch::empty({R, nb, kGroups}, torch::kFloat32), torch::empty({R, nb, kGroups}, torch::kInt32),
+                  panels ? torch::zeros({(R + kPanel - 1) / kPanel * kPanel, K}, torch::kInt8) : torch::Tensor(),
+                  panels ? torch::empty({R, nb, 8}, torch::kFloat32) : torch::Tensor()};
+  int8_t* pnatural = panels ? act.natural.data_ptr<int8_t>() : nullptr;
+  float* psub = panels ? act.sub_sums.data_ptr<float>() : nullptr;
   const float* px = x.data_ptr<float>();
   int8_t* pq = act.q.data_ptr<int8_t>();
   float* ps = act.scale.data_ptr<float>();
@@ -151,7 +160,12 @@ Activations quantize_rows(const torch::Tensor& x, const torch::Tensor& norm, dou
         }
         psum[i * kGroups + l] = scale * static_cast<float>(sum);
         poffset[i * kGroups + l] = -32 * sum;
+        if (panels && l % 2 == 1) psub[i * 8 + l / 2] = static_cast<float>(-(poffset[i * kGroups + l - 1] + poffset[i * kGroups + l]) / 32);
       }
+      if (panels)
+        for (int c = 0; c < 4; ++c)
+          for (int l = 0; l < kGroups; ++l)
+            std::memcpy(pnatural + r * K + b * kBlock + 16 * l + 4 * c, q + 64 * c + 4 * l, 4);
       ps[i] = scale;
     }
   });
@@ -420,50 +434,71 @@ std::string path() {
 #endif
 }
 
+void panel_rows(const uint8_t* codes, const uint8_t* sub, const int16_t* d, int64_t nb, const int8_t* q,
+                const float* scale, const float* sub_sums, int64_t R, int64_t K, int64_t p0, int64_t p1, float* out,
+                int64_t N, int64_t column0, int64_t amx_rows);
+
 // x [R, columns] float32 times W [N, K], K the multiple of 256 at or just above `columns` (a weight's
 // columns padded with zeros to whole blocks), W given as parts stacked by rows (q, k and v, say,
 // each in its own format): part i is codes[i] [N_i, K/256, code bytes], sub[i] [N_i, K/256, 16]
-// bytes, d[i] [N_i, K/256, 2] fp16, in formats[i]. Returns [R, sum of N_i] float32. x is quantised
-// once for all parts (RMS-normalised first by `norm` [columns] when norm is not empty); output rows
-// are shared out among threads.
+// bytes, d[i] [N_i, K/256, 2] fp16, in formats[i] (Q4_K_PANELS: panel_q4_k's tensors, N_i / 16 of
+// each). Returns [R, sum of N_i] float32. x is quantised once for all parts (RMS-normalised first by
+// `norm` [columns] when norm is not empty); output rows are shared out among threads, 16 at a time.
+// Panels run on AMX from `amx_rows` rows of x (0: never), bit for bit as without.
 torch::Tensor linear(const torch::Tensor& x, const std::vector<torch::Tensor>& codes,
                      const std::vector<torch::Tensor>& sub, const std::vector<torch::Tensor>& d,
-                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps) {
+                     const std::vector<int64_t>& formats, bool portable, const torch::Tensor& norm, double eps,
+                     int64_t amx_rows) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x must be [rows, K] float32");
   TORCH_CHECK(!codes.empty() && codes.size() == sub.size() && codes.size() == d.size() &&
                   codes.size() == formats.size(), "one codes, sub, d and format per part");
   std::vector<Weights> parts;
   std::vector<int64_t> first{0};
+  bool panels = false;
   for (size_t i = 0; i < codes.size(); ++i) {
     const int64_t format = formats[i], nb = codes[i].size(1);
-    TORCH_CHECK(format == Q4_K || format == Q6_K, "format must be 0 (Q4_K) or 1 (Q6_K)");
+    TORCH_CHECK(format == Q4_K || format == Q6_K || format == Q4_K_PANELS, "format must be 0 (Q4_K), 1 (Q6_K) or 2 (Q4_K panels)");
     TORCH_CHECK(x.size(1) <= nb * kBlock && x.size(1) > (nb - 1) * kBlock, "x has ", x.size(1),
                 " columns, the weight ", nb * kBlock);
-    TORCH_CHECK(codes[i].size(2) == code_bytes(format) && codes[i].is_contiguous() && sub[i].is_contiguous() &&
-                    d[i].is_contiguous() && d[i].scalar_type() == torch::kHalf,
+    const bool panel = format == Q4_K_PANELS;
+    TORCH_CHECK(codes[i].size(2) == (panel ? 2048 : code_bytes(format)) && codes[i].is_contiguous() &&
+                    sub[i].is_contiguous() && d[i].is_contiguous() && d[i].scalar_type() == torch::kHalf,
                 "weight blocks in the wrong layout");
+    TORCH_CHECK(!panel || !portable, "Q4_K panels have no portable path");
+    panels = panels || panel;
     parts.push_back({codes[i].data_ptr<uint8_t>(), sub[i].data_ptr<uint8_t>(),
                      reinterpret_cast<const int16_t*>(d[i].data_ptr<at::Half>()), static_cast<int>(format), nb,
                      first.back()});
-    first.push_back(first.back() + codes[i].size(0));
+    first.push_back(first.back() + codes[i].size(0) * (panel ? kPanel : 1));
   }
   const int64_t N = first.back();
+  for (size_t i = 0; panels && i < parts.size(); ++i)
+    TORCH_CHECK(first[i] % kPanel == 0, "with Q4_K panels, every part starts at a multiple of 16 rows");
   TORCH_CHECK(norm.numel() == 0 || (norm.numel() == x.size(1) && norm.scalar_type() == torch::kFloat32 &&
                                      norm.is_contiguous()), "norm must be [columns] float32");
-  const Activations act = quantize_rows(x.contiguous(), norm, eps, parts[0].nb * kBlock);
+  const Activations act = quantize_rows(x.contiguous(), norm, eps, parts[0].nb * kBlock, panels);
   torch::Tensor out = torch::empty({x.size(0), N}, x.options());
   float* po = out.data_ptr<float>();
-  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+  const int64_t R = x.size(0), K = parts[0].nb * kBlock;
+  at::parallel_for(0, (N + kPanel - 1) / kPanel, 4, [&](int64_t u0, int64_t u1) {
+    const int64_t n0 = u0 * kPanel, n1 = std::min(N, u1 * kPanel);
     for (size_t i = 0; i < parts.size(); ++i) {
       const int64_t begin = std::max(n0, first[i]), end = std::min(n1, first[i + 1]);
       if (begin >= end) continue;
+      const Weights& w = parts[i];
+      if (w.format == Q4_K_PANELS) {
+        panel_rows(w.codes, w.sub, w.d, w.nb, act.natural.data_ptr<int8_t>(), act.scale.data_ptr<float>(),
+                   act.sub_sums.data_ptr<float>(), R, K, (begin - w.first) / kPanel, (end - w.first) / kPanel, po, N,
+                   w.first, amx_rows);
+        continue;
+      }
 #if defined(LTD_TILE)
       if (!portable) {
-        rows_simd(parts[i], act, begin, end, po, N);
+        rows_simd(w, act, begin, end, po, N);
         continue;
       }
 #endif
-      rows_portable(parts[i], act, begin, end, po, N);
+      rows_portable(w, act, begin, end, po, N);
     }
   });
   return out;

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ltd.core.errors import LtdError
 from ltd.kernels.blocks import Blocks, dequantize, quantize_q4_k
-from ltd.kernels.build import kernel, linear as gguf_linear
+from ltd.kernels.build import kernel, linear as gguf_linear, panelled
 from ltd.models.layouts import arrange, fastest_layout
 
 # What distinguishes the families inside a decoder layer.
@@ -274,7 +274,7 @@ class Placement:
         parts = [self.state.pop(n) for n in names]
         if not all(isinstance(p, Blocks) for p in parts):
             raise LtdError(f"quantize=gguf needs GGUF blocks for {', '.join(names)}")
-        return parts
+        return panelled(parts)
 
     def matrix(self, *names):
         if self.quantize == "gguf":
@@ -283,7 +283,7 @@ class Placement:
         if self.quantize == "int8":
             return int8_weight(weight)
         if self.quantize == "q4_k":
-            return [quantize_q4_k(weight)]
+            return panelled([quantize_q4_k(weight)])
         if self.linear is not cpu_linear:
             return weight
         # [out, in] in shape; in memory as oneDNN reads it fastest on this machine.
@@ -305,7 +305,7 @@ class Placement:
         embed = self.tensor("model.embed_tokens.weight")
         output = embed if tied else self.tensor("lm_head.weight")
         if self.quantize == "q4_k":
-            head = [quantize_q4_k(output)]
+            head = panelled([quantize_q4_k(output)])
             return embed, head, head
         lm_head = int8_weight(output) if self.quantize == "int8" else output.t().contiguous().t()
         # oneDNN reads the wide output matrix fastest [in, out] for one row, [out, in] for several
