@@ -30,8 +30,8 @@ ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-
 FLAGS = ["-O3", "-fopenmp"]
 NO_NORM = torch.empty(0)
 # Q4_K panels run on AMX (where the CPU has it) from this many rows of x on, on AVX-512 VNNI below:
-# the same bits either way (panels.cpp), so this only moves time. On the 2-core Xeon a step of 2
-# rows took 57 ms on VNNI and 67 on AMX, 8 rows 87 and 89 (AMX from 6 and from 2 rows).
+# the same bits either way (panels.cpp), so this only moves time. A step of the 1.5B on the 2-core
+# Xeon: 2 rows 58 ms on VNNI, 67 on AMX; 8 rows 106 and 89.
 AMX_ROWS = 6
 
 
@@ -44,6 +44,11 @@ def compiler() -> str | None:
         return subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def sources_digest() -> str:
+    """The kernels' sources, digested: what a time measured with them depends on."""
+    return digest([source.read_bytes().hex() for source in SOURCES])
 
 
 def build_key(isa: str) -> str:

@@ -31,16 +31,18 @@ from ltd.core.atomic import write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import digest
 from ltd.core.results import ResultPaths
+from ltd.kernels.build import sources_digest
 
 COST_MODEL = 2  # format: a change to what a profile measures makes earlier ones stale
 
 
 def cost_model_key(model: dict, drafter: dict, machine: dict, top_k: int) -> dict:
     """What a profile's times depend on: the model and drafter with their weights, the machine
-    (threads included) and the width of the tree drafted. Contexts, sizes and depth measured only
-    say how much of the table there is (make train checks it covers what it prices)."""
+    (threads included), ltd's kernels (their sources: a faster kernel changes every cost) and the
+    width of the tree drafted. Contexts, sizes and depth measured only say how much of the table
+    there is (make train checks it covers what it prices)."""
     return {"artefact": "cost model", "format": COST_MODEL, "model": model, "drafter": drafter, "machine": machine,
-            "top_k": top_k}
+            "kernels": sources_digest(), "top_k": top_k}
 
 
 def cost_model_file(results: str | Path, key: dict) -> Artefact:
