@@ -37,12 +37,14 @@
 namespace {
 constexpr int kBlock = 256, kPanel = 16, kPanelCodes = 2048, kPanelSub = 256;
 
-// A tensor on 2 MB pages where Linux grants them: a step streams every weight once, and on 4 KB
-// pages the TLB misses alone cost a tenth of it.
+// A tensor of 1 MB or more on 2 MB pages where Linux grants them: a step streams every weight once,
+// and on 4 KB pages the TLB's misses cost about a tenth of it. (A smaller one, the scales, would
+// waste most of a huge page.)
 torch::Tensor huge_pages(std::vector<int64_t> shape, torch::ScalarType type) {
   constexpr size_t kHuge = 2 << 20;
   size_t bytes = c10::elementSize(type);
   for (int64_t s : shape) bytes *= s;
+  if (bytes < kHuge / 2) return torch::empty(shape, type);
   const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
   void* data = std::aligned_alloc(kHuge, rounded);
   TORCH_CHECK(data != nullptr, "out of memory for ", bytes, " bytes of panels");
@@ -107,7 +109,7 @@ struct Rows {  // the activations, in weight order
   int64_t R, K;
 };
 
-// A block's a (d * scale) and b (dmin * min) for the 8 sub-blocks, 16 output rows each.
+// A block's a (d * scale) and b (dmin * min) for its 8 sub-blocks, 16 output rows each.
 inline void block_scales(const Panels& w, int64_t at, __m512* a, __m512* b) {
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.d + at * 2 * kPanel)));
   const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.d + at * 2 * kPanel + kPanel)));
@@ -118,6 +120,7 @@ inline void block_scales(const Panels& w, int64_t at, __m512* a, __m512* b) {
                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 128 + 16 * k)))));
   }
 }
+
 
 // The one float sequence of both engines: a row's 8 integer sums of a block (16 output rows each)
 // into its accumulator.
@@ -140,21 +143,8 @@ inline void prefetch(const Panels& w, int64_t at) {
   _mm_prefetch(reinterpret_cast<const char*>(w.d + (at + kAhead) * 2 * kPanel), _MM_HINT_T0);
 }
 
-// A block's a and b for sub-blocks 2t and 2t + 1 (as block_scales makes them, for one pair).
-inline void pair_scales(const Panels& w, int64_t at, int t, __m512* a, __m512* b) {
-  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.d + at * 2 * kPanel)));
-  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.d + at * 2 * kPanel + kPanel)));
-  const uint8_t* s = w.sub + at * kPanelSub;
-  for (int h = 0; h < 2; ++h) {
-    const int k = 2 * t + h;
-    a[h] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16 * k)))));
-    b[h] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 128 + 16 * k)))));
-  }
-}
-
-// VNNI: RT rows of x (from r0) at a time, their sums and accumulators in registers; each line of
-// codes is unpacked once and met by every row of the tile. The float operations are add_block's.
+// VNNI: RT rows of x (from r0) at a time; each line of codes is unpacked once and met by every row
+// of the tile.
 template <int RT>
 void vnni_tile(const Panels& w, const Rows& x, int64_t r0, int64_t p0, int64_t p1, float* out, int64_t N,
                int64_t column0) {
@@ -166,8 +156,7 @@ void vnni_tile(const Panels& w, const Rows& x, int64_t r0, int64_t p0, int64_t p
       const int64_t at = p * w.nb + blk;
       prefetch(w, at);
       const uint8_t* c = w.codes + at * kPanelCodes;
-      __m512 t_acc[RT];
-      for (int r = 0; r < RT; ++r) t_acc[r] = _mm512_setzero_ps();
+      __m512i sums[RT][8];
       for (int t = 0; t < 4; ++t) {
         __m512i sl[RT], sh[RT];
         for (int r = 0; r < RT; ++r) sl[r] = sh[r] = _mm512_setzero_si512();
@@ -180,18 +169,13 @@ void vnni_tile(const Panels& w, const Rows& x, int64_t r0, int64_t p0, int64_t p
             sh[r] = _mm512_dpbusd_epi32(sh[r], hi, _mm512_set1_epi32(q[8 + k4]));
           }
         }
-        __m512 a[2], b[2];
-        pair_scales(w, at, t, a, b);
-        for (int r = 0; r < RT; ++r) {
-          const float* sub_sums = x.sub_sums + ((r0 + r) * w.nb + blk) * 8 + 2 * t;
-          t_acc[r] = _mm512_fmadd_ps(a[0], _mm512_cvtepi32_ps(sl[r]), t_acc[r]);
-          t_acc[r] = _mm512_fnmadd_ps(b[0], _mm512_set1_ps(sub_sums[0]), t_acc[r]);
-          t_acc[r] = _mm512_fmadd_ps(a[1], _mm512_cvtepi32_ps(sh[r]), t_acc[r]);
-          t_acc[r] = _mm512_fnmadd_ps(b[1], _mm512_set1_ps(sub_sums[1]), t_acc[r]);
-        }
+        for (int r = 0; r < RT; ++r) sums[r][2 * t] = sl[r], sums[r][2 * t + 1] = sh[r];
       }
+      __m512 a[8], b[8];
+      block_scales(w, at, a, b);
       for (int r = 0; r < RT; ++r)
-        acc[r] = _mm512_fmadd_ps(t_acc[r], _mm512_set1_ps(x.scale[(r0 + r) * w.nb + blk]), acc[r]);
+        acc[r] = add_block(sums[r], a, b, x.sub_sums + ((r0 + r) * w.nb + blk) * 8, x.scale[(r0 + r) * w.nb + blk],
+                           acc[r]);
     }
     for (int r = 0; r < RT; ++r) _mm512_storeu_ps(out + (r0 + r) * N + column0 + kPanel * p, acc[r]);
   }
