@@ -48,7 +48,9 @@ torch::Tensor huge_pages(std::vector<int64_t> shape, torch::ScalarType type) {
   const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
   void* data = std::aligned_alloc(kHuge, rounded);
   TORCH_CHECK(data != nullptr, "out of memory for ", bytes, " bytes of panels");
+#if defined(MADV_HUGEPAGE)  // Linux's
   madvise(data, rounded, MADV_HUGEPAGE);
+#endif
   return torch::from_blob(data, shape, [](void* p) { std::free(p); }, torch::TensorOptions().dtype(type));
 }
 }  // namespace
