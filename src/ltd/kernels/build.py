@@ -46,6 +46,7 @@ def compiler() -> str | None:
         return None
 
 
+@functools.cache
 def sources_digest() -> str:
     """The kernels' sources, digested: what a time measured with them depends on."""
     return digest([source.read_bytes().hex() for source in SOURCES])
@@ -53,7 +54,7 @@ def sources_digest() -> str:
 
 def build_key(isa: str) -> str:
     name, extensions = cpu()
-    return digest({"source": [source.read_bytes().hex() for source in SOURCES], "cpu": name, "extensions": extensions, "flags": FLAGS + ISAS[isa],
+    return digest({"source": sources_digest(), "cpu": name, "extensions": extensions, "flags": FLAGS + ISAS[isa],
                    "torch": torch.__version__, "compiler": compiler(), "machine": platform.machine()})
 
 

@@ -434,6 +434,15 @@ std::string path() {
 #endif
 }
 
+// The 256 codes of a Q4_K block in weight order (panels.cpp rearranges them).
+void q4_k_natural_codes(const uint8_t* codes, uint8_t* natural) {
+  uint8_t ordered[kBlock];
+  unpack_codes(Q4_K, codes, ordered);
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < kGroups; ++l)
+      for (int j = 0; j < 4; ++j) natural[16 * l + 4 * c + j] = ordered[64 * c + 4 * l + j];
+}
+
 void panel_rows(const uint8_t* codes, const uint8_t* sub, const int16_t* d, int64_t nb, const int8_t* q,
                 const float* scale, const float* sub_sums, int64_t R, int64_t K, int64_t p0, int64_t p1, float* out,
                 int64_t N, int64_t column0, int64_t amx_rows);
