@@ -19,6 +19,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -211,50 +212,77 @@ void configure(int M) {
   _tile_loadconfig(&config);
 }
 
-// AMX: per block, the 8 sub-blocks' codes unpacked to bytes, then 16 rows of x at a time.
+// A block's codes as bytes, one 8 x 64-byte B tile per sub-block.
+inline void unpack_block(const Panels& w, int64_t at, uint8_t (*codes)[8][64]) {
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  const uint8_t* c = w.codes + at * kPanelCodes;
+  for (int t = 0; t < 4; ++t)
+    for (int k4 = 0; k4 < 8; ++k4) {
+      const __m512i v = _mm512_loadu_si512(c + (8 * t + k4) * 64);
+      _mm512_store_si512(codes[2 * t][k4], _mm512_and_si512(v, low));
+      _mm512_store_si512(codes[2 * t + 1][k4], _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+    }
+}
+
+// The 8 sub-blocks' integer sums of block `blk` for M rows of x (q: their first row): sums[k] is
+// M x 16 int32.
+inline void tile_sums(const int8_t* q, int64_t K, int64_t blk, uint8_t (*codes)[8][64], int32_t* sums) {
+  q += blk * kBlock;
+  for (int k = 0; k < 8; k += 2) {
+    _tile_loadd(0, q + 32 * k, K);
+    _tile_loadd(1, q + 32 * k + 32, K);
+    _tile_loadd(2, codes[k], 64);
+    _tile_loadd(3, codes[k + 1], 64);
+    _tile_zero(4);
+    _tile_zero(5);
+    _tile_dpbsud(4, 0, 2);
+    _tile_dpbsud(5, 1, 3);
+    _tile_stored(4, sums + k * 256, 64);
+    _tile_stored(5, sums + (k + 1) * 256, 64);
+  }
+}
+
+// AMX, software-pipelined over the blocks of panels p0..p1: at step i the tiles sum block i, the
+// codes of block i + 1 are unpacked and the float work of block i - 1 is done, each from buffers
+// written a step earlier (double-buffered), so that no tile load waits on the vector stores just
+// made and no float load on the tile stores just made. On the 2-core Xeon this took 5-15 % off
+// 6-16 rows of a 1536 x 17920 matrix against doing the three in order.
 void panels_amx(const Panels& w, const Rows& x, int64_t p0, int64_t p1, float* out, int64_t N, int64_t column0) {
   const int M = static_cast<int>(std::min<int64_t>(x.R, 16));
+  const int64_t chunks = (x.R + M - 1) / M;
   configure(M);
-  const __m512i low = _mm512_set1_epi8(0x0F);
-  alignas(64) uint8_t codes[8][8][64];
-  alignas(64) int32_t sums[8][16][16];
-  std::vector<__m512> acc(x.R);
-  for (int64_t p = p0; p < p1; ++p) {
-    std::fill(acc.begin(), acc.end(), _mm512_setzero_ps());
-    for (int64_t blk = 0; blk < w.nb; ++blk) {
-      const int64_t at = p * w.nb + blk;
-      prefetch(w, at);
-      const uint8_t* c = w.codes + at * kPanelCodes;
-      for (int t = 0; t < 4; ++t)
-        for (int k4 = 0; k4 < 8; ++k4) {
-          const __m512i v = _mm512_loadu_si512(c + (8 * t + k4) * 64);
-          _mm512_store_si512(codes[2 * t][k4], _mm512_and_si512(v, low));
-          _mm512_store_si512(codes[2 * t + 1][k4], _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-        }
-      __m512 a[8], b[8];
-      block_scales(w, at, a, b);
-      for (int64_t r0 = 0; r0 < x.R; r0 += M) {
-        const int8_t* q = x.q + r0 * x.K + blk * kBlock;
-        for (int k = 0; k < 8; k += 2) {
-          _tile_loadd(0, q + 32 * k, x.K);
-          _tile_loadd(1, q + 32 * k + 32, x.K);
-          _tile_loadd(2, codes[k], 64);
-          _tile_loadd(3, codes[k + 1], 64);
-          _tile_zero(4);
-          _tile_zero(5);
-          _tile_dpbsud(4, 0, 2);
-          _tile_dpbsud(5, 1, 3);
-          _tile_stored(4, sums[k], 64);
-          _tile_stored(5, sums[k + 1], 64);
-        }
-        for (int64_t r = r0; r < std::min<int64_t>(x.R, r0 + M); ++r) {
-          __m512i row[8];
-          for (int k = 0; k < 8; ++k) row[k] = _mm512_load_si512(sums[k][r - r0]);
-          acc[r] = add_block(row, a, b, x.sub_sums + (r * w.nb + blk) * 8, x.scale[r * w.nb + blk], acc[r]);
-        }
-      }
+  alignas(64) uint8_t codes[2][8][8][64];
+  std::vector<int32_t> store(2 * chunks * 8 * 256 + 16);  // [slot][chunk][sub-block][16 x 16], 64-byte aligned:
+  int32_t* sums = reinterpret_cast<int32_t*>((reinterpret_cast<uintptr_t>(store.data()) + 63) & ~uintptr_t(63));
+  auto slot_sums = [&](int slot, int64_t chunk) { return sums + (slot * chunks + chunk) * 8 * 256; };
+  std::vector<__m512> acc(x.R, _mm512_setzero_ps());
+  __m512 a[2][8], b[2][8];
+  const int64_t i0 = p0 * w.nb, i1 = p1 * w.nb;
+  unpack_block(w, i0, codes[0]);
+  for (int64_t i = i0; i <= i1; ++i) {
+    const int slot = static_cast<int>((i - i0) & 1);
+    if (i < i1) {
+      prefetch(w, i);
+      for (int64_t chunk = 0; chunk < chunks; ++chunk)
+        tile_sums(x.q + chunk * M * x.K, x.K, i % w.nb, codes[slot], slot_sums(slot, chunk));
+      if (i + 1 < i1) unpack_block(w, i + 1, codes[slot ^ 1]);
+      block_scales(w, i, a[slot], b[slot]);
     }
-    for (int64_t r = 0; r < x.R; ++r) _mm512_storeu_ps(out + r * N + column0 + kPanel * p, acc[r]);
+    if (i == i0) continue;
+    const int64_t blk = (i - 1) % w.nb;
+    const int last = slot ^ 1;
+    for (int64_t r = 0; r < x.R; ++r) {
+      const int32_t* rows = slot_sums(last, r / M) + (r % M) * 16;
+      __m512i row[8];
+      for (int k = 0; k < 8; ++k) row[k] = _mm512_load_si512(rows + k * 256);
+      acc[r] = add_block(row, a[last], b[last], x.sub_sums + (r * w.nb + blk) * 8, x.scale[r * w.nb + blk], acc[r]);
+    }
+    if (blk < w.nb - 1) continue;
+    const int64_t p = (i - 1) / w.nb;
+    for (int64_t r = 0; r < x.R; ++r) {
+      _mm512_storeu_ps(out + r * N + column0 + kPanel * p, acc[r]);
+      acc[r] = _mm512_setzero_ps();
+    }
   }
   _tile_release();
 }
