@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from ltd.kernels.build import kernel
 from ltd.models.decoder import rotate
 
-HEADS, KV_HEADS, D, CAPACITY = 6, 2, 32, 64
+HEADS, KV_HEADS, D, CAPACITY = 6, 2, 32, 400
+# Head sizes: 32 runs the kernel's general loop; 64 and 128 (the 0.5B's and the 1.5B's) its register paths.
+HEAD_SIZES = [32, 64, 128]
 
 
 @pytest.fixture(scope="module")
@@ -19,19 +21,19 @@ def built():
     return module
 
 
-def inputs(T: int, start: int, seed: int = 0):
+def inputs(T: int, start: int, seed: int = 0, d: int = D):
     g = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(T, (HEADS + 2 * KV_HEADS) * D, generator=g)
-    angles = torch.rand(T, D // 2, generator=g) * 6
+    qkv = torch.randn(T, (HEADS + 2 * KV_HEADS) * d, generator=g)
+    angles = torch.rand(T, d // 2, generator=g) * 6
     cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
-    keys, values = torch.randn(KV_HEADS, CAPACITY, D, generator=g), torch.randn(KV_HEADS, CAPACITY, D, generator=g)
+    keys, values = torch.randn(KV_HEADS, CAPACITY, d, generator=g), torch.randn(KV_HEADS, CAPACITY, d, generator=g)
     keys[:, start:], values[:, start:] = 0, 0
     return qkv, cos, sin, keys, values
 
 
 def reference(qkv, cos, sin, keys, values, start, seen):
     """torch: rotate, append, then each row's attention over the positions it sees."""
-    T = qkv.shape[0]
+    T, D = qkv.shape[0], keys.shape[-1]
     q, k, v = qkv.split((HEADS * D, KV_HEADS * D, KV_HEADS * D), dim=-1)
     q = rotate(q.view(T, HEADS, D).transpose(0, 1), cos, sin)
     keys, values = keys.clone(), values.clone()
@@ -43,9 +45,10 @@ def reference(qkv, cos, sin, keys, values, start, seen):
     return out[0].transpose(0, 1).reshape(T, HEADS * D), keys, values
 
 
-@pytest.mark.parametrize("T,start", [(1, 0), (1, 17), (5, 20), (9, 40)])
-def test_attention_equals_torch(built, T, start):
-    qkv, cos, sin, keys, values = inputs(T, start)
+@pytest.mark.parametrize("d", HEAD_SIZES)
+@pytest.mark.parametrize("T,start", [(1, 0), (1, 17), (5, 20), (9, 40), (3, 333)])
+def test_attention_equals_torch(built, T, start, d):
+    qkv, cos, sin, keys, values = inputs(T, start, d=d)
     g = torch.Generator().manual_seed(1)
     seen = torch.ones(T, start + T, dtype=torch.bool)
     seen[:, start:] = torch.tril(torch.rand(T, T, generator=g) < 0.5) | torch.eye(T, dtype=torch.bool)
@@ -57,11 +60,12 @@ def test_attention_equals_torch(built, T, start):
     assert torch.equal(values, expected_values)
 
 
-def test_a_row_sees_only_what_its_mask_allows(built):
+@pytest.mark.parametrize("d", HEAD_SIZES)
+def test_a_row_sees_only_what_its_mask_allows(built, d):
     """A row's result depends on the keys it sees and on nothing else: changing every other key and
     value, or the rows beside it, leaves it bit-identical to the row computed alone."""
     T, start = 4, 30
-    qkv, cos, sin, keys, values = inputs(T, start)
+    qkv, cos, sin, keys, values = inputs(T, start, d=d)
     seen = torch.zeros(T, start + T, dtype=torch.bool)
     seen[:, :start:2] = True  # every other cached position
     seen[:, start:] = torch.eye(T, dtype=torch.bool)

@@ -56,6 +56,87 @@ inline void add_scaled(float* o, float p, const float* v, int64_t n) {
 #endif
 }
 
+// scores[m] = dot(q, the key at positions[m]) * scale for m < n. Four keys at a time where AVX-512
+// is at hand: four independent sums where one dot's chain of dependent multiply-adds left the core
+// waiting (each key's sum is still exactly `dot`'s).
+inline void key_scores(const float* q, const float* keys, const int64_t* positions, int64_t n, int64_t d, float scale,
+                       float* scores) {
+  int64_t m = 0;
+#if defined(__AVX512F__)
+  for (; m + 4 <= n; m += 4) {
+    const float* k[4] = {keys + positions[m] * d, keys + positions[m + 1] * d, keys + positions[m + 2] * d,
+                         keys + positions[m + 3] * d};
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < d; i += 16) {
+      const __m512 x = _mm512_loadu_ps(q + i);
+      for (int j = 0; j < 4; ++j) acc[j] = _mm512_fmadd_ps(x, _mm512_loadu_ps(k[j] + i), acc[j]);
+    }
+    for (int j = 0; j < 4; ++j) scores[m + j] = _mm512_reduce_add_ps(acc[j]) * scale;
+  }
+#endif
+  for (; m < n; ++m) scores[m] = dot(q, keys + positions[m] * d, d) * scale;
+}
+
+#if defined(__AVX512F__)
+// o = (sum over m of p[m] * the value at positions[m]) * inverse, d = 16 C, the sum in registers.
+template <int C>
+void weighted_values(const float* values, const int64_t* positions, const float* p, int64_t n, float inverse, float* o) {
+  __m512 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t m = 0; m < n; ++m) {
+    const float* v = values + positions[m] * 16 * C;
+    const __m512 scale = _mm512_set1_ps(p[m]);
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(scale, _mm512_loadu_ps(v + 16 * c), acc[c]);
+  }
+  for (int c = 0; c < C; ++c) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inverse)));
+}
+#endif
+
+// The same sums in memory, for any d (a multiple of 16) and any CPU.
+inline void weighted_values(const float* values, const int64_t* positions, const float* p, int64_t n, float inverse,
+                            float* o, int64_t d) {
+#if defined(__AVX512F__)
+  if (d == 64) return weighted_values<4>(values, positions, p, n, inverse, o);
+  if (d == 128) return weighted_values<8>(values, positions, p, n, inverse, o);
+#endif
+  std::fill(o, o + d, 0.0f);
+  for (int64_t m = 0; m < n; ++m) add_scaled(o, p[m], values + positions[m] * d, d);
+  for (int64_t c = 0; c < d; ++c) o[c] *= inverse;
+}
+
+// p[m] = exp(p[m] - largest) for m < n; returns their sum, taken in order. Where AVX-512 is at hand
+// exp is computed 16 at a time (Cephes' expf: n ln 2 split off, a degree-7 polynomial, 2^n by
+// scalef; within 2 ulp of expf), each value alone: a score's weight never depends on its neighbours.
+// glibc's expf, one at a time, was most of a tree's attention.
+inline float exponentials(float* p, int64_t n, float largest) {
+#if defined(__AVX512F__)
+  const __m512 top = _mm512_set1_ps(largest);
+  for (int64_t m = 0; m < n; m += 16) {
+    const __mmask16 valid = n - m >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - m)) - 1);
+    const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(valid, p + m), top);
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+      y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    _mm512_mask_storeu_ps(p + m, valid, _mm512_scalef_ps(y, k));
+  }
+  float total = 0.0f;
+  for (int64_t m = 0; m < n; ++m) total += p[m];
+  return total;
+#else
+  float total = 0.0f;
+  for (int64_t m = 0; m < n; ++m) {
+    p[m] = std::exp(p[m] - largest);
+    total += p[m];
+  }
+  return total;
+#endif
+}
+
 // x (d values) rotated in place by the half-split rotary convention (transformers' rotate_half).
 inline void rotate(float* x, const float* cos, const float* sin, int64_t d) {
   const int64_t half = d / 2;
@@ -116,24 +197,11 @@ torch::Tensor attend(const torch::Tensor& qkv, const torch::Tensor& cos, const t
       int64_t n = 0;
       for (int64_t j = 0; j < end; ++j)
         if (pseen == nullptr || pseen[t * end + j]) positions[n++] = j;
+      key_scores(q.data(), pk + kv * kv_stride, positions.data(), n, d, scale, scores.data());
       float largest = -INFINITY;
-      for (int64_t m = 0; m < n; ++m) {
-        scores[m] = dot(q.data(), pk + kv * kv_stride + positions[m] * d, d) * scale;
-        largest = std::max(largest, scores[m]);
-      }
-      float total = 0.0f;
-      for (int64_t m = 0; m < n; ++m) {
-        scores[m] = std::exp(scores[m] - largest);
-        total += scores[m];
-      }
-      float* o = po + t * heads * d + h * d;
-      std::fill(o, o + d, 0.0f);
-      for (int64_t m = 0; m < n; ++m) {
-        const float* v = pv + kv * kv_stride + positions[m] * d;
-        add_scaled(o, scores[m], v, d);
-      }
-      const float inverse = 1.0f / total;
-      for (int64_t c = 0; c < d; ++c) o[c] *= inverse;
+      for (int64_t m = 0; m < n; ++m) largest = std::max(largest, scores[m]);
+      const float total = exponentials(scores.data(), n, largest);
+      weighted_values(pv + kv * kv_stride, positions.data(), scores.data(), n, 1.0f / total, po + t * heads * d + h * d, d);
     }
   });
   return out;
