@@ -242,43 +242,46 @@ inline void tile_sums(const int8_t* q, int64_t K, int64_t blk, uint8_t (*codes)[
   }
 }
 
-// AMX, software-pipelined over the blocks of panels p0..p1: at step i the tiles sum block i, the
-// codes of block i + 1 are unpacked and the float work of block i - 1 is done, each from buffers
-// written a step earlier (double-buffered), so that no tile load waits on the vector stores just
-// made and no float load on the tile stores just made. On the 2-core Xeon this took 5-15 % off
-// 6-16 rows of a 1536 x 17920 matrix against doing the three in order.
+// AMX, software-pipelined over the steps (block, chunk of up to 16 rows of x) of panels p0..p1: at
+// each step the tiles sum one chunk of a block while the float work of the step before is done,
+// from sums written a step earlier (double-buffered), so that no float load waits on the tile
+// stores just made; a block's first step also unpacks the codes of the next block, which the tiles
+// load a block later, and no tile load waits on the vector stores just made. On the 2-core Xeon
+// this took 5-15 % off 6-16 rows of a 1536 x 17920 matrix against doing the three in order. A step
+// is a chunk, not a block, so that the float work reads sums still in L1: a whole block's sums at
+// 150 rows (a prompt) are 77 KB.
 void panels_amx(const Panels& w, const Rows& x, int64_t p0, int64_t p1, float* out, int64_t N, int64_t column0) {
   const int M = static_cast<int>(std::min<int64_t>(x.R, 16));
   const int64_t chunks = (x.R + M - 1) / M;
   configure(M);
   alignas(64) uint8_t codes[2][8][8][64];
-  std::vector<int32_t> store(2 * chunks * 8 * 256 + 16);  // [slot][chunk][sub-block][16 x 16], 64-byte aligned:
-  int32_t* sums = reinterpret_cast<int32_t*>((reinterpret_cast<uintptr_t>(store.data()) + 63) & ~uintptr_t(63));
-  auto slot_sums = [&](int slot, int64_t chunk) { return sums + (slot * chunks + chunk) * 8 * 256; };
+  alignas(64) int32_t sums[2][8][256];  // [step parity][sub-block][16 rows of x x 16 output rows]
   std::vector<__m512> acc(x.R, _mm512_setzero_ps());
   __m512 a[2][8], b[2][8];
-  const int64_t i0 = p0 * w.nb, i1 = p1 * w.nb;
+  const int64_t i0 = p0 * w.nb, steps = (p1 - p0) * w.nb * chunks;
   unpack_block(w, i0, codes[0]);
-  for (int64_t i = i0; i <= i1; ++i) {
-    const int slot = static_cast<int>((i - i0) & 1);
-    if (i < i1) {
-      prefetch(w, i);
-      for (int64_t chunk = 0; chunk < chunks; ++chunk)
-        tile_sums(x.q + chunk * M * x.K, x.K, i % w.nb, codes[slot], slot_sums(slot, chunk));
-      if (i + 1 < i1) unpack_block(w, i + 1, codes[slot ^ 1]);
-      block_scales(w, i, a[slot], b[slot]);
+  for (int64_t step = 0; step <= steps; ++step) {
+    const int slot = static_cast<int>(step & 1);
+    if (step < steps) {
+      const int64_t i = i0 + step / chunks, chunk = step % chunks;
+      const int parity = static_cast<int>((i - i0) & 1);
+      if (chunk == 0) prefetch(w, i);
+      tile_sums(x.q + chunk * M * x.K, x.K, i % w.nb, codes[parity], &sums[slot][0][0]);
+      if (chunk == 0) {
+        if (i + 1 < i0 + (p1 - p0) * w.nb) unpack_block(w, i + 1, codes[parity ^ 1]);
+        block_scales(w, i, a[parity], b[parity]);
+      }
     }
-    if (i == i0) continue;
-    const int64_t blk = (i - 1) % w.nb;
-    const int last = slot ^ 1;
-    for (int64_t r = 0; r < x.R; ++r) {
-      const int32_t* rows = slot_sums(last, r / M) + (r % M) * 16;
+    if (step == 0) continue;
+    const int64_t i = i0 + (step - 1) / chunks, chunk = (step - 1) % chunks, blk = i % w.nb;
+    const int parity = static_cast<int>((i - i0) & 1);
+    for (int64_t r = chunk * M; r < std::min<int64_t>(x.R, chunk * M + M); ++r) {
       __m512i row[8];
-      for (int k = 0; k < 8; ++k) row[k] = _mm512_load_si512(rows + k * 256);
-      acc[r] = add_block(row, a[last], b[last], x.sub_sums + (r * w.nb + blk) * 8, x.scale[r * w.nb + blk], acc[r]);
+      for (int k = 0; k < 8; ++k) row[k] = _mm512_load_si512(&sums[slot ^ 1][k][(r - chunk * M) * 16]);
+      acc[r] = add_block(row, a[parity], b[parity], x.sub_sums + (r * w.nb + blk) * 8, x.scale[r * w.nb + blk], acc[r]);
     }
-    if (blk < w.nb - 1) continue;
-    const int64_t p = (i - 1) / w.nb;
+    if (blk < w.nb - 1 || chunk < chunks - 1) continue;
+    const int64_t p = (i - i0) / w.nb + p0;
     for (int64_t r = 0; r < x.R; ++r) {
       _mm512_storeu_ps(out + r * N + column0 + kPanel * p, acc[r]);
       acc[r] = _mm512_setzero_ps();
