@@ -258,7 +258,7 @@ void panels_amx(const Panels& w, const Rows& x, int64_t p0, int64_t p1, float* o
   alignas(64) int32_t sums[2][8][256];  // [step parity][sub-block][16 rows of x x 16 output rows]
   std::vector<__m512> acc(x.R, _mm512_setzero_ps());
   __m512 a[2][8], b[2][8];
-  const int64_t i0 = p0 * w.nb, steps = (p1 - p0) * w.nb * chunks;
+  const int64_t i0 = p0 * w.nb, i1 = p1 * w.nb, steps = (i1 - i0) * chunks;
   unpack_block(w, i0, codes[0]);
   for (int64_t step = 0; step <= steps; ++step) {
     const int slot = static_cast<int>(step & 1);
@@ -268,7 +268,7 @@ void panels_amx(const Panels& w, const Rows& x, int64_t p0, int64_t p1, float* o
       if (chunk == 0) prefetch(w, i);
       tile_sums(x.q + chunk * M * x.K, x.K, i % w.nb, codes[parity], &sums[slot][0][0]);
       if (chunk == 0) {
-        if (i + 1 < i0 + (p1 - p0) * w.nb) unpack_block(w, i + 1, codes[parity ^ 1]);
+        if (i + 1 < i1) unpack_block(w, i + 1, codes[parity ^ 1]);
         block_scales(w, i, a[parity], b[parity]);
       }
     }
@@ -281,9 +281,8 @@ void panels_amx(const Panels& w, const Rows& x, int64_t p0, int64_t p1, float* o
       acc[r] = add_block(row, a[parity], b[parity], x.sub_sums + (r * w.nb + blk) * 8, x.scale[r * w.nb + blk], acc[r]);
     }
     if (blk < w.nb - 1 || chunk < chunks - 1) continue;
-    const int64_t p = (i - i0) / w.nb + p0;
     for (int64_t r = 0; r < x.R; ++r) {
-      _mm512_storeu_ps(out + r * N + column0 + kPanel * p, acc[r]);
+      _mm512_storeu_ps(out + r * N + column0 + kPanel * (i / w.nb), acc[r]);
       acc[r] = _mm512_setzero_ps();
     }
   }
