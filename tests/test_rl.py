@@ -17,7 +17,7 @@ from ltd.rl.ltd.stages import schedule, train_ltd
 from ltd.rl.observations import depth_observation, size_observation
 from ltd.rl.policies import CONTINUE, STOP, Policy, PolicySpec, policy_depths
 from ltd.rl.ppo import PPOTrainer, learning_rate_factor
-from ltd.rl.rewards import cycle_reward
+from ltd.rl.rewards import Reward
 from ltd.rl.settings import LtdSettings, PPOSettings
 from ltd.rl.trace_table import TraceTable
 from ltd.rl.validation import replay_speedup
@@ -93,18 +93,38 @@ def test_same_seed_same_rollout(recorded):
 
 
 def test_reward_functions():
-    accepted, draft, verify = torch.tensor([3.0]), torch.tensor([0.1]), torch.tensor([0.3])
-    assert cycle_reward("throughput", accepted, draft, verify).item() == pytest.approx(4 / 0.4)
-    assert cycle_reward("acceptance", accepted, draft, verify).item() == 4.0
-    assert cycle_reward("time_cost", accepted, draft, verify).item() == pytest.approx(-0.4)
+    accepted, draft, verify, step = torch.tensor([3.0]), torch.tensor([0.1]), torch.tensor([0.3]), torch.tensor([0.2])
+    assert Reward("throughput")(accepted, draft, verify, step).item() == pytest.approx(4 / 0.4)
+    assert Reward("acceptance")(accepted, draft, verify, step).item() == 4.0
+    assert Reward("time_cost")(accepted, draft, verify, step).item() == pytest.approx(-0.4)
+    # 4 tokens in 0.4 s, where 1.5 x autoregressive speed (a step of 0.2 s) makes 3: 1 token saved
+    assert Reward("tokens_saved", 1.5)(accepted, draft, verify, step).item() == pytest.approx(1.0)
     with pytest.raises(LtdError, match="unknown reward 'speed'"):
-        cycle_reward("speed", accepted, draft, verify)
+        Reward("speed")
+    with pytest.raises(LtdError, match="reward rate must be a number > 0 or null, got -1"):
+        Reward("tokens_saved", -1)
+    with pytest.raises(LtdError, match="reward tokens_saved has no rate"):
+        Reward("tokens_saved")(accepted, draft, verify, step)
 
 
-@pytest.mark.parametrize("reward", ["throughput", "acceptance", "time_cost"])
+def test_tokens_saved_ranks_policies_as_their_throughput_does():
+    """Two policies' cycles: the one with the higher mean per-cycle throughput decodes slower (its quick
+    cycles make few tokens, its long ones many); tokens_saved at a rate between their speeds ranks them
+    as tokens / time does."""
+    step = torch.tensor([1.0, 1.0])
+    short_and_long = (torch.tensor([0.0, 5.0]), torch.tensor([0.2, 3.0]), torch.tensor([0.3, 3.0]))  # 7 in 6.5 s
+    steady = (torch.tensor([1.0, 1.0]), torch.tensor([0.4, 0.4]), torch.tensor([1.0, 1.0]))  # 4 tokens in 2.8 s
+    per_cycle = [Reward("throughput")(*cycles, step).mean() for cycles in (short_and_long, steady)]
+    assert per_cycle[0] > per_cycle[1]  # 1.5 tokens/s against 1.43, while 7 / 6.5 < 4 / 2.8
+    saved = [Reward("tokens_saved", 1.2)(*cycles, step).mean() for cycles in (short_and_long, steady)]
+    assert saved[0] < saved[1]
+
+
+@pytest.mark.parametrize("reward", ["throughput", "acceptance", "time_cost", "tokens_saved"])
 def test_size_rewards_price_the_trace_with_the_cost_model(recorded, reward):
     traces = recorded[0]
     model = costs()
+    reward = Reward(reward, rate=1.2 if reward == "tokens_saved" else None)
     env = SizeReplayEnv(traces, model, SIZES, batch=2, depth=3, reward=reward, seed=0)
     td = env.reset()
     rows = [(int(env.trace_index[i]), int(env.position[i])) for i in range(2)]
@@ -117,7 +137,8 @@ def test_size_rewards_price_the_trace_with_the_cost_model(recorded, reward):
         # The draft absorbs what the cycle accepts; the overhead goes with the verification.
         draft_s = model.draft_seconds(3, context, accepted)
         verify_s = model.verify_seconds(verify, context) + model.overhead_seconds(context)
-        expected = cycle_reward(reward, torch.tensor(float(accepted)), torch.tensor(draft_s), torch.tensor(verify_s))
+        expected = reward(torch.tensor(float(accepted)), torch.tensor(draft_s), torch.tensor(verify_s),
+                          torch.tensor(model.verify_seconds(0, context)))
         assert float(out["reward"][i]) == pytest.approx(float(expected))
         assert int(out["cycle_accepted"][i]) == accepted and int(out["cycle_verify"][i]) == verify
         assert int(env.position[i]) == p + accepted + 1 or bool(out["done"][i])
@@ -316,7 +337,7 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     traces, prompts, _, _, engine = recorded
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=1,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
-    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), Reward(), size_envs=8, depth_envs=8)
     trained = train_ltd(backend, traces[2:], costs=costs(), settings=s, component="full", directory=tmp_path)
     assert [st["stage"] for st in trained.stages] == ["stage1-size", "stage1-depth", "round1-size"]
     assert all((tmp_path / f"{st['stage']}.pt").is_file() for st in trained.stages)
@@ -356,7 +377,7 @@ def test_depth_rows_too_short_for_a_whole_cycle_are_refused(recorded, tmp_path):
     traces = recorded[0]
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
-    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=128)
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), Reward(), size_envs=8, depth_envs=128)
     with pytest.raises(LtdError, match="ltd.depth_envs 128 rows step 2 times per rollout of 256; cycles of up to 4 "
                                       "levels need at least 12"):
         train_ltd(backend, traces[2:], costs=costs(), settings=s, component="no_coadapt", directory=tmp_path)
@@ -366,7 +387,7 @@ def test_a_damaged_stage_or_checkpoint_is_trained_again(recorded, tmp_path, caps
     traces = recorded[0]
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
                     depth_verify=2, fixed_depth=2, size_hidden=(16,), depth_hidden=(16,))
-    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), "throughput", size_envs=8, depth_envs=8)
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), Reward(), size_envs=8, depth_envs=8)
     train_ltd(backend, traces[2:], costs=costs(), settings=s, component="no_coadapt", directory=tmp_path)
     stage = tmp_path / "stage1-depth.pt"
     stage.write_bytes(stage.read_bytes()[:100])  # cut short
@@ -402,6 +423,8 @@ def test_bad_settings_are_one_line(recorded):
         SizeReplayEnv(traces, costs(), SIZES, depth=9)
     with pytest.raises(LtdError, match="unknown reward 'speed'"):
         DepthReplayEnv(traces, costs(), reward="speed")
+    with pytest.raises(LtdError, match="reward tokens_saved prices a cycle's time in autoregressive steps"):
+        SizeOnlineEnv(None, [[1, 2]], SIZES, top_k=TOP_K, max_depth=MAX_DEPTH, reward=Reward("tokens_saved", 1.2))
     with pytest.raises(LtdError, match="frames >= rollout"):
         small_ppo(100).validate()
 

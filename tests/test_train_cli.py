@@ -112,15 +112,23 @@ def test_bad_choices_are_one_line(tiny_model_dir, tmp_path):
         "error: unknown component 'both'; choose from: full, no_coadapt, size_only, depth_only")
     result = train(tiny_model_dir, tmp_path, "reward=speed")
     assert result.returncode == 2 and "unknown reward 'speed'" in result.stderr
+    result = train(tiny_model_dir, tmp_path, "reward=tokens_saved", "reward.rate=-1")
+    assert result.returncode == 2 and result.stderr.strip() == "error: reward rate must be a number > 0 or null, got -1.0"
 
 
-@pytest.mark.parametrize("temperature, name", [(0, "throughput-size_only"), (1, "throughput-size_only-t1")])
-def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path, temperature, name):
-    """Greedy, or sampling as it will be evaluated (the policies then named for their temperature)."""
+@pytest.mark.parametrize("temperature, reward, name", [(0, "throughput", "throughput-size_only"),
+                                                        (1, "throughput", "throughput-size_only-t1"),
+                                                        (0, "tokens_saved", "tokens_saved-size_only")])
+def test_online_backend_trains_in_the_real_engine(tiny_model_dir, tmp_path, temperature, reward, name):
+    """Greedy, or sampling as it will be evaluated (the policies then named for their temperature);
+    tokens_saved pricing the wall clock's cycles in the cost model's steps, at the rate of the best
+    constant tree."""
     result = train(tiny_model_dir, tmp_path, "env=online", "env.task=mt_bench", "env.questions=2",
                    "env.max_new_tokens=12", "component=size_only", "evaluate.tasks=[mt_bench]",
-                   f"temperature={temperature}")
+                   f"temperature={temperature}", f"reward={reward}")
     assert result.returncode == 0, result.stderr[-3000:]
+    if reward == "tokens_saved":
+        assert "reward tokens_saved: rate " in result.stdout and "the best constant tree's replayed speed-up" in result.stdout
     training = json.loads((tmp_path / "results" / "policies" / f"tiny-eagle3-{name}" / "training.json").read_text())
     assert training["backend"] == "OnlineBackend" and [s["stage"] for s in training["stages"]] == ["stage1-size"]
     rows = [json.loads(line) for line in (tmp_path / "results" / "store.jsonl").read_text().splitlines()]

@@ -229,6 +229,7 @@ class SweepTreeSchema(JobSchema, WritesResults, TimesWork):
 @dataclass
 class RewardSchema:
     kind: str
+    rate: float | None = None  # tokens_saved: the speed-up a cycle's time is priced at (null: make train's)
 
 
 @dataclass

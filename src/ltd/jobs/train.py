@@ -57,7 +57,10 @@ from ltd.jobs.profile import ensure_cost_model
 from ltd.jobs.sweeps import job_overrides
 from ltd.rl.backends import OnlineBackend, ReplayBackend
 from ltd.rl.ltd.stages import TrainedPolicies, schedule, test_replay, train_ltd
+from ltd.rl.rewards import Reward
 from ltd.rl.settings import LtdSettings
+from ltd.rl.trace_table import TraceTable
+from ltd.rl.validation import best_constant
 from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
@@ -85,6 +88,7 @@ def prepare(cfg: DictConfig, baselines: DictConfig, who: Provenance) -> Job:
     """Every check that can fail before the models load: a misspelt method fails now, not after
     the training."""
     settings = ltd_settings(cfg)
+    reward_of(cfg)  # an unknown kind or a bad rate fails here
     tasks = [task_config(name) for name in cfg.evaluate.tasks]
     name = cfg.name or (f"{cfg.reward.kind}-{cfg.component}{'-last' if settings.select == 'last' else ''}"
                         f"{f'-t{cfg.temperature:g}' if cfg.temperature else ''}")
@@ -258,25 +262,41 @@ def policies_key(cfg, settings: LtdSettings, who: Provenance, recorded: Recorded
 
     return {"artefact": "ltd policies", "format": POLICIES, "model": who.model, "drafter": who.drafter,
             "traces": trace_set(recorded.train_paths), "held out": trace_set(recorded.held_paths),
-            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": cfg.reward.kind,
+            "cost model": file_digest(cost_model.path), "settings": asdict(settings), "reward": reward_of(cfg).key(),
             "component": cfg.component, "env": OmegaConf.to_container(cfg.env),
             # greedy policies made before training could sample keep their key
             **({"temperature": cfg.temperature} if cfg.temperature else {})}
 
 
+def reward_of(cfg) -> Reward:
+    return Reward(**OmegaConf.to_container(cfg.reward))
+
+
+def priced_reward(cfg, settings: LtdSettings, train: list, costs: CostModel) -> Reward:
+    """conf/reward; tokens_saved without a rate gets the best constant tree's speed-up in the replay of
+    the training answers (Dinkelbach's first step from that tree)."""
+    reward = reward_of(cfg)
+    if reward.kind != "tokens_saved" or reward.rate is not None:
+        return reward
+    constant = best_constant(TraceTable(train, costs), settings.sizes)
+    print(f"reward tokens_saved: rate {constant['speedup']:.3f}, the best constant tree's replayed speed-up on the "
+          f"training answers (depth {constant['depth']:.0f}, V {constant['verify']:.0f})")
+    return replace(reward, rate=constant["speedup"])
+
+
 def backend(cfg, settings: LtdSettings, train: list, costs, target, drafter):
     """The environments PPO runs in (conf/env)."""
-
+    reward = priced_reward(cfg, settings, train, costs)
     if cfg.env.backend == "replay":
-        return ReplayBackend(train, costs, sizes=settings.sizes, reward=cfg.reward.kind, size_envs=settings.size_envs,
+        return ReplayBackend(train, costs, sizes=settings.sizes, reward=reward, size_envs=settings.size_envs,
                              depth_envs=settings.depth_envs)
     task = task_config(cfg.env.task)
     questions = load_questions(task.path, cfg.env.questions, task.per_category)
     prompts = [target.encode_chat([{"role": "user", "content": q.turns[0]}]) for q in questions]
     engine = Engine(target.decoder, target.stop_token_ids, drafter)
-    return OnlineBackend(engine, prompts, sizes=settings.sizes, reward=cfg.reward.kind, top_k=cfg.record.top_k,
+    return OnlineBackend(engine, prompts, sizes=settings.sizes, reward=reward, top_k=cfg.record.top_k,
                          max_depth=cfg.record.max_depth, max_new_tokens=cfg.env.max_new_tokens,
-                         temperature=cfg.temperature)
+                         temperature=cfg.temperature, costs=costs)
 
 
 def train_policies(job: Job, environments, held_out: list, costs: CostModel, directory: Path,

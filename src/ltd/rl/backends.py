@@ -8,6 +8,7 @@ from ltd.decoding.engine import Engine
 from ltd.rl.ltd.depth_env import DepthOnlineEnv, DepthReplayEnv
 from ltd.rl.ltd.size_env import SizeOnlineEnv, SizeReplayEnv
 from ltd.rl.policies import Policy
+from ltd.rl.rewards import Reward
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import Trace
 
@@ -17,7 +18,7 @@ class ReplayBackend:
     traces: list[Trace]
     costs: CostModel
     sizes: tuple[int, ...]
-    reward: str
+    reward: Reward
     size_envs: int  # replay rows stepped at once
     depth_envs: int
 
@@ -35,18 +36,20 @@ class OnlineBackend:
     engine: Engine
     prompts: list[list[int]]
     sizes: tuple[int, ...]
-    reward: str
+    reward: Reward
     top_k: int
     max_depth: int
     max_new_tokens: int
     temperature: float = 0.0  # the answers decoded in training: sampled, as evaluated, when > 0
+    costs: CostModel | None = None  # prices an autoregressive step where the reward asks (tokens_saved)
 
     def size_env(self, depth: int | Policy | None, seed: int) -> SizeOnlineEnv:
         return SizeOnlineEnv(self.engine, self.prompts, sizes=list(self.sizes), top_k=self.top_k,
                              max_depth=self.max_depth, depth=depth, reward=self.reward,
-                             max_new_tokens=self.max_new_tokens, seed=seed, temperature=self.temperature)
+                             max_new_tokens=self.max_new_tokens, seed=seed, temperature=self.temperature,
+                             costs=self.costs)
 
     def depth_env(self, verify: int | Policy, seed: int) -> DepthOnlineEnv:
         return DepthOnlineEnv(self.engine, self.prompts, top_k=self.top_k, max_depth=self.max_depth, verify=verify,
                               reward=self.reward, max_new_tokens=self.max_new_tokens, seed=seed,
-                              temperature=self.temperature)
+                              temperature=self.temperature, costs=self.costs)

@@ -5,17 +5,22 @@ from tensordict import TensorDict
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from ltd.core.errors import LtdError
 from ltd.decoding.engine import Engine, SpeculativeRun
-from ltd.rl.rewards import check_reward
+from ltd.rl.rewards import Reward
+from ltd.traces.cost_model import CostModel
 
 CYCLE_KEYS = ("cycle_end", "cycle_depth", "cycle_verify", "cycle_accepted")
 
 
 class PolicyEnv(EnvBase):
-    def __init__(self, batch: int, width: int, actions: int, reward: str, seed: int):
-        check_reward(reward)
+    def __init__(self, batch: int, width: int, actions: int, reward: Reward | str, seed: int,
+                 costs: CostModel | None = None):
+        self.reward = reward if isinstance(reward, Reward) else Reward(reward)
+        if self.reward.kind == "tokens_saved" and costs is None:
+            raise LtdError("reward tokens_saved prices a cycle's time in autoregressive steps: it needs the cost model")
         super().__init__(batch_size=torch.Size([batch]))
-        self.reward_kind = reward
+        self.costs = costs
         set_specs(self, batch, width, actions)
         self.generator = torch.Generator()
         self._set_seed(seed)
@@ -34,6 +39,13 @@ class PolicyEnv(EnvBase):
             generator = torch.Generator(device=engine.target.device).manual_seed(seed)
         return SpeculativeRun(engine, prompt, top_k=top_k, max_new_tokens=max_new_tokens, temperature=temperature,
                               generator=generator)
+
+    def priced(self, accepted: torch.Tensor, draft_s: torch.Tensor, verify_s: torch.Tensor,
+               contexts: torch.Tensor) -> torch.Tensor:
+        """The reward of cycles at `contexts` ([B] long) that accepted `accepted` draft tokens in these times."""
+        step_s = (self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts) if self.costs is not None
+                  else torch.ones_like(draft_s))  # read by tokens_saved alone, which has the cost model
+        return self.reward(accepted, draft_s, verify_s, step_s)
 
     def rows_to_reset(self, tensordict: TensorDict | None) -> torch.Tensor:
         """The batch rows a reset is for: those TorchRL marks in `_reset`, else all."""

@@ -22,7 +22,7 @@ from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import depth_observation, depth_observations, depth_width, latest_level
 from ltd.rl.partners import size_partner
 from ltd.rl.policies import CONTINUE, Policy
-from ltd.rl.rewards import cycle_reward
+from ltd.rl.rewards import Reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import Trace
@@ -30,10 +30,10 @@ from ltd.traces.trace import Trace
 
 class DepthReplayEnv(PolicyEnv):
     def __init__(self, traces: list[Trace], costs: CostModel, batch: int = 1, verify: int | Policy = 60,
-                 reward: str = "throughput", seed: int = 0):
+                 reward: Reward | str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
-        super().__init__(batch, depth_width(self.top_k), 2, reward, seed)
+        super().__init__(batch, depth_width(self.top_k), 2, reward, seed, costs=costs)
         self.partner = size_partner(verify)
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
@@ -60,7 +60,7 @@ class DepthReplayEnv(PolicyEnv):
             verify[stops] = self.partner.sizes(self.table.scores[rows[stops]], self.depth[stops], context[stops])
         accepted = self.table.accepted(rows, self.depth, verify)
         draft_s, verify_s = self.table.seconds(self.depth, verify, context, accepted)
-        reward = torch.where(stops, cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s), 0.0)
+        reward = torch.where(stops, self.priced(accepted.float(), draft_s, verify_s, context), 0.0)
         cycle = (stops, self.depth.clone(), torch.where(stops, verify, 0), torch.where(stops, accepted, 0))
         return step_output(self.batch_size[0], self._observe(), stops, reward, cycle)
 
@@ -69,11 +69,11 @@ class DepthOnlineEnv(PolicyEnv):
     """Batch 1: continuing expands the real tree; stopping verifies it, timed by the wall clock."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], top_k: int, max_depth: int,
-                 verify: int | Policy = 60, reward: str = "throughput", max_new_tokens: int = 256, seed: int = 0,
-                 temperature: float = 0.0):
+                 verify: int | Policy = 60, reward: Reward | str = "throughput", max_new_tokens: int = 256, seed: int = 0,
+                 temperature: float = 0.0, costs: CostModel | None = None):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
-        super().__init__(1, depth_width(top_k), 2, reward, seed)
+        super().__init__(1, depth_width(top_k), 2, reward, seed, costs=costs)
         self.engine, self.prompts, self.partner = engine, prompts, size_partner(verify)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
         self.temperature = temperature
@@ -104,7 +104,7 @@ class DepthOnlineEnv(PolicyEnv):
         p0 = time.perf_counter()
         verify = self.partner.verify_size(tree, self.context)
         cycle = run.verify(tree, verify, time.perf_counter() - p0)
-        reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
-                              torch.tensor([cycle.verify_s]))
+        reward = self.priced(torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
+                             torch.tensor([cycle.verify_s]), torch.tensor([self.context]))
         observation, self.tree = self._observe(), None
         return step_output(1, observation, torch.tensor([True]), reward, cycle_of(cycle))

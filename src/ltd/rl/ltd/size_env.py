@@ -20,7 +20,7 @@ from ltd.rl.env_base import PolicyEnv, cycle_of, step_output
 from ltd.rl.observations import size_observation, size_observations, size_width
 from ltd.rl.partners import depth_partner
 from ltd.rl.policies import Policy
-from ltd.rl.rewards import cycle_reward
+from ltd.rl.rewards import Reward
 from ltd.rl.trace_table import TraceTable
 from ltd.traces.cost_model import CostModel
 from ltd.traces.trace import Trace
@@ -28,10 +28,10 @@ from ltd.traces.trace import Trace
 
 class SizeReplayEnv(PolicyEnv):
     def __init__(self, traces: list[Trace], costs: CostModel, sizes: list[int], batch: int = 1,
-                 depth: int | Policy | None = None, reward: str = "throughput", seed: int = 0):
+                 depth: int | Policy | None = None, reward: Reward | str = "throughput", seed: int = 0):
         self.table = TraceTable(traces, costs)
         self.top_k, self.max_depth = self.table.top_k, self.table.max_depth
-        super().__init__(batch, size_width(self.top_k, self.max_depth), len(sizes), reward, seed)
+        super().__init__(batch, size_width(self.top_k, self.max_depth), len(sizes), reward, seed, costs=costs)
         self.sizes, self.partner = torch.tensor(sizes), depth_partner(depth, self.max_depth, self.generator)
         self.trace_index = torch.zeros(batch, dtype=torch.long)
         self.position = torch.zeros(batch, dtype=torch.long)
@@ -53,7 +53,7 @@ class SizeReplayEnv(PolicyEnv):
         rows, context = self.table.rows(self.trace_index, self.position)
         accepted = self.table.accepted(rows, self.depth, verify)
         draft_s, verify_s = self.table.seconds(self.depth, verify, context, accepted)
-        reward = cycle_reward(self.reward_kind, accepted.float(), draft_s, verify_s)
+        reward = self.priced(accepted.float(), draft_s, verify_s, context)
         self.position += accepted + 1
         ended = self.position >= self.table.length[self.trace_index]
         self.position[ended] = 0  # an ended row is observed at a valid place until it is reset
@@ -65,11 +65,11 @@ class SizeOnlineEnv(PolicyEnv):
     """Batch 1: each step verifies one real cycle; the reward uses its wall-clock times."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], sizes: list[int], top_k: int, max_depth: int,
-                 depth: int | Policy | None = None, reward: str = "throughput", max_new_tokens: int = 256,
-                 seed: int = 0, temperature: float = 0.0):
+                 depth: int | Policy | None = None, reward: Reward | str = "throughput", max_new_tokens: int = 256,
+                 seed: int = 0, temperature: float = 0.0, costs: CostModel | None = None):
         if not prompts:
             raise LtdError("the online environment needs at least one prompt")
-        super().__init__(1, size_width(top_k, max_depth), len(sizes), reward, seed)
+        super().__init__(1, size_width(top_k, max_depth), len(sizes), reward, seed, costs=costs)
         self.engine, self.prompts, self.sizes = engine, prompts, list(sizes)
         self.partner = depth_partner(depth, max_depth, self.generator)
         self.top_k, self.max_depth, self.max_new_tokens = top_k, max_depth, max_new_tokens
@@ -93,8 +93,8 @@ class SizeOnlineEnv(PolicyEnv):
     def _step(self, tensordict: TensorDict) -> TensorDict:
         verify = self.sizes[int(tensordict["action"].reshape(-1)[0])]
         cycle = self.run.verify(self.tree, verify, self.partner_s)
-        reward = cycle_reward(self.reward_kind, torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
-                              torch.tensor([cycle.verify_s]))
+        reward = self.priced(torch.tensor([float(cycle.accepted)]), torch.tensor([cycle.draft_s]),
+                             torch.tensor([cycle.verify_s]), torch.tensor([self.context]))
         done = self.run.done
         observation = torch.zeros(1, size_width(self.top_k, self.max_depth)) if done else self._draft()
         return step_output(1, observation, torch.tensor([done]), reward, cycle_of(cycle))

@@ -127,7 +127,7 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
     constant = best_constant(held_out, settings.sizes)
-    write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward,
+    write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward.key(),
                                                  component=component, backend=type(backend).__name__,
                                                  settings=asdict(settings)))
     return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary, constant)
