@@ -75,7 +75,7 @@ def test_every_controller_config_builds(tmp_path, monkeypatch):
     """Trained controllers read their weights from `{model}-{drafter}` paths under results/: with
     weights of the right shapes there, every config builds."""
     monkeypatch.chdir(tmp_path)
-    for name in ("throughput-full", "humaneval"):
+    for name in ("throughput-full", "humaneval", "tokens_saved-full"):
         policies = Path(f"results/policies/smollm2-135m-eagle3-{name}")
         Policy(PolicySpec("depth", 10, 12, (4,))).save(policies / "depth.pt")
         Policy(PolicySpec("size", 10, 12, (4,), (1, 2))).save(policies / "size.pt")
