@@ -10,8 +10,8 @@ An episode is one cycle, so PPO maximises the mean reward per cycle. For through
 the cycles' own tokens/s, which counts a long cycle as much as a short one; decoding's speed is total
 tokens / total time. tokens_saved prices a cycle's time in tokens at `rate` times the autoregressive
 speed (step seconds: the target's pass over the root alone at the cycle's context, by the cost model).
-Its mean is E[tokens] - rate * E[time] / step, positive exactly when a policy decodes faster than `rate`
-x autoregressive (Dinkelbach's transform of a ratio): a level is worth drafting when what it is expected
+Its mean is E[tokens] - rate * E[time / step], positive when a policy decodes faster than `rate` x
+autoregressive (exactly so where the step does not change with the context; Dinkelbach's transform): a level is worth drafting when what it is expected
 to add beats what its time would have made at that speed. At the best constant tree's speed-up (what
 make train sets when the rate is null) the policy earns only what beats that tree.
 """
