@@ -276,7 +276,7 @@ def priced_reward(cfg, settings: LtdSettings, train: list, costs: CostModel) -> 
     """conf/reward; tokens_saved without a rate gets the best constant tree's speed-up in the replay of
     the training answers (Dinkelbach's first step from that tree)."""
     reward = reward_of(cfg)
-    if reward.kind != "tokens_saved" or reward.rate is not None:
+    if not reward.prices_steps or reward.rate is not None:
         return reward
     constant = best_constant(TraceTable(train, costs), settings.sizes)
     print(f"reward tokens_saved: rate {constant['speedup']:.3f}, the best constant tree's replayed speed-up on the "

@@ -17,7 +17,7 @@ class PolicyEnv(EnvBase):
     def __init__(self, batch: int, width: int, actions: int, reward: Reward | str, seed: int,
                  costs: CostModel | None = None):
         self.reward = reward if isinstance(reward, Reward) else Reward(reward)
-        if self.reward.kind == "tokens_saved" and costs is None:
+        if self.reward.prices_steps and costs is None:
             raise LtdError("reward tokens_saved prices a cycle's time in autoregressive steps: it needs the cost model")
         super().__init__(batch_size=torch.Size([batch]))
         self.costs = costs
@@ -42,9 +42,9 @@ class PolicyEnv(EnvBase):
 
     def priced(self, accepted: torch.Tensor, draft_s: torch.Tensor, verify_s: torch.Tensor,
                contexts: torch.Tensor) -> torch.Tensor:
-        """The reward of cycles at `contexts` ([B] long) that accepted `accepted` draft tokens in these times."""
-        step_s = (self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts) if self.costs is not None
-                  else torch.ones_like(draft_s))  # read by tokens_saved alone, which has the cost model
+        """The reward of cycles at `contexts` ([B] long) that accepted `accepted` draft tokens in these times;
+        an autoregressive step at each context is priced only for a reward that reads it."""
+        step_s = self.costs.step_seconds_batch(contexts) if self.reward.prices_steps else None
         return self.reward(accepted, draft_s, verify_s, step_s)
 
     def rows_to_reset(self, tensordict: TensorDict | None) -> torch.Tensor:

@@ -11,8 +11,9 @@ the cycles' own tokens/s, which counts a long cycle as much as a short one; deco
 tokens / total time. tokens_saved prices a cycle's time in tokens at `rate` times the autoregressive
 speed (step seconds: the target's pass over the root alone at the cycle's context, by the cost model).
 Its mean is E[tokens] - rate * E[time / step], positive when a policy decodes faster than `rate` x
-autoregressive (exactly so where the step does not change with the context; Dinkelbach's transform): a level is worth drafting when what it is expected
-to add beats what its time would have made at that speed. At the best constant tree's speed-up (what
+autoregressive (exactly so where the step does not change with the context; Dinkelbach's
+transform): a level is worth drafting when what it is expected to add beats what its time would
+have made at that speed. At the best constant tree's speed-up (what
 make train sets when the rate is null) the policy earns only what beats that tree.
 """
 from dataclasses import dataclass
@@ -36,14 +37,19 @@ class Reward:
                                       or not self.rate > 0):
             raise LtdError(f"reward rate must be a number > 0 or null, got {self.rate!r}")
 
+    @property
+    def prices_steps(self) -> bool:
+        """Whether the reward reads an autoregressive step's time (from the cost model)."""
+        return self.kind == "tokens_saved"
+
     def key(self) -> str | dict:
         """What trained policies depend on: the kind, and the rate where it counts."""
-        return {"kind": self.kind, "rate": self.rate} if self.kind == "tokens_saved" else self.kind
+        return {"kind": self.kind, "rate": self.rate} if self.prices_steps else self.kind
 
     def __call__(self, accepted: torch.Tensor, draft_s: torch.Tensor, verify_s: torch.Tensor,
-                 step_s: torch.Tensor) -> torch.Tensor:
+                 step_s: torch.Tensor | None = None) -> torch.Tensor:
         """The reward of cycles that accepted `accepted` draft tokens in these times; `step_s`: an
-        autoregressive step at their contexts (read by tokens_saved alone)."""
+        autoregressive step at their contexts, for a reward that `prices_steps`."""
         if self.kind == "throughput":
             return (accepted + 1) / (draft_s + verify_s)
         if self.kind == "acceptance":

@@ -51,7 +51,7 @@ class TraceTable:
         by the cost model: what replayed speed-ups are measured against."""
         contexts = torch.cat([self.prompt_length[a] + torch.arange(int(n)) for a, n in enumerate(self.length)])
         owner = torch.repeat_interleave(torch.arange(self.length.numel()), self.length)
-        step_s = self.costs.verify_seconds_batch(torch.zeros_like(contexts), contexts)
+        step_s = self.costs.step_seconds_batch(contexts)
         return torch.zeros(self.length.numel(), dtype=torch.float64).index_add_(0, owner, step_s)
 
     def seconds(self, depth: torch.Tensor, verify: torch.Tensor, context: torch.Tensor,

@@ -18,7 +18,7 @@ though the engine, its answer over, never makes it.
 
 The overhead is a term of its own, per cycle; the replay environments count it with the verify
 time (ltd.rl.trace_table). An autoregressive step is one target pass over the root alone
-(`verify_seconds(0, ...)`): it has no tree to pay overhead for.
+(`verify_seconds(0, ...)`, `step_seconds_batch`): it has no tree to pay overhead for.
 """
 import json
 from dataclasses import asdict, dataclass
@@ -97,6 +97,10 @@ class CostModel:
             x0, x1 = xs[i - 1], xs[i]
             per_context = table[:, i - 1] + (table[:, i] - table[:, i - 1]) * (sizes - x0) / (x1 - x0)
         return self._along_contexts(per_context.clamp(min=0), contexts)
+
+    def step_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of an autoregressive step at contexts[b]: the root alone (V = 0)."""
+        return self.verify_seconds_batch(torch.zeros_like(contexts), contexts)
 
     def draft_seconds_batch(self, depths: torch.Tensor, contexts: torch.Tensor,
                             accepted: torch.Tensor) -> torch.Tensor:
