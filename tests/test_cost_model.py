@@ -13,14 +13,14 @@ from ltd.models.drafters import load_drafter
 from ltd.models.targets import load_target
 from ltd.traces.cost_check import priced_cycles
 from ltd.traces.cost_model import CostModel
-from ltd.traces.profiler import measure_cost_model
+from ltd.traces.profiler import cycle_overheads, cycle_shapes, measure_cost_model
 
 
 def hand_made() -> CostModel:
     return CostModel(model="m", drafter="eagle3", device="cpu", threads=1, top_k=4, contexts=[100, 300],
                      verify_sizes=[1, 3], verify_s=[[1.0, 2.0], [3.0, 5.0]],
                      absorb_s=[[0.1, 0.15, 0.2, 0.25], [0.3, 0.35, 0.4, 0.45]], expand_s=[[0.2, 0.4], [0.6, 0.8]],
-                     overhead_s=[0.01, 0.03])
+                     overhead_s=[[0.01, 0.02], [0.03, 0.05]])
 
 
 def test_prices_reproduce_the_measured_points_and_interpolate_between():
@@ -30,14 +30,19 @@ def test_prices_reproduce_the_measured_points_and_interpolate_between():
     assert costs.verify_seconds(5, 100) == pytest.approx(3.0)  # extrapolated from the last two sizes
     assert costs.draft_seconds(1, 100, 0) == pytest.approx(0.1)
     assert costs.draft_seconds(3, 300, 0) == pytest.approx(0.3 + 0.6 + 0.8)
-    assert costs.overhead_seconds(100) == 0.01 and costs.overhead_seconds(200) == pytest.approx(0.02)
+    assert costs.overhead_seconds(1, 100) == 0.01 and costs.overhead_seconds(3, 300) == 0.05
+    assert costs.overhead_seconds(1, 200) == pytest.approx(0.02)
+    assert costs.overhead_seconds(2, 100) == pytest.approx(0.015)
     assert costs.max_depth == 3
     with pytest.raises(LtdError, match="covers depths 1 to 3, not 4"):
         costs.draft_seconds(4, 100, 0)
     falling = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=4, contexts=[100],
                         verify_sizes=[1, 2], verify_s=[[5.0, 1.0]], absorb_s=[[0.1, 0.2, 0.3]], expand_s=[[0.2]],
-                        overhead_s=[0.0])
+                        overhead_s=[[0.0, 0.0]])
     assert falling.verify_seconds(10, 100) == 0.0  # never a negative time
+    with pytest.raises(LtdError, match="need a time for every verify size"):
+        CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=4, contexts=[100], verify_sizes=[1, 2],
+                  verify_s=[[5.0, 1.0]], absorb_s=[[0.1, 0.2, 0.3]], expand_s=[[0.2]], overhead_s=[[0.0]])
 
 
 def test_a_cycle_drafts_the_absorption_of_what_it_accepts():
@@ -62,7 +67,7 @@ def test_shifted_prices_sum_to_what_the_engine_spends_over_an_answer():
     absorb = (0.1 * torch.rand(5, generator=generator, dtype=torch.float64)).tolist()
     costs = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=2, contexts=[10, 100, 400],
                       verify_sizes=[0], verify_s=[[1.0], [2.0], [4.0]], absorb_s=[absorb] * 3,
-                      expand_s=[[0.2, 0.3, 0.1], [0.4, 0.5, 0.6], [0.9, 0.7, 1.1]], overhead_s=[0.0] * 3)
+                      expand_s=[[0.2, 0.3, 0.1], [0.4, 0.5, 0.6], [0.9, 0.7, 1.1]], overhead_s=[[0.0]] * 3)
     for _ in range(100):
         cycles = int(torch.randint(1, 30, (1,), generator=generator))
         depths = torch.randint(1, costs.max_depth + 1, (cycles,), generator=generator)
@@ -83,27 +88,43 @@ def test_batched_prices_equal_one_at_a_time():
     accepted = torch.tensor([0, 2, 1, 0, 5, 3])
     assert costs.draft_seconds_batch(depths, contexts, accepted).tolist() == pytest.approx(
         [costs.draft_seconds(int(d), int(c), int(a)) for d, c, a in zip(depths, contexts, accepted)])
-    assert costs.overhead_seconds_batch(contexts).tolist() == pytest.approx(
-        [costs.overhead_seconds(int(c)) for c in contexts])
+    assert costs.overhead_seconds_batch(sizes, contexts).tolist() == pytest.approx(
+        [costs.overhead_seconds(int(v), int(c)) for v, c in zip(sizes, contexts)])
     assert costs.verify_seconds_batch(torch.tensor([2]), torch.tensor([200])).item() == pytest.approx(2.75)
 
 
 def test_evaluated_cycles_are_set_against_their_prices():
     """Cycles timed exactly as priced (drafting with what each accepted, verifying with the
     overhead) read 1.0; a verification that took twice its price shows in its own column and in
-    the ratio; autoregressive steps (depth 0) are not priced."""
+    the ratio; autoregressive steps (depth 0) and a turn's first cycle (the drafter's prefill) are
+    not priced."""
     costs = hand_made()
-    cycles = pd.DataFrame({"method": ["autoregressive", "ltd", "ltd", "slow"], "depth": [0, 1, 3, 1],
-                           "verify_size": [0, 1, 3, 3], "accepted": [0, 0, 2, 1],
-                           "context_length": [100, 100, 300, 100],
-                           "draft_s": [0.0, 0.1, 1.8, 0.15], "verify_s": [0.9, 1.01, 5.03, 4.02]})
+    cycles = pd.DataFrame({"method": ["autoregressive", "ltd", "ltd", "ltd", "slow"], "cycle": [1, 0, 1, 2, 1],
+                           "depth": [0, 1, 1, 3, 1], "verify_size": [0, 1, 1, 3, 3], "accepted": [0, 0, 0, 2, 1],
+                           "context_length": [100, 90, 100, 300, 100],
+                           "draft_s": [0.0, 9.0, 0.1, 1.8, 0.15], "verify_s": [0.9, 1.01, 1.01, 5.05, 4.04]})
     ltd, slow = priced_cycles(cycles, costs)
     assert ltd["method"] == "ltd" and ltd["cycles"] == 2
     assert ltd["draft ms"] == pytest.approx(ltd["draft priced"]) == pytest.approx(950.0)
-    assert ltd["verify ms"] == pytest.approx(3020.0) and ltd["measured / priced"] == pytest.approx(1.0)
-    assert slow["verify priced"] == pytest.approx(2010.0) and slow["verify ms"] == pytest.approx(4020.0)
-    assert slow["measured / priced"] == pytest.approx(4.17 / 2.16)
+    assert ltd["verify ms"] == pytest.approx(3030.0) and ltd["measured / priced"] == pytest.approx(1.0)
+    assert slow["verify priced"] == pytest.approx(2020.0) and slow["verify ms"] == pytest.approx(4040.0)
+    assert slow["measured / priced"] == pytest.approx(4.19 / 2.17)
     assert priced_cycles(cycles[cycles["method"] == "autoregressive"], costs) == []
+
+
+def test_each_verify_size_gets_the_overhead_of_its_own_cycles():
+    """The profile times an engine cycle for every V > 0, drafted by the shallowest tree holding it;
+    a V's overhead is the median of its cycles' time less their priced passes, none at V 0, and a V
+    past the deepest tree takes the largest verified one's."""
+    assert cycle_shapes([0, 1, 2, 4, 12, 64], top_k=3, max_depth=3) == [(1, 1), (1, 2), (2, 4), (2, 12), (3, 21)]
+    costs = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=3, contexts=[100],
+                      verify_sizes=[0, 1, 4, 64],
+                      verify_s=[[1.0, 1.1, 1.4, 7.4]], absorb_s=[[0.1, 0.2, 0.3, 0.4]], expand_s=[[0.2, 0.2]],
+                      overhead_s=[[0.0] * 4])
+    timed = [(100, 1, 1, 1, 0.1 + 1.1 + extra) for extra in (0.001, 0.002, 0.009)]
+    timed += [(100, 2, 2, 4, 0.2 + 0.2 + 1.4 + extra) for extra in (0.02, 0.03, -0.5)]
+    timed += [(100, 1, 3, 21, 0.1 + 0.4 + 3.1 + 0.05)]
+    assert cycle_overheads(costs, [timed]) == [pytest.approx([0.0, 0.002, 0.02, 0.05])]
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -137,7 +158,7 @@ def test_profile_measures_every_cell_on_a_tiny_model(tiny_model_dir, kind):
     assert len(costs.expand_s) == 2 and all(len(row) == 3 for row in costs.expand_s)
     assert len(costs.absorb_s) == 2 and all(len(row) == 5 for row in costs.absorb_s)  # 1 to max_depth + 1 tokens
     assert all(t > 0 for row in costs.verify_s + costs.expand_s + costs.absorb_s for t in row)
-    assert len(costs.overhead_s) == 2 and min(costs.overhead_s) >= 0
+    assert len(costs.overhead_s) == 2 and all(len(row) == 3 and min(row) >= 0 for row in costs.overhead_s)
     assert costs.draft_seconds(4, 40, 0) > costs.draft_seconds(1, 40, 0)
     with pytest.raises(LtdError, match="profiling needs .* positions"):
         measure_cost_model(target, drafter, drafter_name=kind, threads=1, contexts=[250], verify_sizes=[64], top_k=3,

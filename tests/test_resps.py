@@ -40,7 +40,7 @@ def test_cost_model_bins_stay_within_the_budget():
     costs = CostModel(model="m", drafter="d", device="cpu", threads=2, top_k=3, contexts=[100, 200, 300],
                       verify_sizes=[0, 4, 8, 16, 32], verify_s=[[0.010, 0.014, 0.018, 0.026, 0.042]] * 3,
                       absorb_s=[[0.003 + 0.001 * n for n in range(13)]] * 3, expand_s=[[0.003] * 11] * 3,
-                      overhead_s=[0.001] * 3)
+                      overhead_s=[[0.0] + [0.001] * 4] * 3)
     sizes, depths, top_ks = cost_model_bins(costs, top_k=3, budget=2.0)
     assert sizes == [4, 8] and depths == [1, 2, 3, 4, 5, 6] and top_ks == [2, 3]
 
@@ -257,7 +257,7 @@ def test_a_replayed_window_is_priced_with_what_its_cycle_accepts(shape_traces):
     accepted = tables.tables[3].accepted(rows, torch.full((4,), 4), torch.full((4,), 8))
     td["action"] = torch.full((4,), GRID.index(Shape(8, 4, 3)))
     out = env.step(td)["next"]
-    seconds = [model.draft_seconds(4, c, a) + model.verify_seconds(8, c) + model.overhead_seconds(c)
+    seconds = [model.draft_seconds(4, c, a) + model.verify_seconds(8, c) + model.overhead_seconds(8, c)
                for c, a in zip(contexts.tolist(), accepted.tolist())]
     torch.testing.assert_close(out["reward"].reshape(-1), (accepted + 1) / torch.tensor(seconds, dtype=torch.float32))
 

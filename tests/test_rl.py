@@ -55,7 +55,7 @@ def costs(verify_per_token: float = 0.01) -> CostModel:
                      verify_sizes=[0, 1, 16], verify_s=[[0.01, 0.01 + verify_per_token, 0.01 + 16 * verify_per_token],
                                                         [0.02, 0.02 + verify_per_token, 0.02 + 16 * verify_per_token]],
                      absorb_s=[[ms * n for n in range(1, MAX_DEPTH + 2)] for ms in (0.001, 0.002)],
-                     expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)], overhead_s=[0.0005, 0.001])
+                     expand_s=[[0.002] * (MAX_DEPTH - 1), [0.003] * (MAX_DEPTH - 1)], overhead_s=[[0.0, 0.0005, 0.0008], [0.0, 0.001, 0.0015]])
 
 
 def small_ppo(frames: int, **changes) -> PPOSettings:
@@ -136,7 +136,7 @@ def test_size_rewards_price_the_trace_with_the_cost_model(recorded, reward):
         context = trace.prompt_length + p
         # The draft absorbs what the cycle accepts; the overhead goes with the verification.
         draft_s = model.draft_seconds(3, context, accepted)
-        verify_s = model.verify_seconds(verify, context) + model.overhead_seconds(context)
+        verify_s = model.verify_seconds(verify, context) + model.overhead_seconds(verify, context)
         expected = reward(torch.tensor(float(accepted)), torch.tensor(draft_s), torch.tensor(verify_s),
                           torch.tensor(model.verify_seconds(0, context)))
         assert float(out["reward"][i]) == pytest.approx(float(expected))
@@ -181,7 +181,7 @@ def test_depth_episode_is_one_cycle_paid_at_the_stop(recorded):
     context = trace.prompt_length + position
     accepted = accepted_for(trace, position, MAX_DEPTH, 2)
     expected = (accepted + 1) / (model.draft_seconds(MAX_DEPTH, context, accepted) + model.verify_seconds(2, context)
-                                 + model.overhead_seconds(context))
+                                 + model.overhead_seconds(2, context))
     assert rewards[-1] == pytest.approx(expected, rel=1e-5)
     td = env.reset()
     td["action"] = torch.tensor([STOP])  # stopping at once verifies the one-level tree
@@ -200,7 +200,7 @@ def test_replay_validation_prices_each_cycle_with_what_it_accepts(recorded):
         while position < trace.positions:
             context, accepted = trace.prompt_length + position, accepted_for(trace, position, 3, 4)
             seconds += (model.draft_seconds(3, context, accepted) + model.verify_seconds(4, context)
-                        + model.overhead_seconds(context))
+                        + model.overhead_seconds(4, context))
             position, most = position + accepted + 1, max(most, accepted)
         autoregressive = sum(model.verify_seconds(0, trace.prompt_length + p) for p in range(trace.positions))
         speedups.append(autoregressive / seconds)
@@ -352,7 +352,7 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
         assert st["depth_sd"] >= 0 and st["verify_sd"] >= 0
     assert trained.stalled() == [st["stage"] for st in trained.stages if st["best_batch"] == 0]
     held = TraceTable(traces[2:], costs())
-    grid = [replay_speedup(held, d, v)["speedup"] for d in range(1, MAX_DEPTH + 1) for v in SIZES]
+    grid = [replay_speedup(held, d, v)["speedup"] for d in range(1, MAX_DEPTH + 1) for v in SIZES if v > 0]
     assert trained.constant["speedup"] == max(grid)
 
     controller = LTD(depth_policy=str(trained.depth), size_policy=str(trained.size))

@@ -19,8 +19,26 @@ from ltd.core.artefacts import Artefact
 from ltd.core.tables import format_table
 from ltd.eval.machine_load import LoadGuard
 from ltd.jobs.profile import ensure_cost_model
-from ltd.traces.cost_model import cost_model_file, cost_model_key
+from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import check_profile, measure_cost_model
+
+
+def cost_tables(costs: CostModel) -> str:
+    """The passes' milliseconds per context, then the engine's overhead per context and V."""
+    rows, overheads = [], []
+    for i, context in enumerate(costs.contexts):
+        expansions = costs.expand_s[i]
+        row = {"context": context, "absorb 1": 1000 * costs.absorb_s[i][0],
+               f"absorb {costs.max_depth + 1}": 1000 * costs.absorb_s[i][-1],
+               "expansion": 1000 * sum(expansions) / max(1, len(expansions))}
+        rows.append(row | {f"V={v}": 1000 * s for v, s in zip(costs.verify_sizes, costs.verify_s[i])})
+        overhead = zip(costs.verify_sizes, costs.overhead_s[i])
+        overheads.append({"context": context} | {f"V={v}": 1000 * s for v, s in overhead})
+    return (f"{format_table(rows, list(rows[0]))}\n"
+            f"absorb n: the drafter absorbs n tokens, what a cycle accepted and its bonus (the root expansion); "
+            f"expansion: one further level of {costs.top_k} fed nodes (mean over levels 2-{costs.max_depth}); "
+            "V=n: the target verifies the root and n draft tokens\n\nthe engine's time a cycle outside these passes "
+            f"(ms), by V verified:\n{format_table(overheads, list(overheads[0]))}")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="profile", version_base=None)
@@ -47,19 +65,7 @@ def main(cfg) -> None:
 
         print(f"\n{target.name} with drafter {cfg.drafter.kind} on {who.describe_machine()}: milliseconds "
               f"(medians of {cfg.repeats})")
-        rows = []
-        for i, context in enumerate(costs.contexts):
-            expansions = costs.expand_s[i]
-            row = {"context": context, "absorb 1": 1000 * costs.absorb_s[i][0],
-                   f"absorb {costs.max_depth + 1}": 1000 * costs.absorb_s[i][-1],
-                   "expansion": 1000 * sum(expansions) / max(1, len(expansions)),
-                   "overhead": 1000 * costs.overhead_s[i]}
-            row.update({f"V={v}": 1000 * s for v, s in zip(costs.verify_sizes, costs.verify_s[i])})
-            rows.append(row)
-        print(format_table(rows, list(rows[0])))
-        print(f"absorb n: the drafter absorbs n tokens, what a cycle accepted and its bonus (the root expansion); "
-              f"expansion: one further level of {cfg.top_k} fed nodes (mean over levels 2-{cfg.max_depth}); "
-              "overhead: the engine's time per cycle outside these passes; V=n: the target verifies the root and n draft tokens")
+        print(cost_tables(costs))
         print(verdict)
         print(f"written: {output.path}")
 

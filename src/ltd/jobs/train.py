@@ -431,7 +431,8 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
 def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:
     """The cost model's prices of the evaluated cycles next to what they took (traces/cost_check)."""
     cycles = pd.concat([pd.read_parquet(run_dir / task.name / "cycles.parquet") for task in job.tasks])
-    print(f"\ncost model against the engine (mean per drafted cycle over the tasks; PPO trained on these prices, "
+    print(f"\ncost model against the engine (mean per drafted cycle over the tasks, a turn's first cycle left out: its "
+          f"drafting is the drafter's prefill; PPO trained on these prices, "
           f"which are for trees of top-k {costs.top_k}: wider trees draft slower than priced):")
     print(format_table(priced_cycles(cycles, costs), ["method", "cycles", "draft ms", "draft priced", "verify ms",
                                                       "verify priced", "measured / priced"]))

@@ -30,9 +30,10 @@ ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-
 FLAGS = ["-O3", "-fopenmp"]
 NO_NORM = torch.empty(0)
 # Q4_K panels run on AMX (where the CPU has it) from this many rows of x on, on AVX-512 VNNI below:
-# the same bits either way (panels.cpp), so this only moves time. A step of the 1.5B on the 2-core
-# Xeon: 2 rows 58 ms on VNNI, 67 on AMX; 8 rows 106 and 89.
-AMX_ROWS = 6
+# the same bits either way (panels.cpp), so this only moves time. A pass of the 1.5B at context 200
+# on the 2-core Xeon, VNNI / AMX: 3 rows 55 / 61 ms, 4 rows 60 / 67, 5 rows 82 / 68 (VNNI takes 4
+# rows at a time: a fifth row is a second pass over the codes), 8 rows 106 / 89.
+AMX_ROWS = 5
 
 
 def compiler() -> str | None:

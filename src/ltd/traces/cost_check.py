@@ -5,8 +5,9 @@ depth it overprices) is a choice the policies overrate; this table shows whether
 Each cycle is priced as the replay prices it: its drafting with the tokens it accepted (which the
 engine absorbs at the start of the next cycle, see ltd.traces.cost_model), its verification with
 the cycle's overhead (which the engine spends partly in each of its two times). So the draft and
-verify columns shift a little time between them, and an answer's first cycle, whose drafting
-absorbs the prompt, takes longer than priced: the ratio over whole cycles is the one to read."""
+verify columns shift a little time between them: the ratio over whole cycles is the one to read.
+A turn's first cycle is left out: its drafting absorbs the prompt (the drafter's prefill, 80-330 ms
+on the 1.5B's pair), which the replay prices no more than the target's prefill."""
 import pandas as pd
 import torch
 
@@ -16,12 +17,13 @@ from ltd.traces.cost_model import CostModel
 def priced_cycles(cycles: pd.DataFrame, costs: CostModel) -> list[dict]:
     """One row per method that drafted: its cycles' mean measured and priced draft and verify
     milliseconds, and measured over priced for the whole cycle (1.0: the replay prices it right)."""
-    drafted = cycles[(cycles["depth"] > 0) & (cycles["depth"] <= costs.max_depth)]
+    drafted = cycles[(cycles["depth"] > 0) & (cycles["depth"] <= costs.max_depth) & (cycles["cycle"] > 0)]
     if drafted.empty:
         return []
     contexts = torch.tensor(drafted["context_length"].to_numpy(), dtype=torch.float64)
     values = lambda name: torch.tensor(drafted[name].to_numpy())
-    verify = costs.verify_seconds_batch(values("verify_size"), contexts) + costs.overhead_seconds_batch(contexts)
+    sizes = values("verify_size")
+    verify = costs.verify_seconds_batch(sizes, contexts) + costs.overhead_seconds_batch(sizes, contexts)
     priced = drafted.assign(
         draft_priced=costs.draft_seconds_batch(values("depth"), contexts, values("accepted")).numpy(),
         verify_priced=verify.numpy(),

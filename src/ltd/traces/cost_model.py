@@ -16,9 +16,12 @@ engine spends but for its two ends: the engine's first cycle absorbs the prompt 
 prefill, priced by neither, as the target's is not), and the last cycle's absorption is priced
 though the engine, its answer over, never makes it.
 
-The overhead is a term of its own, per cycle; the replay environments count it with the verify
-time (ltd.rl.trace_table). An autoregressive step is one target pass over the root alone
-(`verify_seconds(0, ...)`, `step_seconds_batch`): it has no tree to pay overhead for.
+The overhead is a term of its own, per cycle and per V: choosing V nodes, their mask and
+positions, acceptance and the caches' rollback grow with V (measured on the 1.5B's blocks: ~0 at V
+1, 3-5 ms from V 6; one figure for every V had priced shallow cycles 4 % over, deep ones 1 %). The
+replay environments count it with the verify time (ltd.rl.trace_table). An autoregressive step is
+one target pass over the root alone (`verify_seconds(0, ...)`, `step_seconds_batch`): it has no
+tree to pay overhead for.
 """
 import json
 from dataclasses import asdict, dataclass
@@ -31,18 +34,20 @@ from ltd.core.atomic import write_json
 from ltd.core.errors import LtdError
 from ltd.core.fingerprints import digest
 from ltd.core.results import ResultPaths
-from ltd.kernels.build import sources_digest
+from ltd.kernels.build import AMX_ROWS, sources_digest
 
-COST_MODEL = 2  # format: a change to what a profile measures makes earlier ones stale
+COST_MODEL = 3  # format: a change to what a profile measures makes earlier ones stale
 
 
 def cost_model_key(model: dict, drafter: dict, machine: dict, top_k: int) -> dict:
     """What a profile's times depend on: the model and drafter with their weights, the machine
-    (threads included), ltd's kernels (their sources: a faster kernel changes every cost) and the
-    width of the tree drafted. Contexts, sizes and depth measured only say how much of the table
-    there is (make train checks it covers what it prices)."""
+    (threads included), ltd's kernels (their sources, and the rows from which panels run on AMX: a
+    faster kernel changes every cost) and the width of the tree drafted. Contexts, sizes and depth
+    measured only say how much of the table there is (make train checks it covers what it
+    prices)."""
+    kernels = {"sources": sources_digest(), "amx_rows": AMX_ROWS}
     return {"artefact": "cost model", "format": COST_MODEL, "model": model, "drafter": drafter, "machine": machine,
-            "kernels": sources_digest(), "top_k": top_k}
+            "kernels": kernels, "top_k": top_k}
 
 
 def cost_model_file(results: str | Path, key: dict) -> Artefact:
@@ -65,11 +70,14 @@ class CostModel:
     # depth, plus the bonus token), which yields the root expansion
     absorb_s: list[list[float]]
     expand_s: list[list[float]]  # [context][level - 2]: expansion of level 2, 3, ... (top_k fed nodes)
-    overhead_s: list[float]  # [context]: the engine's time per cycle outside the target's and drafter's passes
+    # [context][V]: the engine's time per cycle verifying V outside the target's and drafter's passes (0 at V 0)
+    overhead_s: list[list[float]]
 
     def __post_init__(self):
         if sorted(self.contexts) != list(self.contexts) or sorted(self.verify_sizes) != list(self.verify_sizes):
             raise LtdError("cost model contexts and verify sizes must be ascending")
+        if any(len(row) != len(self.verify_sizes) for row in self.verify_s + self.overhead_s):
+            raise LtdError("cost model verify and overhead rows need a time for every verify size")
 
     @property
     def max_depth(self) -> int:
@@ -85,10 +93,9 @@ class CostModel:
         x0, x1, y0, y1 = xs[i - 1], xs[i], per_context[i - 1, rows], per_context[i, rows]
         return (y0 + (y1 - y0) * (contexts - x0) / (x1 - x0)).clamp(min=0)
 
-    def verify_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-        """[B] float64 seconds of verifying sizes[b] draft tokens at contexts[b] (what replay
-        environments price a batch with)."""
-        table = torch.tensor(self.verify_s, dtype=torch.float64)  # [contexts, sizes]
+    def _along_sizes(self, table: list[list[float]], sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 values of a [context][V] table at sizes[b] and contexts[b], interpolated."""
+        table = torch.tensor(table, dtype=torch.float64)
         xs = torch.tensor(self.verify_sizes, dtype=torch.float64)
         if len(xs) == 1:
             per_context = table[:, :1].expand(-1, sizes.numel())
@@ -97,6 +104,11 @@ class CostModel:
             x0, x1 = xs[i - 1], xs[i]
             per_context = table[:, i - 1] + (table[:, i] - table[:, i - 1]) * (sizes - x0) / (x1 - x0)
         return self._along_contexts(per_context.clamp(min=0), contexts)
+
+    def verify_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of verifying sizes[b] draft tokens at contexts[b] (what replay
+        environments price a batch with)."""
+        return self._along_sizes(self.verify_s, sizes, contexts)
 
     def step_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
         """[B] float64 seconds of an autoregressive step at contexts[b]: the root alone (V = 0)."""
@@ -118,10 +130,10 @@ class CostModel:
         tokens = (accepted.long() + 1).clamp(max=absorb.shape[1])
         return self._along_contexts(absorb[:, tokens - 1] + further[:, depths - 1], contexts)
 
-    def overhead_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
-        """[B] float64 seconds a cycle spends at contexts[b] outside the target's and drafter's passes."""
-        overhead = torch.tensor(self.overhead_s, dtype=torch.float64)[:, None].expand(-1, contexts.numel())
-        return self._along_contexts(overhead, contexts)
+    def overhead_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds a cycle verifying sizes[b] spends at contexts[b] outside the target's
+        and drafter's passes."""
+        return self._along_sizes(self.overhead_s, sizes, contexts)
 
     def verify_seconds(self, size: int, context: int) -> float:
         return float(self.verify_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
@@ -131,8 +143,8 @@ class CostModel:
         return float(self.draft_seconds_batch(torch.tensor([depth]), torch.tensor([context]),
                                               torch.tensor([accepted]))[0])
 
-    def overhead_seconds(self, context: int) -> float:
-        return float(self.overhead_seconds_batch(torch.tensor([context]))[0])
+    def overhead_seconds(self, size: int, context: int) -> float:
+        return float(self.overhead_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))

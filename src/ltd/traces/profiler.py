@@ -6,8 +6,8 @@ tokens for every V after that prompt, and the drafter absorbs n tokens for every
 max_depth + 1 (the root expansion), each cut back to the prompt, and grows an EAGLE tree level by
 level with top-k fed nodes. Medians over the repeats, after one warm-up round (of cycles too).
 Then each timed cycle's overhead is its time less what the table prices its passes at (the tokens
-it absorbed, its expansions, its verification, at its context), and a context's overhead is the
-median over its cycles.
+it absorbed, its expansions, its verification, at its context), and the overhead of a V at a
+context is the median over its cycles.
 """
 import statistics
 from dataclasses import replace
@@ -24,10 +24,13 @@ Timed = tuple[int, int, int, int, float]  # an engine cycle: context, tokens abs
 
 
 def cycle_shapes(verify_sizes: list[int], top_k: int, max_depth: int) -> list[tuple[int, int]]:
-    """(depth, V) of the engine cycles timed for the overhead: the root level alone, half the depth
-    and all of it, each verifying the middle profiled V or as much of it as its tree holds."""
-    middle = sorted(verify_sizes)[len(verify_sizes) // 2]
-    return [(d, min(middle, tree_capacity(d, top_k))) for d in sorted({1, (max_depth + 1) // 2, max_depth})]
+    """(depth, V) of the engine cycles timed for the overhead: each profiled V > 0 (as much of it as
+    the deepest tree holds), drafted by the shallowest tree that holds it."""
+    shapes = []
+    for size in sorted(v for v in verify_sizes if v > 0):
+        depth = next((d for d in range(1, max_depth + 1) if tree_capacity(d, top_k) >= size), max_depth)
+        shapes.append((depth, min(size, tree_capacity(depth, top_k))))
+    return shapes
 
 
 def check_profile(contexts: list[int], verify_sizes: list[int], top_k: int, max_depth: int, repeats: int,
@@ -139,14 +142,21 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
     return tables, cycles
 
 
-def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[float]:
-    """Per profiled context, the median of its cycles' times less what `costs` (its overhead not yet
-    known) prices their passes at; never below 0."""
+def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[list[float]]:
+    """Per profiled context and V, the median of the cycles' times less what `costs` (its overhead
+    not yet known) prices their passes at; never below 0. V 0 (an autoregressive step) has none; a
+    V no cycle verified (more than the deepest tree holds) has the largest V's that one did."""
     overheads = []
     for timed in cycles:
-        context, absorbed, depth, size, seconds = (torch.tensor(column) for column in zip(*timed))
+        context, absorbed, depth, size, seconds = (torch.tensor(column, dtype=torch.float64 if i == 4 else None)
+                                                   for i, column in enumerate(zip(*timed)))
         priced = costs.draft_seconds_batch(depth, context, absorbed - 1) + costs.verify_seconds_batch(size, context)
-        overheads.append(max(0.0, statistics.median((seconds.double() - priced).tolist())))
+        residual = seconds - priced
+        row = []
+        for v in costs.verify_sizes:
+            measured = residual[size == min(v, int(size.max()))].tolist()
+            row.append(0.0 if v == 0 else max(0.0, statistics.median(measured)))
+        overheads.append(row)
     return overheads
 
 
@@ -156,5 +166,5 @@ def measure_cost_model(target, drafter, drafter_name: str, threads: int, context
     tables, cycles = profile_costs(target, drafter, contexts=contexts, verify_sizes=verify_sizes, top_k=top_k,
                                    max_depth=max_depth, repeats=repeats, progress=progress)
     passes = CostModel(model=target.name, drafter=drafter_name, device=str(target.decoder.device), threads=threads,
-                       top_k=top_k, overhead_s=[0.0] * len(tables["contexts"]), **tables)
+                       top_k=top_k, overhead_s=[[0.0] * len(v) for v in tables["verify_s"]], **tables)
     return replace(passes, overhead_s=cycle_overheads(passes, cycles))
