@@ -137,3 +137,23 @@ def test_a_verified_row_equals_decoding_it_alone(model, tree, attention, layout,
         rows = [0, 2, 3]
     logits, _ = verifier.forward(torch.tensor(tokens), positions=12 + torch.tensor(depths), tree_mask=mask)
     assert torch.equal(logits[rows], expected)
+
+
+@pytest.mark.parametrize("quantize", ["gguf", "q4_k"])
+def test_the_layers_in_one_call_give_the_loops_bits(model, quantize, layout):
+    """kernels/layers.cpp runs a sequence's layers in one call: a prompt, a token and a tree give the
+    logits of the Python loop over `Decoder.block`, bit for bit (the same kernels and ops, in order)."""
+    config, state = model
+    decoders = [Decoder.from_hf(config, dict(state) if quantize == "gguf" else dense(state), quantize=quantize)
+                for _ in range(2)]
+    assert decoders[0].stacked is not None
+    decoders[1].__dict__["stacked"] = None  # the loop
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    outputs = []
+    for decoder in decoders:
+        decoder.reset(64)
+        outputs.append([decoder.forward(torch.tensor(random_prompt(12, seed=5)))[0],
+                        decoder.forward(torch.tensor([7]))[0],
+                        decoder.forward(torch.tensor([7, 5, 3, 9]), positions=13 + torch.tensor([0, 1, 1, 2]),
+                                        tree_mask=mask)[0]])
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))

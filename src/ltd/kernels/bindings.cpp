@@ -16,6 +16,7 @@ torch::Tensor attend(const torch::Tensor& qkv, const torch::Tensor& cos, const t
                      torch::Tensor keys, torch::Tensor values, int64_t start, const torch::Tensor& seen,
                      int64_t heads, int64_t kv_heads);
 double dot_peak(int64_t rounds);
+void bind_layers(pybind11::module& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // Named arguments: callers pass all but the first by name.
@@ -29,4 +30,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attend", &attend, "rotary, cache append and attention, each row on its own (attention.cpp)", py::arg("qkv"),
         py::arg("cos"), py::arg("sin"), py::arg("keys"), py::arg("values"), py::arg("start"), py::arg("seen"),
         py::arg("heads"), py::arg("kv_heads"));
+  bind_layers(m);
 }

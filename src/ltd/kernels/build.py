@@ -1,4 +1,4 @@
-"""ltd's kernels (gguf_linear.cpp, panels.cpp, attention.cpp, dot_peak.cpp), compiled on first use for this CPU and cached.
+"""ltd's kernels (gguf_linear.cpp, panels.cpp, attention.cpp, layers.cpp, dot_peak.cpp), compiled on first use for this CPU and cached.
 
 The build is keyed by the source, the CPU and its vector extensions, torch's version, the compiler
 and the instruction set asked for; it is made in a folder of its own and moved into place whole, so
@@ -22,7 +22,8 @@ from ltd.core.artefacts import note
 from ltd.core.fingerprints import cache_root, cpu, digest
 from ltd.kernels.blocks import FORMATS, Blocks, reference_linear
 
-SOURCES = [Path(__file__).with_name(name) for name in ("gguf_linear.cpp", "panels.cpp", "attention.cpp", "dot_peak.cpp", "bindings.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in
+           ("gguf_linear.cpp", "panels.cpp", "attention.cpp", "dot_peak.cpp", "layers.cpp", "bindings.cpp")]
 # "native": every extension this CPU has; the source picks AVX-512 VNNI, else AVX2, else plain C++.
 # The others exist so that each path can be tested on a CPU that has more.
 ISAS = {"native": ["-march=native"], "avx2": ["-march=haswell"], "portable": ["-march=x86-64"]}
@@ -140,6 +141,22 @@ def linear(x: torch.Tensor, parts: list[Blocks], portable: bool = False, isa: st
                             formats=[FORMATS[p.format] for p in parts], portable=portable,
                             norm=NO_NORM if norm is None else norm, eps=eps, amx_rows=AMX_ROWS if amx_rows is None else amx_rows)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def stacked_layers(layers: list, heads: int, kv_heads: int, eps: float, isa: str = "native"):
+    """`layers` (ltd.models.decoder.Layer, matrices on blocks) as the kernel's `Layers`, which runs
+    them all in one call (layers.cpp), or None where the kernel is not built."""
+    module = kernel(isa)
+    if module is None:
+        return None
+    matrices = [[t for p in parts for t in (p.codes, p.sub, p.d)] for layer in layers
+                for parts in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    formats = [[FORMATS[p.format] for p in parts] for layer in layers
+               for parts in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    norms = [norm for layer in layers for norm in (layer.input_norm, layer.post_norm)]
+    biases = [NO_NORM if layer.qkv_bias is None else layer.qkv_bias for layer in layers]
+    return module.Layers(matrices=matrices, formats=formats, norms=norms, biases=biases, heads=heads,
+                         kv_heads=kv_heads, eps=eps)
 
 
 def dot_products_per_second(isa: str = "native", rounds: int = 20_000_000) -> float | None:

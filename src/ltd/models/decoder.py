@@ -8,6 +8,7 @@ per token. On CPU they run through oneDNN rather than the default BLAS: on a 2-c
 EPYC it verifies 16 tokens in 1.7x the time of one, the default path in 2.4x. (On a 2-core AVX2
 EPYC the matmuls of a few rows are compute-bound and 16 tokens cost nearly 3x one.)
 """
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from ltd.core.errors import LtdError
 from ltd.kernels.blocks import Blocks, dequantize, quantize_q4_k
-from ltd.kernels.build import kernel, linear as gguf_linear, panelled
+from ltd.kernels.build import AMX_ROWS, kernel, linear as gguf_linear, panelled, stacked_layers
 from ltd.models.layouts import arrange, fastest_layout
 
 # What distinguishes the families inside a decoder layer.
@@ -460,7 +461,11 @@ class Decoder:
 
         x = self.embed[tokens].view(B, T, -1)
         captured = {}
-        for i, layer in enumerate(self.layers):
+        stack = self.stacked if rows_kernel is not None and not feature_layers and not batched else None
+        if stack is not None:  # the same kernels, in one call
+            x = stack.forward(x[0], cos=cos, sin=sin, keys=cache.k, values=cache.v, start=cache.length,
+                              seen=mask if mask is not None else SEES_ALL, amx_rows=AMX_ROWS)[None]
+        for i, layer in enumerate(self.layers if stack is None else ()):
             if i in feature_layers:
                 captured[i] = x
             x = self.block(i, layer, x=x, cos=cos, sin=sin, mask=mask, rows_apart=rows_apart, rows_kernel=rows_kernel)
@@ -478,6 +483,14 @@ class Decoder:
         return logits, features
 
     __call__ = forward
+
+    @functools.cached_property
+    def stacked(self):
+        """The layers as the kernel's `Layers` (kernels/layers.cpp: one call for all of them, the
+        same bits as `block`'s loop), where the matrices are blocks without q/k norms; else None."""
+        if self.linear is not gguf_linear or self.layers[0].q_norm is not None:
+            return None
+        return stacked_layers(self.layers, self.spec.num_heads, self.spec.num_kv_heads, self.spec.rms_eps)
 
     def block(self, i: int, layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
               mask: torch.Tensor | None, rows_apart: list | None = None, rows_kernel=None) -> torch.Tensor:
