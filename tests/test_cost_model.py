@@ -112,19 +112,22 @@ def test_evaluated_cycles_are_set_against_their_prices():
     assert priced_cycles(cycles[cycles["method"] == "autoregressive"], costs) == []
 
 
-def test_each_verify_size_gets_the_overhead_of_its_own_cycles():
+def test_the_overhead_is_a_line_in_v_through_each_sizes_cycles():
     """The profile times an engine cycle for every V > 0, drafted by the shallowest tree holding it;
-    a V's overhead is the median of its cycles' time less their priced passes, none at V 0, and a V
-    past the deepest tree takes the largest verified one's."""
+    a V's cycles give the median of their time less their priced passes, and the overhead is the
+    line through those medians (none at V 0; past the deepest tree, the line goes on)."""
     assert cycle_shapes([0, 1, 2, 4, 12, 64], top_k=3, max_depth=3) == [(1, 1), (1, 2), (2, 4), (2, 12), (3, 21)]
     costs = CostModel(model="m", drafter="d", device="cpu", threads=1, top_k=3, contexts=[100],
                       verify_sizes=[0, 1, 4, 64],
                       verify_s=[[1.0, 1.1, 1.4, 7.4]], absorb_s=[[0.1, 0.2, 0.3, 0.4]], expand_s=[[0.2, 0.2]],
                       overhead_s=[[0.0] * 4])
-    timed = [(100, 1, 1, 1, 0.1 + 1.1 + extra) for extra in (0.001, 0.002, 0.009)]
-    timed += [(100, 2, 2, 4, 0.2 + 0.2 + 1.4 + extra) for extra in (0.02, 0.03, -0.5)]
-    timed += [(100, 1, 3, 21, 0.1 + 0.4 + 3.1 + 0.05)]
-    assert cycle_overheads(costs, [timed]) == [pytest.approx([0.0, 0.002, 0.02, 0.05])]
+    line = lambda v: 0.002 + 0.001 * v
+    timed = [(100, 1, 1, 1, 0.1 + 1.1 + line(1) + noise) for noise in (0.0, -0.001, 0.009)]
+    timed += [(100, 2, 2, 4, 0.2 + 0.2 + 1.4 + line(4) + noise) for noise in (0.0, 0.01, -0.5)]
+    timed += [(100, 1, 3, 21, 0.1 + 0.4 + 3.1 + line(21))]
+    assert cycle_overheads(costs, [timed]) == [pytest.approx([0.0, line(1), line(4), line(64)])]
+    falling = [(100, 1, 1, 1, 1.2 + 0.01), (100, 1, 3, 21, 3.6 - 0.01)]
+    assert cycle_overheads(costs, [falling])[0][-1] == 0.0  # never below 0
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -6,8 +6,8 @@ tokens for every V after that prompt, and the drafter absorbs n tokens for every
 max_depth + 1 (the root expansion), each cut back to the prompt, and grows an EAGLE tree level by
 level with top-k fed nodes. Medians over the repeats, after one warm-up round (of cycles too).
 Then each timed cycle's overhead is its time less what the table prices its passes at (the tokens
-it absorbed, its expansions, its verification, at its context), and the overhead of a V at a
-context is the median over its cycles.
+it absorbed, its expansions, its verification, at its context), and the overhead at a context is a
+line in V through the medians of each V's cycles.
 """
 import statistics
 from dataclasses import replace
@@ -143,20 +143,25 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
 
 
 def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[list[float]]:
-    """Per profiled context and V, the median of the cycles' times less what `costs` (its overhead
-    not yet known) prices their passes at; never below 0. V 0 (an autoregressive step) has none; a
-    V no cycle verified (more than the deepest tree holds) has the largest V's that one did."""
+    """Per profiled context, the overhead of each V: a line a + b V fitted (least squares) to the
+    medians, per V verified, of the cycles' times less what `costs` (its overhead not yet known)
+    prices their passes at; never below 0, and none at V 0 (an autoregressive step). Each median is
+    within a millisecond or two of the truth, and so is the line's value only through all of them."""
     overheads = []
     for timed in cycles:
         context, absorbed, depth, size, seconds = (torch.tensor(column, dtype=torch.float64 if i == 4 else None)
                                                    for i, column in enumerate(zip(*timed)))
         priced = costs.draft_seconds_batch(depth, context, absorbed - 1) + costs.verify_seconds_batch(size, context)
         residual = seconds - priced
-        row = []
-        for v in costs.verify_sizes:
-            measured = residual[size == min(v, int(size.max()))].tolist()
-            row.append(0.0 if v == 0 else max(0.0, statistics.median(measured)))
-        overheads.append(row)
+        sizes = sorted(set(size.tolist()))
+        medians = torch.tensor([statistics.median(residual[size == v].tolist()) for v in sizes], dtype=torch.float64)
+        if len(sizes) == 1:
+            a, b = float(medians[0]), 0.0
+        else:
+            x = torch.tensor(sizes, dtype=torch.float64)
+            design = torch.stack((torch.ones_like(x), x), 1)
+            a, b = torch.linalg.lstsq(design, medians[:, None]).solution[:, 0].tolist()
+        overheads.append([0.0 if v == 0 else max(0.0, a + b * v) for v in costs.verify_sizes])
     return overheads
 
 
