@@ -459,18 +459,9 @@ class Decoder:
             mask = (causal & keys)[:, None]  # [B, 1, T, end]
             cos, sin = cos[:, None], sin[:, None]
 
-        x = self.embed[tokens].view(B, T, -1)
         captured = {}
-        stack = self.stacked if rows_kernel is not None and not feature_layers and not batched else None
-        if stack is not None:  # the same kernels, in one call
-            x = stack.forward(x[0], cos=cos, sin=sin, keys=cache.k, values=cache.v, start=cache.length,
-                              seen=mask if mask is not None else SEES_ALL, amx_rows=AMX_ROWS)[None]
-        for i, layer in enumerate(self.layers if stack is None else ()):
-            if i in feature_layers:
-                captured[i] = x
-            x = self.block(i, layer, x=x, cos=cos, sin=sin, mask=mask, rows_apart=rows_apart, rows_kernel=rows_kernel)
-        if spec.num_layers in feature_layers:
-            captured[spec.num_layers] = x
+        x = self.run_layers(self.embed[tokens].view(B, T, -1), cos, sin, mask, feature_layers, captured, rows_apart,
+                            rows_kernel)
         cache.length += T
 
         if last_only:
@@ -483,6 +474,25 @@ class Decoder:
         return logits, features
 
     __call__ = forward
+
+    def run_layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                   feature_layers: tuple[int, ...], captured: dict, rows_apart: list | None,
+                   rows_kernel) -> torch.Tensor:
+        """x ([1 or B, T, hidden]) through every layer (`block`), the hidden states entering
+        `feature_layers` put in `captured`. With ltd's kernels (`rows_kernel`: one sequence) and no
+        features asked, in one call (`stacked`)."""
+        stacked = self.stacked if rows_kernel is not None and not feature_layers else None
+        if stacked is not None:  # the same kernels, in one call
+            return stacked.forward(x[0], cos=cos, sin=sin, keys=self.cache.k, values=self.cache.v,
+                                   start=self.cache.length, seen=mask if mask is not None else SEES_ALL,
+                                   amx_rows=AMX_ROWS)[None]
+        for i, layer in enumerate(self.layers):
+            if i in feature_layers:
+                captured[i] = x
+            x = self.block(i, layer, x=x, cos=cos, sin=sin, mask=mask, rows_apart=rows_apart, rows_kernel=rows_kernel)
+        if self.spec.num_layers in feature_layers:
+            captured[self.spec.num_layers] = x
+        return x
 
     @functools.cached_property
     def stacked(self):
