@@ -45,7 +45,7 @@ CASES = [
     ("profile", "repeats=0", "repeats must be a whole number >= 1, got 0"),
     ("profile", "contexts=[1,64]", "contexts must be whole numbers >= 2, got [1, 64]"),
     ("profile", "verify_sizes=[-1]", "verify_sizes must be whole numbers >= 0, got [-1]"),
-    ("profile", "contexts=[4096]", "profiling needs 4294 positions; tiny has 256"),
+    ("profile", "contexts=[4096]", "profiling needs 4426 positions; tiny has 256"),
     ("record", "max_new_tokens=0", "max_new_tokens must be a whole number >= 1, got 0"),
     ("record", "top_k=0", "top_k must be a whole number >= 1, got 0"),
     ("record", "max_depth=0", "max_depth must be a whole number >= 1, got 0"),

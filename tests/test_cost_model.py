@@ -128,6 +128,7 @@ def test_the_overhead_is_a_line_in_v_through_each_sizes_cycles():
     assert cycle_overheads(costs, [timed]) == [pytest.approx([0.0, line(1), line(4), line(64)])]
     falling = [(100, 1, 1, 1, 1.2 + 0.01), (100, 1, 3, 21, 3.6 - 0.01)]
     assert cycle_overheads(costs, [falling])[0][-1] == 0.0  # never below 0
+    assert cycle_overheads(costs, [[]]) == [[0.0] * 4]  # a profile of V 0 alone times no cycle
 
 
 def test_save_and_load_round_trip(tmp_path):

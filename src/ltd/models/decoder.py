@@ -460,8 +460,9 @@ class Decoder:
             cos, sin = cos[:, None], sin[:, None]
 
         captured = {}
-        x = self.run_layers(self.embed[tokens].view(B, T, -1), cos, sin, mask, feature_layers, captured, rows_apart,
-                            rows_kernel)
+        x = self.run_layers(self.embed[tokens].view(B, T, -1), cos=cos, sin=sin, mask=mask,
+                            feature_layers=feature_layers, captured=captured, rows_apart=rows_apart,
+                            rows_kernel=rows_kernel)
         cache.length += T
 
         if last_only:

@@ -145,10 +145,14 @@ def profile_costs(target, drafter, contexts: list[int], verify_sizes: list[int],
 def cycle_overheads(costs: CostModel, cycles: list[list[Timed]]) -> list[list[float]]:
     """Per profiled context, the overhead of each V: a line a + b V fitted (least squares) to the
     medians, per V verified, of the cycles' times less what `costs` (its overhead not yet known)
-    prices their passes at; never below 0, and none at V 0 (an autoregressive step). Each median is
-    within a millisecond or two of the truth, and so is the line's value only through all of them."""
+    prices their passes at; never below 0, and none at V 0 (an autoregressive step: all a profile
+    of V 0 alone times). Each median is within a millisecond or two of the truth, and so is the
+    line's value only through all of them."""
     overheads = []
     for timed in cycles:
+        if not timed:  # only V 0 profiled: no tree, no overhead
+            overheads.append([0.0] * len(costs.verify_sizes))
+            continue
         context, absorbed, depth, size, seconds = (torch.tensor(column, dtype=torch.float64 if i == 4 else None)
                                                    for i, column in enumerate(zip(*timed)))
         priced = costs.draft_seconds_batch(depth, context, absorbed - 1) + costs.verify_seconds_batch(size, context)
