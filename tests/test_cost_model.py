@@ -88,8 +88,9 @@ def test_batched_prices_equal_one_at_a_time():
     accepted = torch.tensor([0, 2, 1, 0, 5, 3])
     assert costs.draft_seconds_batch(depths, contexts, accepted).tolist() == pytest.approx(
         [costs.draft_seconds(int(d), int(c), int(a)) for d, c, a in zip(depths, contexts, accepted)])
-    assert costs.overhead_seconds_batch(sizes, contexts).tolist() == pytest.approx(
-        [costs.overhead_seconds(int(v), int(c)) for v, c in zip(sizes, contexts)])
+    assert costs.verify_and_overhead_seconds_batch(sizes, contexts).tolist() == pytest.approx(
+        [costs.verify_seconds(int(v), int(c)) + costs.overhead_seconds(int(v), int(c))
+         for v, c in zip(sizes, contexts)])
     assert costs.verify_seconds_batch(torch.tensor([2]), torch.tensor([200])).item() == pytest.approx(2.75)
 
 

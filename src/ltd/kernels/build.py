@@ -149,10 +149,9 @@ def stacked_layers(layers: list, heads: int, kv_heads: int, eps: float, isa: str
     module = kernel(isa)
     if module is None:
         return None
-    matrices = [[t for p in parts for t in (p.codes, p.sub, p.d)] for layer in layers
-                for parts in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-    formats = [[FORMATS[p.format] for p in parts] for layer in layers
-               for parts in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    each = [parts for layer in layers for parts in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    matrices = [[t for p in parts for t in (p.codes, p.sub, p.d)] for parts in each]
+    formats = [[FORMATS[p.format] for p in parts] for parts in each]
     norms = [norm for layer in layers for norm in (layer.input_norm, layer.post_norm)]
     biases = [NO_NORM if layer.qkv_bias is None else layer.qkv_bias for layer in layers]
     return module.Layers(matrices=matrices, formats=formats, norms=norms, biases=biases, heads=heads,

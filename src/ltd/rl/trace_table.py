@@ -59,5 +59,5 @@ class TraceTable:
         """(draft, verify) seconds by the cost model, float32, of cycles that accept `accepted` draft
         tokens: drafting includes absorbing them (the cost model's shifted accounting), verifying
         the cycle's overhead."""
-        verify_s = self.costs.verify_seconds_batch(verify, context) + self.costs.overhead_seconds_batch(verify, context)
+        verify_s = self.costs.verify_and_overhead_seconds_batch(verify, context)
         return self.costs.draft_seconds_batch(depth, context, accepted).float(), verify_s.float()

@@ -22,8 +22,7 @@ def priced_cycles(cycles: pd.DataFrame, costs: CostModel) -> list[dict]:
         return []
     contexts = torch.tensor(drafted["context_length"].to_numpy(), dtype=torch.float64)
     values = lambda name: torch.tensor(drafted[name].to_numpy())
-    sizes = values("verify_size")
-    verify = costs.verify_seconds_batch(sizes, contexts) + costs.overhead_seconds_batch(sizes, contexts)
+    verify = costs.verify_and_overhead_seconds_batch(values("verify_size"), contexts)
     priced = drafted.assign(
         draft_priced=costs.draft_seconds_batch(values("depth"), contexts, values("accepted")).numpy(),
         verify_priced=verify.numpy(),

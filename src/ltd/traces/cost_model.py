@@ -110,6 +110,12 @@ class CostModel:
         environments price a batch with)."""
         return self._along_sizes(self.verify_s, sizes, contexts)
 
+    def verify_and_overhead_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+        """[B] float64 seconds of verifying sizes[b] at contexts[b] with the cycle's overhead (what the
+        replay counts as a cycle's verify time): one interpolation of the two tables summed."""
+        summed = [[v + o for v, o in zip(*rows)] for rows in zip(self.verify_s, self.overhead_s)]
+        return self._along_sizes(summed, sizes, contexts)
+
     def step_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
         """[B] float64 seconds of an autoregressive step at contexts[b]: the root alone (V = 0)."""
         return self.verify_seconds_batch(torch.zeros_like(contexts), contexts)
@@ -130,11 +136,6 @@ class CostModel:
         tokens = (accepted.long() + 1).clamp(max=absorb.shape[1])
         return self._along_contexts(absorb[:, tokens - 1] + further[:, depths - 1], contexts)
 
-    def overhead_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
-        """[B] float64 seconds a cycle verifying sizes[b] spends at contexts[b] outside the target's
-        and drafter's passes."""
-        return self._along_sizes(self.overhead_s, sizes, contexts)
-
     def verify_seconds(self, size: int, context: int) -> float:
         return float(self.verify_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
 
@@ -144,7 +145,8 @@ class CostModel:
                                               torch.tensor([accepted]))[0])
 
     def overhead_seconds(self, size: int, context: int) -> float:
-        return float(self.overhead_seconds_batch(torch.tensor([size]), torch.tensor([context]))[0])
+        """Seconds a cycle verifying `size` spends at `context` outside the target's and drafter's passes."""
+        return float(self._along_sizes(self.overhead_s, torch.tensor([size]), torch.tensor([context]))[0])
 
     def save(self, path: str | Path) -> None:
         write_json(path, asdict(self))
