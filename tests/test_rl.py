@@ -373,6 +373,26 @@ def test_train_ltd_keeps_finished_stages_and_the_controller_runs_them_losslessly
     assert int(policy_depths(controller.depth_net, table.scores[rows], context)[0]) >= 1
 
 
+def test_partner_best_constant_trains_beside_the_replays_best_constant_tree(recorded, tmp_path):
+    traces = recorded[0]
+    s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,
+                    depth_verify=2, fixed_depth=MAX_DEPTH + 5, partner="best-constant", size_hidden=(16,),
+                    depth_hidden=(16,))
+    backend = ReplayBackend(traces[:2], costs(), tuple(SIZES), Reward(), size_envs=8, depth_envs=8)
+    # fixed_depth is out of the traces' range, and unused: the partner is the replay's best constant tree.
+    trained = train_ltd(backend, traces[2:], costs=costs(), settings=s, component="size_only", directory=tmp_path)
+    c = trained.constant
+    assert trained.partner == (round(c["depth"]), round(c["verify"]))
+    # size_only: the size policy decides V, the partner every depth.
+    assert trained.stages[-1]["depth"] == trained.partner[0] and trained.stages[-1]["depth_sd"] == 0
+    s.partner = "fixed"
+    with pytest.raises(LtdError, match=f"fixed_depth {MAX_DEPTH + 5} is outside the traces' 1..{MAX_DEPTH}"):
+        train_ltd(backend, traces[2:], costs=costs(), settings=s, component="size_only", directory=tmp_path / "f")
+    s.partner = "best"
+    with pytest.raises(LtdError, match="ltd.partner must be one of fixed, best-constant, got 'best'"):
+        s.validate()
+
+
 def test_depth_rows_too_short_for_a_whole_cycle_are_refused(recorded, tmp_path):
     traces = recorded[0]
     s = LtdSettings(sizes=tuple(SIZES), size_ppo=small_ppo(512), depth_ppo=small_ppo(512), rounds=0,

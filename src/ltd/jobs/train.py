@@ -139,14 +139,14 @@ def run(job: Job, run_dir: Path) -> None:
                                          drafter=drafter),
                                  held_out=recorded.held_out, costs=costs, directory=policies.path, tracker=tracker)
         spent("ppo")
-        print_stages(trained, policies.path, len(recorded.held_out))
+        print_stages(trained, policies.path, len(recorded.held_out), job.settings.partner)
         if recorded.test:
-            print_test(test_replay(trained, recorded.test, costs, job.settings), trained, policies.path)
+            print_test(test_replay(trained, recorded.test, costs), trained, policies.path)
         constant = best_constant_tree(trained, costs.top_k, policies.path)
         lineage(tracker, cost_file.path, recorded.directories, policies.path)
         ltd = LTD(depth_policy=str(trained.depth) if trained.depth else None,
                   size_policy=str(trained.size) if trained.size else None,
-                  depth=job.settings.fixed_depth, verify=job.settings.depth_verify)
+                  depth=trained.partner[0], verify=trained.partner[1])
         # best-constant: this run's own (its policies' replay), not the file of make train's default policies
         methods = ([Method(BEST_CONSTANT, constant) if name == BEST_CONSTANT else build_methods([name], cfg)[0]
                     for name in cfg.evaluate.methods] + resps_method(job) + [Method(LTD_METHOD, ltd)])
@@ -327,7 +327,7 @@ def train_policies(job: Job, environments, held_out: list, costs: CostModel, dir
             bar.close()
 
 
-def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> None:
+def print_stages(trained: TrainedPolicies, directory: Path, held_out: int, partner: str) -> None:
     print(f"\npolicies in {directory} (replay on the {held_out} held-out answers, by stage; start and trained: "
           f"the stage's own validation of the policy it started from and of the one it kept):")
     print(format_table(trained.stages, ["stage", "start", "trained", "speedup", "tau", "depth", "depth_sd", "verify",
@@ -337,6 +337,9 @@ def print_stages(trained: TrainedPolicies, directory: Path, held_out: int) -> No
     c, last = trained.constant, trained.stages[-1]["speedup"]
     print(f"best constant tree in the same replay: depth {c['depth']:.0f}, V {c['verify']:.0f}, speed-up "
           f"{c['speedup']:.3f}; ltd: {last:.3f} ({last / c['speedup']:.3f}x of it)")
+    fixed = "" if partner == "fixed" else "; ltd.partner=fixed takes ltd.fixed_depth and ltd.depth_verify instead"
+    print(f"a policy training alone trained beside depth {trained.partner[0]}, V {trained.partner[1]} "
+          f"(ltd.partner={partner}{fixed})")
 
 
 def print_test(scores: dict, trained: TrainedPolicies, directory: Path) -> None:

@@ -37,6 +37,9 @@ class PPOSettings:
         return self.frames // self.rollout
 
 
+PARTNERS = ("fixed", "best-constant")
+
+
 @dataclass
 class LtdSettings:
     sizes: tuple[int, ...]  # the size policy's choices of V
@@ -46,6 +49,10 @@ class LtdSettings:
     round_scale: float = 0.5  # a round trains this fraction of its policy's stage-1 frames
     depth_verify: int = 60  # V while the depth policy trains alone, and wherever there is no size policy
     fixed_depth: int = 8  # depth wherever there is no depth policy
+    # The two above as given ("fixed"), or the best constant tree of the validation replay
+    # ("best-constant"): a policy training alone then trains beside the tree it has to beat, whatever
+    # the model and machine make that tree.
+    partner: str = "fixed"
     size_hidden: tuple[int, ...] = (1024, 256)
     depth_hidden: tuple[int, ...] = (1024,)
     size_envs: int = 64  # replay rows stepped at once
@@ -57,6 +64,8 @@ class LtdSettings:
             raise LtdError("rounds must be >= 0 and round_scale > 0")
         if self.select not in ("validation", "last"):
             raise LtdError(f"ltd.select must be validation or last, got {self.select!r}")
+        if self.partner not in PARTNERS:
+            raise LtdError(f"ltd.partner must be one of {', '.join(PARTNERS)}, got {self.partner!r}")
         self.size_ppo.validate()
         self.depth_ppo.validate()
 

@@ -64,6 +64,7 @@ class TrainedPolicies:
     directory: Path
     depth: Path | None
     size: Path | None
+    partner: tuple[int, int]  # (depth, V) beside a policy training alone, and for one left out
     stages: list[dict] = field(default_factory=list)
     constant: dict = field(default_factory=dict)  # the best constant tree in the same replay
 
@@ -84,14 +85,14 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
     settings.validate()
     if isinstance(backend, ReplayBackend):
         check_depth_rows(backend.depth_envs, settings.depth_ppo.rollout, max_depth)
-    if not 1 <= settings.fixed_depth <= max_depth:
-        raise LtdError(f"fixed_depth {settings.fixed_depth} is outside the traces' 1..{max_depth}")
+    constant = best_constant(held_out, settings.sizes)
+    fixed_depth, depth_verify = partner_tree(settings, constant, max_depth)
     current: dict[str, Policy | None] = dict(size=None, depth=None)
     summary = []
     for stage in stages:
         final = directory / f"{stage.name}.pt"
-        depth_partner = current["depth"] if current["depth"] is not None else settings.fixed_depth
-        verify_partner = current["size"] if current["size"] is not None else settings.depth_verify
+        depth_partner = current["depth"] if current["depth"] is not None else fixed_depth
+        verify_partner = current["size"] if current["size"] is not None else depth_verify
         seed = stage.settings.seed
         policy = read_or_drop(final, lambda path: Policy.load(path, stage.role), "training the stage again")
         if policy is None:
@@ -115,8 +116,8 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
                                                         batches=trainer.batch, curve=trainer.curve))
             policy.save(final)
         current[stage.role] = policy
-        depth = current["depth"] if current["depth"] is not None else settings.fixed_depth
-        verify = current["size"] if current["size"] is not None else settings.depth_verify
+        depth = current["depth"] if current["depth"] is not None else fixed_depth
+        verify = current["size"] if current["size"] is not None else depth_verify
         scores = read_or_drop(final.with_suffix(".json"), lambda path: json.loads(path.read_text()),
                               "leaving its scores out") or {}
         summary.append(dict(stage=stage.name, start=scores.get("start"), trained=scores.get("trained"),
@@ -126,19 +127,29 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
         if current[role] is not None:
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
-    constant = best_constant(held_out, settings.sizes)
     write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward.key(),
                                                  component=component, backend=type(backend).__name__,
                                                  settings=asdict(settings)))
-    return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), summary, constant)
+    return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), partner=(fixed_depth, depth_verify),
+                           stages=summary, constant=constant)
 
 
-def test_replay(trained: TrainedPolicies, test: list[Trace], costs: CostModel, s: LtdSettings) -> dict:
+def partner_tree(settings: LtdSettings, constant: dict, max_depth: int) -> tuple[int, int]:
+    """(depth, V) of the tree a policy training alone works beside, and that stands in for a policy
+    its component leaves out: the settings' own, or the replay's best constant tree (`constant`)."""
+    if settings.partner == "best-constant":
+        return round(constant["depth"]), round(constant["verify"])
+    if not 1 <= settings.fixed_depth <= max_depth:
+        raise LtdError(f"fixed_depth {settings.fixed_depth} is outside the traces' 1..{max_depth}")
+    return settings.fixed_depth, settings.depth_verify
+
+
+def test_replay(trained: TrainedPolicies, test: list[Trace], costs: CostModel) -> dict:
     """LTD's policies and the best constant tree, both as validation picked them, replayed on the
     test answers, which picked nothing: a test score, where the stages' scores are validation's."""
     table = TraceTable(test, costs)
-    depth = Policy.load(trained.depth, "depth") if trained.depth else s.fixed_depth
-    verify = Policy.load(trained.size, "size") if trained.size else s.depth_verify
+    depth = Policy.load(trained.depth, "depth") if trained.depth else trained.partner[0]
+    verify = Policy.load(trained.size, "size") if trained.size else trained.partner[1]
     c = trained.constant
     return {"answers": len(test), "ltd": replay_speedup(table, depth, verify),
             "constant": replay_speedup(table, round(c["depth"]), round(c["verify"]))}
