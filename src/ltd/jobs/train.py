@@ -21,6 +21,7 @@ settings, made again (with a note saying what changed) otherwise.
 """
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +62,7 @@ from ltd.rl.rewards import Reward
 from ltd.rl.settings import LtdSettings
 from ltd.rl.trace_table import TraceTable
 from ltd.rl.validation import best_constant
-from ltd.traces.cost_check import priced_cycles
+from ltd.traces.cost_check import price_drift, priced_cycles
 from ltd.traces.cost_model import CostModel, cost_model_file, cost_model_key
 from ltd.traces.profiler import measure_cost_model
 from ltd.traces.trace_sets import Recorded, record_tasks, trace_set
@@ -154,7 +155,7 @@ def run(job: Job, run_dir: Path) -> None:
         per_task = evaluate(job, Engine(target.decoder, target.stop_token_ids, drafter), target, methods, run_dir)
         spent("evaluation")
         report(job, per_task, [m.name for m in methods], run_dir, tracker)
-        print_cost_check(job, costs, run_dir)
+        print_cost_check(job, costs, cost_file.path, run_dir)
         print(f"time spent: {spent}")
     finally:
         tracker.finish()
@@ -431,14 +432,20 @@ def report(job: Job, per_task: dict[str, pd.DataFrame], method_order: list[str],
     print(f"appended {len(stored)} rows to {store}; records and train.md in {run_dir}")
 
 
-def print_cost_check(job: Job, costs: CostModel, run_dir: Path) -> None:
+def print_cost_check(job: Job, costs: CostModel, profile: Path, run_dir: Path) -> None:
     """The cost model's prices of the evaluated cycles next to what they took (traces/cost_check)."""
     cycles = pd.concat([pd.read_parquet(run_dir / task.name / "cycles.parquet") for task in job.tasks])
     print(f"\ncost model against the engine (mean per drafted cycle over the tasks, a turn's first cycle left out: its "
           f"drafting is the drafter's prefill; PPO trained on these prices, "
           f"which are for trees of top-k {costs.top_k}: wider trees draft slower than priced):")
-    print(format_table(priced_cycles(cycles, costs), ["method", "cycles", "draft ms", "draft priced", "verify ms",
-                                                      "verify priced", "measured / priced"]))
+    rows = priced_cycles(cycles, costs)
+    print(format_table(rows, ["method", "cycles", "draft ms", "draft priced", "verify ms", "verify priced",
+                              "measured / priced"]))
+    drift = price_drift(rows)
+    if drift:
+        when = datetime.fromtimestamp(profile.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        note(f"{drift}: this machine's speed has moved since {profile} was measured ({when}); delete it and "
+             f"make train profiles again, and PPO retrains on the new prices")
 
 
 class Spent:

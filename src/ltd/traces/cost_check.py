@@ -35,3 +35,14 @@ def priced_cycles(cycles: pd.DataFrame, costs: CostModel) -> list[dict]:
                      "draft priced": ms("draft_priced"), "verify ms": ms("verify_s"),
                      "verify priced": ms("verify_priced"), "measured / priced": measured / predicted})
     return rows
+
+
+def price_drift(rows: list[dict], tolerance: float = 0.05) -> str | None:
+    """What the evaluated cycles took against their price, when some method's are off by more than
+    `tolerance`; else None. The machine's speed moves between hours and days (docs/measuring.md): a
+    profile measured on a faster hour prices every cycle low, and deep trees lower than shallow ones."""
+    ratios = [row["measured / priced"] for row in rows]
+    if not ratios or max(abs(r - 1) for r in ratios) <= tolerance:
+        return None
+    low, high = min(ratios), max(ratios)
+    return f"the evaluated cycles took {low:.2f}x" + (f"-{high:.2f}x" if high - low >= 0.005 else "") + " their price"
