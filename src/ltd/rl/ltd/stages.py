@@ -127,9 +127,9 @@ def train_ltd(backend: ReplayBackend | OnlineBackend, validation: list[Trace], c
         if current[role] is not None:
             paths[role] = directory / f"{role}.pt"
             current[role].save(paths[role])
-    write_json(directory / "training.json", dict(stages=summary, constant=constant, reward=backend.reward.key(),
-                                                 component=component, backend=type(backend).__name__,
-                                                 settings=asdict(settings)))
+    write_json(directory / "training.json", dict(stages=summary, constant=constant, partner=[fixed_depth, depth_verify],
+                                                 reward=backend.reward.key(), component=component,
+                                                 backend=type(backend).__name__, settings=asdict(settings)))
     return TrainedPolicies(directory, paths.get("depth"), paths.get("size"), partner=(fixed_depth, depth_verify),
                            stages=summary, constant=constant)
 
