@@ -441,11 +441,11 @@ def print_cost_check(job: Job, costs: CostModel, profile: Path, run_dir: Path) -
     rows = priced_cycles(cycles, costs)
     print(format_table(rows, ["method", "cycles", "draft ms", "draft priced", "verify ms", "verify priced",
                               "measured / priced"]))
-    drift = price_drift(rows)
+    drift = price_drift(rows, replayed=(LTD_METHOD, BEST_CONSTANT))
     if drift:
         when = datetime.fromtimestamp(profile.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        note(f"{drift}: this machine's speed has moved since {profile} was measured ({when}); delete it and "
-             f"make train profiles again, and PPO retrains on the new prices")
+        note(f"{drift}: the profile {profile} (measured {when}) no longer prices this machine's cycles; delete "
+             f"it and make train profiles again, and PPO retrains on the new prices")
 
 
 class Spent:

@@ -37,11 +37,13 @@ def priced_cycles(cycles: pd.DataFrame, costs: CostModel) -> list[dict]:
     return rows
 
 
-def price_drift(rows: list[dict], tolerance: float = 0.05) -> str | None:
-    """What the evaluated cycles took against their price, when some method's are off by more than
-    `tolerance`; else None. The machine's speed moves between hours and days (docs/measuring.md): a
+def price_drift(rows: list[dict], replayed: tuple[str, ...], tolerance: float = 0.05) -> str | None:
+    """What the cycles of the `replayed` methods took against their price, when one is off by more
+    than `tolerance`; else None. Only methods whose trees the replay holds (the traces' top-k: LTD,
+    the best constant tree) say whether the profile still fits: wider trees draft slower than priced
+    whatever the profile. The machine's speed moves between hours and days (docs/measuring.md): a
     profile measured on a faster hour prices every cycle low, and deep trees lower than shallow ones."""
-    ratios = [row["measured / priced"] for row in rows]
+    ratios = [row["measured / priced"] for row in rows if row["method"] in replayed]
     if not ratios or max(abs(r - 1) for r in ratios) <= tolerance:
         return None
     low, high = min(ratios), max(ratios)

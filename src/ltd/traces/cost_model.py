@@ -23,6 +23,7 @@ replay environments count it with the verify time (ltd.rl.trace_table). An autor
 one target pass over the root alone (`verify_seconds(0, ...)`, `step_seconds_batch`): it has no
 tree to pay overhead for.
 """
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,9 +94,10 @@ class CostModel:
         x0, x1, y0, y1 = xs[i - 1], xs[i], per_context[i - 1, rows], per_context[i, rows]
         return (y0 + (y1 - y0) * (contexts - x0) / (x1 - x0)).clamp(min=0)
 
-    def _along_sizes(self, table: list[list[float]], sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    def _along_sizes(self, table: list[list[float]] | torch.Tensor, sizes: torch.Tensor,
+                     contexts: torch.Tensor) -> torch.Tensor:
         """[B] float64 values of a [context][V] table at sizes[b] and contexts[b], interpolated."""
-        table = torch.tensor(table, dtype=torch.float64)
+        table = torch.as_tensor(table, dtype=torch.float64)
         xs = torch.tensor(self.verify_sizes, dtype=torch.float64)
         if len(xs) == 1:
             per_context = table[:, :1].expand(-1, sizes.numel())
@@ -113,8 +115,12 @@ class CostModel:
     def verify_and_overhead_seconds_batch(self, sizes: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
         """[B] float64 seconds of verifying sizes[b] at contexts[b] with the cycle's overhead (what the
         replay counts as a cycle's verify time): one interpolation of the two tables summed."""
-        summed = [[v + o for v, o in zip(*rows)] for rows in zip(self.verify_s, self.overhead_s)]
-        return self._along_sizes(summed, sizes, contexts)
+        return self._along_sizes(self._verify_and_overhead_s, sizes, contexts)
+
+    @functools.cached_property
+    def _verify_and_overhead_s(self) -> torch.Tensor:
+        """The two [context][V] tables summed, once: the replay prices every env step with it."""
+        return torch.tensor(self.verify_s, dtype=torch.float64) + torch.tensor(self.overhead_s, dtype=torch.float64)
 
     def step_seconds_batch(self, contexts: torch.Tensor) -> torch.Tensor:
         """[B] float64 seconds of an autoregressive step at contexts[b]: the root alone (V = 0)."""
